@@ -1,0 +1,67 @@
+"""``evaluation_report``: candidate and champion scored on the same holdout, with the decision inputs."""
+
+import datetime as dt
+import json
+
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
+
+from retrain_assets import lake, training
+from retrain_assets.registry import CHAMPION, ModelRef
+from retrain_assets.resources import RetrainProject
+
+
+@asset(group_name="retrain", kinds={"mlflow"}, code_version="1")
+def evaluation_report(
+    context: AssetExecutionContext, project: RetrainProject, validated_features: lake.TableRef, candidate_model: ModelRef
+) -> Output[dict]:
+    """Loads the candidate and the current champion back from the MLflow registry, scores both on the
+    candidate's holdout rows (which the champion never trained on: the split is stable), and writes the
+    report as JSON under ``reports/``. Champion metrics are also logged on the candidate's MLflow run."""
+    config = project.load()
+    registry = project.registry(config)
+    frame = lake.read_table(validated_features.uri, validated_features.version, columns=list(config.data.columns))
+    _, holdout = training.split(frame, config)
+    candidate = training.evaluate(registry.load(candidate_model.version), holdout, config)
+    champion_version = registry.by_alias(CHAMPION)
+    champion, champion_note = None, "no champion yet"
+    if champion_version is not None:
+        try:
+            champion = training.evaluate(registry.load(champion_version.version), holdout, config)
+            champion_note = f"champion v{champion_version.version} scored on the same holdout"
+        except (KeyError, ValueError) as exc:  # e.g. the feature columns changed since it was trained
+            champion_note = f"champion v{champion_version.version} cannot score this holdout: {exc}"
+        if champion is not None:
+            for name, value in champion.items():
+                if value == value:
+                    registry.client.log_metric(candidate_model.run_id, f"champion_{name}", value)
+    report = {
+        "candidate_version": candidate_model.version,
+        "champion_version": str(champion_version.version) if champion_version is not None else None,
+        "champion_note": champion_note,
+        "delta_version": validated_features.raw_version,
+        "features_version": validated_features.version,
+        "holdout_rows": len(holdout),
+        "metric": config.promotion.metric,
+        "higher_is_better": config.higher_is_better,
+        "minimum": config.promotion.minimum,
+        "margin": config.promotion.margin,
+        "candidate": candidate,
+        "champion": champion,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    config.reports_dir.mkdir(parents=True, exist_ok=True)
+    path = config.reports_dir / f"evaluation-model-v{candidate_model.version}.json"
+    path.write_text(json.dumps(report, indent=2))
+    metric = config.promotion.metric
+    return Output(
+        report,
+        metadata={
+            f"candidate_{metric}": candidate[metric],
+            f"champion_{metric}": champion[metric] if champion else None,
+            "candidate_version": candidate_model.version,
+            "champion_version": report["champion_version"],
+            "holdout_rows": len(holdout),
+            "champion_note": champion_note,
+            "report_path": MetadataValue.path(str(path)),
+        },
+    )

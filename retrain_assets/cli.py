@@ -1,0 +1,190 @@
+"""The ``retrain`` command: init, ingest, materialize, status, demo, ui.
+
+Heavy libraries (mlflow, great_expectations, sklearn, dagster) are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from retrain_assets.config import ConfigError, RetrainConfig, load_config, resolve_config_path
+
+
+def _load(ctx: click.Context) -> RetrainConfig:
+    try:
+        return load_config(ctx.obj["config"])
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Project file (default: $RETRAIN_CONFIG, else ./retrain.yaml).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_path: Optional[Path]) -> None:
+    """Keep a scikit-learn model fresh on Delta Lake data, orchestrated by Dagster."""
+    ctx.obj = {"config": resolve_config_path(config_path)}
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target", required=True, help="Column the model predicts.")
+@click.option("--task", type=click.Choice(["classification", "regression"]), default=None, help="Default: inferred.")
+@click.option("--timestamp", default=None, help="Event-time column (gives data ranges and, later, backfills).")
+@click.option("--id", "id_column", default=None, help="Row id column (keeps the holdout split stable).")
+@click.option("--project", default=None, help="Project name (default: the folder's name).")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.pass_context
+def init(ctx, data, target, task, timestamp, id_column, project, force) -> None:
+    """Write retrain.yaml inferred from a CSV/Parquet sample DATA; review it before the first run."""
+    from retrain_assets.inference import infer_config, render_config
+    from retrain_assets.lake import read_batch_file
+
+    path: Path = ctx.obj["config"]
+    if path.exists() and not force:
+        raise click.ClickException(f"{path} exists; pass --force to overwrite it")
+    try:
+        frame = read_batch_file(data)
+        config = infer_config(
+            frame, target, task=task, timestamp=timestamp, id_column=id_column, project=project or path.parent.name
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_config(config, str(data)))
+    click.echo(f"wrote {path}: {len(config.data.columns)} columns, task {config.data.task}, target {target!r}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+def ingest(ctx, files) -> None:
+    """Append each CSV/Parquet FILE to raw_data as one new Delta version (refused files go to quarantine)."""
+    from retrain_assets.lake import BatchRefused, ingest_file
+
+    config = _load(ctx)
+    refused = 0
+    for path in files:
+        try:
+            result = ingest_file(config, path)
+        except BatchRefused as exc:
+            refused += 1
+            click.echo(f"refused {exc}", err=True)
+            continue
+        click.echo(f"{result.source}: raw_data version {result.version} ({result.rows} rows)")
+    if refused:
+        raise click.ClickException(f"{refused} of {len(files)} files refused; nothing of them was written")
+
+
+@main.command()
+@click.pass_context
+def materialize(ctx) -> None:
+    """Run the whole asset graph once on the latest raw_data version, in process."""
+    from retrain_assets.runner import materialize as run, project_instance
+
+    config = _load(ctx)
+    with project_instance(config) as instance:
+        outcome = run(ctx.obj["config"], instance)
+    click.echo(describe_outcome(outcome, config))
+    if not outcome.success:
+        sys.exit(1)
+
+
+def describe_outcome(outcome, config: RetrainConfig) -> str:
+    """A few lines a person reads: version, checks, scores, decision."""
+    lines = [f"run {outcome.run_id}: {'succeeded' if outcome.success else 'FAILED'} on raw_data v{outcome.raw_version}"]
+    for name, (passed, message) in outcome.checks.items():
+        lines.append(f"  check {name}: {'passed' if passed else 'FAILED'}" + ("" if passed else f" - {message}"))
+    metric = config.promotion.metric
+    if outcome.evaluation:
+        champion = outcome.evaluation["champion"]
+        lines.append(
+            f"  candidate v{outcome.evaluation['candidate_version']} {metric} {outcome.evaluation['candidate'][metric]:.4f}"
+            + (f", champion {champion[metric]:.4f} on the same holdout" if champion else ", no champion yet")
+        )
+    if outcome.decision:
+        verdict = "promoted" if outcome.decision["promoted"] else "not promoted"
+        lines.append(f"  {verdict}: {outcome.decision['reason']}; champion is v{outcome.decision['champion_version']}")
+    if outcome.error and not any(not passed for passed, _ in outcome.checks.values()):
+        lines.append(f"  error: {outcome.error}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx, as_json) -> None:
+    """Where things stand: raw table, last processed version, champion, last decision, checks."""
+    from retrain_assets.runner import project_instance, project_status
+
+    config = _load(ctx)
+    with project_instance(config) as instance:
+        report = project_status(config, instance)
+    click.echo(json.dumps(report, indent=2) if as_json else describe_status(report))
+
+
+def describe_status(report: dict) -> str:
+    raw, champion, decision = report["raw_table"], report["champion"], report["last_decision"]
+    lines = [
+        f"raw_data: {raw['uri']} version {raw['version']} ({raw['rows']} rows)",
+        f"last processed raw version: {report['last_processed_version']}",
+    ]
+    if champion:
+        lines.append(
+            f"champion: {champion['name']} v{champion['version']} (delta v{champion['delta_version']}, "
+            f"trained {champion['trained_at']}, params {champion['params_hash']}, code {champion['code_version']})"
+        )
+        lines.append("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(champion["metrics"].items()) if "_" not in k))
+    else:
+        lines.append("champion: none")
+    if decision:
+        verdict = "promoted" if decision["promoted"] else "rejected"
+        lines.append(f"last decision: candidate v{decision['candidate_version']} {verdict}: {decision['reason']}")
+    for check in report["latest_checks"]:
+        lines.append(f"check {check['asset']}/{check['name']}: {'passed' if check['passed'] else 'FAILED'} - {check['message']}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
+@click.option("--fresh", is_flag=True, help="Start over: remove a previous demo in --dir first.")
+@click.option("--days", default=6, show_default=True, help="Daily batches to ingest.")
+@click.option("--rows-per-day", default=1500, show_default=True)
+def demo(directory, fresh, days, rows_per_day) -> None:
+    """The main job end to end on synthetic churn data: init, ingest daily batches (one bad), materialize."""
+    from retrain_assets.demo import run_demo
+
+    try:
+        run_demo(directory, fresh=fresh, days=days, rows_per_day=rows_per_day, echo=click.echo)
+    except (ValueError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.pass_context
+def ui(ctx, port, host) -> None:
+    """Start `dagster dev` on this project's workspace and storage home (the Dagster UI)."""
+    from retrain_assets.runner import prepare_dagster_home
+
+    config = _load(ctx)
+    prepare_dagster_home(config)
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    command = [sys.executable, "-m", "dagster", "dev", "-h", host, "-p", str(port)]
+    command += ["-w", str(workspace)] if workspace.exists() else ["-m", "retrain_assets.definitions"]
+    env = {**os.environ, "RETRAIN_CONFIG": str(ctx.obj["config"])}
+    click.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={config.dagster_home}); Ctrl-C stops it")
+    sys.exit(subprocess.call(command, env=env))

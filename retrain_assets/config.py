@@ -1,0 +1,217 @@
+"""The project file ``retrain.yaml``: parsed into typed objects, paths resolved beside the file.
+
+The path comes from ``--config``, else the ``RETRAIN_CONFIG`` environment variable, else ``./retrain.yaml``
+(:func:`resolve_config_path` is the one place that decides). Every error names the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+CONFIG_ENV = "RETRAIN_CONFIG"
+DEFAULT_CONFIG_NAME = "retrain.yaml"
+
+ColumnType = Literal["int", "float", "category", "bool", "timestamp", "string"]
+Task = Literal["classification", "regression"]
+
+# metric name -> True when a higher value is better
+METRICS: dict[str, dict[str, bool]] = {
+    "classification": {"roc_auc": True, "accuracy": True, "f1": True, "log_loss": False},
+    "regression": {"r2": True, "rmse": False, "mae": False},
+}
+ESTIMATORS: dict[str, tuple[str, ...]] = {
+    "classification": ("logistic_regression", "random_forest", "hist_gradient_boosting"),
+    "regression": ("ridge", "random_forest", "hist_gradient_boosting"),
+}
+
+
+class ConfigError(ValueError):
+    """``retrain.yaml`` is missing, unreadable or has a bad key; the message names file and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageConfig(_Section):
+    home: str = Field(".retrain", description="Storage home, relative to the config file's folder.")
+    lake_uri: Optional[str] = Field(None, description="Where the Delta tables live; default <home>/lake.")
+
+
+class MlflowConfig(_Section):
+    tracking_uri: Optional[str] = Field(None, description="Default: sqlite store under <home>/mlflow.")
+    experiment: str = "retrain"
+    model_name: str = Field("retrain_model", description="Registered model that carries the aliases.")
+
+
+class DataConfig(_Section):
+    target: str
+    task: Task
+    timestamp: Optional[str] = None
+    id: Optional[str] = None
+    columns: dict[str, ColumnType] = Field(description="Every column of raw_data with its type.")
+
+    @model_validator(mode="after")
+    def _roles_are_columns(self) -> "DataConfig":
+        for role in ("target", "timestamp", "id"):
+            name = getattr(self, role)
+            if name is not None and name not in self.columns:
+                raise ValueError(f"data.{role}: column {name!r} is not listed in data.columns")
+        if self.timestamp and self.columns[self.timestamp] != "timestamp":
+            raise ValueError(f"data.timestamp: column {self.timestamp!r} must have type 'timestamp'")
+        if not self.features:
+            raise ValueError("data.columns: no feature columns left besides target, timestamp and id")
+        stamps = [name for name, kind in self.features.items() if kind == "timestamp"]
+        if stamps:
+            raise ValueError(f"data.columns: timestamp columns {stamps} cannot be model features (only data.timestamp)")
+        return self
+
+    @property
+    def features(self) -> dict[str, ColumnType]:
+        """Model inputs: every column except target, timestamp and id."""
+        roles = {self.target, self.timestamp, self.id}
+        return {name: kind for name, kind in self.columns.items() if name not in roles}
+
+
+class ColumnRule(_Section):
+    nullable: bool = True
+    min: Optional[float] = None
+    max: Optional[float] = None
+    domain: Optional[list[Union[str, int, bool]]] = None
+
+
+class ValidationConfig(_Section):
+    columns: dict[str, ColumnRule] = Field(default_factory=dict)
+    target_classes: Optional[list[Union[str, int, bool]]] = None
+    min_class_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Target balance floor per class.")
+    min_rows: int = Field(1, ge=1)
+
+
+class ModelConfig(_Section):
+    estimator: str = "logistic_regression"
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 42
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+
+
+class PromotionConfig(_Section):
+    metric: str = "roc_auc"
+    minimum: Optional[float] = Field(
+        None, description="Worst acceptable value: a floor, or a ceiling for error metrics (rmse, mae, log_loss)."
+    )
+    margin: float = Field(0.0, ge=0.0)
+
+
+class RetrainConfig(_Section):
+    project: str = "retrain"
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    data: DataConfig
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RetrainConfig":
+        task = self.data.task
+        for name in self.validation.columns:
+            if name not in self.data.columns:
+                raise ValueError(f"validation.columns.{name}: not a column listed in data.columns")
+        if self.model.estimator not in ESTIMATORS[task]:
+            raise ValueError(
+                f"model.estimator: {self.model.estimator!r} is not one of {', '.join(ESTIMATORS[task])} for {task}"
+            )
+        if self.promotion.metric not in METRICS[task]:
+            raise ValueError(
+                f"promotion.metric: {self.promotion.metric!r} is not one of {', '.join(METRICS[task])} for {task}"
+            )
+        return self
+
+    # --- resolved locations -------------------------------------------------------------------------
+    @property
+    def home(self) -> Path:
+        return (self._base_dir / self.storage.home).resolve()
+
+    @property
+    def lake_uri(self) -> str:
+        return (self.storage.lake_uri or str(self.home / "lake")).rstrip("/")
+
+    def table_uri(self, table: str) -> str:
+        return f"{self.lake_uri}/{table}"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.data.task][self.promotion.metric]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(exclude_none=True), sort_keys=False, allow_unicode=True)
+
+
+def resolve_config_path(explicit: Optional[str | os.PathLike] = None) -> Path:
+    """``--config``, else ``$RETRAIN_CONFIG``, else ``./retrain.yaml``."""
+    return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_NAME).resolve()
+
+
+def parse_config(raw: Any, source: str = DEFAULT_CONFIG_NAME, base_dir: Optional[Path] = None) -> RetrainConfig:
+    """Validate a mapping (the loaded YAML) into a :class:`RetrainConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = RetrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(err) for err in exc.errors())) from None
+    config._base_dir = base_dir or Path.cwd()
+    return config
+
+
+def _describe(error: dict) -> str:
+    """One pydantic error as ``key.path: message``; our own validators already start with the key."""
+    key = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    head = message.split(": ", 1)[0]
+    if not key or head.startswith(key):
+        return message
+    return f"{key}: {message}"
+
+
+def load_config(path: Optional[str | os.PathLike] = None) -> RetrainConfig:
+    """Read and validate ``retrain.yaml`` (see :func:`resolve_config_path` for which file)."""
+    config_path = resolve_config_path(path)
+    if not config_path.is_file():
+        raise ConfigError(f"{config_path}: no such config file (run `retrain init DATA --target COL` to write one)")
+    try:
+        raw = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path}: not valid YAML: {exc}") from None
+    return parse_config(raw, source=str(config_path), base_dir=config_path.parent)

@@ -1,0 +1,187 @@
+"""MLflow tracking and registry for one project: log candidates, move aliases, read back the champion.
+
+Aliases (MLflow 3; registry stages are deprecated): ``challenger`` is the newest candidate, ``champion`` the
+model in production, ``previous_champion`` the one it replaced (what a rollback restores). Every model
+version carries its provenance as tags (Delta version, code version, params hash, data range, row counts)
+and, once decided, the decision and its reason. mlflow is imported only inside this module's functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from retrain_assets.config import RetrainConfig
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous_champion"
+DECISION_TAG = "decision"
+REASON_TAG = "decision_reason"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version and the MLflow run that produced it."""
+
+    name: str
+    version: str
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version plus the git commit of the checkout it runs from (``-dirty`` with local edits)."""
+    try:
+        release = metadata.version("retrain-assets")
+    except metadata.PackageNotFoundError:
+        release = "0+unknown"
+    here = Path(__file__).parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--short=12", "HEAD")
+        dirty = "-dirty" if sha and git("status", "--porcelain", "--untracked-files=no") else ""
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = "", ""
+    return f"{release}+g{sha}{dirty}" if sha else release
+
+
+class Registry:
+    """The project's MLflow experiment and registered model."""
+
+    def __init__(self, config: "RetrainConfig"):
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.config = config
+        self.name = config.mlflow.model_name
+        if config.mlflow.tracking_uri is None:
+            config.mlflow_dir.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(config.tracking_uri)
+        mlflow.set_registry_uri(config.tracking_uri)
+        self.client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+
+    def experiment_id(self) -> str:
+        name = self.config.mlflow.experiment
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = self.config.artifact_location if self.config.mlflow.tracking_uri is None else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def log_candidate(
+        self,
+        pipeline: Any,
+        example: Any,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+    ) -> ModelRef:
+        """Log a fitted pipeline with params, metrics and tags; register it and point ``challenger`` at it."""
+        import mlflow
+        import pandas
+        import sklearn
+
+        requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}"]
+        with mlflow.start_run(experiment_id=self.experiment_id(), tags=tags) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN (undefined) is not logged
+            info = mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                registered_model_name=self.name,
+                input_example=example,
+                pip_requirements=requirements,
+            )
+        version = str(info.registered_model_version)
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, version, key, value)
+        self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+        return ModelRef(self.name, version, run.info.run_id)
+
+    def load(self, version: str) -> Any:
+        import mlflow
+
+        return mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
+
+    def by_alias(self, alias: str) -> Optional["ModelVersion"]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:
+            return None
+
+    def ref(self, version: "ModelVersion") -> ModelRef:
+        return ModelRef(self.name, str(version.version), version.run_id)
+
+    def record_decision(self, version: str, promote: bool, reason: str, extra: dict[str, Any]) -> None:
+        """Write the decision, its reason and the comparison onto the model version and its run."""
+        tags = {DECISION_TAG: "promoted" if promote else "rejected", REASON_TAG: reason, **extra}
+        run_id = self.client.get_model_version(self.name, version).run_id
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, version, key, str(value))
+            self.client.set_tag(run_id, key, str(value))
+
+    def promote(self, version: str) -> Optional[str]:
+        """Point ``champion`` at ``version``; the replaced champion keeps ``previous_champion``."""
+        previous = self.by_alias(CHAMPION)
+        if previous is not None and str(previous.version) != version:
+            self.client.set_registered_model_alias(self.name, PREVIOUS_CHAMPION, previous.version)
+        self.client.set_registered_model_alias(self.name, CHAMPION, version)
+        self.client.set_model_version_tag(self.name, version, "promoted_at", _now())
+        return str(previous.version) if previous is not None else None
+
+    def metrics(self, version: "ModelVersion") -> dict[str, float]:
+        return dict(self.client.get_run(version.run_id).data.metrics)
+
+    def describe(self, version: "ModelVersion") -> dict[str, Any]:
+        """The champion block of ``retrain status``."""
+        tags = version.tags
+        return {
+            "name": self.name,
+            "version": str(version.version),
+            "metrics": self.metrics(version),
+            "delta_version": _int_or_none(tags.get("delta_version")),
+            "code_version": tags.get("code_version"),
+            "params_hash": tags.get("params_hash"),
+            "trained_at": tags.get("trained_at"),
+            "data_range": {"min": tags.get("data_min"), "max": tags.get("data_max")} if tags.get("data_min") else None,
+        }
+
+    def last_decision(self) -> Optional[dict[str, Any]]:
+        """The newest model version that has been decided on, as the ``last_decision`` block of status."""
+        versions = self.client.search_model_versions(f"name = '{self.name}'")
+        decided = [v for v in versions if DECISION_TAG in v.tags]
+        if not decided:
+            return None
+        newest = max(decided, key=lambda v: int(v.version))
+        return {
+            "candidate_version": str(newest.version),
+            "promoted": newest.tags[DECISION_TAG] == "promoted",
+            "reason": newest.tags.get(REASON_TAG),
+            "delta_version": _int_or_none(newest.tags.get("delta_version")),
+        }
+
+
+def _int_or_none(value: Optional[str]) -> Optional[int]:
+    return int(value) if value not in (None, "") else None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

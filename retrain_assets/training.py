@@ -1,0 +1,173 @@
+"""Model logic without Dagster: the stable holdout split, the scikit-learn Pipeline, metrics, the decision.
+
+scikit-learn is imported inside the functions that need it, so importing this module stays cheap.
+
+The holdout is chosen by hashing each row's id (or, without an id column, the row itself). A row therefore
+lands in the holdout in every version of the table, so the champion never trained on any row of the
+candidate's holdout and the two are compared fairly on the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from retrain_assets.config import RetrainConfig
+
+_HASH_BUCKETS = 10_000
+_CATEGORICAL = ("category", "string", "bool")
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def params_hash(config: "RetrainConfig") -> str:
+    """Short, stable hash of everything that defines a model besides its data."""
+    spec = {
+        "estimator": config.model.estimator,
+        "params": config.model.params,
+        "seed": config.model.seed,
+        "holdout_fraction": config.model.holdout_fraction,
+        "features": config.data.features,
+        "target": config.data.target,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def holdout_mask(frame: "pd.DataFrame", config: "RetrainConfig") -> "np.ndarray":
+    """Boolean mask of holdout rows, stable across table versions (hash of the id column or of the row)."""
+    import pandas as pd
+
+    keys = [config.data.id] if config.data.id else list(config.data.columns)
+    hashes = pd.util.hash_pandas_object(frame[keys], index=False).to_numpy()
+    return (hashes % _HASH_BUCKETS) < round(config.model.holdout_fraction * _HASH_BUCKETS)
+
+
+def split(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """``(train, holdout)``; raises when either side is empty, naming the row count."""
+    mask = holdout_mask(frame, config)
+    train, holdout = frame[~mask], frame[mask]
+    if train.empty or holdout.empty:
+        raise ValueError(
+            f"cannot split {len(frame)} rows into train ({len(train)}) and holdout ({len(holdout)}): "
+            f"need more data or another model.holdout_fraction"
+        )
+    return train, holdout
+
+
+def build_pipeline(config: "RetrainConfig") -> "Pipeline":
+    """Preprocessing and estimator in one Pipeline, so serving applies exactly what training did."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    features = config.data.features
+    numeric = [name for name, kind in features.items() if kind in ("int", "float")]
+    categorical = [name for name, kind in features.items() if kind in _CATEGORICAL]
+    preprocess = ColumnTransformer(
+        [
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric),
+            # missing values become a category of their own; unseen categories encode as all zeros
+            ("categorical", OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=50), categorical),
+        ]
+    )
+    return Pipeline([("preprocess", preprocess), ("estimator", _estimator(config))])
+
+
+def _estimator(config: "RetrainConfig"):
+    from sklearn import ensemble, linear_model
+
+    classification = config.data.task == "classification"
+    classes = {
+        "logistic_regression": linear_model.LogisticRegression,
+        "ridge": linear_model.Ridge,
+        "random_forest": ensemble.RandomForestClassifier if classification else ensemble.RandomForestRegressor,
+        "hist_gradient_boosting": (
+            ensemble.HistGradientBoostingClassifier if classification else ensemble.HistGradientBoostingRegressor
+        ),
+    }
+    params = {"random_state": config.model.seed, **config.model.params}
+    try:
+        return classes[config.model.estimator](**params)
+    except TypeError as exc:
+        raise ValueError(f"model.params: {exc}") from exc
+
+
+def features_and_target(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame", "pd.Series"]:
+    return frame[list(config.data.features)], frame[config.data.target]
+
+
+def train(frame: "pd.DataFrame", config: "RetrainConfig") -> "Pipeline":
+    """Fit a fresh pipeline on ``frame`` (the train split)."""
+    pipeline = build_pipeline(config)
+    features, target = features_and_target(frame, config)
+    pipeline.fit(features, target)
+    return pipeline
+
+
+def evaluate(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig") -> dict[str, float]:
+    """All metrics of the task on ``frame``; a metric that is undefined there (one class only) is NaN."""
+    from sklearn import metrics
+
+    features, target = features_and_target(frame, config)
+    if config.data.task == "regression":
+        predicted = pipeline.predict(features)
+        return {
+            "r2": float(metrics.r2_score(target, predicted)),
+            "rmse": float(metrics.root_mean_squared_error(target, predicted)),
+            "mae": float(metrics.mean_absolute_error(target, predicted)),
+        }
+    classes = list(pipeline.classes_)
+    proba = pipeline.predict_proba(features)
+    predicted = [classes[i] for i in proba.argmax(axis=1)]
+    binary = len(classes) == 2
+    result = {
+        "accuracy": float(metrics.accuracy_score(target, predicted)),
+        "f1": float(metrics.f1_score(target, predicted, average="binary" if binary else "macro", pos_label=classes[-1])),
+        "log_loss": float(metrics.log_loss(target, proba, labels=classes)),
+    }
+    try:
+        score = proba[:, 1] if binary else proba
+        result["roc_auc"] = float(metrics.roc_auc_score(target, score, multi_class="ovr", labels=classes))
+    except ValueError:
+        result["roc_auc"] = math.nan
+    return result
+
+
+def decide(candidate: dict[str, float], champion: Optional[dict[str, float]], config: "RetrainConfig") -> Decision:
+    """Promote when the candidate meets the minimum and (if there is a champion) beats it by the margin."""
+    rule = config.promotion
+    name, higher = rule.metric, config.higher_is_better
+    value = candidate.get(name, math.nan)
+    if math.isnan(value):
+        return Decision(False, f"candidate {name} is undefined on the holdout")
+    if rule.minimum is not None and (value < rule.minimum if higher else value > rule.minimum):
+        bound = "minimum" if higher else "maximum"
+        return Decision(False, f"candidate {name} {value:.4f} misses the {bound} {rule.minimum:.4f}")
+    if champion is None:
+        return Decision(True, f"no champion yet; candidate {name} {value:.4f} meets the minimum")
+    best = champion.get(name, math.nan)
+    gain = (value - best) if higher else (best - value)
+    if math.isnan(best) or gain >= rule.margin:
+        return Decision(True, f"candidate {name} {value:.4f} beats champion {best:.4f} by {gain:+.4f} (margin {rule.margin})")
+    return Decision(False, f"candidate {name} {value:.4f} does not beat champion {best:.4f} by the margin {rule.margin} ({gain:+.4f})")
+
+
+def data_range(frame: "pd.DataFrame", config: "RetrainConfig") -> Optional[dict[str, str]]:
+    """ISO ``{"min", "max"}`` of the timestamp column, or ``None`` without one."""
+    column = config.data.timestamp
+    if not column or frame.empty:
+        return None
+    return {"min": frame[column].min().isoformat(), "max": frame[column].max().isoformat()}

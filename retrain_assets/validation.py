@@ -1,0 +1,245 @@
+"""Validate one batch of raw data with a Great Expectations suite built from ``retrain.yaml``.
+
+Every expectation carries ``meta["check"]``, the :data:`CHECKS` name it belongs to, so one GE run yields the
+five blocking checks. ``great_expectations`` is imported on first use only; the sensor and CLI paths stay light.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from retrain_assets.config import RetrainConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.core.batch_definition import BatchDefinition
+    from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+
+CHECKS: dict[str, str] = {
+    "schema_matches": "columns are exactly data.columns, each with a dtype of its declared type",
+    "required_values_present": "no nulls in the target or in columns declared nullable: false",
+    "values_in_range": "numeric values within validation.columns min/max",
+    "categories_in_domain": "values in validation.columns domains; target values in validation.target_classes",
+    "target_balanced": "each target class >= min_class_fraction (regression: target not constant); rows >= min_rows",
+}
+
+_INTS = tuple(f"{sign}int{bits}" for sign in ("", "u") for bits in (8, 16, 32, 64)) + tuple(
+    f"{sign}Int{bits}Dtype" for sign in ("", "U") for bits in (8, 16, 32, 64)
+)
+_FLOATS = ("float16", "float32", "float64", "Float32Dtype", "Float64Dtype")
+# Pandas type names GE resolves, per declared column type. GE matches non-object columns by dtype and object
+# columns value by value (nulls skipped), so "str" and "bool" cover object columns of strings and of booleans.
+TYPE_NAMES: dict[str, tuple[str, ...]] = {
+    "int": _INTS + ("float64",),  # an int column with nulls arrives as float64
+    "float": _FLOATS + _INTS,
+    "category": ("str",),
+    "string": ("str",),
+    "bool": ("bool", "BooleanDtype"),
+    "timestamp": tuple(f"datetime64[{unit}]" for unit in ("s", "ms", "us", "ns")),
+}
+_RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 5}
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """One expectation's result, in the terms of the check it belongs to."""
+
+    check: str
+    column: Optional[str]
+    rule: str
+    passed: bool
+    failing_count: int
+    failing_percent: float
+    sample: list
+    detail: str
+
+
+def build_suite(config: RetrainConfig, classes: Optional[Sequence[Any]] = None) -> "ExpectationSuite":
+    """The expectation suite for one batch of ``raw_data``.
+
+    Args:
+        config: The project config; ``data.columns`` and ``validation`` define the expectations.
+        classes: Target classes whose share is checked against ``min_class_fraction``; defaults to
+            ``validation.target_classes``.
+    """
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    data, rules = config.data, config.validation
+    target, classification = data.target, data.task == "classification"
+    suite = gx.ExpectationSuite(name=f"{config.project}.raw_data")
+
+    def add(expectation: Any, check: str, **meta: Any) -> None:
+        expectation.meta = {"check": check, **meta}
+        suite.add_expectation(expectation)
+
+    add(gxe.ExpectTableColumnsToMatchSet(column_set=list(data.columns), exact_match=True), "schema_matches")
+    for name, kind in data.columns.items():
+        type_list = list(TYPE_NAMES[kind])
+        add(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=type_list), "schema_matches", expect=kind)
+    for name in data.columns:
+        rule = rules.columns.get(name)
+        if name == target or (rule is not None and not rule.nullable):
+            add(gxe.ExpectColumnValuesToNotBeNull(column=name), "required_values_present")
+    for name, rule in rules.columns.items():
+        if rule.min is not None or rule.max is not None:
+            bounds = f"within [{_number(rule.min, '-inf')}, {_number(rule.max, 'inf')}]"
+            expectation = gxe.ExpectColumnValuesToBeBetween(column=name, min_value=rule.min, max_value=rule.max)
+            add(expectation, "values_in_range", expect=bounds)
+        if rule.domain is not None:
+            add(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain), "categories_in_domain",
+                expect=f"in {rule.domain}")
+    if classification and rules.target_classes is not None:
+        add(gxe.ExpectColumnValuesToBeInSet(column=target, value_set=rules.target_classes), "categories_in_domain",
+            expect=f"in target_classes {rules.target_classes}")
+    balance_classes = rules.target_classes if classes is None else classes
+    if classification and rules.min_class_fraction > 0:
+        fraction = rules.min_class_fraction
+        for value in balance_classes or ():
+            # "mostly" makes GE require the share of non-null rows equal to this class to reach the floor
+            expectation = gxe.ExpectColumnValuesToBeInSet(column=target, value_set=[value], mostly=fraction)
+            add(expectation, "target_balanced", target_class=value, expect=f"class {value!r} >= {fraction:.1%}")
+    if not classification:
+        add(gxe.ExpectColumnStdevToBeBetween(column=target, min_value=0, strict_min=True), "target_balanced",
+            expect="stdev > 0")
+    add(gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows), "target_balanced",
+        expect=f"at least {rules.min_rows} rows")
+    return suite
+
+
+def validate_batch(frame: "pd.DataFrame", config: RetrainConfig, batch: str = "batch") -> list[RuleOutcome]:
+    """Run the suite on ``frame`` once; outcomes ordered by check, then by column.
+
+    Args:
+        frame: The batch, as ``pyarrow.Table.to_pandas()`` gives it; it is not modified.
+        config: The project config.
+        batch: Label that starts every detail line, e.g. ``"raw_data v3"``.
+    """
+    target, rules = config.data.target, config.validation
+    classes = rules.target_classes
+    if classes is None and rules.min_class_fraction > 0 and target in frame.columns:
+        classes = sorted({_plain(value) for value in frame[target].dropna().unique()}, key=str)
+    suite = build_suite(config, classes)
+    ge_batch = _batch_definition().get_batch(batch_parameters={"dataframe": _as_ge_sees(frame)})
+    results = ge_batch.validate(suite, result_format=_RESULT_FORMAT).results
+    missing = set(config.data.columns) - set(frame.columns)
+    outcomes = [_outcome(result, batch, missing) for result in results]
+    check_order = {name: index for index, name in enumerate(CHECKS)}
+    column_order = {name: index for index, name in enumerate(config.data.columns)}
+    return sorted(outcomes, key=lambda o: (check_order[o.check], -1 if o.column is None else column_order[o.column]))
+
+
+def check_results(outcomes: list[RuleOutcome]) -> dict[str, tuple[bool, str]]:
+    """``(passed, message)`` for every name in :data:`CHECKS`; the message joins the failing rules' details."""
+    summary = {}
+    for check in CHECKS:
+        mine = [outcome for outcome in outcomes if outcome.check == check]
+        failed = [outcome.detail for outcome in mine if not outcome.passed]
+        if failed:
+            summary[check] = (False, "; ".join(failed))
+        elif mine:
+            summary[check] = (True, f"ok: {len(mine)} rule{'s' if len(mine) != 1 else ''} passed")
+        else:
+            summary[check] = (True, "ok: no rules configured")
+    return summary
+
+
+@lru_cache(maxsize=None)
+def _batch_definition() -> "BatchDefinition":
+    """The process's one ephemeral GE context, progress bars off, with a whole-dataframe batch definition."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    # GE passes tqdm an explicit disable=, so TQDM_DISABLE is ignored; the context setting is what works
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    asset = context.data_sources.add_pandas("retrain_assets").add_dataframe_asset("raw_data")
+    return asset.add_batch_definition_whole_dataframe("whole_frame")
+
+
+def _as_ge_sees(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """``frame``, or a copy with tz-aware timestamps as naive UTC and categoricals/pandas strings as objects.
+
+    GE 1.24 cannot match a tz-aware dtype by type name (it reports it as ``Timestamp``), nor a categorical.
+    """
+    import pandas as pd
+
+    converted = {}
+    for name, series in frame.items():
+        if isinstance(series.dtype, pd.DatetimeTZDtype):
+            converted[name] = series.dt.tz_convert(None)
+        elif isinstance(series.dtype, (pd.CategoricalDtype, pd.StringDtype)):
+            converted[name] = series.astype(object)
+    return frame.assign(**converted) if converted else frame
+
+
+def _outcome(result: "ExpectationValidationResult", batch: str, missing: set[str]) -> RuleOutcome:
+    """Turn one GE result into a :class:`RuleOutcome` with a one-line detail."""
+    config = result.expectation_config
+    meta, rule, column = config.meta, config.type, config.kwargs.get("column")
+    where = f"{batch}: " + (f"column {column!r}" if column is not None else "table")
+    what = f"{where}: {rule} ({meta['expect']})" if "expect" in meta else f"{where}: {rule}"
+    info = result.result or {}
+    error = _error(result.exception_info)
+    if error is not None:
+        reason = f"column {column!r} is missing from the batch" if column in missing else error
+        return RuleOutcome(meta["check"], column, rule, False, 1, 100.0, [], f"{what} could not run: {reason}")
+    passed = bool(result.success)
+    if "unexpected_count" in info and "target_class" not in meta:
+        count, percent = int(info["unexpected_count"]), float(info["unexpected_percent"] or 0.0)
+        sample = [_plain(value) for value in info["partial_unexpected_list"][:5]]
+        scope = "non-null values" if "missing_count" in info else "rows"
+        judged = info["element_count"] - info.get("missing_count", 0)
+        failure = f"failed for {count} of {judged} {scope} ({percent:.1f}%), sample {sample}"
+    else:
+        count, percent = int(not passed), 0.0 if passed else 100.0
+        if "target_class" in meta:
+            judged = info["element_count"] - info["missing_count"]
+            share = 100.0 - float(info["unexpected_percent"] or 0.0)
+            sample = [meta["target_class"]]
+            failure = f"failed: the class makes up {share:.1f}% of {judged} labelled rows"
+        elif "details" in info:
+            mismatched = info["details"]["mismatched"]
+            lost, extra = mismatched.get("missing", []), mismatched.get("unexpected", [])
+            sample = (lost + extra)[:5]
+            failure = f"failed: missing columns {lost}, unexpected columns {extra}"
+        else:
+            sample = [_plain(info.get("observed_value"))]
+            failure = f"failed: observed {sample[0]}"
+    if passed:
+        return RuleOutcome(meta["check"], column, rule, True, count, percent, [], f"{what} passed")
+    return RuleOutcome(meta["check"], column, rule, False, count, percent, sample, f"{what} {failure}")
+
+
+def _error(exception_info: dict) -> Optional[str]:
+    """The message of an exception GE caught while validating, if any (its info is flat or keyed by metric)."""
+    infos = [exception_info] if "raised_exception" in exception_info else list(exception_info.values())
+    for info in infos:
+        if info.get("raised_exception"):
+            return str(info.get("exception_message"))
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-serialisable version of a cell value: numpy scalars as Python, nulls as None, others as str."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _number(value: Optional[float], unbounded: str) -> str:
+    """A bound as it reads best: ``5`` rather than ``5.0``, the unbounded side as ``-inf``/``inf``."""
+    if value is None:
+        return unbounded
+    return str(int(value)) if float(value).is_integer() else str(value)
