@@ -97,29 +97,9 @@ def materialize(ctx) -> None:
     config = _load(ctx)
     with project_instance(config) as instance:
         outcome = run(ctx.obj["config"], instance)
-    click.echo(describe_outcome(outcome, config))
+    click.echo(outcome.describe(config.promotion.metric))
     if not outcome.success:
         sys.exit(1)
-
-
-def describe_outcome(outcome, config: RetrainConfig) -> str:
-    """A few lines a person reads: version, checks, scores, decision."""
-    lines = [f"run {outcome.run_id}: {'succeeded' if outcome.success else 'FAILED'} on raw_data v{outcome.raw_version}"]
-    for name, (passed, message) in outcome.checks.items():
-        lines.append(f"  check {name}: {'passed' if passed else 'FAILED'}" + ("" if passed else f" - {message}"))
-    metric = config.promotion.metric
-    if outcome.evaluation:
-        champion = outcome.evaluation["champion"]
-        lines.append(
-            f"  candidate v{outcome.evaluation['candidate_version']} {metric} {outcome.evaluation['candidate'][metric]:.4f}"
-            + (f", champion {champion[metric]:.4f} on the same holdout" if champion else ", no champion yet")
-        )
-    if outcome.decision:
-        verdict = "promoted" if outcome.decision["promoted"] else "not promoted"
-        lines.append(f"  {verdict}: {outcome.decision['reason']}; champion is v{outcome.decision['champion_version']}")
-    if outcome.error and not any(not passed for passed, _ in outcome.checks.values()):
-        lines.append(f"  error: {outcome.error}")
-    return "\n".join(lines)
 
 
 @main.command()

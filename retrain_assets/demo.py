@@ -73,10 +73,7 @@ def run_demo(directory: Path, fresh: bool, days: int, rows_per_day: int, echo: C
                 "champion_version": decision.get("champion_version") or "-",
             }
             rows.append(row)
-            failed = [f"{name}: {message}" for name, (passed, message) in outcome.checks.items() if not passed]
-            echo(f"day {row['day']}: raw_data v{ingested.version} ({ingested.rows} rows) - "
-                 + (f"REJECTED by the blocking checks, champion unchanged\n    " + "\n    ".join(failed) if failed
-                    else f"{'promoted' if decision.get('promoted') else 'kept champion'}: {decision.get('reason')}"))
+            echo(f"day {row['day']}: " + outcome.describe(metric))
     echo("")
     echo(format_table(rows, metric))
     echo("")

@@ -25,6 +25,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
 DECISION_TAG = "decision"
+# MLflow 3 saves scikit-learn models with skops, which loads only audited types; OneHotEncoder keeps a dtype.
+SKOPS_TRUSTED_TYPES = ["numpy.dtype"]
 REASON_TAG = "decision_reason"
 
 
@@ -107,6 +109,7 @@ class Registry:
                 registered_model_name=self.name,
                 input_example=example,
                 pip_requirements=requirements,
+                skops_trusted_types=SKOPS_TRUSTED_TYPES,
             )
         version = str(info.registered_model_version)
         for key, value in tags.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
@@ -45,7 +46,9 @@ def project_instance(config: RetrainConfig) -> Iterator["DagsterInstance"]:
 
 def quiet_libraries() -> None:
     """Keep MLflow's and Great Expectations' progress chatter out of the CLI's output."""
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    from dagster import BetaWarning
+
+    warnings.filterwarnings("ignore", category=BetaWarning)  # Output(data_version=...) is marked beta
     for name in ("mlflow", "great_expectations", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -61,6 +64,24 @@ class RunOutcome:
     evaluation: Optional[dict[str, Any]] = None
     decision: Optional[dict[str, Any]] = None
     error: Optional[str] = None
+
+    def describe(self, metric: str) -> str:
+        """A few lines a person reads: version, checks, scores, decision."""
+        lines = [f"run {self.run_id}: {'succeeded' if self.success else 'FAILED'} on raw_data v{self.raw_version}"]
+        for name, (passed, message) in self.checks.items():
+            lines.append(f"  check {name}: {'passed' if passed else 'FAILED'}" + ("" if passed else f" - {message}"))
+        if self.evaluation:
+            champion = self.evaluation["champion"]
+            lines.append(
+                f"  candidate v{self.evaluation['candidate_version']} {metric} {self.evaluation['candidate'][metric]:.4f}"
+                + (f", champion {champion[metric]:.4f} on the same holdout" if champion else ", no champion yet")
+            )
+        if self.decision:
+            verdict = "promoted" if self.decision["promoted"] else "not promoted"
+            lines.append(f"  {verdict}: {self.decision['reason']}; champion is v{self.decision['champion_version']}")
+        if self.error and all(passed for passed, _ in self.checks.values()):
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
 
 
 def materialize(config_path: Path, instance: "DagsterInstance", tags: Optional[dict[str, str]] = None) -> RunOutcome:

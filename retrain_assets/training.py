@@ -147,7 +147,8 @@ def evaluate(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig
 
 
 def decide(candidate: dict[str, float], champion: Optional[dict[str, float]], config: "RetrainConfig") -> Decision:
-    """Promote when the candidate meets the minimum and (if there is a champion) beats it by the margin."""
+    """Promote when the candidate meets the minimum and (if there is a champion) beats it by at least the
+    margin; a tie never promotes, even with margin 0."""
     rule = config.promotion
     name, higher = rule.metric, config.higher_is_better
     value = candidate.get(name, math.nan)
@@ -160,7 +161,7 @@ def decide(candidate: dict[str, float], champion: Optional[dict[str, float]], co
         return Decision(True, f"no champion yet; candidate {name} {value:.4f} meets the minimum")
     best = champion.get(name, math.nan)
     gain = (value - best) if higher else (best - value)
-    if math.isnan(best) or gain >= rule.margin:
+    if math.isnan(best) or (gain > 0 and gain >= rule.margin):
         return Decision(True, f"candidate {name} {value:.4f} beats champion {best:.4f} by {gain:+.4f} (margin {rule.margin})")
     return Decision(False, f"candidate {name} {value:.4f} does not beat champion {best:.4f} by the margin {rule.margin} ({gain:+.4f})")
 

@@ -69,6 +69,7 @@ def build_suite(config: RetrainConfig, classes: Optional[Sequence[Any]] = None) 
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
+    _batch_definition()  # a suite needs an active context even to add expectations
     data, rules = config.data, config.validation
     target, classification = data.target, data.task == "classification"
     suite = gx.ExpectationSuite(name=f"{config.project}.raw_data")
@@ -79,8 +80,8 @@ def build_suite(config: RetrainConfig, classes: Optional[Sequence[Any]] = None) 
 
     add(gxe.ExpectTableColumnsToMatchSet(column_set=list(data.columns), exact_match=True), "schema_matches")
     for name, kind in data.columns.items():
-        type_list = list(TYPE_NAMES[kind])
-        add(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=type_list), "schema_matches", expect=kind)
+        expectation = gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=list(TYPE_NAMES[kind]))
+        add(expectation, "schema_matches", expect=f"declared {kind}")
     for name in data.columns:
         rule = rules.columns.get(name)
         if name == target or (rule is not None and not rule.nullable):
@@ -150,13 +151,20 @@ def check_results(outcomes: list[RuleOutcome]) -> dict[str, tuple[bool, str]]:
 
 @lru_cache(maxsize=None)
 def _batch_definition() -> "BatchDefinition":
-    """The process's one ephemeral GE context, progress bars off, with a whole-dataframe batch definition."""
+    """A whole-dataframe batch definition on the process's one ephemeral GE context."""
     import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
-    context = gx.get_context(mode="ephemeral")
-    # GE passes tqdm an explicit disable=, so TQDM_DISABLE is ignored; the context setting is what works
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    # GE hands tqdm an explicit disable=, so TQDM_DISABLE has no effect: progress bars go off in the config.
+    # No docs site either: GE's default ephemeral config logs a temporary folder for one.
+    project = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(), progress_bars=ProgressBarsConfig(globally=False)
+    )
+    context = gx.get_context(mode="ephemeral", project_config=project)
     asset = context.data_sources.add_pandas("retrain_assets").add_dataframe_asset("raw_data")
     return asset.add_batch_definition_whole_dataframe("whole_frame")
 

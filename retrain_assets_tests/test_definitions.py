@@ -1,0 +1,55 @@
+"""The code location loads, the lineage is as designed, and loading it stays light."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import AssetKey
+
+from retrain_assets.definitions import RETRAIN_JOB, defs
+
+ROOT = Path(__file__).resolve().parent.parent
+LINEAGE = ["raw_data", "validated_features", "candidate_model", "evaluation_report", "prod_model"]
+
+
+def test_lineage_edges():
+    graph = defs.resolve_asset_graph()
+    parents = {key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys} for key in graph.get_all_asset_keys()}
+
+    assert set(parents) == set(LINEAGE)
+    assert parents["raw_data"] == set()
+    assert parents["validated_features"] == {"raw_data"}
+    assert parents["candidate_model"] == {"validated_features"}
+    assert parents["evaluation_report"] == {"candidate_model", "validated_features"}
+    assert parents["prod_model"] == {"evaluation_report"}
+
+
+def test_validation_checks_are_blocking_on_validated_features():
+    graph = defs.resolve_asset_graph()
+    checks = {key.name: graph.get_check_spec(key) for key in graph.asset_check_keys}
+
+    assert set(checks) == {"schema_matches", "required_values_present", "values_in_range", "categories_in_domain", "target_balanced"}
+    assert all(spec.asset_key == AssetKey("validated_features") and spec.blocking for spec in checks.values())
+
+
+def test_job_covers_the_lineage():
+    job = defs.resolve_job_def(RETRAIN_JOB)
+    assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} >= set(LINEAGE)
+
+
+def test_dagster_cli_validates_the_workspace():
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_loading_definitions_imports_no_heavy_library():
+    code = (
+        "import sys, retrain_assets.definitions, retrain_assets.cli;"
+        "heavy = [m for m in ('mlflow', 'great_expectations', 'sklearn') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
