@@ -12,6 +12,8 @@ from retrain_assets.config import load_config
 
 MARKER = ".retrain-demo"
 START = dt.date(2026, 1, 5)
+# What a person reviewing the inferred retrain.yaml would write: the business limits, not one day's sample.
+BUSINESS_RANGES = {"tenure_months": (0, 120), "monthly_charges": (0, 500), "support_calls": (0, 30)}
 
 
 def prepare(directory: Path, fresh: bool) -> None:
@@ -27,10 +29,12 @@ def prepare(directory: Path, fresh: bool) -> None:
 
 
 def write_batches(directory: Path, days: int, rows_per_day: int, bad_day: int) -> list[tuple[dt.date, Path]]:
+    """One CSV per day; day ``bad_day`` is corrupted and the last two days have drifted."""
     data = directory / "data"
     data.mkdir(exist_ok=True)
     files = []
-    for day, frame in synthetic.churn_days(START, days, rows_per_day, bad_day=bad_day):
+    drifted = synthetic.churn_days(START, days, rows_per_day, bad_day=bad_day, drift_from_day=days - 2, drift=0.8)
+    for day, frame in drifted:
         path = data / f"churn-{day.isoformat()}{'-bad' if day == START + dt.timedelta(bad_day) else ''}.csv"
         frame.to_csv(path, index=False)
         files.append((day, path))
@@ -38,7 +42,11 @@ def write_batches(directory: Path, days: int, rows_per_day: int, bad_day: int) -
 
 
 def run_demo(directory: Path, fresh: bool, days: int, rows_per_day: int, echo: Callable[[str], None] = print) -> list[dict]:
-    """Init from day one's sample, then for each day ingest its batch and materialize; print a table."""
+    """Init from day one's sample, then for each day ingest its batch and materialize; print a table.
+
+    The story: a first champion, candidates that do not beat it by the margin, a bad batch the blocking
+    checks stop (it stays in raw_data, the champion is untouched), then drifted days on which the champion
+    slips and a candidate trained on the new data takes over."""
     from retrain_assets.inference import infer_config, render_config
     from retrain_assets.runner import materialize, project_instance
 
@@ -51,11 +59,14 @@ def run_demo(directory: Path, fresh: bool, days: int, rows_per_day: int, echo: C
     config_path = directory / "retrain.yaml"
     sample = lake.read_batch_file(files[0][1])
     inferred = infer_config(sample, "churned", timestamp="event_time", id_column="customer_id", project="churn")
+    for column, (low, high) in BUSINESS_RANGES.items():  # the review `retrain init` asks for
+        rule = inferred.validation.columns[column]
+        rule.min, rule.max = low, high
     config_path.write_text(render_config(inferred, files[0][1].name))
-    echo(f"retrain init {files[0][1].name} --target churned -> {config_path}")
+    echo(f"retrain init {files[0][1].name} --target churned -> {config_path} (ranges reviewed: {BUSINESS_RANGES})")
     config = load_config(config_path)
     metric = config.promotion.metric
-    rows = []
+    rows, champion_version = [], "-"
     with project_instance(config) as instance:
         for day, path in files:
             ingested = lake.ingest_file(config, path)
@@ -70,10 +81,11 @@ def run_demo(directory: Path, fresh: bool, days: int, rows_per_day: int, echo: C
                 "candidate": evaluation.get("candidate", {}).get(metric),
                 "champion": champion.get(metric),
                 "promoted": "yes" if decision.get("promoted") else "no",
-                "champion_version": decision.get("champion_version") or "-",
+                "champion_version": decision.get("champion_version") or champion_version,
             }
+            champion_version = row["champion_version"]
             rows.append(row)
-            echo(f"day {row['day']}: " + outcome.describe(metric))
+            echo(f"day {row['day']}, " + outcome.describe(metric))
     echo("")
     echo(format_table(rows, metric))
     echo("")

@@ -106,16 +106,25 @@ class Registry:
             info = mlflow.sklearn.log_model(
                 pipeline,
                 name="model",
-                registered_model_name=self.name,
                 input_example=example,
                 pip_requirements=requirements,
                 skops_trusted_types=SKOPS_TRUSTED_TYPES,
             )
-        version = str(info.registered_model_version)
-        for key, value in tags.items():
-            self.client.set_model_version_tag(self.name, version, key, value)
+        self._ensure_registered_model()
+        registered = self.client.create_model_version(
+            self.name, source=info.model_uri, run_id=run.info.run_id, tags=tags, model_id=info.model_id
+        )
+        version = str(registered.version)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)
         return ModelRef(self.name, version, run.info.run_id)
+
+    def _ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            self.client.create_registered_model(self.name)
 
     def load(self, version: str) -> Any:
         import mlflow

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from dagster import DagsterInstance
 
 _INSTANCE_YAML = "telemetry:\n  enabled: false\n"
-_QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The CLI prints its own summary of a run; Dagster's full event log stays in the instance (and the UI).
+_QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def prepare_dagster_home(config: RetrainConfig) -> Path:
@@ -45,11 +46,12 @@ def project_instance(config: RetrainConfig) -> Iterator["DagsterInstance"]:
 
 
 def quiet_libraries() -> None:
-    """Keep MLflow's and Great Expectations' progress chatter out of the CLI's output."""
+    """Keep MLflow's registration chatter and Dagster's beta notices out of the CLI's output."""
     from dagster import BetaWarning
 
     warnings.filterwarnings("ignore", category=BetaWarning)  # Output(data_version=...) is marked beta
-    for name in ("mlflow", "great_expectations", "alembic"):
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -67,9 +69,10 @@ class RunOutcome:
 
     def describe(self, metric: str) -> str:
         """A few lines a person reads: version, checks, scores, decision."""
-        lines = [f"run {self.run_id}: {'succeeded' if self.success else 'FAILED'} on raw_data v{self.raw_version}"]
-        for name, (passed, message) in self.checks.items():
-            lines.append(f"  check {name}: {'passed' if passed else 'FAILED'}" + ("" if passed else f" - {message}"))
+        lines = [f"raw_data v{self.raw_version}: run {'succeeded' if self.success else 'FAILED'} ({self.run_id})"]
+        failed = {name: message for name, (passed, message) in self.checks.items() if not passed}
+        lines.append(f"  checks: {len(self.checks) - len(failed)}/{len(self.checks)} passed")
+        lines += [f"  FAILED {name}: {message}" for name, message in failed.items()]
         if self.evaluation:
             champion = self.evaluation["champion"]
             lines.append(
