@@ -126,7 +126,7 @@ def describe_status(report: dict) -> str:
             f"champion: {champion['name']} v{champion['version']} (delta v{champion['delta_version']}, "
             f"trained {champion['trained_at']}, params {champion['params_hash']}, code {champion['code_version']})"
         )
-        lines.append("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(champion["metrics"].items()) if "_" not in k))
+        lines.append("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(champion["metrics"].items())))
     else:
         lines.append("champion: none")
     if decision:

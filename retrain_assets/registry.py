@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from retrain_assets.config import METRICS
+
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
@@ -160,7 +162,9 @@ class Registry:
         return str(previous.version) if previous is not None else None
 
     def metrics(self, version: "ModelVersion") -> dict[str, float]:
-        return dict(self.client.get_run(version.run_id).data.metrics)
+        """The holdout metrics recorded when ``version`` was trained."""
+        logged = self.client.get_run(version.run_id).data.metrics
+        return {name: logged[name] for name in METRICS[self.config.data.task] if name in logged}
 
     def describe(self, version: "ModelVersion") -> dict[str, Any]:
         """The champion block of ``retrain status``."""
