@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
@@ -167,4 +166,4 @@ def ui(ctx, port, host) -> None:
     command += ["-w", str(workspace)] if workspace.exists() else ["-m", "retrain_assets.definitions"]
     env = {**os.environ, "RETRAIN_CONFIG": str(ctx.obj["config"])}
     click.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={config.dagster_home}); Ctrl-C stops it")
-    sys.exit(subprocess.call(command, env=env))
+    os.execve(sys.executable, command, env)  # become `dagster dev`, so signals reach it directly
