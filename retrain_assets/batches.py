@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Optional
 from retrain_assets import lake
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from retrain_assets.config import RetrainConfig
 
 RAW_VERSION_KEY = "retrain.raw_version"
@@ -40,6 +42,13 @@ class ValidationRun:
     after: Optional[int]
     batches: list[BatchOutcome] = field(default_factory=list)
     features: Optional[lake.TableRef] = None
+    accepted_rows: list = field(default_factory=list, repr=False)  # Arrow tables of the accepted batches
+
+    def accepted_frame(self) -> Optional["pd.DataFrame"]:
+        """The rows this run accepted, or ``None`` when it accepted none."""
+        import pyarrow as pa
+
+        return pa.concat_tables(self.accepted_rows).to_pandas() if self.accepted_rows else None
 
     def check_results(self, names: list[str]) -> dict[str, tuple[bool, str]]:
         """Per check: passed when every batch passed it; the message names each failing batch."""
@@ -66,6 +75,16 @@ def last_processed_version(config: "RetrainConfig") -> Optional[int]:
     return int(versions.max()) if len(versions) else None
 
 
+def accepted_rows_after(config: "RetrainConfig", raw_version: Optional[int]) -> int:
+    """Validated rows from ``raw_data`` versions after ``raw_version`` (all of them when ``None``)."""
+    uri = config.table_uri(lake.VALIDATION_LOG_TABLE)
+    if lake.latest_version(uri) is None:
+        return 0
+    log = lake.read_table(uri, columns=["raw_version", "rows", "accepted"])
+    newer = log[log["accepted"] & (log["raw_version"] > (-1 if raw_version is None else raw_version))]
+    return int(newer["rows"].sum())
+
+
 def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
     """Validate every batch in ``(last processed, upto]``, append the good ones, log all of them."""
     from retrain_assets.validation import check_results, validate_batch
@@ -79,6 +98,7 @@ def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
         outcome = BatchOutcome(version, batch.num_rows, check_results(outcomes))
         if outcome.accepted:
             _append_features(config, batch, version)
+            run.accepted_rows.append(batch)
         _log(config, outcome)
         run.batches.append(outcome)
     run.features = current_features(config)

@@ -1,10 +1,27 @@
-"""Asset checks. The data-validation checks are blocking: a failing batch stops the run before training."""
+"""Asset check specs. Data validation and the metric floor are blocking: they stop the run. Drift, champion
+performance, the comparison with the champion and freshness warn: they inform triggers and decisions."""
 
 from dagster import AssetCheckSpec
 
+from retrain_assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
 from retrain_assets.validation import CHECKS
+
+MINIMUM_CHECK = "candidate_meets_minimum"
+COMPARISON_CHECK = "candidate_beats_champion"
+FRESHNESS_CHECK = "champion_is_fresh"
 
 VALIDATION_CHECKS = [
     AssetCheckSpec(name, asset="validated_features", blocking=True, description=description)
     for name, description in CHECKS.items()
+]
+MONITORING_CHECKS = [
+    AssetCheckSpec(DRIFT_CHECK, asset="validated_features", description="PSI/KS of the accepted batches vs the champion's training data"),
+    AssetCheckSpec(PERFORMANCE_CHECK, asset="validated_features", description="the champion's score on the accepted batches"),
+]
+EVALUATION_CHECKS = [
+    AssetCheckSpec(MINIMUM_CHECK, asset="evaluation_report", blocking=True, description="candidate meets promotion.minimum"),
+    AssetCheckSpec(COMPARISON_CHECK, asset="evaluation_report", description="candidate beats the champion by promotion.margin on the same holdout"),
+]
+FRESHNESS_CHECKS = [
+    AssetCheckSpec(FRESHNESS_CHECK, asset="prod_model", description="the champion is younger than promotion.max_age_days"),
 ]

@@ -110,7 +110,7 @@ def status(ctx, as_json) -> None:
 
     config = _load(ctx)
     with project_instance(config) as instance:
-        report = project_status(config, instance)
+        report = project_status(config, ctx.obj["config"], instance)
     click.echo(json.dumps(report, indent=2) if as_json else describe_status(report))
 
 
@@ -131,16 +131,65 @@ def describe_status(report: dict) -> str:
     if decision:
         verdict = "promoted" if decision["promoted"] else "rejected"
         lines.append(f"last decision: candidate v{decision['candidate_version']} {verdict}: {decision['reason']}")
+    run = report["last_run"]
+    if run:
+        lines.append(f"last run: {run['status']} ({run['trigger']} on raw_data v{run['delta_version']}): {run['reason']}")
     for check in report["latest_checks"]:
-        lines.append(f"check {check['asset']}/{check['name']}: {'passed' if check['passed'] else 'FAILED'} - {check['message']}")
+        verdict = "passed" if check["passed"] else ("FAILED" if check["blocking"] else "WARNING")
+        lines.append(f"check {check['asset']}/{check['name']}: {verdict} - {check['message']}")
+    for asset, causes in report["stale_assets"].items():
+        lines.append(f"stale: {asset} ({'; '.join(causes)})")
+    lines += [f"event {event['at']} {event['kind']}: {event['text']}" for event in report["events"][-5:]]
     return "\n".join(lines)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def tick(ctx, as_json) -> None:
+    """Evaluate every sensor and due schedule once and run what they request, in process (for cron/CI)."""
+    from retrain_assets.runner import project_instance
+    from retrain_assets.ticking import tick as run_tick
+
+    config = _load(ctx)
+    with project_instance(config) as instance:
+        report = run_tick(ctx.obj["config"], instance)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for launch in report.launches:
+            if launch.skipped:
+                click.echo(f"{launch.source}: skipped ({launch.skipped})")
+            else:
+                click.echo(f"{launch.source} (run_key {launch.run_key}): " + launch.outcome.describe(config.promotion.metric))
+        if not report.launches:
+            click.echo("nothing triggered: " + "; ".join(f"{name}: {why}" for name, why in report.skips.items()))
+    if any(launch.outcome and not launch.outcome.success for launch in report.launches):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--to", "version", default=None, help="Registered model version (default: the previous champion).")
+@click.option("--reason", default="manual rollback", show_default=True, help="Why; recorded on the model version.")
+@click.pass_context
+def rollback(ctx, version, reason) -> None:
+    """Point the champion alias back at the previous (or given) model version."""
+    from retrain_assets.runner import project_instance, rollback_champion
+
+    config = _load(ctx)
+    with project_instance(config) as instance:
+        try:
+            event = rollback_champion(config, instance, version, reason)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(event["text"])
 
 
 @main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
 @click.option("--fresh", is_flag=True, help="Start over: remove a previous demo in --dir first.")
-@click.option("--days", default=6, show_default=True, help="Daily batches to ingest.")
-@click.option("--rows-per-day", default=1500, show_default=True)
+@click.option("--days", default=10, show_default=True, help="Daily batches to ingest.")
+@click.option("--rows-per-day", default=1000, show_default=True)
 def demo(directory, fresh, days, rows_per_day) -> None:
     """The main job end to end on synthetic churn data: init, ingest daily batches (one bad), materialize."""
     from retrain_assets.demo import run_demo

@@ -105,6 +105,45 @@ class PromotionConfig(_Section):
         None, description="Worst acceptable value: a floor, or a ceiling for error metrics (rmse, mae, log_loss)."
     )
     margin: float = Field(0.0, ge=0.0)
+    max_age_days: Optional[float] = Field(30, gt=0, description="A champion older than this fails the freshness check (warning).")
+
+
+class NewVersionTrigger(_Section):
+    enabled: bool = True
+    coalesce: bool = Field(True, description="Versions landing between ticks: one run on the newest (else one each).")
+
+
+class DriftTrigger(_Section):
+    enabled: bool = True
+    psi: float = Field(0.2, gt=0, description="PSI above this marks a feature drifted (categoricals, binned numerics).")
+    ks: float = Field(0.15, gt=0, le=1, description="KS statistic above this marks a numeric feature drifted.")
+    ks_pvalue: float = Field(0.01, gt=0, lt=1, description="...and only when the KS test's p-value is below this.")
+    bins: int = Field(10, ge=2, le=100)
+
+
+class PerformanceTrigger(_Section):
+    enabled: bool = True
+    floor: Optional[float] = Field(None, description="Retrain when the champion scores below this on the newest batch.")
+    max_drop: Optional[float] = Field(
+        0.05, ge=0, description="...or when it scores more than this below its recorded holdout metric."
+    )
+
+
+class TriggersConfig(_Section):
+    new_version: NewVersionTrigger = Field(default_factory=NewVersionTrigger)
+    drift: DriftTrigger = Field(default_factory=DriftTrigger)
+    performance: PerformanceTrigger = Field(default_factory=PerformanceTrigger)
+    schedule: Optional[str] = Field("0 6 * * 1", description="Cron (UTC) of the retrain schedule; null turns it off.")
+    min_new_rows: int = Field(
+        0, ge=0, description="Retrain on new data only once this many validated rows landed since the champion's data."
+    )
+
+
+class AlertsConfig(_Section):
+    webhook_url_env: Optional[str] = Field(
+        None, description="Name of the environment variable holding the webhook URL (kept out of files)."
+    )
+    timeout_seconds: float = Field(3.0, gt=0)
 
 
 class RetrainConfig(_Section):
@@ -115,6 +154,8 @@ class RetrainConfig(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    triggers: TriggersConfig = Field(default_factory=TriggersConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -169,6 +210,10 @@ class RetrainConfig(_Section):
     @property
     def quarantine_dir(self) -> Path:
         return self.home / "quarantine"
+
+    @property
+    def alerts_log(self) -> Path:
+        return self.home / "alerts.jsonl"
 
     @property
     def higher_is_better(self) -> bool:

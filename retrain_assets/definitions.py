@@ -1,26 +1,47 @@
-"""The code location: assets, checks, the retraining job and resources, assembled in one place."""
+"""The code location: assets, checks, job, sensors, schedule and resources, assembled in one place."""
 
 from typing import Optional
 
-from dagster import AssetSelection, Definitions, define_asset_job
+from dagster import Definitions
 
-from retrain_assets.assets import LINEAGE
+from retrain_assets.assets import LINEAGE, candidate_model
+from retrain_assets.config import RetrainConfig, load_config, resolve_config_path
+from retrain_assets.jobs import retrain_job
 from retrain_assets.resources import RetrainProject
+from retrain_assets.schedules import retrain_schedule
+from retrain_assets.sensors import alert_on_run_failure, raw_data_version_sensor
 
-RETRAIN_JOB = "retrain"
 
-retrain_job = define_asset_job(
-    RETRAIN_JOB,
-    selection=AssetSelection.assets(*LINEAGE),
-    description="Validate new raw_data batches, train a candidate, compare it with the champion, promote if better.",
-)
+
+def _project_config(config_path: Optional[str]) -> Optional[RetrainConfig]:
+    """The project's config when its file exists (a broken one raises); ``None`` before `retrain init`."""
+    if not resolve_config_path(config_path).is_file():
+        return None
+    return load_config(config_path)
 
 
 def build_defs(config_path: Optional[str] = None) -> Definitions:
-    """Definitions for the project at ``config_path`` (default: ``$RETRAIN_CONFIG``, else ``./retrain.yaml``)."""
+    """Definitions for the project at ``config_path`` (default: ``$RETRAIN_CONFIG``, else ``./retrain.yaml``).
+
+    The config shapes two things at load time: the schedule's cron, and ``candidate_model``'s code version,
+    which includes the params hash so that changing model params marks it (and what follows) stale.
+    """
+    from retrain_assets.config import TriggersConfig
+    from retrain_assets.training import params_hash
+
+    config = _project_config(config_path)
+    assets = list(LINEAGE)
+    if config is not None:
+        versioned = candidate_model.map_asset_specs(
+            lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}+params-{params_hash(config)}")
+        )
+        assets[assets.index(candidate_model)] = versioned
+    cron = (config.triggers if config is not None else TriggersConfig()).schedule
     return Definitions(
-        assets=LINEAGE,
+        assets=assets,
         jobs=[retrain_job],
+        sensors=[raw_data_version_sensor, alert_on_run_failure],
+        schedules=[retrain_schedule(cron)] if cron else [],
         resources={"project": RetrainProject(config_path=config_path)},
     )
 

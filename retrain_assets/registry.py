@@ -29,6 +29,7 @@ PREVIOUS_CHAMPION = "previous_champion"
 DECISION_TAG = "decision"
 # MLflow 3 saves scikit-learn models with skops, which loads only audited types; OneHotEncoder keeps a dtype.
 SKOPS_TRUSTED_TYPES = ["numpy.dtype"]
+PROFILE_ARTIFACT = "reference_profile.json"
 REASON_TAG = "decision_reason"
 
 
@@ -95,8 +96,10 @@ class Registry:
         params: dict[str, Any],
         metrics: dict[str, float],
         tags: dict[str, str],
+        profile: dict[str, Any],
     ) -> ModelRef:
-        """Log a fitted pipeline with params, metrics and tags; register it and point ``challenger`` at it."""
+        """Log a fitted pipeline with params, metrics, tags and the drift reference ``profile`` of its
+        training rows; register it and point ``challenger`` at it."""
         import mlflow
         import pandas
         import sklearn
@@ -105,6 +108,7 @@ class Registry:
         with mlflow.start_run(experiment_id=self.experiment_id(), tags=tags) as run:
             mlflow.log_params(params)
             mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN (undefined) is not logged
+            mlflow.log_dict(profile, PROFILE_ARTIFACT)
             info = mlflow.sklearn.log_model(
                 pipeline,
                 name="model",
@@ -132,6 +136,16 @@ class Registry:
         import mlflow
 
         return mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
+
+    def reference_profile(self, version: "ModelVersion") -> Optional[dict[str, Any]]:
+        """The drift reference logged with ``version`` (``None`` for models logged without one)."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{PROFILE_ARTIFACT}")
+        except (MlflowException, OSError):
+            return None
 
     def by_alias(self, alias: str) -> Optional["ModelVersion"]:
         from mlflow.exceptions import MlflowException
@@ -161,6 +175,38 @@ class Registry:
         self.client.set_model_version_tag(self.name, version, "promoted_at", _now())
         return str(previous.version) if previous is not None else None
 
+    def rollback(self, to: Optional[str], reason: str, who: str) -> dict[str, Any]:
+        """Point ``champion`` at ``to`` (default: the ``previous_champion``); the replaced champion becomes
+        ``previous_champion``, so a second rollback undoes the first. Who, when and why go on the version."""
+        from mlflow.exceptions import MlflowException
+
+        current = self.by_alias(CHAMPION)
+        if to is None:
+            previous = self.by_alias(PREVIOUS_CHAMPION)
+            if previous is None:
+                raise ValueError(f"model {self.name!r} has no previous champion to roll back to; pass --to VERSION")
+            to = str(previous.version)
+        try:
+            self.client.get_model_version(self.name, to)
+        except MlflowException:
+            known = sorted(int(v.version) for v in self.client.search_model_versions(f"name = '{self.name}'"))
+            raise ValueError(f"model {self.name!r} has no version {to!r} (versions: {known})") from None
+        if current is not None and str(current.version) == to:
+            raise ValueError(f"version {to} of {self.name!r} is already the champion")
+        if current is not None:
+            self.client.set_registered_model_alias(self.name, PREVIOUS_CHAMPION, current.version)
+        self.client.set_registered_model_alias(self.name, CHAMPION, to)
+        event = {
+            "from_version": str(current.version) if current is not None else None,
+            "to_version": to,
+            "by": who,
+            "at": _now(),
+            "reason": reason,
+        }
+        for key, value in event.items():
+            self.client.set_model_version_tag(self.name, to, f"rollback_{key}", str(value))
+        return event
+
     def metrics(self, version: "ModelVersion") -> dict[str, float]:
         """The holdout metrics recorded when ``version`` was trained."""
         logged = self.client.get_run(version.run_id).data.metrics
@@ -177,6 +223,8 @@ class Registry:
             "code_version": tags.get("code_version"),
             "params_hash": tags.get("params_hash"),
             "trained_at": tags.get("trained_at"),
+            "promoted_at": tags.get("promoted_at"),
+            "trigger_reason": tags.get("trigger_reason"),
             "data_range": {"min": tags.get("data_min"), "max": tags.get("data_max")} if tags.get("data_min") else None,
         }
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from retrain_assets import batches, lake
 from retrain_assets.config import RetrainConfig
+from retrain_assets.triggers import FIRED_TAG, REASON_TAG, TRIGGER_TAG
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -51,8 +52,19 @@ def quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=BetaWarning)  # Output(data_version=...) is marked beta
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # When a run decides not to retrain, evaluation_report is skipped and Dagster warns that its blocking
+    # check "emitted no result" before skipping prod_model as well: expected, so not worth printing.
+    logging.getLogger("dagster._core.execution.plan.active").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    message: str
+    blocking: bool
 
 
 @dataclass
@@ -62,17 +74,33 @@ class RunOutcome:
     run_id: str
     success: bool
     raw_version: Optional[int] = None
-    checks: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    checks: dict[str, CheckOutcome] = field(default_factory=dict)
     evaluation: Optional[dict[str, Any]] = None
     decision: Optional[dict[str, Any]] = None
     error: Optional[str] = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def trigger(self) -> str:
+        return self.tags.get(TRIGGER_TAG, "manual")
+
+    @property
+    def fired(self) -> str:
+        """Kinds of triggers that fired, or ``none`` (empty when the run stopped before deciding)."""
+        return self.tags.get(FIRED_TAG, "")
+
+    @property
+    def blocking_failures(self) -> dict[str, CheckOutcome]:
+        return {name: check for name, check in self.checks.items() if check.blocking and not check.passed}
 
     def describe(self, metric: str) -> str:
         """A few lines a person reads: version, checks, scores, decision."""
-        lines = [f"raw_data v{self.raw_version}: run {'succeeded' if self.success else 'FAILED'} ({self.run_id})"]
-        failed = {name: message for name, (passed, message) in self.checks.items() if not passed}
+        lines = [f"raw_data v{self.raw_version}: {self.trigger} run {'succeeded' if self.success else 'FAILED'} ({self.run_id})"]
+        failed = {name: check for name, check in self.checks.items() if not check.passed}
         lines.append(f"  checks: {len(self.checks) - len(failed)}/{len(self.checks)} passed")
-        lines += [f"  FAILED {name}: {message}" for name, message in failed.items()]
+        lines += [f"  {'FAILED' if c.blocking else 'WARNING'} {name}: {c.message}" for name, c in failed.items()]
+        if REASON_TAG in self.tags:
+            lines.append(f"  {'retrained' if self.fired != 'none' else 'not retrained'}: {self.tags[REASON_TAG]}")
         if self.evaluation:
             champion = self.evaluation["champion"]
             lines.append(
@@ -82,21 +110,24 @@ class RunOutcome:
         if self.decision:
             verdict = "promoted" if self.decision["promoted"] else "not promoted"
             lines.append(f"  {verdict}: {self.decision['reason']}; champion is v{self.decision['champion_version']}")
-        if self.error and all(passed for passed, _ in self.checks.values()):
+        if self.error and not self.blocking_failures:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)
 
 
 def materialize(config_path: Path, instance: "DagsterInstance", tags: Optional[dict[str, str]] = None) -> RunOutcome:
     """Run the whole asset graph once, in process; a failing blocking check gives ``success=False``."""
-    from retrain_assets.definitions import RETRAIN_JOB, build_defs
+    from retrain_assets.definitions import build_defs
+    from retrain_assets.jobs import RETRAIN_JOB
 
     quiet_libraries()
     job = build_defs(str(config_path)).resolve_job_def(RETRAIN_JOB)
     result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags or {}, run_config=_QUIET_LOGGERS)
-    outcome = RunOutcome(run_id=result.run_id, success=result.success)
+    outcome = RunOutcome(run_id=result.run_id, success=result.success, tags=dict(instance.get_run_by_id(result.run_id).tags))
     for evaluation in result.get_asset_check_evaluations():
-        outcome.checks[evaluation.check_name] = (evaluation.passed, evaluation.description or "")
+        outcome.checks[evaluation.check_name] = CheckOutcome(
+            evaluation.passed, evaluation.description or "", bool(evaluation.blocking)
+        )
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         if materialization.asset_key.to_user_string() == "raw_data":
@@ -115,14 +146,17 @@ def _has_output(result: Any, node: str) -> bool:
 
 
 def latest_checks(instance: "DagsterInstance") -> list[dict[str, Any]]:
-    """The newest evaluation of every asset check in the code location."""
+    """The newest evaluation of every asset check in the code location (a check the latest run planned but
+    did not reach is left out)."""
+    from dagster import AssetCheckEvaluation
+
     from retrain_assets.definitions import defs
 
     checks = []
     for key in sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string()):
         record = instance.get_latest_asset_check_evaluation_record(key)
         evaluation = record.evaluation if record is not None else None
-        if evaluation is None:
+        if not isinstance(evaluation, AssetCheckEvaluation):  # planned in the latest run, not evaluated
             continue
         checks.append(
             {
@@ -137,8 +171,76 @@ def latest_checks(instance: "DagsterInstance") -> list[dict[str, Any]]:
     return checks
 
 
-def project_status(config: RetrainConfig, instance: "DagsterInstance") -> dict[str, Any]:
-    """Where things stand: the raw table, the last processed version, champion, last decision, checks."""
+def stale_assets(instance: "DagsterInstance", defs: Any) -> dict[str, list[str]]:
+    """Assets Dagster considers stale, with the reasons it gives (code version, upstream data, params).
+
+    Dagster exposes staleness publicly only through its GraphQL API; this is the one place that uses its
+    internal resolver, so an upgrade that moves it breaks here and in its test.
+    """
+    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._time import get_current_datetime
+
+    graph = defs.resolve_asset_graph()
+    view = AssetGraphView(
+        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+        instance=instance,
+        asset_graph=graph,
+    )
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    return {
+        key.to_user_string(): sorted({cause.reason for cause in resolver.get_stale_causes(key)})
+        for key in sorted(graph.materializable_asset_keys, key=lambda k: k.to_user_string())
+        if resolver.get_status(key) == StaleStatus.STALE
+    }
+
+
+def rollback_champion(config: RetrainConfig, instance: "DagsterInstance", version: Optional[str], reason: str) -> dict[str, Any]:
+    """`retrain rollback`: move the alias (registry tags say who, when, why), alert, and report the change
+    to Dagster as a ``prod_model`` materialization so the asset's history in the UI shows it."""
+    import getpass
+
+    from dagster import AssetMaterialization
+
+    from retrain_assets.alerts import send_alert
+    from retrain_assets.registry import Registry
+
+    event = Registry(config).rollback(version, reason=reason, who=getpass.getuser())
+    text = f"champion rolled back from v{event['from_version']} to v{event['to_version']} by {event['by']}: {reason}"
+    send_alert(config, "rollback", text, event)
+    metadata = {"champion_version": event["to_version"], "promoted": False, "reason": f"rollback: {reason}",
+                "rolled_back_from": event["from_version"], "by": event["by"]}
+    instance.report_runless_asset_event(AssetMaterialization("prod_model", metadata=metadata))
+    return {**event, "text": text}
+
+
+def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
+    """The newest run of the retraining job: status, how it started and what its triggers decided."""
+    from dagster import RunsFilter
+
+    from retrain_assets.assets.raw import DELTA_VERSION_TAG
+    from retrain_assets.jobs import RETRAIN_JOB
+
+    runs = instance.get_runs(RunsFilter(job_name=RETRAIN_JOB), limit=1)
+    if not runs:
+        return None
+    run = runs[0]
+    return {
+        "run_id": run.run_id,
+        "status": run.status.value,
+        "trigger": run.tags.get(TRIGGER_TAG, "manual"),
+        "fired": run.tags.get(FIRED_TAG),
+        "reason": run.tags.get(REASON_TAG),
+        "delta_version": run.tags.get(DELTA_VERSION_TAG),
+    }
+
+
+def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterInstance") -> dict[str, Any]:
+    """Where things stand: raw table, last processed version, champion, last decision, checks, the last
+    run and its trigger, stale assets, and recent events (alerts, rollbacks)."""
+    from retrain_assets.alerts import recent_alerts
+    from retrain_assets.definitions import build_defs
+
     raw = lake.table_summary(config.table_uri(lake.RAW_TABLE))
     registry_status: dict[str, Any] = {"champion": None, "last_decision": None}
     if config.mlflow.tracking_uri is not None or (config.mlflow_dir / "mlflow.db").exists():
@@ -159,6 +261,9 @@ def project_status(config: RetrainConfig, instance: "DagsterInstance") -> dict[s
         "last_processed_version": batches.last_processed_version(config),
         **registry_status,
         "latest_checks": latest_checks(instance),
+        "last_run": last_run(instance),
+        "stale_assets": stale_assets(instance, build_defs(str(config_path))),
+        "events": recent_alerts(config, limit=10),
         "storage": {
             "home": str(config.home),
             "mlflow_tracking_uri": config.tracking_uri,

@@ -146,24 +146,42 @@ def evaluate(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig
     return result
 
 
-def decide(candidate: dict[str, float], champion: Optional[dict[str, float]], config: "RetrainConfig") -> Decision:
-    """Promote when the candidate meets the minimum and (if there is a champion) beats it by at least the
-    margin; a tie never promotes, even with margin 0."""
-    rule = config.promotion
-    name, higher = rule.metric, config.higher_is_better
+def meets_minimum(candidate: dict[str, float], config: "RetrainConfig") -> Decision:
+    """The floor (a ceiling for error metrics) of ``promotion.minimum``; passes when none is set."""
+    rule, name = config.promotion, config.promotion.metric
     value = candidate.get(name, math.nan)
     if math.isnan(value):
         return Decision(False, f"candidate {name} is undefined on the holdout")
-    if rule.minimum is not None and (value < rule.minimum if higher else value > rule.minimum):
-        bound = "minimum" if higher else "maximum"
+    if rule.minimum is not None and (value < rule.minimum if config.higher_is_better else value > rule.minimum):
+        bound = "minimum" if config.higher_is_better else "maximum"
         return Decision(False, f"candidate {name} {value:.4f} misses the {bound} {rule.minimum:.4f}")
+    return Decision(True, f"candidate {name} {value:.4f} meets the minimum {rule.minimum}")
+
+
+def beats_champion(candidate: dict[str, float], champion: Optional[dict[str, float]], config: "RetrainConfig") -> Decision:
+    """Better than the champion by at least ``promotion.margin`` on the same holdout; a tie never is."""
+    rule, name = config.promotion, config.promotion.metric
+    value = candidate.get(name, math.nan)
     if champion is None:
-        return Decision(True, f"no champion yet; candidate {name} {value:.4f} meets the minimum")
+        return Decision(True, f"no champion yet; candidate {name} {value:.4f}")
     best = champion.get(name, math.nan)
-    gain = (value - best) if higher else (best - value)
+    gain = (value - best) if config.higher_is_better else (best - value)
     if math.isnan(best) or (gain > 0 and gain >= rule.margin):
         return Decision(True, f"candidate {name} {value:.4f} beats champion {best:.4f} by {gain:+.4f} (margin {rule.margin})")
-    return Decision(False, f"candidate {name} {value:.4f} does not beat champion {best:.4f} by the margin {rule.margin} ({gain:+.4f})")
+    return Decision(
+        False, f"candidate {name} {value:.4f} does not beat champion {best:.4f} by the margin {rule.margin} ({gain:+.4f})"
+    )
+
+
+def decide(candidate: dict[str, float], champion: Optional[dict[str, float]], config: "RetrainConfig") -> Decision:
+    """Promote when the candidate meets the minimum and (if there is a champion) beats it by the margin."""
+    floor = meets_minimum(candidate, config)
+    if not floor.promote:
+        return floor
+    comparison = beats_champion(candidate, champion, config)
+    if comparison.promote and champion is None:
+        return Decision(True, f"no champion yet; {floor.reason}")
+    return comparison
 
 
 def data_range(frame: "pd.DataFrame", config: "RetrainConfig") -> Optional[dict[str, str]]:

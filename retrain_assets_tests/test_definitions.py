@@ -4,9 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import AssetKey
+from dagster import DefaultScheduleStatus, DefaultSensorStatus
 
-from retrain_assets.definitions import RETRAIN_JOB, defs
+from retrain_assets.definitions import defs
+from retrain_assets.jobs import RETRAIN_JOB
 
 ROOT = Path(__file__).resolve().parent.parent
 LINEAGE = ["raw_data", "validated_features", "candidate_model", "evaluation_report", "prod_model"]
@@ -24,12 +25,28 @@ def test_lineage_edges():
     assert parents["prod_model"] == {"evaluation_report"}
 
 
-def test_validation_checks_are_blocking_on_validated_features():
+def test_checks_gate_where_designed():
     graph = defs.resolve_asset_graph()
     checks = {key.name: graph.get_check_spec(key) for key in graph.asset_check_keys}
+    blocking = {name: spec.asset_key.to_user_string() for name, spec in checks.items() if spec.blocking}
+    warning = {name: spec.asset_key.to_user_string() for name, spec in checks.items() if not spec.blocking}
 
-    assert set(checks) == {"schema_matches", "required_values_present", "values_in_range", "categories_in_domain", "target_balanced"}
-    assert all(spec.asset_key == AssetKey("validated_features") and spec.blocking for spec in checks.values())
+    validation = ["schema_matches", "required_values_present", "values_in_range", "categories_in_domain", "target_balanced"]
+    assert blocking == {**{name: "validated_features" for name in validation}, "candidate_meets_minimum": "evaluation_report"}
+    assert warning == {
+        "feature_drift": "validated_features",
+        "champion_performance": "validated_features",
+        "candidate_beats_champion": "evaluation_report",
+        "champion_is_fresh": "prod_model",
+    }
+
+
+def test_automation_is_on_by_default():
+    sensors = {sensor.name: sensor for sensor in defs.sensors}
+    assert set(sensors) == {"raw_data_version_sensor", "alert_on_run_failure"}
+    assert all(sensor.default_status == DefaultSensorStatus.RUNNING for sensor in sensors.values())
+    (schedule,) = defs.schedules
+    assert schedule.cron_schedule == "0 6 * * 1" and schedule.default_status == DefaultScheduleStatus.RUNNING
 
 
 def test_job_covers_the_lineage():

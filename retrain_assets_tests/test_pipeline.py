@@ -7,6 +7,7 @@ from mlflow import MlflowClient
 from retrain_assets import lake
 from retrain_assets.lake import ingest_file
 from retrain_assets.runner import materialize, project_status
+from retrain_assets.validation import CHECKS as VALIDATION
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ def test_clean_batch_gives_a_champion_with_provenance(project, instance):
     outcome = materialize(project.path, instance)
 
     assert outcome.success, outcome.error
-    assert all(passed for passed, _ in outcome.checks.values()) and len(outcome.checks) == 5
+    assert all(check.passed for check in outcome.checks.values()) and len(outcome.checks) == 10
     client = registry_client(project)
     name = project.config.mlflow.model_name
     champion = client.get_model_version_by_alias(name, "champion")
@@ -46,10 +47,11 @@ def test_bad_batch_is_stopped_kept_and_later_batches_still_train(project, instan
     outcome = materialize(project.path, instance)
 
     assert not outcome.success
-    passed, message = outcome.checks["required_values_present"]
-    assert not passed and "tenure_months" in message and f"v{bad.version}" in message
-    assert not outcome.checks["values_in_range"][0] and "monthly_charges" in outcome.checks["values_in_range"][1]
-    assert not outcome.checks["categories_in_domain"][0] and "atlantis" in outcome.checks["categories_in_domain"][1]
+    nulls = outcome.checks["required_values_present"]
+    assert not nulls.passed and nulls.blocking and "tenure_months" in nulls.message and f"v{bad.version}" in nulls.message
+    assert "monthly_charges" in outcome.checks["values_in_range"].message and not outcome.checks["values_in_range"].passed
+    assert "atlantis" in outcome.checks["categories_in_domain"].message
+    assert set(outcome.blocking_failures) == {"required_values_present", "values_in_range", "categories_in_domain"}
     assert outcome.evaluation is None and outcome.decision is None
     client = registry_client(project)
     name = config.mlflow.model_name
@@ -68,13 +70,14 @@ def test_bad_batch_is_stopped_kept_and_later_batches_still_train(project, instan
     assert set(features[lake.RAW_VERSION_COLUMN]) == {0, good.version}
     assert after.evaluation["champion_version"] == "1" and after.evaluation["champion"] is not None
     assert after.evaluation["holdout_rows"] == pytest.approx(0.2 * 1200, rel=0.25)
-    status = project_status(config, instance)
+    status = project_status(config, project.path, instance)
     assert status["raw_table"]["version"] == good.version and status["last_processed_version"] == good.version
     assert status["last_decision"]["candidate_version"] == "2"
     assert status["last_decision"]["promoted"] == after.decision["promoted"]
     assert status["champion"]["version"] == ("2" if after.decision["promoted"] else "1")
-    assert {c["name"] for c in status["latest_checks"]} == set(outcome.checks)
-    assert all(c["passed"] and c["blocking"] for c in status["latest_checks"])
+    validation = [c for c in status["latest_checks"] if c["asset"] == "validated_features" and c["blocking"]]
+    assert len(validation) == 5 and all(c["passed"] for c in validation)
+    assert status["last_run"]["status"] == "SUCCESS" and status["last_run"]["trigger"] == "manual"
 
 
 def test_nothing_new_retrains_the_same_data_without_promoting(project, instance):
@@ -84,6 +87,7 @@ def test_nothing_new_retrains_the_same_data_without_promoting(project, instance)
     again = materialize(project.path, instance)
 
     assert again.success
-    assert all("nothing to validate" in message for _, message in again.checks.values())
+    validation = [check for name, check in again.checks.items() if check.blocking and name in VALIDATION]
+    assert len(validation) == 5 and all("nothing to validate" in check.message for check in validation)
     assert again.evaluation["candidate"] == again.evaluation["champion"], "same data, same seed, same model"
     assert again.decision["promoted"] is False and again.decision["champion_version"] == "1"

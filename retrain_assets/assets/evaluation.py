@@ -1,22 +1,26 @@
-"""``evaluation_report``: candidate and champion scored on the same holdout, with the decision inputs."""
+"""``evaluation_report``: candidate and champion scored on the same holdout, with the promotion gates."""
 
 import datetime as dt
 import json
 
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, MetadataValue, Output, asset
 
 from retrain_assets import lake, training
+from retrain_assets.alerts import send_alert
+from retrain_assets.checks import COMPARISON_CHECK, EVALUATION_CHECKS, MINIMUM_CHECK
 from retrain_assets.registry import CHAMPION, ModelRef
 from retrain_assets.resources import RetrainProject
 
 
-@asset(group_name="retrain", kinds={"mlflow"}, code_version="1")
+@asset(group_name="retrain", kinds={"mlflow"}, code_version="1", check_specs=EVALUATION_CHECKS)
 def evaluation_report(
     context: AssetExecutionContext, project: RetrainProject, validated_features: lake.TableRef, candidate_model: ModelRef
-) -> Output[dict]:
+):
     """Loads the candidate and the current champion back from the MLflow registry, scores both on the
     candidate's holdout rows (which the champion never trained on: the split is stable), and writes the
-    report as JSON under ``reports/``. Champion metrics are also logged on the candidate's MLflow run."""
+    report as JSON under ``reports/``. Gates: ``candidate_meets_minimum`` (blocking: a candidate below the
+    floor fails the run and is recorded as rejected) and ``candidate_beats_champion`` (a warning: losing is
+    a normal outcome that ``prod_model`` records)."""
     config = project.load()
     registry = project.registry(config)
     frame = lake.read_table(validated_features.uri, validated_features.version, columns=list(config.data.columns))
@@ -26,14 +30,16 @@ def evaluation_report(
     champion, champion_note = None, "no champion yet"
     if champion_version is not None:
         try:
-            champion = training.evaluate(registry.load(champion_version.version), holdout, config)
+            champion = training.evaluate(registry.load(str(champion_version.version)), holdout, config)
             champion_note = f"champion v{champion_version.version} scored on the same holdout"
         except (KeyError, ValueError) as exc:  # e.g. the feature columns changed since it was trained
             champion_note = f"champion v{champion_version.version} cannot score this holdout: {exc}"
-        if champion is not None:
-            for name, value in champion.items():
-                if value == value:
-                    registry.client.log_metric(candidate_model.run_id, f"champion_{name}", value)
+    if champion is not None:
+        for name, value in champion.items():
+            if value == value:
+                registry.client.log_metric(candidate_model.run_id, f"champion_{name}", value)
+    floor = training.meets_minimum(candidate, config)
+    comparison = training.beats_champion(candidate, champion, config)
     report = {
         "candidate_version": candidate_model.version,
         "champion_version": str(champion_version.version) if champion_version is not None else None,
@@ -47,21 +53,31 @@ def evaluation_report(
         "margin": config.promotion.margin,
         "candidate": candidate,
         "champion": champion,
+        "gates": {MINIMUM_CHECK: [floor.promote, floor.reason], COMPARISON_CHECK: [comparison.promote, comparison.reason]},
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     config.reports_dir.mkdir(parents=True, exist_ok=True)
     path = config.reports_dir / f"evaluation-model-v{candidate_model.version}.json"
     path.write_text(json.dumps(report, indent=2))
     metric = config.promotion.metric
-    return Output(
+    yield Output(
         report,
         metadata={
             f"candidate_{metric}": candidate[metric],
             f"champion_{metric}": champion[metric] if champion else None,
+            "candidate_metrics": MetadataValue.json(candidate),
+            "champion_metrics": MetadataValue.json(champion),
             "candidate_version": candidate_model.version,
             "champion_version": report["champion_version"],
             "holdout_rows": len(holdout),
             "champion_note": champion_note,
             "report_path": MetadataValue.path(str(path)),
         },
+    )
+    if not floor.promote:
+        registry.record_decision(candidate_model.version, False, floor.reason, {"compared_with": report["champion_version"] or "none"})
+        send_alert(config, "rejected", f"candidate v{candidate_model.version} rejected: {floor.reason}", report["gates"])
+    yield AssetCheckResult(check_name=MINIMUM_CHECK, passed=floor.promote, severity=AssetCheckSeverity.ERROR, description=floor.reason)
+    yield AssetCheckResult(
+        check_name=COMPARISON_CHECK, passed=comparison.promote, severity=AssetCheckSeverity.WARN, description=comparison.reason
     )

@@ -2,20 +2,26 @@
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, DataVersion, MetadataValue, Output, asset
 
-from retrain_assets import batches, lake
-from retrain_assets.checks import VALIDATION_CHECKS
+from retrain_assets import batches, lake, monitoring
+from retrain_assets.alerts import send_alert
+from retrain_assets.checks import MONITORING_CHECKS, VALIDATION_CHECKS
 from retrain_assets.resources import RetrainProject
 
 
-@asset(group_name="retrain", kinds={"deltalake", "great_expectations"}, code_version="1", check_specs=VALIDATION_CHECKS)
+@asset(
+    group_name="retrain",
+    kinds={"deltalake", "great_expectations"},
+    code_version="1",
+    check_specs=VALIDATION_CHECKS + MONITORING_CHECKS,
+)
 def validated_features(context: AssetExecutionContext, project: RetrainProject, raw_data: lake.TableRef):
     """Validates each raw_data batch not seen before (up to the pinned version) with a Great Expectations
     suite built from ``retrain.yaml``; appends passing batches to the ``validated_features`` Delta table.
     A failing batch is reported by the blocking checks (column, rule, count, sample, version), is not
-    appended, and stays intact in raw_data."""
+    appended, and stays intact in raw_data. The accepted rows are then compared with the champion: feature
+    drift and the champion's score, as warning checks that the retrain triggers read."""
     config = project.load()
     run = batches.validate_new_batches(config, raw_data.version)
-    results = run.check_results([spec.name for spec in VALIDATION_CHECKS])
     features = run.features
     yield Output(
         features,
@@ -30,11 +36,23 @@ def validated_features(context: AssetExecutionContext, project: RetrainProject, 
             "uri": MetadataValue.path(config.table_uri(lake.FEATURES_TABLE)),
         },
     )
+    results = run.check_results([spec.name for spec in VALIDATION_CHECKS])
     for name, (passed, message) in results.items():
         yield AssetCheckResult(
-            check_name=name,
-            passed=passed,
-            severity=AssetCheckSeverity.ERROR,
-            description=message,
+            check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR, description=message,
             metadata={"raw_version": raw_data.version},
+        )
+    failed = {name: message for name, (passed, message) in results.items() if not passed}
+    if failed:
+        rejected = ", ".join(f"v{b.raw_version}" for b in run.batches if not b.accepted)
+        send_alert(config, "check_failed", f"raw_data {rejected} rejected by {', '.join(failed)}", failed)
+    accepted = run.accepted_frame()
+    registry = project.registry(config) if accepted is not None else None
+    for name, finding in monitoring.watch_champion(config, registry, accepted).items():
+        yield AssetCheckResult(
+            check_name=name,
+            passed=not finding.fired,
+            severity=AssetCheckSeverity.WARN,
+            description=finding.message,
+            metadata={k: MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in finding.metadata.items()},
         )

@@ -2,20 +2,49 @@
 
 import datetime as dt
 
-from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
+from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, Failure, MetadataValue, Output, asset
 
-from retrain_assets import lake, training
-from retrain_assets.registry import ModelRef, code_version
+from retrain_assets import batches, lake, training
+from retrain_assets.alerts import send_alert
+from retrain_assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
+from retrain_assets.registry import CHAMPION, code_version
 from retrain_assets.resources import RetrainProject
+from retrain_assets.triggers import FIRED_TAG, REASON_TAG, TRIGGER_TAG, decide_retrain
 
 
-@asset(group_name="retrain", kinds={"scikitlearn", "mlflow"}, code_version="1")
-def candidate_model(context: AssetExecutionContext, project: RetrainProject, validated_features: lake.TableRef) -> Output[ModelRef]:
-    """Trains the configured Pipeline (preprocessing inside) with a fixed seed on the stable train split,
-    logs params, metrics and provenance tags to MLflow, and registers it with the alias ``challenger``."""
+@asset(group_name="retrain", kinds={"scikitlearn", "mlflow"}, code_version="1", output_required=False)
+def candidate_model(context: AssetExecutionContext, project: RetrainProject, validated_features: lake.TableRef):
+    """Decides whether this run retrains (see ``triggers:`` in retrain.yaml; the reasons become the run tag
+    ``retrain/reason``). If so, trains the configured Pipeline (preprocessing inside) with a fixed seed on
+    the stable train split, logs params, metrics, provenance tags and a drift reference profile to MLflow
+    and registers it with the alias ``challenger``. If not, it yields nothing and the run ends here."""
     if validated_features is None:
         raise Failure("candidate_model: validated_features is empty; no batch has passed validation yet")
     config = project.load()
+    registry = project.registry(config)
+    champion = registry.by_alias(CHAMPION)
+    champion_data = int(champion.tags["delta_version"]) if champion is not None else None
+    trigger = context.run.tags.get(TRIGGER_TAG, "manual")
+    decision = decide_retrain(
+        config,
+        trigger,
+        has_champion=champion is not None,
+        new_rows=batches.accepted_rows_after(config, champion_data),
+        drift=_this_run_check(context, DRIFT_CHECK),
+        performance=_this_run_check(context, PERFORMANCE_CHECK),
+    )
+    run_tags = {REASON_TAG: decision.summary[:4000], FIRED_TAG: ",".join(decision.fired) or "none"}
+    context.instance.add_run_tags(context.run_id, run_tags)
+    context.log.info(("retraining: " if decision.retrain else "not retraining: ") + decision.summary)
+    if not decision.retrain:
+        return
+    send_alert(
+        config,
+        "retrain_triggered",
+        f"retraining on raw_data v{validated_features.raw_version}: {decision.summary}",
+        {"trigger": trigger, "delta_version": validated_features.raw_version},
+    )
+
     frame = lake.read_table(validated_features.uri, validated_features.version, columns=list(config.data.columns))
     train_rows, holdout = training.split(frame, config)
     pipeline = training.train(train_rows, config)
@@ -28,17 +57,23 @@ def candidate_model(context: AssetExecutionContext, project: RetrainProject, val
         "code_version": code_version(),
         "params_hash": training.params_hash(config),
         "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "rows": str(len(frame)),
         "rows_train": str(len(train_rows)),
         "rows_holdout": str(len(holdout)),
+        "trigger": trigger,
+        "trigger_reason": decision.summary[:4000],
         "dagster_run_id": context.run_id,
         **({"data_min": span["min"], "data_max": span["max"]} if span else {}),
     }
     params = {"estimator": config.model.estimator, "seed": config.model.seed,
               "holdout_fraction": config.model.holdout_fraction, **config.model.params}
-    example = frame[list(config.data.features)].head(5)
-    ref = project.registry(config).log_candidate(pipeline, example, params, metrics, tags)
+    from retrain_assets.drift import reference_profile
+
+    features = config.data.features
+    profile = reference_profile(train_rows, features, bins=config.triggers.drift.bins, seed=config.model.seed)
+    ref = registry.log_candidate(pipeline, frame[list(features)].head(5), params, metrics, tags, profile)
     primary = config.promotion.metric
-    return Output(
+    yield Output(
         ref,
         metadata={
             "model_version": ref.version,
@@ -52,5 +87,17 @@ def candidate_model(context: AssetExecutionContext, project: RetrainProject, val
             "rows_train": len(train_rows),
             "rows_holdout": len(holdout),
             "data_range": MetadataValue.json(span),
+            "trigger_reason": decision.summary,
         },
     )
+
+
+def _this_run_check(context: AssetExecutionContext, name: str):
+    """``(failed, message)`` of a ``validated_features`` check evaluated in this run, else ``None``."""
+    record = context.instance.get_latest_asset_check_evaluation_record(AssetCheckKey(AssetKey("validated_features"), name))
+    evaluation = record.evaluation if record is not None else None
+    if evaluation is None or record.run_id != context.run_id:
+        return None
+    return (not evaluation.passed, evaluation.description or "")
+
+

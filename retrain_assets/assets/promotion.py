@@ -1,17 +1,25 @@
-"""``prod_model``: the champion. The candidate takes the ``champion`` alias only when it earns it."""
+"""``prod_model``: the champion. The candidate takes the ``champion`` alias only when it passes every gate."""
 
-from dagster import AssetExecutionContext, DataVersion, Failure, Output, asset
+import datetime as dt
+
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, DataVersion, Failure, MetadataValue, Output, asset
 
 from retrain_assets import training
+from retrain_assets.alerts import send_alert
+from retrain_assets.checks import FRESHNESS_CHECK, FRESHNESS_CHECKS
 from retrain_assets.registry import CHAMPION
 from retrain_assets.resources import RetrainProject
 
+RECORD_TAGS = ("delta_version", "data_min", "data_max", "rows", "params_hash", "code_version", "trigger_reason")
 
-@asset(group_name="retrain", kinds={"mlflow"}, code_version="1")
-def prod_model(context: AssetExecutionContext, project: RetrainProject, evaluation_report: dict) -> Output[dict]:
-    """Promotes the candidate when there is no champion and it meets the minimum, or when it beats the
-    champion by the margin on the same holdout; otherwise the champion stays and the reason is recorded on
-    the candidate's model version. Losing is a normal outcome: the run succeeds either way."""
+
+@asset(group_name="retrain", kinds={"mlflow"}, code_version="1", check_specs=FRESHNESS_CHECKS)
+def prod_model(context: AssetExecutionContext, project: RetrainProject, evaluation_report: dict):
+    """Promotes the candidate when it meets the minimum and beats the champion by the margin on the same
+    holdout (or there is no champion); the replaced champion keeps the alias ``previous_champion``.
+    Otherwise the champion stays. The decision, its reason and the full run record (metrics of both, Delta
+    version, data range, rows, params hash, code version, trigger reason) go on the candidate's model
+    version and on this materialization. Losing is a normal outcome: the run succeeds either way."""
     config = project.load()
     registry = project.registry(config)
     current = registry.by_alias(CHAMPION)
@@ -21,24 +29,24 @@ def prod_model(context: AssetExecutionContext, project: RetrainProject, evaluati
             f"prod_model: the champion moved from v{evaluation_report['champion_version']} to v{current_version} "
             "since evaluation_report ran; materialize evaluation_report again"
         )
-    decision = training.decide(evaluation_report["candidate"], evaluation_report["champion"], config)
     candidate = evaluation_report["candidate_version"]
-    metric = config.promotion.metric
-    champion_metrics = evaluation_report["champion"] or {}
-    registry.record_decision(
-        candidate,
-        decision.promote,
-        decision.reason,
-        {
-            "compared_with": current_version or "none",
-            f"champion_{metric}": champion_metrics.get(metric, "none"),
-            f"candidate_{metric}": evaluation_report["candidate"][metric],
-        },
-    )
+    decision = training.decide(evaluation_report["candidate"], evaluation_report["champion"], config)
+    record = {
+        "compared_with": current_version or "none",
+        **{f"candidate_{k}": v for k, v in evaluation_report["candidate"].items()},
+        **{f"champion_{k}": v for k, v in (evaluation_report["champion"] or {}).items()},
+    }
+    registry.record_decision(candidate, decision.promote, decision.reason, record)
     previous = registry.promote(candidate) if decision.promote else None
     champion = candidate if decision.promote else current_version
-    context.log.info(f"{'promoted' if decision.promote else 'kept champion'}: {decision.reason}")
-    return Output(
+    send_alert(
+        config,
+        "promoted" if decision.promote else "rejected",
+        f"candidate v{candidate} {'promoted' if decision.promote else 'rejected'}: {decision.reason}",
+        {"candidate_version": candidate, "champion_version": champion, "delta_version": evaluation_report["delta_version"]},
+    )
+    candidate_tags = registry.client.get_model_version(registry.name, candidate).tags
+    yield Output(
         {"champion_version": champion, "promoted": decision.promote, "reason": decision.reason},
         data_version=DataVersion(f"model-v{champion}" if champion else "no-champion"),
         metadata={
@@ -47,8 +55,27 @@ def prod_model(context: AssetExecutionContext, project: RetrainProject, evaluati
             "reason": decision.reason,
             "candidate_version": candidate,
             "previous_champion": previous or current_version,
-            f"candidate_{metric}": evaluation_report["candidate"][metric],
-            f"champion_{metric}": champion_metrics.get(metric),
-            "delta_version": evaluation_report["delta_version"],
+            "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "candidate_metrics": MetadataValue.json(evaluation_report["candidate"]),
+            "champion_metrics": MetadataValue.json(evaluation_report["champion"]),
+            **{key: candidate_tags.get(key) for key in RECORD_TAGS},
         },
+    )
+    yield _freshness(config, registry)
+
+
+def _freshness(config, registry) -> AssetCheckResult:
+    """Warn when the champion was promoted longer ago than ``promotion.max_age_days``."""
+    champion = registry.by_alias(CHAMPION)
+    limit = config.promotion.max_age_days
+    if champion is None or limit is None:
+        return AssetCheckResult(check_name=FRESHNESS_CHECK, passed=True, description="no champion or no age limit")
+    since = champion.tags.get("promoted_at") or champion.tags.get("trained_at")
+    age = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(since)).total_seconds() / 86400
+    return AssetCheckResult(
+        check_name=FRESHNESS_CHECK,
+        passed=age <= limit,
+        severity=AssetCheckSeverity.WARN,
+        description=f"champion v{champion.version} promoted {age:.1f} days ago (limit {limit})",
+        metadata={"age_days": age},
     )

@@ -1,0 +1,256 @@
+"""Data drift of a new batch against the champion's training data, per feature.
+
+At training time :func:`reference_profile` condenses the training rows into a small JSON-serialisable profile
+(logged next to the model); at validation time :func:`score_drift` scores a batch against that profile alone, so
+the cost follows the batch size, not the training table. Numeric features get PSI over quantile bins plus a
+two-sample KS test against a capped reference sample; categorical features get PSI over category shares.
+``scipy`` is imported on first use only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+NUMERIC = ("int", "float")
+CATEGORICAL = ("category", "string", "bool")
+NULL_KEY = "__null__"
+OTHER_KEY = "__other__"
+MAX_CATEGORIES = 100  # more distinct values than this: the rarest share one OTHER_KEY bucket (keeps profiles small)
+EPSILON = 1e-4  # stands in for an empty bucket's share so PSI stays finite
+
+
+def reference_profile(
+    frame: pd.DataFrame, features: dict[str, str], bins: int = 10, sample_size: int = 5000, seed: int = 0
+) -> dict:
+    """A compact, JSON-serialisable profile of the training rows that :func:`score_drift` compares batches to.
+
+    Numeric features keep quantile bin edges (``bins`` equal-frequency bins, duplicate edges dropped, outer bins
+    open-ended), the share of rows per bin and of nulls, and a seeded sample of up to ``sample_size`` values.
+    Non-finite numbers count as nulls. Categorical features keep the share of each value (keys as strings, nulls
+    under ``"__null__"``; beyond :data:`MAX_CATEGORIES` values the rarest share ``"__other__"``).
+
+    Args:
+        frame: The training rows.
+        features: ``{name: column type}`` of the model inputs, as ``config.data.features`` gives them.
+        bins: Number of equal-frequency bins per numeric feature.
+        sample_size: Most values kept per numeric feature for the KS test.
+        seed: Seed of the sample.
+
+    Returns:
+        ``{"rows", "features", "columns": {name: profile}}`` of plain JSON types.
+
+    Raises:
+        ValueError: ``frame`` is empty, lacks a feature, a feature has a type without a profile (timestamp) or a
+            numeric feature holds non-numbers.
+    """
+    if len(frame) == 0:
+        raise ValueError("reference_profile: the training frame has no rows")
+    missing = [name for name in features if name not in frame.columns]
+    if missing:
+        raise ValueError(f"reference_profile: features {missing} are not columns of the training frame")
+    rng = np.random.default_rng(seed)
+    columns: dict[str, Any] = {}
+    for name, kind in features.items():
+        if kind in NUMERIC:
+            columns[name] = _numeric_profile(name, kind, frame[name], bins, sample_size, rng)
+        elif kind in CATEGORICAL:
+            columns[name] = {"fractions": _capped(_category_fractions(frame[name]))}
+        else:
+            raise ValueError(f"reference_profile: feature {name!r} has type {kind!r}, which has no drift profile")
+    return {"rows": len(frame), "features": dict(features), "columns": columns}
+
+
+def score_drift(
+    profile: dict, batch: pd.DataFrame, psi_threshold: float, ks_threshold: float, ks_pvalue: float
+) -> dict[str, dict]:
+    """Score every feature of ``profile`` on ``batch``.
+
+    A categorical feature is drifted when its PSI exceeds ``psi_threshold``; categories unseen in training each
+    count as a bucket of their own. A numeric feature is drifted when the PSI over the reference bins (nulls one
+    more bucket) exceeds ``psi_threshold``, or when the KS statistic of its values against the reference sample
+    exceeds ``ks_threshold`` with a p-value below ``ks_pvalue``. A feature missing from the batch, or without a
+    single value in it, is drifted; its PSI is computed as if every row were null.
+
+    Args:
+        profile: What :func:`reference_profile` returned.
+        batch: The new rows.
+        psi_threshold: PSI above this marks a feature drifted.
+        ks_threshold: KS statistic above this marks a numeric feature drifted...
+        ks_pvalue: ...when the test's p-value is also below this.
+
+    Returns:
+        ``{feature: {"method", "psi", "ks", "p_value", "drifted", "detail", "reason"}}``: ``method`` is
+        ``"psi+ks"`` when the KS test ran, else ``"psi"`` (``ks`` and ``p_value`` None); ``detail`` is one line
+        for a person; ``reason`` says briefly why the feature drifted ("" when it did not).
+    """
+    scores = {}
+    for name, kind in profile["features"].items():
+        reference = profile["columns"][name]
+        column = batch[name] if name in batch.columns else None
+        if kind in NUMERIC:
+            scores[name] = _score_numeric(name, reference, column, psi_threshold, ks_threshold, ks_pvalue)
+        else:
+            scores[name] = _score_categorical(name, reference, column, psi_threshold)
+    return scores
+
+
+def drift_summary(scores: dict[str, dict]) -> tuple[bool, str]:
+    """``(any feature drifted, one line naming the drifted features and their scores)``.
+
+    For example ``"drift in monthly_charges (PSI 0.31, KS 0.22), support_calls (KS 0.19)"``, or
+    ``"no drift: max PSI 0.03 (plan)"`` when nothing drifted.
+    """
+    drifted = [f"{name} ({score['reason']})" for name, score in scores.items() if score["drifted"]]
+    if drifted:
+        return True, "drift in " + ", ".join(drifted)
+    if not scores:
+        return False, "no drift: no features scored"
+    name = max(scores, key=lambda feature: scores[feature]["psi"])
+    return False, f"no drift: max PSI {scores[name]['psi']:.2f} ({name})"
+
+
+def _numeric_profile(
+    name: str, kind: str, column: pd.Series, bins: int, sample_size: int, rng: np.random.Generator
+) -> dict:
+    """Bin edges, bin and null shares and a value sample of one numeric training column."""
+    try:
+        values = pd.to_numeric(column).to_numpy(dtype="float64", na_value=np.nan)
+    except (TypeError, ValueError) as exc:
+        message = f"reference_profile: feature {name!r} is declared {kind} but holds non-numbers: {exc}"
+        raise ValueError(message) from None
+    finite = values[np.isfinite(values)]
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])) if finite.size else np.array([])
+    counts = np.bincount(np.searchsorted(edges, finite, side="left"), minlength=edges.size + 1)
+    if finite.size > sample_size:
+        sample = finite[rng.choice(finite.size, size=sample_size, replace=False)]
+    else:
+        sample = finite
+    return {
+        "edges": edges.tolist(),
+        "fractions": (counts / values.size).tolist(),
+        "null_fraction": 1.0 - finite.size / values.size,
+        "sample": sample.tolist(),
+    }
+
+
+def _category_key(value: Any) -> str:
+    """The profile key of one categorical value; integral floats (ints that met a null) read as ints."""
+    if pd.isna(value):
+        return NULL_KEY
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _category_fractions(column: pd.Series) -> dict[str, float]:
+    """Share of rows per category key, most frequent first."""
+    fractions: dict[str, float] = {}
+    for value, count in column.value_counts(dropna=False).items():
+        if count:
+            key = _category_key(value)
+            fractions[key] = fractions.get(key, 0.0) + count / len(column)
+    return dict(sorted(fractions.items(), key=lambda item: -item[1]))
+
+
+def _capped(fractions: dict[str, float]) -> dict[str, float]:
+    """``fractions`` with at most :data:`MAX_CATEGORIES` values besides nulls; the rest summed as other."""
+    values = [key for key in fractions if key != NULL_KEY]
+    if len(values) <= MAX_CATEGORIES:
+        return fractions
+    kept = {key: fractions[key] for key in values[:MAX_CATEGORIES]}
+    kept[OTHER_KEY] = sum(fractions[key] for key in values[MAX_CATEGORIES:])
+    if NULL_KEY in fractions:
+        kept[NULL_KEY] = fractions[NULL_KEY]
+    return kept
+
+
+def _psi(expected: list[float], actual: list[float]) -> float:
+    """Population stability index of two aligned share vectors, empty buckets floored at :data:`EPSILON`."""
+    e = np.maximum(np.asarray(expected, dtype="float64"), EPSILON)
+    a = np.maximum(np.asarray(actual, dtype="float64"), EPSILON)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _absent(column: Optional[pd.Series]) -> Optional[str]:
+    """Why ``column`` has no usable value ("missing from the batch", ...), or None when it has some."""
+    if column is None:
+        return "missing from the batch"
+    if len(column) == 0:
+        return "no rows in the batch"
+    if column.isna().all():
+        return f"all {len(column)} values null in the batch"
+    return None
+
+
+def _score(
+    method: str, psi: float, ks: Optional[float], p_value: Optional[float], drifted: bool, detail: str, reason: str
+) -> dict:
+    return {
+        "method": method, "psi": psi, "ks": ks, "p_value": p_value, "drifted": drifted, "detail": detail,
+        "reason": reason,
+    }
+
+
+def _score_numeric(
+    name: str,
+    reference: dict,
+    column: Optional[pd.Series],
+    psi_threshold: float,
+    ks_threshold: float,
+    ks_pvalue: float,
+) -> dict:
+    """PSI over the reference bins and nulls, plus KS against the reference sample."""
+    from scipy.stats import ks_2samp
+
+    expected = reference["fractions"] + [reference["null_fraction"]]
+    values = np.array([])
+    if column is not None and len(column):
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        values = values[np.isfinite(values)]
+    absent = _absent(column)
+    if not absent and not values.size:
+        absent = f"no numbers among {len(column)} values in the batch"
+    if absent:
+        psi = _psi(expected, [0.0] * len(reference["fractions"]) + [1.0])
+        return _score("psi", psi, None, None, True, f"{name}: {absent} (PSI {psi:.2f})", absent)
+    counts = np.bincount(np.searchsorted(reference["edges"], values, side="left"), minlength=len(expected) - 1)
+    psi = _psi(expected, (counts / len(column)).tolist() + [1.0 - values.size / len(column)])
+    psi_drifted = psi > psi_threshold
+    psi_text = f"PSI {psi:.2f}" + (f" > {psi_threshold:g}" if psi_drifted else "")
+    if not reference["sample"]:
+        reason = f"PSI {psi:.2f}" if psi_drifted else ""
+        return _score("psi", psi, None, None, psi_drifted, f"{name}: {psi_text} (no training values for KS)", reason)
+    result = ks_2samp(values, np.asarray(reference["sample"], dtype="float64"))
+    ks, p_value = float(result.statistic), float(result.pvalue)
+    ks_drifted = ks > ks_threshold and p_value < ks_pvalue
+    ks_text = f"KS {ks:.2f}" + (f" > {ks_threshold:g}" if ks_drifted else "") + f" (p={p_value:.2g})"
+    reason = ", ".join(text for text, hit in ((f"PSI {psi:.2f}", psi_drifted), (f"KS {ks:.2f}", ks_drifted)) if hit)
+    return _score("psi+ks", psi, ks, p_value, psi_drifted or ks_drifted, f"{name}: {psi_text}, {ks_text}", reason)
+
+
+def _score_categorical(name: str, reference: dict, column: Optional[pd.Series], psi_threshold: float) -> dict:
+    """PSI over the reference category shares; unseen categories each add a bucket."""
+    known = reference["fractions"]
+    absent = _absent(column)
+    batch = {NULL_KEY: 1.0} if absent else _category_fractions(column)
+    actual = {key: 0.0 for key in known}
+    unseen: dict[str, float] = {}
+    for key, share in batch.items():
+        if key in known:
+            actual[key] += share
+        elif OTHER_KEY in known and key != NULL_KEY:
+            actual[OTHER_KEY] += share
+        else:
+            unseen[key] = share
+    psi = _psi(list(known.values()) + [0.0] * len(unseen), list(actual.values()) + list(unseen.values()))
+    if absent:
+        return _score("psi", psi, None, None, True, f"{name}: {absent} (PSI {psi:.2f})", absent)
+    drifted = psi > psi_threshold
+    detail = f"{name}: PSI {psi:.2f}" + (f" > {psi_threshold:g}" if drifted else "")
+    if unseen:
+        top = sorted(unseen.items(), key=lambda item: -item[1])[:3]
+        detail += " (unseen: " + ", ".join(f"{key} {share:.0%}" for key, share in top) + ")"
+    return _score("psi", psi, None, None, drifted, detail, f"PSI {psi:.2f}" if drifted else "")

@@ -1,0 +1,61 @@
+"""Sensors: one run per new ``raw_data`` Delta version, and an alert for every failed run.
+
+The version sensor's tick reads only the Delta log (no mlflow, scikit-learn or Great Expectations), so a
+tick with nothing new costs milliseconds. Its cursor is the last table version it has handled; ``run_key``
+is the version, so no version can start two runs, whether ticks come from the daemon or `retrain tick`.
+"""
+
+from dagster import (
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
+
+from retrain_assets import lake
+from retrain_assets.assets.raw import DELTA_VERSION_TAG
+from retrain_assets.jobs import retrain_job
+from retrain_assets.resources import RetrainProject
+from retrain_assets.triggers import TRIGGER_TAG
+
+
+@sensor(job=retrain_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
+def raw_data_version_sensor(context: SensorEvaluationContext, project: RetrainProject):
+    """Requests the retraining job for each new raw_data version (coalesced into one run on the newest
+    version unless ``triggers.new_version.coalesce`` is false), tagged with the version and trigger."""
+    config = project.load()
+    uri = config.table_uri(lake.RAW_TABLE)
+    latest = lake.latest_version(uri)
+    seen = int(context.cursor) if context.cursor else None
+    if latest is None:
+        return SkipReason(f"no raw_data table at {uri} yet")
+    if seen is not None and latest <= seen:
+        return SkipReason(f"raw_data is still at version {latest}")
+    versions = lake.batch_versions(uri, seen, latest)
+    if not versions:
+        return SensorResult(skip_reason=f"raw_data versions up to {latest} added no rows", cursor=str(latest))
+    targets = versions[-1:] if config.triggers.new_version.coalesce else versions
+    requests = [
+        RunRequest(run_key=str(version), tags={DELTA_VERSION_TAG: str(version), TRIGGER_TAG: "new_version"})
+        for version in targets
+    ]
+    return SensorResult(run_requests=requests, cursor=str(latest))
+
+
+@run_failure_sensor(default_status=DefaultSensorStatus.RUNNING, monitored_jobs=[retrain_job])
+def alert_on_run_failure(context: RunFailureSensorContext, project: RetrainProject):
+    """Sends a ``run_failed`` alert (webhook and alerts.jsonl) for every failed retraining run."""
+    from retrain_assets.alerts import send_alert
+
+    run = context.dagster_run
+    message = context.failure_event.message or "run failed"
+    send_alert(
+        project.load(),
+        "run_failed",
+        f"run {run.run_id[:8]} of {run.job_name} failed: {message}",
+        {"run_id": run.run_id, "tags": dict(run.tags)},
+    )

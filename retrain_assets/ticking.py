@@ -1,0 +1,159 @@
+"""`retrain tick`: what the Dagster daemon does, once, in process — for cron, CI or a laptop.
+
+Every sensor is evaluated with its cursor, every schedule whose time has come is evaluated, and each
+requested run is executed to completion against the project's persistent instance. Cursors live in the
+instance's cursor storage, so a later tick (or a new process over the same ``DAGSTER_HOME``) resumes where
+this one stopped. A request whose ``run_key`` already has a run from the same sensor or schedule is skipped,
+as the daemon does, so a version never runs twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from retrain_assets.runner import RunOutcome, materialize
+from retrain_assets.triggers import REASON_TAG, TRIGGER_TAG
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance, Definitions, RunRequest
+
+_CURSOR_PREFIX = "retrain_tick"
+
+
+def load_cursor(instance: "DagsterInstance", name: str) -> Optional[str]:
+    """The stored cursor of a sensor or schedule (the one place that touches Dagster's cursor storage)."""
+    key = f"{_CURSOR_PREFIX}/{name}"
+    return instance.daemon_cursor_storage.get_cursor_values({key}).get(key)
+
+
+def save_cursor(instance: "DagsterInstance", name: str, cursor: Optional[str]) -> None:
+    if cursor is not None:
+        instance.daemon_cursor_storage.set_cursor_values({f"{_CURSOR_PREFIX}/{name}": cursor})
+
+
+def next_fire_time(cron: str, timezone: str, after: dt.datetime) -> dt.datetime:
+    """The first time strictly after ``after`` at which the cron schedule fires."""
+    from dagster._utils.schedules import cron_string_iterator
+
+    for moment in cron_string_iterator(after.timestamp(), cron, timezone):
+        if moment.timestamp() > after.timestamp():
+            return moment
+    raise ValueError(f"cron {cron!r} never fires")  # pragma: no cover - the iterator is infinite
+
+
+@dataclass
+class Launch:
+    """One run request of this tick and what became of it."""
+
+    source: str
+    run_key: Optional[str]
+    tags: dict[str, str]
+    outcome: Optional[RunOutcome] = None
+    skipped: Optional[str] = None
+
+
+@dataclass
+class TickReport:
+    launches: list[Launch] = field(default_factory=list)
+    skips: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "launched": [
+                {
+                    "source": launch.source,
+                    "run_key": launch.run_key,
+                    "skipped": launch.skipped,
+                    "run_id": launch.outcome.run_id if launch.outcome else None,
+                    "success": launch.outcome.success if launch.outcome else None,
+                    "trigger": launch.outcome.trigger if launch.outcome else launch.tags.get(TRIGGER_TAG),
+                    "fired": launch.outcome.fired if launch.outcome else None,
+                    "reason": launch.outcome.tags.get(REASON_TAG) if launch.outcome else None,
+                    "decision": launch.outcome.decision if launch.outcome else None,
+                }
+                for launch in self.launches
+            ],
+            "skipped": self.skips,
+        }
+
+
+def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.datetime] = None) -> TickReport:
+    """Evaluate every sensor and due schedule once; execute what they request; return what happened."""
+    from dagster import RunStatusSensorDefinition
+
+    from retrain_assets.definitions import build_defs
+
+    defs = build_defs(str(config_path))
+    now = now or dt.datetime.now(dt.timezone.utc)
+    report = TickReport()
+    status_sensors = [s for s in defs.sensors if isinstance(s, RunStatusSensorDefinition)]
+    for sensor_def in status_sensors:  # first evaluation starts their cursor before this tick's runs
+        _evaluate_sensor(defs, sensor_def, instance, report)
+    for sensor_def in defs.sensors:
+        if sensor_def not in status_sensors:
+            for request in _evaluate_sensor(defs, sensor_def, instance, report):
+                report.launches.append(_launch(config_path, instance, sensor_def.name, "dagster/sensor_name", request))
+    for schedule_def in defs.schedules:
+        for request in _due_schedule_requests(schedule_def, instance, now, report):
+            report.launches.append(_launch(config_path, instance, schedule_def.name, "dagster/schedule_name", request))
+    for sensor_def in status_sensors:
+        _evaluate_sensor(defs, sensor_def, instance, report)
+    return report
+
+
+def _evaluate_sensor(defs: "Definitions", sensor_def, instance: "DagsterInstance", report: TickReport) -> list["RunRequest"]:
+    from dagster import RunStatusSensorDefinition, build_sensor_context
+
+    context = build_sensor_context(
+        instance=instance,
+        cursor=load_cursor(instance, sensor_def.name),
+        definitions=defs,
+        sensor_name=sensor_def.name,
+        resources=defs.resources,
+    )
+    result = sensor_def.evaluate_tick(context)
+    save_cursor(instance, sensor_def.name, result.cursor)
+    if not result.run_requests and result.skip_message and not isinstance(sensor_def, RunStatusSensorDefinition):
+        report.skips[sensor_def.name] = result.skip_message
+    return list(result.run_requests or [])
+
+
+def _due_schedule_requests(schedule_def, instance: "DagsterInstance", now: dt.datetime, report: TickReport):
+    """Requests of the latest due time since the last tick; the first tick only starts the clock."""
+    from dagster import build_schedule_context
+
+    last = load_cursor(instance, schedule_def.name)
+    save_cursor(instance, schedule_def.name, now.isoformat())
+    if last is None:
+        report.skips[schedule_def.name] = f"started; first run at {_next(schedule_def, now)}"
+        return []
+    due, moment = None, dt.datetime.fromisoformat(last)
+    while (moment := next_fire_time(schedule_def.cron_schedule, schedule_def.execution_timezone or "UTC", moment)) <= now:
+        due = moment
+    if due is None:
+        report.skips[schedule_def.name] = f"not due; next run at {_next(schedule_def, now)}"
+        return []
+    result = schedule_def.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=due))
+    return [request.with_replaced_attrs(run_key=request.run_key or f"schedule@{due.isoformat()}") for request in result.run_requests or []]
+
+
+def _next(schedule_def, now: dt.datetime) -> str:
+    return next_fire_time(schedule_def.cron_schedule, schedule_def.execution_timezone or "UTC", now).isoformat()
+
+
+def _launch(config_path: Path, instance: "DagsterInstance", source: str, source_tag: str, request: "RunRequest") -> Launch:
+    from dagster import RunsFilter
+
+    tags = {**request.tags, source_tag: source}
+    launch = Launch(source=source, run_key=request.run_key, tags=tags)
+    if request.run_key is not None:
+        tags["dagster/run_key"] = request.run_key
+        earlier = instance.get_runs(RunsFilter(tags={"dagster/run_key": request.run_key, source_tag: source}), limit=1)
+        if earlier:
+            launch.skipped = f"run_key {request.run_key} already ran as {earlier[0].run_id}"
+            return launch
+    launch.outcome = materialize(config_path, instance, tags=tags)
+    return launch
