@@ -71,18 +71,20 @@ def init(ctx, data, target, task, timestamp, id_column, project, force) -> None:
 @click.pass_context
 def ingest(ctx, files) -> None:
     """Append each CSV/Parquet FILE to raw_data as one new Delta version (refused files go to quarantine)."""
-    from retrain_assets.lake import BatchRefused, ingest_file
+    from retrain_assets.lake import BatchRefused
+    from retrain_assets.runner import ingest as ingest_one, project_instance
 
     config = _load(ctx)
     refused = 0
-    for path in files:
-        try:
-            result = ingest_file(config, path)
-        except BatchRefused as exc:
-            refused += 1
-            click.echo(f"refused {exc}", err=True)
-            continue
-        click.echo(f"{result.source}: raw_data version {result.version} ({result.rows} rows)")
+    with project_instance(config) as instance:
+        for path in files:
+            try:
+                result = ingest_one(config, instance, path)
+            except BatchRefused as exc:
+                refused += 1
+                click.echo(f"refused {exc}", err=True)
+                continue
+            click.echo(f"{result.source}: raw_data version {result.version} ({result.rows} rows)")
     if refused:
         raise click.ClickException(f"{refused} of {len(files)} files refused; nothing of them was written")
 

@@ -52,7 +52,7 @@ def run_demo(directory: Path, fresh: bool, days: int, rows_per_day: int, echo: C
     from retrain_assets.cli import describe_status
     from retrain_assets.inference import infer_config, render_config
     from retrain_assets.registry import Registry
-    from retrain_assets.runner import project_instance, project_status, rollback_champion
+    from retrain_assets.runner import ingest, project_instance, project_status, rollback_champion
     from retrain_assets.ticking import tick
 
     if days < 6:
@@ -76,7 +76,7 @@ def run_demo(directory: Path, fresh: bool, days: int, rows_per_day: int, echo: C
     rows = []
     with project_instance(config) as instance:
         for day, path in files:
-            ingested = lake.ingest_file(config, path)
+            ingested = ingest(config, instance, path)
             echo(f"\nday {day}: retrain ingest {path.name} -> raw_data v{ingested.version}; retrain tick")
             report = tick(config_path, instance)
             for launch in report.launches:

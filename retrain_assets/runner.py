@@ -195,6 +195,22 @@ def stale_assets(instance: "DagsterInstance", defs: Any) -> dict[str, list[str]]
     }
 
 
+def ingest(config: RetrainConfig, instance: "DagsterInstance", path: Path) -> "lake.IngestResult":
+    """`retrain ingest` for one file: land it in Delta, then tell Dagster that ``raw_data`` has a new data
+    version, so the UI shows what depends on it as stale until the sensor's run catches up."""
+    from dagster import AssetMaterialization
+
+    result = lake.ingest_file(config, path)
+    materialization = AssetMaterialization(
+        "raw_data",
+        description=f"{result.source} landed as Delta version {result.version}",
+        metadata={"delta_version": result.version, "rows_added": result.rows, "source_file": result.source},
+        tags={"dagster/data_version": str(result.version)},
+    )
+    instance.report_runless_asset_event(materialization)
+    return result
+
+
 def rollback_champion(config: RetrainConfig, instance: "DagsterInstance", version: Optional[str], reason: str) -> dict[str, Any]:
     """`retrain rollback`: move the alias (registry tags say who, when, why), alert, and report the change
     to Dagster as a ``prod_model`` materialization so the asset's history in the UI shows it."""

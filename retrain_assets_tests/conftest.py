@@ -51,3 +51,47 @@ def instance():
 
     with DagsterInstance.ephemeral() as ephemeral:
         yield ephemeral
+
+
+BUSINESS_RANGES = {"tenure_months": (0, 120), "monthly_charges": (0, 500), "support_calls": (0, 30)}
+
+
+def write_config(project: Project, **sections) -> None:
+    """Rewrite the project's retrain.yaml with some sections replaced (e.g. ``triggers={...}``)."""
+    import yaml
+
+    raw = yaml.safe_load(project.path.read_text())
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    project.path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    project.config = load_config(project.path)
+
+
+@pytest.fixture
+def automated(tmp_path: Path) -> Project:
+    """A project for the automation path: 600-row days 0-5 clean, day 6 corrupted, days 7-8 drifted;
+    validation ranges at business limits (drift is a trigger, not a validation failure)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    days = []
+    for day, frame in synthetic.churn_days(START, 9, 600, seed=5, bad_day=6, drift_from_day=7, drift=0.9):
+        path = data / f"churn-{day.isoformat()}.csv"
+        frame.to_csv(path, index=False)
+        days.append(path)
+    config = infer_config(synthetic.churn_batch(START, 600, seed=5), "churned", timestamp="event_time",
+                          id_column="customer_id", project="churn")
+    for column, (low, high) in BUSINESS_RANGES.items():
+        config.validation.columns[column].min, config.validation.columns[column].max = low, high
+    config_path = tmp_path / "retrain.yaml"
+    config_path.write_text(render_config(config, days[0].name))
+    return Project(config_path, load_config(config_path), days)
+
+
+@pytest.fixture
+def persistent(automated, monkeypatch):
+    """The project's own sqlite Dagster instance under its storage home (DAGSTER_HOME restored after)."""
+    from retrain_assets.runner import project_instance
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with project_instance(automated.config) as instance:
+        yield instance

@@ -1,0 +1,136 @@
+"""The Delta version sensor on a real instance and real Delta table, and `retrain tick` driving it."""
+
+import datetime as dt
+import subprocess
+import sys
+
+from dagster import DagsterInstance, RunsFilter, build_sensor_context
+from deltalake import DeltaTable
+
+from retrain_assets import lake, synthetic
+from retrain_assets.resources import RetrainProject
+from retrain_assets.sensors import raw_data_version_sensor
+from retrain_assets.ticking import next_fire_time, tick
+
+from .conftest import START, write_config
+
+
+def land(project, day: int, rows: int = 200) -> int:
+    """Append one small synthetic batch straight to raw_data (as any Delta writer could)."""
+    path = project.path.parent / f"batch-{day}.csv"
+    synthetic.churn_batch(START + dt.timedelta(days=day), rows, seed=day).to_csv(path, index=False)
+    return lake.ingest_file(project.config, path).version
+
+
+def evaluate(project, cursor=None):
+    with DagsterInstance.ephemeral() as instance:
+        context = build_sensor_context(
+            instance=instance, cursor=cursor, resources={"project": RetrainProject(config_path=str(project.path))}
+        )
+        return raw_data_version_sensor.evaluate_tick(context)
+
+
+def test_sensor_requests_one_coalesced_run_per_new_version_and_skips_when_nothing_is_new(automated):
+    assert "no raw_data table" in evaluate(automated).skip_message
+    for day in range(3):
+        land(automated, day)
+
+    result = evaluate(automated)
+    (request,) = result.run_requests
+    assert request.run_key == "2"
+    assert request.tags.items() >= {"retrain/delta_version": "2", "retrain/trigger": "new_version"}.items()
+    assert result.cursor == "2"
+    assert "still at version 2" in evaluate(automated, cursor="2").skip_message
+
+
+def test_sensor_can_request_one_run_per_version_and_ignores_compactions(automated):
+    write_config(automated, triggers={"new_version": {"coalesce": False}})
+    for day in range(3):
+        land(automated, day)
+
+    assert [r.run_key for r in evaluate(automated, cursor="0").run_requests] == ["1", "2"]
+    DeltaTable(automated.config.table_uri(lake.RAW_TABLE)).optimize.compact()
+    compacted = evaluate(automated, cursor="2")
+    assert not compacted.run_requests and compacted.cursor == "3" and "added no rows" in compacted.skip_message
+
+
+def test_twenty_versions_run_exactly_once_across_a_restart(automated, monkeypatch):
+    from retrain_assets.runner import project_instance
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    write_config(automated, triggers={"new_version": {"coalesce": False}, "min_new_rows": 10**9})
+    landing = [1, 0, 3, 2, 0, 1, 4, 1, 2, 0, 3, 1, 2]  # versions appended before each tick; 20 in all
+    assert sum(landing) == 20
+    day, launched, restart_at = 0, [], len(landing) // 2
+    instance_cm = project_instance(automated.config)
+    instance = instance_cm.__enter__()
+    for index, count in enumerate(landing):
+        if index == restart_at:  # a new process over the same DAGSTER_HOME: cursors come back from storage
+            instance_cm.__exit__(None, None, None)
+            instance_cm = project_instance(automated.config)
+            instance = instance_cm.__enter__()
+        for _ in range(count):
+            land(automated, day, rows=120)
+            day += 1
+        report = tick(automated.path, instance)
+        assert not any(launch.skipped for launch in report.launches)
+        launched += [launch.run_key for launch in report.launches]
+    runs = instance.get_runs(RunsFilter(job_name="retrain"))
+    instance_cm.__exit__(None, None, None)
+
+    assert launched == [str(v) for v in range(20)]
+    assert sorted(int(run.tags["dagster/run_key"]) for run in runs) == list(range(20))
+    assert all(run.is_success for run in runs)
+
+
+def test_tick_skips_a_run_key_that_already_ran(automated, persistent):
+    land(automated, 0)
+    first = tick(automated.path, persistent)
+    assert [launch.run_key for launch in first.launches] == ["0"]
+
+    from retrain_assets.ticking import save_cursor
+
+    save_cursor(persistent, "raw_data_version_sensor", "")  # a lost cursor: the sensor asks again
+    again = tick(automated.path, persistent)
+    assert [launch.skipped for launch in again.launches] == [f"run_key 0 already ran as {first.launches[0].outcome.run_id}"]
+
+
+def test_schedule_fires_once_when_due_and_retrains_without_new_data(automated, persistent):
+    land(automated, 0)
+    start = dt.datetime(2026, 11, 2, 12, tzinfo=dt.timezone.utc)  # a Monday, after 06:00
+    first = tick(automated.path, persistent, now=start)
+    assert [launch.source for launch in first.launches] == ["raw_data_version_sensor"]
+    assert "first run at 2026-11-09T06:00:00" in first.skips["retrain_schedule"]
+
+    later = start + dt.timedelta(days=15)  # two Mondays passed: only the latest one runs
+    due = tick(automated.path, persistent, now=later)
+    (launch,) = due.launches
+    assert launch.source == "retrain_schedule" and launch.run_key == "schedule@2026-11-16T06:00:00+00:00"
+    assert launch.outcome.success and launch.outcome.trigger == "schedule" and "schedule" in launch.outcome.fired
+    assert launch.outcome.decision is not None, "a scheduled run retrains even without new data"
+    assert not tick(automated.path, persistent, now=later).launches
+
+
+def test_next_fire_time_follows_the_cron():
+    monday_noon = dt.datetime(2026, 11, 2, 12, tzinfo=dt.timezone.utc)
+    assert next_fire_time("0 6 * * 1", "UTC", monday_noon) == dt.datetime(2026, 11, 9, 6, tzinfo=dt.timezone.utc)
+    assert next_fire_time("*/15 * * * *", "UTC", monday_noon).minute == 15
+
+
+def test_a_tick_with_nothing_new_launches_nothing_and_imports_nothing_heavy(automated, persistent):
+    land(automated, 0)
+    tick(automated.path, persistent)
+    code = f"""
+import sys, time
+from retrain_assets.config import load_config
+from retrain_assets.runner import project_instance
+from retrain_assets.ticking import tick
+config = load_config({str(automated.path)!r})
+with project_instance(config) as instance:
+    report = tick(config.home.parent / "retrain.yaml", instance)
+assert not report.launches, report.launches
+heavy = [m for m in ("mlflow", "sklearn", "great_expectations") if m in sys.modules]
+assert not heavy, heavy
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
