@@ -27,8 +27,14 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
 DECISION_TAG = "decision"
-# MLflow 3 saves scikit-learn models with skops, which loads only audited types; OneHotEncoder keeps a dtype.
-SKOPS_TRUSTED_TYPES = ["numpy.dtype"]
+# MLflow 3 saves scikit-learn models with skops, which loads only audited types. These are what the
+# configurable estimators need (OneHotEncoder keeps a dtype; forests and boosting keep tree nodes); we trust
+# them because the registry only holds models this project trained itself.
+SKOPS_TRUSTED_TYPES = [
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+]
 PROFILE_ARTIFACT = "reference_profile.json"
 REASON_TAG = "decision_reason"
 

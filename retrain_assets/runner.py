@@ -137,6 +137,8 @@ def materialize(config_path: Path, instance: "DagsterInstance", tags: Optional[d
     failures = [e for e in result.all_events if e.is_step_failure]
     if failures:
         error = failures[0].step_failure_data.error
+        while error is not None and error.cause is not None:  # the user code's exception, not Dagster's wrapper
+            error = error.cause
         outcome.error = f"{failures[0].step_key}: {error.message.strip() if error else 'failed'}"
     return outcome
 
@@ -172,7 +174,9 @@ def latest_checks(instance: "DagsterInstance") -> list[dict[str, Any]]:
 
 
 def stale_assets(instance: "DagsterInstance", defs: Any) -> dict[str, list[str]]:
-    """Assets Dagster considers stale, with the reasons it gives (code version, upstream data, params).
+    """Assets that are stale, with why: Dagster's own causes (a new upstream data version, a changed code
+    version, which includes the params hash), passed on downstream, since a stale model also makes the
+    report and the production decision built on it stale (Dagster 1.13 reports only the first asset).
 
     Dagster exposes staleness publicly only through its GraphQL API; this is the one place that uses its
     internal resolver, so an upgrade that moves it breaks here and in its test.
@@ -188,11 +192,15 @@ def stale_assets(instance: "DagsterInstance", defs: Any) -> dict[str, list[str]]
         asset_graph=graph,
     )
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
-    return {
-        key.to_user_string(): sorted({cause.reason for cause in resolver.get_stale_causes(key)})
-        for key in sorted(graph.materializable_asset_keys, key=lambda k: k.to_user_string())
-        if resolver.get_status(key) == StaleStatus.STALE
-    }
+    stale: dict[str, list[str]] = {}
+    for key in graph.toposorted_asset_keys:
+        causes = set()
+        if resolver.get_status(key) == StaleStatus.STALE:
+            causes |= {cause.reason for cause in resolver.get_stale_causes(key)}
+        causes |= {f"upstream {p.to_user_string()} is stale" for p in graph.get(key).parent_keys if p.to_user_string() in stale}
+        if causes:
+            stale[key.to_user_string()] = sorted(causes)
+    return stale
 
 
 def ingest(config: RetrainConfig, instance: "DagsterInstance", path: Path) -> "lake.IngestResult":

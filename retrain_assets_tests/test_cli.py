@@ -78,3 +78,17 @@ def test_materialize_of_a_bad_batch_exits_non_zero_and_names_the_problem(project
 def test_missing_config_is_a_clear_error(tmp_path):
     result = retrain(tmp_path / "absent.yaml", "status")
     assert result.exit_code != 0 and "no such config file" in result.output
+
+
+def test_tick_runs_what_the_sensor_asks_then_nothing(project, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert retrain(project.path, "ingest", str(project.batch(0))).exit_code == 0
+
+    first = retrain(project.path, "tick", "--json")
+
+    assert first.exit_code == 0, first.output
+    (launch,) = json.loads(first.output)["launched"]
+    assert launch["source"] == "raw_data_version_sensor" and launch["run_key"] == "0" and launch["success"]
+    assert launch["trigger"] == "new_version" and launch["decision"]["promoted"] is True
+    again = retrain(project.path, "tick")
+    assert again.exit_code == 0 and "nothing triggered" in again.output and "still at version 0" in again.output
