@@ -13,18 +13,20 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-CHURN_COLUMNS = [
-    "customer_id",
-    "event_time",
-    "tenure_months",
-    "plan",
-    "contract",
-    "monthly_charges",
-    "region",
-    "support_calls",
-    "paperless_billing",
-    "churned",
-]
+# Column -> type in retrain.yaml's vocabulary, in frame order.
+CHURN_TYPES = {
+    "customer_id": "string",
+    "event_time": "timestamp",
+    "tenure_months": "int",
+    "plan": "category",
+    "contract": "category",
+    "monthly_charges": "float",
+    "region": "category",
+    "support_calls": "int",
+    "paperless_billing": "bool",
+    "churned": "int",
+}
+CHURN_COLUMNS = list(CHURN_TYPES)
 PLANS = ("basic", "standard", "premium")
 CONTRACTS = ("month-to-month", "one-year", "two-year")
 REGIONS = ("north", "south", "east", "west")

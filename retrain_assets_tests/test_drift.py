@@ -11,15 +11,7 @@ from retrain_assets import synthetic
 from retrain_assets.drift import MAX_CATEGORIES, drift_summary, reference_profile, score_drift
 
 START = datetime.date(2026, 1, 5)
-FEATURES = {
-    "tenure_months": "int",
-    "plan": "category",
-    "contract": "category",
-    "monthly_charges": "float",
-    "region": "category",
-    "support_calls": "int",
-    "paperless_billing": "bool",
-}
+FEATURES = {k: v for k, v in synthetic.CHURN_TYPES.items() if k not in ("customer_id", "event_time", "churned")}
 THRESHOLDS = {"psi_threshold": 0.2, "ks_threshold": 0.15, "ks_pvalue": 0.01}  # the project's defaults
 
 

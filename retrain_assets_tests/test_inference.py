@@ -7,7 +7,7 @@ import yaml
 
 from retrain_assets.config import parse_config
 from retrain_assets.inference import infer_config, render_config
-from retrain_assets.synthetic import churn_batch
+from retrain_assets.synthetic import CHURN_TYPES, churn_batch
 
 DAY = datetime.date(2026, 1, 5)
 
@@ -23,18 +23,7 @@ def churn_config(churn):
 
 
 def test_churn_sample_types_and_task(churn_config):
-    assert churn_config.data.columns == {
-        "customer_id": "string",
-        "event_time": "timestamp",
-        "tenure_months": "int",
-        "plan": "category",
-        "contract": "category",
-        "monthly_charges": "float",
-        "region": "category",
-        "support_calls": "int",
-        "paperless_billing": "bool",
-        "churned": "int",
-    }
+    assert churn_config.data.columns == CHURN_TYPES
     assert churn_config.data.task == "classification"
     assert (churn_config.data.timestamp, churn_config.data.id) == ("event_time", "customer_id")
     assert churn_config.model.estimator == "logistic_regression"

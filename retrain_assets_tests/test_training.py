@@ -17,11 +17,7 @@ def churn_config(**overrides):
             "task": "classification",
             "timestamp": "event_time",
             "id": "customer_id",
-            "columns": {
-                "customer_id": "string", "event_time": "timestamp", "tenure_months": "int", "plan": "category",
-                "contract": "category", "monthly_charges": "float", "region": "category", "support_calls": "int",
-                "paperless_billing": "bool", "churned": "int",
-            },
+            "columns": synthetic.CHURN_TYPES,
         },
         "promotion": {"metric": "roc_auc", "minimum": 0.6, "margin": 0.01},
     }
