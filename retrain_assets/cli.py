@@ -5,6 +5,7 @@ Heavy libraries (mlflow, great_expectations, sklearn, dagster) are imported insi
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -68,8 +69,15 @@ def init(ctx, data, target, task, timestamp, id_column, project, force) -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--as-of",
+    "landed_at",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Replaying history: when these batches originally landed (UTC); backfills time-travel by it.",
+)
 @click.pass_context
-def ingest(ctx, files) -> None:
+def ingest(ctx, files, landed_at) -> None:
     """Append each CSV/Parquet FILE to raw_data as one new Delta version (refused files go to quarantine)."""
     from retrain_assets.lake import BatchRefused
     from retrain_assets.runner import ingest as ingest_one, project_instance
@@ -79,7 +87,7 @@ def ingest(ctx, files) -> None:
     with project_instance(config) as instance:
         for path in files:
             try:
-                result = ingest_one(config, instance, path)
+                result = ingest_one(config, instance, path, landed_at and landed_at.replace(tzinfo=dt.timezone.utc))
             except BatchRefused as exc:
                 refused += 1
                 click.echo(f"refused {exc}", err=True)
@@ -142,6 +150,8 @@ def describe_status(report: dict) -> str:
     for asset, causes in report["stale_assets"].items():
         lines.append(f"stale: {asset} ({'; '.join(causes)})")
     lines += [f"event {event['at']} {event['kind']}: {event['text']}" for event in report["events"][-5:]]
+    if report["last_report"]:
+        lines.append(f"latest evaluation report: {report['last_report']}")
     return "\n".join(lines)
 
 
@@ -171,6 +181,44 @@ def tick(ctx, as_json) -> None:
 
 
 @main.command()
+@click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), required=True, help="First partition (date).")
+@click.option("--end", type=click.DateTime(formats=["%Y-%m-%d"]), required=True, help="Last partition (date).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def backfill(ctx, start, end, as_json) -> None:
+    """Retrain as of every history partition from START to END (Delta time travel), then the backtest."""
+    from retrain_assets.runner import backfill as run_backfill, project_instance
+
+    config = _load(ctx)
+    metric = config.promotion.metric
+
+    def progress(index, total, outcome) -> None:
+        if as_json:
+            return
+        if outcome.success:
+            row = outcome.row
+            oot = row["oot_metrics"].get(metric)
+            click.echo(
+                f"[{index}/{total}] {outcome.partition}: raw_data v{row['delta_version']}, {row['train_rows']} rows, "
+                f"{metric} {row['metrics'][metric]:.4f}, out-of-time " + (f"{oot:.4f}" if oot is not None else "- (no later data)")
+            )
+        else:
+            click.echo(f"[{index}/{total}] {outcome.partition}: FAILED {outcome.error}")
+
+    with project_instance(config) as instance:
+        outcomes, rows = run_backfill(ctx.obj["config"], instance, start.date(), end.date(), progress)
+    if not outcomes:
+        raise click.ClickException(f"no {config.history.partitions} partition starts between {start.date()} and {end.date()}")
+    report = config.reports_dir / "backtest.html"
+    if as_json:
+        click.echo(json.dumps({"partitions": [o.__dict__ for o in outcomes], "backtest": rows, "report": str(report)}, indent=2, default=str))
+    else:
+        click.echo(f"backtest of {len(rows or [])} partitions: {report}")
+    if not all(outcome.success for outcome in outcomes):
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--to", "version", default=None, help="Registered model version (default: the previous champion).")
 @click.option("--reason", default="manual rollback", show_default=True, help="Why; recorded on the model version.")
 @click.pass_context
@@ -192,12 +240,14 @@ def rollback(ctx, version, reason) -> None:
 @click.option("--fresh", is_flag=True, help="Start over: remove a previous demo in --dir first.")
 @click.option("--days", default=10, show_default=True, help="Daily batches to ingest.")
 @click.option("--rows-per-day", default=1000, show_default=True)
-def demo(directory, fresh, days, rows_per_day) -> None:
-    """The main job end to end on synthetic churn data: init, ingest daily batches (one bad), materialize."""
+@click.option("--history-weeks", default=8, show_default=True, help="Weeks of past data landed before the live days.")
+def demo(directory, fresh, days, rows_per_day, history_weeks) -> None:
+    """The whole product on synthetic churn data: history, daily batches through `retrain tick` (one bad,
+    the last ones drifted), a backfill, a rollback and the status."""
     from retrain_assets.demo import run_demo
 
     try:
-        run_demo(directory, fresh=fresh, days=days, rows_per_day=rows_per_day, echo=click.echo)
+        run_demo(directory, fresh=fresh, days=days, rows_per_day=rows_per_day, history_weeks=history_weeks, echo=click.echo)
     except (ValueError, FileExistsError) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -6,6 +6,7 @@ The path comes from ``--config``, else the ``RETRAIN_CONFIG`` environment variab
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -97,6 +98,9 @@ class ModelConfig(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int = 42
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    window_days: Optional[int] = Field(
+        None, ge=1, description="Train and compare on the newest N days of data (by data.timestamp); default: all."
+    )
 
 
 class PromotionConfig(_Section):
@@ -139,6 +143,16 @@ class TriggersConfig(_Section):
     )
 
 
+class HistoryConfig(_Section):
+    partitions: Literal["daily", "weekly"] = Field("weekly", description="Window of a historical retrain (weeks start Monday).")
+    start: Optional[dt.date] = Field(None, description="First partition; default: a year before today.")
+    evaluation_windows: int = Field(1, ge=1, description="Following windows the out-of-time evaluation covers.")
+
+    def first_partition(self, today: Optional[dt.date] = None) -> dt.date:
+        start = self.start or (today or dt.date.today()) - dt.timedelta(days=365)
+        return start - dt.timedelta(days=start.weekday()) if self.partitions == "weekly" else start
+
+
 class AlertsConfig(_Section):
     webhook_url_env: Optional[str] = Field(
         None, description="Name of the environment variable holding the webhook URL (kept out of files)."
@@ -156,6 +170,7 @@ class RetrainConfig(_Section):
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     triggers: TriggersConfig = Field(default_factory=TriggersConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -169,6 +184,8 @@ class RetrainConfig(_Section):
             raise ValueError(
                 f"model.estimator: {self.model.estimator!r} is not one of {', '.join(ESTIMATORS[task])} for {task}"
             )
+        if self.model.window_days is not None and self.data.timestamp is None:
+            raise ValueError("model.window_days: needs data.timestamp to know how old a row is")
         if self.promotion.metric not in METRICS[task]:
             raise ValueError(
                 f"promotion.metric: {self.promotion.metric!r} is not one of {', '.join(METRICS[task])} for {task}"
@@ -220,7 +237,7 @@ class RetrainConfig(_Section):
         return METRICS[self.data.task][self.promotion.metric]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(exclude_none=True), sort_keys=False, allow_unicode=True)
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True)
 
 
 def resolve_config_path(explicit: Optional[str | os.PathLike] = None) -> Path:

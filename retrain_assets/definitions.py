@@ -5,8 +5,9 @@ from typing import Optional
 from dagster import Definitions
 
 from retrain_assets.assets import LINEAGE, candidate_model
+from retrain_assets.assets.history import build_history_assets, history_partitions
 from retrain_assets.config import RetrainConfig, load_config, resolve_config_path
-from retrain_assets.jobs import retrain_job
+from retrain_assets.jobs import history_jobs, retrain_job
 from retrain_assets.resources import RetrainProject
 from retrain_assets.schedules import retrain_schedule
 from retrain_assets.sensors import alert_on_run_failure, raw_data_version_sensor
@@ -23,10 +24,11 @@ def _project_config(config_path: Optional[str]) -> Optional[RetrainConfig]:
 def build_defs(config_path: Optional[str] = None) -> Definitions:
     """Definitions for the project at ``config_path`` (default: ``$RETRAIN_CONFIG``, else ``./retrain.yaml``).
 
-    The config shapes two things at load time: the schedule's cron, and ``candidate_model``'s code version,
-    which includes the params hash so that changing model params marks it (and what follows) stale.
+    The config shapes three things at load time: the schedule's cron, the history partitions, and
+    ``candidate_model``'s code version, which includes the params hash so that changing model params marks
+    it (and what follows) stale.
     """
-    from retrain_assets.config import TriggersConfig
+    from retrain_assets.config import HistoryConfig, TriggersConfig
     from retrain_assets.training import params_hash
 
     config = _project_config(config_path)
@@ -37,9 +39,10 @@ def build_defs(config_path: Optional[str] = None) -> Definitions:
         )
         assets[assets.index(candidate_model)] = versioned
     cron = (config.triggers if config is not None else TriggersConfig()).schedule
+    partitions = history_partitions(config.history if config is not None else HistoryConfig())
     return Definitions(
-        assets=assets,
-        jobs=[retrain_job],
+        assets=assets + build_history_assets(partitions),
+        jobs=[retrain_job, *history_jobs(partitions)],
         sensors=[raw_data_version_sensor, alert_on_run_failure],
         schedules=[retrain_schedule(cron)] if cron else [],
         resources={"project": RetrainProject(config_path=config_path)},

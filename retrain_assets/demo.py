@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from retrain_assets import lake, synthetic
 from retrain_assets.config import load_config
@@ -29,61 +29,103 @@ def prepare(directory: Path, fresh: bool) -> None:
     (directory / MARKER).write_text("made by `retrain demo`; `retrain demo --fresh` may delete this folder\n")
 
 
-def write_batches(directory: Path, days: int, rows_per_day: int, bad_day: int) -> list[tuple[dt.date, Path]]:
-    """One CSV per day; day ``bad_day`` is corrupted and the last three days have drifted."""
+def write_batches(directory: Path, history_days: int, days: int, rows_per_day: int) -> list[tuple[dt.date, Path]]:
+    """One CSV per day: ``history_days`` of clean history, then ``days`` live days of which the fifth is
+    corrupted and the last three have drifted."""
     data = directory / "data"
     data.mkdir(exist_ok=True)
+    bad = history_days + 4
+    batches = synthetic.churn_days(
+        START, history_days + days, rows_per_day, bad_day=bad, drift_from_day=history_days + days - 3, drift=0.8
+    )
     files = []
-    drifted = synthetic.churn_days(START, days, rows_per_day, bad_day=bad_day, drift_from_day=days - 3, drift=0.8)
-    for day, frame in drifted:
-        path = data / f"churn-{day.isoformat()}{'-bad' if day == START + dt.timedelta(bad_day) else ''}.csv"
+    for index, (day, frame) in enumerate(batches):
+        path = data / f"churn-{day.isoformat()}{'-bad' if index == bad else ''}.csv"
         frame.to_csv(path, index=False)
         files.append((day, path))
     return files
 
 
-def run_demo(directory: Path, fresh: bool, days: int, rows_per_day: int, echo: Callable[[str], None] = print) -> list[dict]:
-    """Init from day one's sample, then each day: ingest the day's file and run `retrain tick`, which
-    starts whatever the sensor and triggers ask for. Ends with a rollback and the status.
+def end_of(day: dt.date) -> dt.datetime:
+    """When a day's batch lands: the end of that day, UTC (the demo replays history with --as-of)."""
+    return dt.datetime.combine(day, dt.time(23, 59), dt.timezone.utc)
 
-    The story: a first champion; small days only validated until enough new rows have landed; a bad batch
-    the blocking checks stop (it stays in raw_data, the champion is untouched); drifted days on which the
-    drift and performance triggers fire and a candidate trained on the new data has to earn promotion."""
+
+def run_demo(
+    directory: Path,
+    fresh: bool,
+    days: int,
+    rows_per_day: int,
+    history_weeks: int = 8,
+    echo: Callable[[str], None] = print,
+) -> list[dict]:
+    """The whole product on synthetic churn data, through the same commands a user runs.
+
+    1. `retrain init` on the first day's sample (then the review a person would do: business ranges,
+       `triggers.min_new_rows`), and `retrain ingest --as-of` of ``history_weeks`` of past days.
+    2. `retrain tick`: the sensor sees the history, the first champion is trained.
+    3. Each live day: `retrain ingest`, `retrain tick`. Small days are only validated until enough new
+       rows have landed; a bad batch is stopped by the blocking checks (kept in raw_data, champion
+       untouched); on drifted days drift and performance trigger retrains, and a candidate is promoted only
+       when it beats the champion by the margin.
+    4. `retrain backfill` over every weekly partition: models as of each past week (Delta time travel),
+       scored out of time, gathered in the backtest table and plot.
+    5. `retrain rollback` and `retrain status`.
+    """
     from retrain_assets.cli import describe_status
     from retrain_assets.inference import infer_config, render_config
     from retrain_assets.registry import Registry
-    from retrain_assets.runner import ingest, project_instance, project_status, rollback_champion
+    from retrain_assets.runner import backfill, ingest, project_instance, project_status, rollback_champion
     from retrain_assets.ticking import tick
 
     if days < 6:
         raise ValueError("--days must be at least 6 (a bad day and drifted days among good ones)")
     directory = directory.resolve()
     prepare(directory, fresh)
-    bad_day = 4
-    files = write_batches(directory, days, rows_per_day, bad_day)
+    history_days = 7 * history_weeks
+    files = write_batches(directory, history_days, days, rows_per_day)
     config_path = directory / "retrain.yaml"
-    sample = lake.read_batch_file(files[0][1])
-    inferred = infer_config(sample, "churned", timestamp="event_time", id_column="customer_id", project="churn")
+    inferred = infer_config(lake.read_batch_file(files[0][1]), "churned", timestamp="event_time",
+                            id_column="customer_id", project="churn")
     for column, (low, high) in BUSINESS_RANGES.items():  # the review `retrain init` asks for
         rule = inferred.validation.columns[column]
         rule.min, rule.max = low, high
     inferred.triggers.min_new_rows = int(2.5 * rows_per_day)  # retrain on volume every few days
+    inferred.model.window_days = 7  # learn from (and compare on) the last week
+    inferred.history.start = START
     config_path.write_text(render_config(inferred, files[0][1].name))
     echo(f"retrain init {files[0][1].name} --target churned -> {config_path}")
-    echo(f"  reviewed: ranges {BUSINESS_RANGES}; triggers.min_new_rows {inferred.triggers.min_new_rows}")
+    echo(f"  reviewed: ranges {BUSINESS_RANGES}; triggers.min_new_rows {inferred.triggers.min_new_rows}; "
+         f"model.window_days 7; history.start {START}")
     config = load_config(config_path)
     metric = config.promotion.metric
     rows = []
     with project_instance(config) as instance:
-        for day, path in files:
-            ingested = ingest(config, instance, path)
-            echo(f"\nday {day}: retrain ingest {path.name} -> raw_data v{ingested.version}; retrain tick")
-            report = tick(config_path, instance)
-            for launch in report.launches:
+        for day, path in files[:history_days]:
+            ingest(config, instance, path, end_of(day))
+        echo(f"retrain ingest --as-of ... x{history_days}: {history_weeks} weeks of history, raw_data v0-v{history_days - 1}")
+        for day, path in [(None, None), *files[history_days:]]:
+            if path is None:
+                echo("\nretrain tick (the sensor finds the history)")
+                ingested = None
+            else:
+                ingested = ingest(config, instance, path, end_of(day))
+                echo(f"\nday {day}: retrain ingest {path.name} -> raw_data v{ingested.version}; retrain tick")
+            for launch in tick(config_path, instance).launches:
                 echo("  " + (launch.outcome.describe(metric).replace("\n", "\n  ") if launch.outcome else str(launch.skipped)))
                 if launch.outcome:
-                    rows.append(table_row(day, ingested, launch.outcome, metric, Registry(config)))
+                    version = launch.outcome.raw_version
+                    landed = ingested.rows if ingested else lake.table_summary(config.table_uri(lake.RAW_TABLE), version)["rows"]
+                    rows.append(table_row(day, version, landed, launch.outcome, metric, Registry(config)))
         echo("\n" + format_table(rows, metric))
+
+        last_day = files[-1][0]
+        echo(f"\nretrain backfill --start {START} --end {last_day}")
+        outcomes, backtest = backfill(config_path, instance, START, last_day, progress=lambda i, n, o: echo(
+            f"  [{i}/{n}] {o.partition}: " + (f"raw_data v{o.row['delta_version']}, {metric} {o.row['metrics'][metric]:.4f}, "
+                                             f"out-of-time {o.row['oot_metrics'].get(metric, float('nan')):.4f}" if o.success else f"FAILED {o.error}")))
+        echo(f"  backtest table of {len(backtest or [])} weeks and plots: {config.reports_dir / 'backtest.html'}")
+
         if Registry(config).by_alias("previous_champion") is not None:
             event = rollback_champion(config, instance, None, reason="demo: a rollback is one command")
             echo(f"\nretrain rollback\n{event['text']}")
@@ -92,11 +134,12 @@ def run_demo(directory: Path, fresh: bool, days: int, rows_per_day: int, echo: C
     echo(f"MLflow store:  {config.tracking_uri}  (artifacts under {config.mlflow_dir / 'artifacts'})")
     echo(f"Dagster home:  {config.dagster_home}")
     echo(f"Delta tables:  {config.lake_uri}")
+    echo(f"Reports:       {config.reports_dir}")
     echo(f"Open the UI:   make ui   (or: retrain --config {config_path} ui; then http://127.0.0.1:3000)")
     return rows
 
 
-def table_row(day: dt.date, ingested, outcome, metric: str, registry) -> dict:
+def table_row(day: Optional[dt.date], version: int, rows: int, outcome, metric: str, registry) -> dict:
     """One line of the demo's table from a run's outcome."""
     evaluation, decision = outcome.evaluation or {}, outcome.decision or {}
     warnings = sum(1 for c in outcome.checks.values() if not c.passed and not c.blocking)
@@ -110,9 +153,9 @@ def table_row(day: dt.date, ingested, outcome, metric: str, registry) -> dict:
         verdict = "failed"
     champion = registry.by_alias("champion")
     return {
-        "day": day.isoformat(),
-        "delta_version": ingested.version,
-        "rows": ingested.rows,
+        "day": day.isoformat() if day else "history",
+        "delta_version": version,
+        "rows": rows,
         "checks": f"{sum(c.passed for c in outcome.checks.values())}/{len(outcome.checks)}" + (f" ({warnings} warn)" if warnings else ""),
         "trigger": outcome.fired or "-",
         "decision": verdict,

@@ -10,3 +10,19 @@ retrain_job = define_asset_job(
     selection=AssetSelection.assets(*LINEAGE_KEYS),
     description="Validate new raw_data batches; if a trigger fires, train a candidate, compare, promote if better.",
 )
+
+HISTORY_JOB = "history"
+BACKTEST_JOB = "backtest"
+
+
+def history_jobs(partitions) -> list:
+    """The backfillable ``history`` job (one run per partition) and the ``backtest`` summary job."""
+    return [
+        define_asset_job(
+            HISTORY_JOB,
+            selection=AssetSelection.assets("historical_model"),
+            partitions_def=partitions,
+            description="Retrain as of one past window (Delta time travel) and score on the next; backfill it over a range.",
+        ),
+        define_asset_job(BACKTEST_JOB, selection=AssetSelection.assets("backtest_summary"), description="Gather the backtest table and plots."),
+    ]

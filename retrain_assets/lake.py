@@ -27,6 +27,7 @@ VALIDATION_LOG_TABLE = "validation_log"
 RAW_VERSION_COLUMN = "_raw_version"
 SOURCE_KEY = "retrain.source_file"
 SHA_KEY = "retrain.source_sha256"
+LANDED_KEY = "retrain.landed_at"
 READABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
@@ -148,8 +149,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def ingest_file(config: "RetrainConfig", path: Path) -> IngestResult:
-    """Append one file to ``raw_data`` as one new Delta version; refuse (and quarantine) what cannot land."""
+def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.datetime] = None) -> IngestResult:
+    """Append one file to ``raw_data`` as one new Delta version; refuse (and quarantine) what cannot land.
+
+    ``landed_at`` replays history: it is recorded in the commit as the time the batch became available,
+    which is what "the table as of date D" means for backfills (default: the commit time itself)."""
     from deltalake import CommitProperties, write_deltalake
 
     uri = config.table_uri(RAW_TABLE)
@@ -162,6 +166,8 @@ def ingest_file(config: "RetrainConfig", path: Path) -> IngestResult:
     try:
         table = to_table_schema(read_batch_file(path), config.data.columns, path.name)
         metadata = {SOURCE_KEY: path.name, SHA_KEY: sha}
+        if landed_at is not None:
+            metadata[LANDED_KEY] = landed_at.astimezone(dt.timezone.utc).isoformat()
         write_deltalake(uri, table, mode="append", commit_properties=CommitProperties(custom_metadata=metadata))
     except Exception as exc:
         reason = str(exc) if isinstance(exc, ValueError) else f"{path.name}: write to {uri} failed: {exc}"
@@ -185,6 +191,19 @@ def history(uri: str) -> list[dict]:
     if not DeltaTable.is_deltatable(uri):
         return []
     return sorted(DeltaTable(uri).history(), key=lambda entry: entry["version"])
+
+
+def landed_at(entry: dict) -> dt.datetime:
+    """When a version's batch became available: the recorded landing time, else the commit time."""
+    if LANDED_KEY in entry:
+        return dt.datetime.fromisoformat(entry[LANDED_KEY])
+    return dt.datetime.fromtimestamp(entry["timestamp"] / 1000, dt.timezone.utc)
+
+
+def version_as_of(uri: str, moment: dt.datetime) -> Optional[int]:
+    """The newest version whose batch had landed by ``moment`` (``None`` if none had)."""
+    landed = [entry["version"] for entry in history(uri) if landed_at(entry) <= moment]
+    return max(landed) if landed else None
 
 
 def batch_versions(uri: str, after: Optional[int], upto: int) -> list[int]:

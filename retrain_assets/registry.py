@@ -87,31 +87,33 @@ class Registry:
         mlflow.set_registry_uri(config.tracking_uri)
         self.client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
 
-    def experiment_id(self) -> str:
-        name = self.config.mlflow.experiment
+    def experiment_id(self, name: Optional[str] = None) -> str:
+        """The id of experiment ``name`` (default: the project's), created on first use."""
+        name = name or self.config.mlflow.experiment
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        location = self.config.artifact_location if self.config.mlflow.tracking_uri is None else None
+        location = f"{self.config.artifact_location}/{name}" if self.config.mlflow.tracking_uri is None else None
         return self.client.create_experiment(name, artifact_location=location)
 
-    def log_candidate(
+    def log_run(
         self,
+        experiment_id: str,
         pipeline: Any,
         example: Any,
         params: dict[str, Any],
         metrics: dict[str, float],
         tags: dict[str, str],
         profile: dict[str, Any],
-    ) -> ModelRef:
-        """Log a fitted pipeline with params, metrics, tags and the drift reference ``profile`` of its
-        training rows; register it and point ``challenger`` at it."""
+    ) -> tuple[str, Any]:
+        """One MLflow run holding the fitted pipeline, its params, metrics, tags and drift reference
+        ``profile``; returns the run id and MLflow's ModelInfo."""
         import mlflow
         import pandas
         import sklearn
 
         requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}"]
-        with mlflow.start_run(experiment_id=self.experiment_id(), tags=tags) as run:
+        with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
             mlflow.log_params(params)
             mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN (undefined) is not logged
             mlflow.log_dict(profile, PROFILE_ARTIFACT)
@@ -122,13 +124,26 @@ class Registry:
                 pip_requirements=requirements,
                 skops_trusted_types=SKOPS_TRUSTED_TYPES,
             )
+        return run.info.run_id, info
+
+    def log_candidate(
+        self,
+        pipeline: Any,
+        example: Any,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        profile: dict[str, Any],
+    ) -> ModelRef:
+        """Log a candidate (see :meth:`log_run`), register it and point ``challenger`` at it."""
+        run_id, info = self.log_run(self.experiment_id(), pipeline, example, params, metrics, tags, profile)
         self._ensure_registered_model()
         registered = self.client.create_model_version(
-            self.name, source=info.model_uri, run_id=run.info.run_id, tags=tags, model_id=info.model_id
+            self.name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
         )
         version = str(registered.version)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)
-        return ModelRef(self.name, version, run.info.run_id)
+        return ModelRef(self.name, version, run_id)
 
     def _ensure_registered_model(self) -> None:
         from mlflow.exceptions import MlflowException
@@ -233,6 +248,15 @@ class Registry:
             "trigger_reason": tags.get("trigger_reason"),
             "data_range": {"min": tags.get("data_min"), "max": tags.get("data_max")} if tags.get("data_min") else None,
         }
+
+    def metric_history(self, metric: str) -> list[dict[str, Any]]:
+        """``metric`` on its own holdout for every registered version, oldest first (for the report)."""
+        history = []
+        for version in sorted(self.client.search_model_versions(f"name = '{self.name}'"), key=lambda v: int(v.version)):
+            value = self.client.get_run(version.run_id).data.metrics.get(metric)
+            if value is not None:
+                history.append({"label": f"v{version.version}", "value": value, "promoted": "promoted_at" in version.tags})
+        return history
 
     def last_decision(self) -> Optional[dict[str, Any]]:
         """The newest model version that has been decided on, as the ``last_decision`` block of status."""

@@ -7,6 +7,7 @@ The instance lives under ``<home>/dagster`` (the CLI points ``DAGSTER_HOME`` the
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import warnings
@@ -134,13 +135,19 @@ def materialize(config_path: Path, instance: "DagsterInstance", tags: Optional[d
             outcome.raw_version = int(materialization.metadata["delta_version"].value)
     outputs = {node: result.output_for_node(node) for node in ("evaluation_report", "prod_model") if _has_output(result, node)}
     outcome.evaluation, outcome.decision = outputs.get("evaluation_report"), outputs.get("prod_model")
-    failures = [e for e in result.all_events if e.is_step_failure]
-    if failures:
-        error = failures[0].step_failure_data.error
-        while error is not None and error.cause is not None:  # the user code's exception, not Dagster's wrapper
-            error = error.cause
-        outcome.error = f"{failures[0].step_key}: {error.message.strip() if error else 'failed'}"
+    outcome.error = _first_error(result)
     return outcome
+
+
+def _first_error(result: Any) -> Optional[str]:
+    """The first failed step and the user code's exception (not Dagster's wrapper around it)."""
+    failures = [event for event in result.all_events if event.is_step_failure]
+    if not failures:
+        return None
+    error = failures[0].step_failure_data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return f"{failures[0].step_key}: {error.message.strip() if error else 'failed'}"
 
 
 def _has_output(result: Any, node: str) -> bool:
@@ -203,12 +210,14 @@ def stale_assets(instance: "DagsterInstance", defs: Any) -> dict[str, list[str]]
     return stale
 
 
-def ingest(config: RetrainConfig, instance: "DagsterInstance", path: Path) -> "lake.IngestResult":
+def ingest(
+    config: RetrainConfig, instance: "DagsterInstance", path: Path, landed_at: Optional["dt.datetime"] = None
+) -> "lake.IngestResult":
     """`retrain ingest` for one file: land it in Delta, then tell Dagster that ``raw_data`` has a new data
     version, so the UI shows what depends on it as stale until the sensor's run catches up."""
     from dagster import AssetMaterialization
 
-    result = lake.ingest_file(config, path)
+    result = lake.ingest_file(config, path, landed_at)
     materialization = AssetMaterialization(
         "raw_data",
         description=f"{result.source} landed as Delta version {result.version}",
@@ -217,6 +226,48 @@ def ingest(config: RetrainConfig, instance: "DagsterInstance", path: Path) -> "l
     )
     instance.report_runless_asset_event(materialization)
     return result
+
+
+@dataclass
+class PartitionOutcome:
+    partition: str
+    success: bool
+    row: Optional[dict[str, Any]] = None
+    error: Optional[str] = None
+
+
+def backfill(
+    config_path: Path, instance: "DagsterInstance", start: "dt.date", end: "dt.date", progress: Any = None
+) -> tuple[list[PartitionOutcome], Optional[list[dict[str, Any]]]]:
+    """Run the ``history`` job for every partition starting in ``[start, end]``, in process and in order,
+    then the ``backtest`` summary; ``progress(index, total, outcome)`` is called after each partition."""
+    import uuid
+
+    from retrain_assets.definitions import build_defs
+    from retrain_assets.jobs import BACKTEST_JOB, HISTORY_JOB
+
+    quiet_libraries()
+    defs = build_defs(str(config_path))
+    job = defs.resolve_job_def(HISTORY_JOB)
+    keys = [key for key in job.partitions_def.get_partition_keys() if start <= dt.date.fromisoformat(key[:10]) <= end]
+    tags = {"retrain/backfill": uuid.uuid4().hex[:8], TRIGGER_TAG: "backfill"}
+    outcomes = []
+    for index, key in enumerate(keys, start=1):
+        result = job.execute_in_process(
+            instance=instance, partition_key=key, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS
+        )
+        outcome = PartitionOutcome(key, result.success)
+        if result.success:
+            outcome.row = result.output_for_node("historical_model")
+        else:
+            outcome.error = _first_error(result)
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(index, len(keys), outcome)
+    if not any(outcome.success for outcome in outcomes):
+        return outcomes, None
+    summary = defs.resolve_job_def(BACKTEST_JOB).execute_in_process(instance=instance, run_config=_QUIET_LOGGERS)
+    return outcomes, summary.output_for_node("backtest_summary")
 
 
 def rollback_champion(config: RetrainConfig, instance: "DagsterInstance", version: Optional[str], reason: str) -> dict[str, Any]:
@@ -236,6 +287,15 @@ def rollback_champion(config: RetrainConfig, instance: "DagsterInstance", versio
                 "rolled_back_from": event["from_version"], "by": event["by"]}
     instance.report_runless_asset_event(AssetMaterialization("prod_model", metadata=metadata))
     return {**event, "text": text}
+
+
+def _latest_report(instance: "DagsterInstance") -> Optional[str]:
+    """Path of the newest evaluation report page (from the latest ``evaluation_report`` materialization)."""
+    from dagster import AssetKey
+
+    event = instance.get_latest_materialization_event(AssetKey("evaluation_report"))
+    metadata = event.asset_materialization.metadata if event is not None else {}
+    return metadata["report_path"].value if "report_path" in metadata else None
 
 
 def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
@@ -288,6 +348,7 @@ def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterI
         "last_run": last_run(instance),
         "stale_assets": stale_assets(instance, build_defs(str(config_path))),
         "events": recent_alerts(config, limit=10),
+        "last_report": _latest_report(instance),
         "storage": {
             "home": str(config.home),
             "mlflow_tracking_uri": config.tracking_uri,

@@ -54,6 +54,20 @@ def holdout_mask(frame: "pd.DataFrame", config: "RetrainConfig") -> "np.ndarray"
     return (hashes % _HASH_BUCKETS) < round(config.model.holdout_fraction * _HASH_BUCKETS)
 
 
+def window(frame: "pd.DataFrame", config: "RetrainConfig") -> "pd.DataFrame":
+    """The rows a model learns from and is judged on: the newest ``model.window_days`` (all without it).
+
+    After drift, a window lets a candidate learn the new behaviour and be compared with the champion on
+    recent holdout rows rather than on a holdout dominated by the old data."""
+    import pandas as pd
+
+    days = config.model.window_days
+    if days is None or frame.empty:
+        return frame
+    stamps = frame[config.data.timestamp]
+    return frame[stamps > stamps.max() - pd.Timedelta(days=days)]
+
+
 def split(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame", "pd.DataFrame"]:
     """``(train, holdout)``; raises when either side is empty, naming the row count."""
     mask = holdout_mask(frame, config)

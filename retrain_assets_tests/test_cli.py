@@ -60,6 +60,10 @@ def test_ingest_materialize_status_round_trip(project, tmp_path, monkeypatch):
     assert report["last_run"]["trigger"] == "manual" and report["last_run"]["fired"] == "manual,bootstrap,new_data"
     assert [event["kind"] for event in report["events"]] == ["retrain_triggered", "promoted"]
     assert (project.config.dagster_home / "dagster.yaml").exists()
+    page = project.config.reports_dir / "evaluation-model-v1.html"
+    assert report["last_report"] == str(page)
+    html = page.read_text()
+    assert "Candidate vs champion" in html and html.count("data:image/png;base64,") >= 3
 
 
 def test_materialize_of_a_bad_batch_exits_non_zero_and_names_the_problem(project, monkeypatch):

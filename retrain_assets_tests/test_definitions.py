@@ -17,7 +17,8 @@ def test_lineage_edges():
     graph = defs.resolve_asset_graph()
     parents = {key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys} for key in graph.get_all_asset_keys()}
 
-    assert set(parents) == set(LINEAGE)
+    assert set(parents) == set(LINEAGE) | {"historical_model", "backtest_summary"}
+    assert parents["historical_model"] == {"raw_data"} and parents["backtest_summary"] == {"historical_model"}
     assert parents["raw_data"] == set()
     assert parents["validated_features"] == {"raw_data"}
     assert parents["candidate_model"] == {"validated_features"}

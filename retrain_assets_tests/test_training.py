@@ -129,3 +129,13 @@ def test_regression_pipeline_metrics():
     train, holdout = training.split(frame, config)
     metrics = training.evaluate(training.train(train, config), holdout, config)
     assert metrics["r2"] > 0.99 and metrics["rmse"] < 0.2
+
+
+def test_window_keeps_the_newest_days_only():
+    import pandas as pd
+
+    frame = pd.concat(frames(5, 100), ignore_index=True)
+    config = churn_config(model__window_days=2)
+    recent = training.window(frame, config)
+    assert recent["event_time"].min() > frame["event_time"].max() - pd.Timedelta(days=2)
+    assert 150 < len(recent) <= 200 and len(training.window(frame, churn_config())) == len(frame)

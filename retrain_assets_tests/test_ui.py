@@ -1,4 +1,5 @@
-"""`retrain ui` serves the code location: the Dagster webserver's GraphQL API shows the lineage."""
+"""The Dagster UI on a populated project: the webserver's GraphQL API shows the lineage, the checks and the
+materializations; headless Chromium renders the asset graph; and `retrain ui` serves the same code location."""
 
 import json
 import os
@@ -9,12 +10,64 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from retrain_assets import synthetic
+from retrain_assets.config import load_config
+from retrain_assets.inference import infer_config, render_config
+from retrain_assets.runner import ingest, materialize, project_instance
+
+from .conftest import START, Project
 
 pytestmark = pytest.mark.integration
 
-QUERY = "{ assetNodes { assetKey { path } dependencyKeys { path } } }"
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+PARENTS = {
+    "raw_data": set(),
+    "validated_features": {"raw_data"},
+    "candidate_model": {"validated_features"},
+    "evaluation_report": {"candidate_model", "validated_features"},
+    "prod_model": {"evaluation_report"},
+}
+LINEAGE = set(PARENTS)
+VALIDATION_CHECKS = ["schema_matches", "required_values_present", "values_in_range", "categories_in_domain",
+                     "target_balanced"]
+BLOCKING_CHECKS = {  # check name -> blocking, per asset
+    "raw_data": {},
+    "validated_features": {**dict.fromkeys(VALIDATION_CHECKS, True), "feature_drift": False,
+                           "champion_performance": False},
+    "candidate_model": {},
+    "evaluation_report": {"candidate_meets_minimum": True, "candidate_beats_champion": False},
+    "prod_model": {"champion_is_fresh": False},
+}
+
+LINEAGE_QUERY = "{ assetNodes { assetKey { path } dependencyKeys { path } } }"
+POPULATED_QUERY = """{ assetNodes {
+  assetKey { path }
+  dependencyKeys { path }
+  assetMaterializations(limit: 1) { runId }
+  assetChecksOrError { ... on AssetChecks { checks { name blocking executionForLatestMaterialization { status } } } }
+} }"""
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--window-size=1600,1000"]
+# Asset and group nodes of the lineage graph are HTML inside <foreignObject>s of its SVG; the sidebar's
+# asset list is not, so text found here was rendered by the graph.
+GRAPH_NODE = "//*[local-name()='svg']//*[local-name()='foreignObject']"
+COMMUNITY_DIALOG = "//*[contains(@class, 'dialog')][.//*[normalize-space()='Join the Dagster community']]"
 
 
 def free_port() -> int:
@@ -30,11 +83,29 @@ def graphql(port: int, query: str) -> dict:
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)["data"]
+        body = json.load(response)
+    assert not body.get("errors"), body["errors"]
+    return body["data"]
+
+
+def wait_for_asset_graph(port: int, server: subprocess.Popen, timeout: float = 60) -> list[dict]:
+    """Poll the GraphQL API until the code location is loaded; fail early if the server exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            nodes = graphql(port, LINEAGE_QUERY)["assetNodes"]
+            if nodes:
+                return nodes
+        except OSError:
+            pass
+        assert server.poll() is None, f"{server.args[0]} exited with status {server.returncode}"
+        assert time.monotonic() < deadline, f"the Dagster UI did not answer within {timeout:.0f} s"
+        time.sleep(0.5)
 
 
 def stop(server: subprocess.Popen) -> None:
-    """Ctrl-C for `dagster dev` (it stops its webserver, daemon and code server), then make sure."""
+    """Ctrl-C (`dagster dev` and `dagster-webserver` stop their daemon and code server), then make sure
+    nothing of the process group is left."""
     server.send_signal(signal.SIGINT)
     try:
         server.wait(timeout=30)
@@ -45,32 +116,132 @@ def stop(server: subprocess.Popen) -> None:
             pass
 
 
-def test_ui_shows_the_five_assets_with_their_lineage(project):
+def parents_of(nodes: list[dict]) -> dict[str, set[str]]:
+    return {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]} for n in nodes}
+
+
+def assert_lineage(nodes: list[dict]) -> None:
+    """The five lineage assets have exactly their designed parents; other assets may exist beside them."""
+    parents = parents_of(nodes)
+    assert LINEAGE <= set(parents), f"missing from the asset graph: {sorted(LINEAGE - set(parents))}"
+    assert {key: parents[key] for key in PARENTS} == PARENTS
+    if "backtest_summary" in parents:
+        assert "historical_model" in parents["backtest_summary"]
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, str]:
+    """A project with one clean 600-row batch ingested and the graph materialized once into its own
+    persistent instance; returns the project and the run id."""
+    root = tmp_path_factory.mktemp("ui")
+    batch = root / f"churn-{START.isoformat()}.csv"
+    frame = synthetic.churn_batch(START, 600, seed=11)
+    frame.to_csv(batch, index=False)
+    config = infer_config(frame, "churned", timestamp="event_time", id_column="customer_id", project="churn")
+    config_path = root / "retrain.yaml"
+    config_path.write_text(render_config(config, batch.name))
+    project = Project(config_path, load_config(config_path), [batch])
+    with pytest.MonkeyPatch.context() as patch:
+        # project_instance points DAGSTER_HOME at the project; setenv first so the old value comes back after.
+        patch.setenv("DAGSTER_HOME", str(project.config.dagster_home))
+        with project_instance(project.config) as instance:
+            ingest(project.config, instance, batch)
+            outcome = materialize(config_path, instance)
+    assert outcome.success, outcome.describe("roc_auc")
+    return project, outcome.run_id
+
+
+@pytest.fixture(scope="module")
+def webserver(populated: tuple[Project, str]) -> Iterator[int]:
+    """`dagster-webserver` on 127.0.0.1 with the project's workspace and instance (no daemon, so nothing
+    runs behind the tests' backs); returns its port."""
+    project, _ = populated
     port = free_port()
-    retrain = Path(sys.executable).parent / "retrain"
+    env = {**os.environ, "DAGSTER_HOME": str(project.config.dagster_home), "RETRAIN_CONFIG": str(project.path)}
     server = subprocess.Popen(
-        [str(retrain), "--config", str(project.path), "ui", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")],
+        cwd=project.path.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                nodes = graphql(port, QUERY)["assetNodes"]
-                break
-            except OSError:
-                assert server.poll() is None, "retrain ui exited"
-                assert time.monotonic() < deadline, "the Dagster UI did not answer within 90 s"
-                time.sleep(1)
+        wait_for_asset_graph(port, server)
+        yield port
     finally:
         stop(server)
 
-    parents = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]} for n in nodes}
-    assert parents == {
-        "raw_data": set(),
-        "validated_features": {"raw_data"},
-        "candidate_model": {"validated_features"},
-        "evaluation_report": {"candidate_model", "validated_features"},
-        "prod_model": {"evaluation_report"},
-    }
+
+def test_retrain_ui_serves_the_lineage(project):
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "retrain"), "--config", str(project.path), "ui", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        nodes = wait_for_asset_graph(port, server)
+    finally:
+        stop(server)
+
+    assert_lineage(nodes)
     assert (project.config.dagster_home / "dagster.yaml").exists(), "the UI runs on the project's storage home"
+
+
+def test_graphql_shows_lineage_checks_and_materializations(webserver, populated):
+    _, run_id = populated
+    nodes = graphql(webserver, POPULATED_QUERY)["assetNodes"]
+
+    assert_lineage(nodes)
+    by_name = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+    checks = {name: by_name[name]["assetChecksOrError"]["checks"] for name in PARENTS}
+    assert {name: {c["name"]: c["blocking"] for c in attached} for name, attached in checks.items()} == BLOCKING_CHECKS
+    assert {name: [m["runId"] for m in by_name[name]["assetMaterializations"]] for name in PARENTS} == {
+        name: [run_id] for name in PARENTS
+    }, "every lineage asset's latest materialization is the run of the populated instance"
+    statuses = {
+        check["name"]: (check["executionForLatestMaterialization"] or {}).get("status")
+        for attached in checks.values() for check in attached if check["blocking"]
+    }
+    assert statuses == dict.fromkeys(statuses, "SUCCEEDED") and len(statuses) == 6, "the clean batch passed every gate"
+
+
+def graph_text(driver: webdriver.Chrome) -> set[str]:
+    return {line for node in driver.find_elements(By.XPATH, GRAPH_NODE) for line in node.text.splitlines()}
+
+
+@pytest.mark.browser
+def test_chromium_renders_the_asset_graph(webserver, tmp_path):
+    assert Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(), (
+        "needs the Debian packages chromium and chromium-driver (bash .ci/run installs them)"
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    # An explicit driver path means Selenium Manager is never run: nothing is downloaded.
+    service = Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get(f"http://127.0.0.1:{webserver}/asset-groups")
+        wait = WebDriverWait(driver, 30)
+        wait.until(expected_conditions.title_contains("Global asset lineage"))
+
+        # Once per DAGSTER_HOME (the server records it in .nux/) the UI opens this dialog over the graph.
+        skip = (By.XPATH, f"{COMMUNITY_DIALOG}//button[normalize-space()='Skip']")
+        try:
+            WebDriverWait(driver, 15).until(expected_conditions.element_to_be_clickable(skip)).click()
+        except TimeoutException:
+            pass
+        wait.until(expected_conditions.invisibility_of_element_located((By.XPATH, COMMUNITY_DIALOG)))
+
+        wait.until(graph_text)
+        if not LINEAGE <= graph_text(driver):  # several groups start collapsed: "Expand all groups" (⌥E)
+            ActionChains(driver).key_down(Keys.ALT).send_keys("e").key_up(Keys.ALT).perform()
+        wait.until(lambda d: LINEAGE <= graph_text(d))
+
+        screenshot = tmp_path / "asset-graph.png"
+        assert driver.save_screenshot(str(screenshot))
+    finally:
+        driver.quit()
+
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert screenshot.stat().st_size > 20_000, "the screenshot looks blank"

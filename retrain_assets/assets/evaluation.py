@@ -3,13 +3,25 @@
 import datetime as dt
 import json
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, MetadataValue, Output, asset
+from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from retrain_assets import lake, training
 from retrain_assets.alerts import send_alert
 from retrain_assets.checks import COMPARISON_CHECK, EVALUATION_CHECKS, MINIMUM_CHECK
+from retrain_assets.monitoring import DRIFT_CHECK
 from retrain_assets.registry import CHAMPION, ModelRef
+from retrain_assets.report import evaluation_html
 from retrain_assets.resources import RetrainProject
+from retrain_assets.triggers import REASON_TAG
 
 
 @asset(group_name="retrain", kinds={"mlflow"}, code_version="1", check_specs=EVALUATION_CHECKS)
@@ -18,28 +30,34 @@ def evaluation_report(
 ):
     """Loads the candidate and the current champion back from the MLflow registry, scores both on the
     candidate's holdout rows (which the champion never trained on: the split is stable), and writes the
-    report as JSON under ``reports/``. Gates: ``candidate_meets_minimum`` (blocking: a candidate below the
+    report under ``reports/``: JSON, and an HTML page a person reads (metrics of both, confusion matrices or
+    residuals, per-feature drift, metric history, the decision and why). Gates: ``candidate_meets_minimum`` (blocking: a candidate below the
     floor fails the run and is recorded as rejected) and ``candidate_beats_champion`` (a warning: losing is
     a normal outcome that ``prod_model`` records)."""
     config = project.load()
     registry = project.registry(config)
     frame = lake.read_table(validated_features.uri, validated_features.version, columns=list(config.data.columns))
+    frame = training.window(frame, config)
     _, holdout = training.split(frame, config)
-    candidate = training.evaluate(registry.load(candidate_model.version), holdout, config)
+    features, target = training.features_and_target(holdout, config)
+    candidate_pipeline = registry.load(candidate_model.version)
+    candidate = training.evaluate(candidate_pipeline, holdout, config)
     champion_version = registry.by_alias(CHAMPION)
-    champion, champion_note = None, "no champion yet"
+    champion, champion_pipeline, champion_note = None, None, "no champion yet"
     if champion_version is not None:
         try:
-            champion = training.evaluate(registry.load(str(champion_version.version)), holdout, config)
+            champion_pipeline = registry.load(str(champion_version.version))
+            champion = training.evaluate(champion_pipeline, holdout, config)
             champion_note = f"champion v{champion_version.version} scored on the same holdout"
         except (KeyError, ValueError) as exc:  # e.g. the feature columns changed since it was trained
-            champion_note = f"champion v{champion_version.version} cannot score this holdout: {exc}"
+            champion_pipeline, champion_note = None, f"champion v{champion_version.version} cannot score this holdout: {exc}"
     if champion is not None:
         for name, value in champion.items():
             if value == value:
                 registry.client.log_metric(candidate_model.run_id, f"champion_{name}", value)
     floor = training.meets_minimum(candidate, config)
     comparison = training.beats_champion(candidate, champion, config)
+    decision = training.decide(candidate, champion, config)
     report = {
         "candidate_version": candidate_model.version,
         "champion_version": str(champion_version.version) if champion_version is not None else None,
@@ -54,11 +72,24 @@ def evaluation_report(
         "candidate": candidate,
         "champion": champion,
         "gates": {MINIMUM_CHECK: [floor.promote, floor.reason], COMPARISON_CHECK: [comparison.promote, comparison.reason]},
+        "decision": {"promoted": decision.promote, "reason": decision.reason},
+        "trigger_reason": context.run.tags.get(REASON_TAG, ""),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     config.reports_dir.mkdir(parents=True, exist_ok=True)
-    path = config.reports_dir / f"evaluation-model-v{candidate_model.version}.json"
-    path.write_text(json.dumps(report, indent=2))
+    stem = config.reports_dir / f"evaluation-model-v{candidate_model.version}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    page = evaluation_html(
+        report,
+        config.data.task,
+        target.tolist(),
+        candidate_pipeline.predict(features).tolist(),
+        champion_pipeline.predict(features).tolist() if champion_pipeline is not None else None,
+        _this_run_drift_scores(context),
+        registry.metric_history(config.promotion.metric),
+    )
+    html_path = stem.with_suffix(".html")
+    html_path.write_text(page)
     metric = config.promotion.metric
     yield Output(
         report,
@@ -71,7 +102,8 @@ def evaluation_report(
             "champion_version": report["champion_version"],
             "holdout_rows": len(holdout),
             "champion_note": champion_note,
-            "report_path": MetadataValue.path(str(path)),
+            "decision": decision.reason,
+            "report_path": MetadataValue.path(str(html_path)),
         },
     )
     if not floor.promote:
@@ -81,3 +113,12 @@ def evaluation_report(
     yield AssetCheckResult(
         check_name=COMPARISON_CHECK, passed=comparison.promote, severity=AssetCheckSeverity.WARN, description=comparison.reason
     )
+
+
+def _this_run_drift_scores(context: AssetExecutionContext):
+    """Per-feature drift scores that ``validated_features`` measured in this run, if it measured any."""
+    record = context.instance.get_latest_asset_check_evaluation_record(AssetCheckKey(AssetKey("validated_features"), DRIFT_CHECK))
+    evaluation = record.evaluation if record is not None else None
+    if evaluation is None or record.run_id != context.run_id or "scores" not in evaluation.metadata:
+        return None
+    return evaluation.metadata["scores"].value

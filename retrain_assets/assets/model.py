@@ -46,6 +46,7 @@ def candidate_model(context: AssetExecutionContext, project: RetrainProject, val
     )
 
     frame = lake.read_table(validated_features.uri, validated_features.version, columns=list(config.data.columns))
+    frame = training.window(frame, config)
     train_rows, holdout = training.split(frame, config)
     pipeline = training.train(train_rows, config)
     metrics = training.evaluate(pipeline, holdout, config)

@@ -1,0 +1,157 @@
+"""Historical retrains: the model as it would have been trained at the end of a past window, from
+``raw_data`` as it was then (Delta time travel to the version that had landed by the window's end), and
+how it did on the window that followed (out-of-time evaluation).
+
+Batches are validated with the project's current rules; rejected ones are left out, as the live path does.
+Historical models are logged to the MLflow experiment ``<experiment>-history``, tagged with their
+partition and Delta version; they are never registered and never touch the ``champion`` alias.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+from retrain_assets import lake, training
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from retrain_assets.config import RetrainConfig
+    from retrain_assets.registry import Registry
+
+HISTORY_SUFFIX = "-history"
+_verdicts: dict[tuple, bool] = {}  # (table, version, rules) -> accepted; a batch's verdict never changes
+
+
+@dataclass
+class Backtest:
+    """One partition's historical retrain, as the backtest table shows it."""
+
+    partition: str
+    delta_version: int
+    train_rows: int
+    eval_rows: int
+    metrics: dict[str, float]
+    oot_metrics: dict[str, float]
+    max_psi: Optional[float]
+    drifted: list[str]
+    rejected_versions: list[int]
+    run_id: str = ""
+    drift_scores: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key != "drift_scores"}
+
+
+def accepted_rows(config: "RetrainConfig", after: Optional[int], upto: int) -> tuple[Optional["pd.DataFrame"], list[int]]:
+    """Rows of the batches in ``(after, upto]`` that pass validation, and the rejected versions."""
+    import pyarrow as pa
+
+    from retrain_assets.validation import check_results, validate_batch
+
+    uri = config.table_uri(lake.RAW_TABLE)
+    rules = json.dumps([config.data.model_dump(), config.validation.model_dump()], sort_keys=True, default=str)
+    tables, rejected = [], []
+    for version in lake.batch_versions(uri, after, upto):
+        batch = lake.read_batch(uri, version)
+        key = (uri, version, rules)
+        if key not in _verdicts:
+            outcomes = validate_batch(batch.to_pandas(), config, batch=f"raw_data v{version}")
+            _verdicts[key] = all(passed for passed, _ in check_results(outcomes).values())
+        if _verdicts[key]:
+            tables.append(batch)
+        else:
+            rejected.append(version)
+    frame = pa.concat_tables(tables).to_pandas() if tables else None
+    return frame, rejected
+
+
+def backtest(config: "RetrainConfig", registry: "Registry", partition: str, end: dt.datetime, eval_end: dt.datetime) -> Backtest:
+    """Train as of ``end`` and evaluate on what landed in ``(end, eval_end]``; log the run to MLflow."""
+    from retrain_assets.drift import drift_summary, reference_profile, score_drift
+    from retrain_assets.registry import code_version
+
+    uri = config.table_uri(lake.RAW_TABLE)
+    version = lake.version_as_of(uri, end)
+    if version is None:
+        raise ValueError(f"partition {partition}: no raw_data version had landed by {end.isoformat()}")
+    frame, rejected = accepted_rows(config, None, version)
+    if frame is None:
+        raise ValueError(f"partition {partition}: every batch up to raw_data v{version} fails validation")
+    frame = training.window(frame, config)
+    train_rows, holdout = training.split(frame, config)
+    pipeline = training.train(train_rows, config)
+    metrics = training.evaluate(pipeline, holdout, config)
+    eval_version = lake.version_as_of(uri, eval_end)
+    following, _ = accepted_rows(config, version, eval_version) if eval_version not in (None, version) else (None, [])
+    oot = training.evaluate(pipeline, following, config) if following is not None else {}
+    rules = config.triggers.drift
+    profile = reference_profile(train_rows, config.data.features, bins=rules.bins, seed=config.model.seed)
+    scores = score_drift(profile, following, rules.psi, rules.ks, rules.ks_pvalue) if following is not None else {}
+    result = Backtest(
+        partition=partition,
+        delta_version=version,
+        train_rows=len(train_rows),
+        eval_rows=0 if following is None else len(following),
+        metrics=metrics,
+        oot_metrics=oot,
+        max_psi=max((s["psi"] for s in scores.values()), default=None),
+        drifted=sorted(name for name, s in scores.items() if s["drifted"]),
+        rejected_versions=rejected,
+        drift_scores=scores,
+    )
+    span = training.data_range(frame, config)
+    tags = {
+        "partition": partition,
+        "delta_version": str(version),
+        "as_of": end.isoformat(),
+        "code_version": code_version(),
+        "params_hash": training.params_hash(config),
+        "rows": str(len(frame)),
+        "eval_rows": str(result.eval_rows),
+        "drift": drift_summary(scores)[1] if scores else "no following window yet",
+        "drifted": ",".join(result.drifted),
+        **({"data_min": span["min"], "data_max": span["max"]} if span else {}),
+    }
+    logged = {**metrics, **{f"oot_{name}": value for name, value in oot.items()}}
+    if result.max_psi is not None:
+        logged["max_psi"] = result.max_psi
+    experiment = registry.experiment_id(config.mlflow.experiment + HISTORY_SUFFIX)
+    params = {"estimator": config.model.estimator, "seed": config.model.seed, **config.model.params}
+    result.run_id, _ = registry.log_run(
+        experiment, pipeline, frame[list(config.data.features)].head(5), params, logged, tags, profile
+    )
+    return result
+
+
+def backtest_rows(config: "RetrainConfig", registry: "Registry") -> list[dict[str, Any]]:
+    """The newest historical run of every partition, from MLflow, in partition order."""
+    experiment = registry.client.get_experiment_by_name(config.mlflow.experiment + HISTORY_SUFFIX)
+    if experiment is None:
+        return []
+    runs = registry.client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    newest: dict[str, Any] = {}
+    for run in runs:
+        newest.setdefault(run.data.tags["partition"], run)
+    rows = []
+    for partition in sorted(newest):
+        run = newest[partition]
+        metrics = run.data.metrics
+        rows.append(
+            {
+                "partition": partition,
+                "delta_version": int(run.data.tags["delta_version"]),
+                "train_rows": int(run.data.tags["rows"]),
+                "eval_rows": int(run.data.tags["eval_rows"]),
+                "metrics": {k: v for k, v in metrics.items() if not k.startswith("oot_") and k != "max_psi"},
+                "oot_metrics": {k[4:]: v for k, v in metrics.items() if k.startswith("oot_")},
+                "max_psi": metrics.get("max_psi"),
+                "drifted": [name for name in run.data.tags.get("drifted", "").split(",") if name],
+                "drift": run.data.tags.get("drift", ""),
+                "run_id": run.info.run_id,
+            }
+        )
+    return rows

@@ -1,0 +1,78 @@
+"""Historical retrains as partitions: Delta time travel to the version landed by each window's end."""
+
+import datetime as dt
+
+import pytest
+from mlflow import MlflowClient
+
+from retrain_assets import lake, synthetic
+from retrain_assets.history import HISTORY_SUFFIX
+from retrain_assets.runner import backfill, ingest
+
+from .conftest import START, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def end_of(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(23, 59), dt.timezone.utc)
+
+
+@pytest.fixture
+def three_weeks(automated, persistent):
+    """Three weeks of 200-row days landed with their historical times; day 9 (week 2) is corrupted."""
+    write_config(automated, history={"partitions": "weekly", "start": START.isoformat()})
+    folder = automated.path.parent / "history"
+    folder.mkdir()
+    for index, (day, frame) in enumerate(synthetic.churn_days(START, 21, 200, seed=3, bad_day=9)):
+        path = folder / f"{day}.csv"
+        frame.to_csv(path, index=False)
+        ingest(automated.config, persistent, path, end_of(day))
+    return automated
+
+
+def test_version_as_of_follows_landing_times(three_weeks):
+    uri = three_weeks.config.table_uri(lake.RAW_TABLE)
+    assert lake.version_as_of(uri, end_of(START) - dt.timedelta(minutes=1)) is None
+    assert lake.version_as_of(uri, end_of(START)) == 0
+    assert lake.version_as_of(uri, end_of(START + dt.timedelta(days=6))) == 6
+    assert lake.version_as_of(uri, dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)) == 20
+
+
+def test_backfill_trains_as_of_each_week_and_scores_the_next(three_weeks, persistent):
+    config = three_weeks.config
+    seen = []
+
+    outcomes, rows = backfill(three_weeks.path, persistent, START, START + dt.timedelta(days=20),
+                              progress=lambda i, n, o: seen.append((i, n, o.partition)))
+
+    assert [o.partition for o in outcomes] == ["2026-01-05", "2026-01-12", "2026-01-19"]
+    assert all(o.success for o in outcomes) and seen == [(1, 3, "2026-01-05"), (2, 3, "2026-01-12"), (3, 3, "2026-01-19")]
+    first, second, third = (o.row for o in outcomes)
+    assert (first["delta_version"], second["delta_version"], third["delta_version"]) == (6, 13, 20)
+    assert first["train_rows"] < second["train_rows"] < third["train_rows"]
+    assert second["rejected_versions"] == [9] and third["rejected_versions"] == [9], "the bad batch is left out"
+    assert first["eval_rows"] == 6 * 200, "week 2 without its rejected batch"
+    assert second["eval_rows"] == 7 * 200
+    assert third["eval_rows"] == 0 and third["oot_metrics"] == {}, "no week after the last one yet"
+    assert 0.6 < first["oot_metrics"]["roc_auc"] <= 1
+    assert [row["partition"] for row in rows] == ["2026-01-05", "2026-01-12", "2026-01-19"]
+    assert (config.reports_dir / "backtest.html").stat().st_size > 10_000
+
+    client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+    experiment = client.get_experiment_by_name(config.mlflow.experiment + HISTORY_SUFFIX)
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.data.tags["partition"] for run in runs) == ["2026-01-05", "2026-01-12", "2026-01-19"]
+    assert {run.data.tags["delta_version"] for run in runs} == {"6", "13", "20"}
+    assert client.search_registered_models() == [], "history never registers a model, let alone a champion"
+
+    again, _ = backfill(three_weeks.path, persistent, START + dt.timedelta(days=7), START + dt.timedelta(days=7))
+    assert again[0].row["metrics"] == second["metrics"] and again[0].row["oot_metrics"] == second["oot_metrics"]
+
+
+def test_backfill_before_any_data_fails_that_partition_clearly(three_weeks, persistent):
+    write_config(three_weeks, history={"start": "2025-12-29"})
+    outcomes, _ = backfill(three_weeks.path, persistent, dt.date(2025, 12, 29), dt.date(2026, 1, 5))
+    early, first = outcomes
+    assert not early.success and "no raw_data version had landed by 2026-01-05" in early.error
+    assert first.success
