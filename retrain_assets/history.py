@@ -111,6 +111,7 @@ def backtest(config: "RetrainConfig", registry: "Registry", partition: str, end:
         "code_version": code_version(),
         "params_hash": training.params_hash(config),
         "rows": str(len(frame)),
+        "train_rows": str(result.train_rows),
         "eval_rows": str(result.eval_rows),
         "drift": drift_summary(scores)[1] if scores else "no following window yet",
         "drifted": ",".join(result.drifted),
@@ -144,7 +145,7 @@ def backtest_rows(config: "RetrainConfig", registry: "Registry") -> list[dict[st
             {
                 "partition": partition,
                 "delta_version": int(run.data.tags["delta_version"]),
-                "train_rows": int(run.data.tags["rows"]),
+                "train_rows": int(run.data.tags["train_rows"]),
                 "eval_rows": int(run.data.tags["eval_rows"]),
                 "metrics": {k: v for k, v in metrics.items() if not k.startswith("oot_") and k != "max_psi"},
                 "oot_metrics": {k[4:]: v for k, v in metrics.items() if k.startswith("oot_")},
