@@ -8,7 +8,7 @@ from retrain_assets.assets import LINEAGE, candidate_model
 from retrain_assets.assets.history import build_history_assets, history_partitions
 from retrain_assets.config import RetrainConfig, load_config, resolve_config_path
 from retrain_assets.jobs import history_jobs, retrain_job
-from retrain_assets.resources import RetrainProject
+from retrain_assets.resources import RetrainProject, artifact_io_manager
 from retrain_assets.schedules import retrain_schedule
 from retrain_assets.sensors import alert_on_run_failure, raw_data_version_sensor
 
@@ -45,8 +45,16 @@ def build_defs(config_path: Optional[str] = None) -> Definitions:
         jobs=[retrain_job, *history_jobs(partitions)],
         sensors=[raw_data_version_sensor, alert_on_run_failure],
         schedules=[retrain_schedule(cron)] if cron else [],
-        resources={"project": RetrainProject(config_path=config_path)},
+        resources=_resources(config, config_path),
     )
+
+
+def _resources(config: Optional[RetrainConfig], config_path: Optional[str]) -> dict:
+    resources = {"project": RetrainProject(config_path=config_path)}
+    io_manager = artifact_io_manager(config)
+    if io_manager is not None:
+        resources["io_manager"] = io_manager
+    return resources
 
 
 defs = build_defs()

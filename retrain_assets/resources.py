@@ -1,4 +1,5 @@
-"""Dagster resources: the project (``retrain.yaml`` and the storage and MLflow store it names)."""
+"""Dagster resources: the project (``retrain.yaml`` and the storage and MLflow store it names), and where
+run artifacts go: the local filesystem, or S3 through dagster-aws when the lake is on S3."""
 
 from __future__ import annotations
 
@@ -27,3 +28,28 @@ class RetrainProject(ConfigurableResource):
         from retrain_assets.registry import Registry
 
         return Registry(config)
+
+
+def artifact_io_manager(config: Optional[RetrainConfig]):
+    """Dagster's default filesystem IO manager locally (``None``); with ``storage.lake_uri: s3://bucket/prefix``,
+    dagster-aws's S3 pickle IO manager under ``prefix/dagster``. Credentials, region and endpoint come from
+    the standard AWS environment variables, read as ``EnvVar`` when set, never from files."""
+    if config is None or not config.lake_uri.startswith("s3://"):
+        return None
+    import os
+
+    from dagster import EnvVar
+    from dagster_aws.s3 import S3PickleIOManager, S3Resource
+
+    bucket, _, prefix = config.lake_uri.removeprefix("s3://").partition("/")
+    settings = {
+        field: EnvVar(variable)
+        for field, variable in (
+            ("region_name", "AWS_REGION"),
+            ("endpoint_url", "AWS_ENDPOINT_URL"),
+            ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+            ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+        )
+        if os.environ.get(variable)
+    }
+    return S3PickleIOManager(s3_resource=S3Resource(**settings), s3_bucket=bucket, s3_prefix=f"{prefix}/dagster".strip("/"))

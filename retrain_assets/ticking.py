@@ -107,14 +107,14 @@ def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.dateti
 def _evaluate_sensor(defs: "Definitions", sensor_def, instance: "DagsterInstance", report: TickReport) -> list["RunRequest"]:
     from dagster import RunStatusSensorDefinition, build_sensor_context
 
-    context = build_sensor_context(
+    with build_sensor_context(
         instance=instance,
         cursor=load_cursor(instance, sensor_def.name),
         definitions=defs,
         sensor_name=sensor_def.name,
         resources=defs.resources,
-    )
-    result = sensor_def.evaluate_tick(context)
+    ) as context:
+        result = sensor_def.evaluate_tick(context)
     save_cursor(instance, sensor_def.name, result.cursor)
     if not result.run_requests and result.skip_message and not isinstance(sensor_def, RunStatusSensorDefinition):
         report.skips[sensor_def.name] = result.skip_message

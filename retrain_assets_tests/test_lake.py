@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pyarrow.dataset as ds
+from pyarrow.fs import FileSystem
 import pytest
 from deltalake import DeltaTable
 
@@ -17,8 +18,9 @@ def test_each_file_is_one_version_readable_by_plain_readers(project):
     for result in results:
         table = DeltaTable(uri, version=result.version)
         assert table.to_pyarrow_table().num_rows == 600 * (result.version + 1)
-        files = table.file_uris()
-        assert ds.dataset(files, format="parquet").count_rows() == 600 * (result.version + 1)
+        filesystem, _ = FileSystem.from_uri(table.file_uris()[0])  # local disk, or S3 from the AWS_* environment
+        paths = [FileSystem.from_uri(uri)[1] for uri in table.file_uris()]
+        assert ds.dataset(paths, format="parquet", filesystem=filesystem).count_rows() == 600 * (result.version + 1)
     original = pd.read_csv(project.batch(1))
     landed = lake.read_batch(uri, 1).to_pandas()
     assert landed["customer_id"].tolist() == original["customer_id"].tolist()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -129,45 +130,56 @@ def assert_lineage(nodes: list[dict]) -> None:
         assert "historical_model" in parents["backtest_summary"]
 
 
-@pytest.fixture(scope="module")
-def populated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, str]:
-    """A project with one clean 600-row batch ingested and the graph materialized once into its own
-    persistent instance; returns the project and the run id."""
-    root = tmp_path_factory.mktemp("ui")
+@dataclass
+class Served:
+    project: Project
+    run_id: str  # the run that materialized the graph
+    port: int
+
+
+def one_batch_project(root: Path) -> Project:
+    """A project whose config is inferred from one clean 600-row churn batch (day 0 of ``project``)."""
     batch = root / f"churn-{START.isoformat()}.csv"
     frame = synthetic.churn_batch(START, 600, seed=11)
     frame.to_csv(batch, index=False)
     config = infer_config(frame, "churned", timestamp="event_time", id_column="customer_id", project="churn")
     config_path = root / "retrain.yaml"
     config_path.write_text(render_config(config, batch.name))
-    project = Project(config_path, load_config(config_path), [batch])
-    with pytest.MonkeyPatch.context() as patch:
-        # project_instance points DAGSTER_HOME at the project; setenv first so the old value comes back after.
-        patch.setenv("DAGSTER_HOME", str(project.config.dagster_home))
-        with project_instance(project.config) as instance:
-            ingest(project.config, instance, batch)
-            outcome = materialize(config_path, instance)
-    assert outcome.success, outcome.describe("roc_auc")
-    return project, outcome.run_id
+    return Project(config_path, load_config(config_path), [batch])
 
 
-@pytest.fixture(scope="module")
-def webserver(populated: tuple[Project, str]) -> Iterator[int]:
-    """`dagster-webserver` on 127.0.0.1 with the project's workspace and instance (no daemon, so nothing
-    runs behind the tests' backs); returns its port."""
-    project, _ = populated
-    port = free_port()
+def start_webserver(project: Project, port: int) -> subprocess.Popen:
+    """`dagster-webserver` with the repository's workspace on the project's instance: what `retrain ui`
+    serves, without the daemon, so no sensor starts runs behind the tests' backs."""
     env = {**os.environ, "DAGSTER_HOME": str(project.config.dagster_home), "RETRAIN_CONFIG": str(project.path)}
-    server = subprocess.Popen(
+    return subprocess.Popen(
         [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")],
         cwd=project.path.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One clean batch ingested and the graph materialized once into the project's persistent instance,
+    served on 127.0.0.1 (the server boots while the graph materializes)."""
+    project = one_batch_project(tmp_path_factory.mktemp("ui"))
+    port = free_port()
+    server = None
     try:
+        with pytest.MonkeyPatch.context() as patch:
+            # project_instance points DAGSTER_HOME at the project; setenv first so the old value comes back.
+            patch.setenv("DAGSTER_HOME", str(project.config.dagster_home))
+            with project_instance(project.config) as instance:
+                ingest(project.config, instance, project.batch(0))  # the instance exists before the server reads it
+                server = start_webserver(project, port)
+                outcome = materialize(project.path, instance)
+        assert outcome.success, outcome.describe("roc_auc")
         wait_for_asset_graph(port, server)
-        yield port
+        yield Served(project, outcome.run_id, port)
     finally:
-        stop(server)
+        if server is not None:
+            stop(server)
 
 
 def test_retrain_ui_serves_the_lineage(project):
@@ -185,16 +197,15 @@ def test_retrain_ui_serves_the_lineage(project):
     assert (project.config.dagster_home / "dagster.yaml").exists(), "the UI runs on the project's storage home"
 
 
-def test_graphql_shows_lineage_checks_and_materializations(webserver, populated):
-    _, run_id = populated
-    nodes = graphql(webserver, POPULATED_QUERY)["assetNodes"]
+def test_graphql_shows_lineage_checks_and_materializations(served):
+    nodes = graphql(served.port, POPULATED_QUERY)["assetNodes"]
 
     assert_lineage(nodes)
     by_name = {"/".join(n["assetKey"]["path"]): n for n in nodes}
     checks = {name: by_name[name]["assetChecksOrError"]["checks"] for name in PARENTS}
     assert {name: {c["name"]: c["blocking"] for c in attached} for name, attached in checks.items()} == BLOCKING_CHECKS
     assert {name: [m["runId"] for m in by_name[name]["assetMaterializations"]] for name in PARENTS} == {
-        name: [run_id] for name in PARENTS
+        name: [served.run_id] for name in PARENTS
     }, "every lineage asset's latest materialization is the run of the populated instance"
     statuses = {
         check["name"]: (check["executionForLatestMaterialization"] or {}).get("status")
@@ -208,7 +219,7 @@ def graph_text(driver: webdriver.Chrome) -> set[str]:
 
 
 @pytest.mark.browser
-def test_chromium_renders_the_asset_graph(webserver, tmp_path):
+def test_chromium_renders_the_asset_graph(served, tmp_path):
     assert Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(), (
         "needs the Debian packages chromium and chromium-driver (bash .ci/run installs them)"
     )
@@ -221,7 +232,7 @@ def test_chromium_renders_the_asset_graph(webserver, tmp_path):
     driver = webdriver.Chrome(service=service, options=options)
     try:
         driver.set_page_load_timeout(30)
-        driver.get(f"http://127.0.0.1:{webserver}/asset-groups")
+        driver.get(f"http://127.0.0.1:{served.port}/asset-groups")
         wait = WebDriverWait(driver, 30)
         wait.until(expected_conditions.title_contains("Global asset lineage"))
 
