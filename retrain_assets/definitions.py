@@ -7,6 +7,7 @@ from dagster import Definitions
 from retrain_assets.assets import LINEAGE, candidate_model
 from retrain_assets.assets.history import build_history_assets, history_partitions
 from retrain_assets.config import RetrainConfig, load_config, resolve_config_path
+from retrain_assets.executors import executor_from_env
 from retrain_assets.jobs import history_jobs, retrain_job
 from retrain_assets.resources import RetrainProject, artifact_io_manager
 from retrain_assets.schedules import retrain_schedule
@@ -46,6 +47,7 @@ def build_defs(config_path: Optional[str] = None) -> Definitions:
         sensors=[raw_data_version_sensor, alert_on_run_failure],
         schedules=[retrain_schedule(cron)] if cron else [],
         resources=_resources(config, config_path),
+        executor=executor_from_env(),
     )
 
 

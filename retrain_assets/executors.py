@@ -1,0 +1,37 @@
+"""Where steps run: chosen by ``RETRAIN_EXECUTOR`` (the one place that reads it), same definitions everywhere.
+
+- unset / ``multiprocess``: Dagster's default, one process per step (what `dagster dev` runs);
+- ``in_process``: every step in one process (what `retrain tick`, `materialize` and `backfill` use anyway,
+  through ``execute_in_process``);
+- ``k8s``: one Kubernetes Job per step (dagster-k8s); configure namespace, image and env per run or in
+  ``dagster.yaml``'s run launcher;
+- ``celery``: steps as Celery tasks (dagster-celery); the broker URL comes from ``RETRAIN_CELERY_BROKER``.
+dagster-k8s and dagster-celery are optional (``pip install 'retrain-assets[k8s]'`` or ``[celery]``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+EXECUTOR_ENV = "RETRAIN_EXECUTOR"
+
+
+def executor_from_env() -> Optional[object]:
+    """The executor named by ``$RETRAIN_EXECUTOR``; ``None`` keeps Dagster's default (multiprocess)."""
+    name = os.environ.get(EXECUTOR_ENV, "multiprocess")
+    if name == "multiprocess":
+        return None
+    if name == "in_process":
+        from dagster import in_process_executor
+
+        return in_process_executor
+    if name == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    if name == "celery":
+        from dagster_celery import celery_executor
+
+        return celery_executor.configured({"broker": {"env": "RETRAIN_CELERY_BROKER"}})
+    raise ValueError(f"{EXECUTOR_ENV}={name!r}: expected multiprocess, in_process, k8s or celery")
