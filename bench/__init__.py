@@ -1,0 +1,1 @@
+"""Benchmarks of retrain_assets against bare pandas + scikit-learn; run with `make bench` (see run.py)."""

@@ -1,0 +1,166 @@
+"""``make bench``: the platform's overhead measured against bare pandas + scikit-learn, in one process.
+
+    .venv/bin/python bench/run.py            # full run: 100k and 1M rows, median of 3 after a warm-up
+    .venv/bin/python bench/run.py --quick    # smoke run: 20k and 100k rows, 1 repetition after a warm-up
+
+Prints the machine, one table (benchmark, platform, baseline, ratio, goal, met?, notes) and the import and
+load details the table refers to. See ``bench/RESULTS.md`` for the numbers of a full run and their reading.
+Everything happens in temporary folders that are removed afterwards; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable, so `bench` is a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+warnings.filterwarnings("ignore")
+
+from bench import batch_cost, cycle, noop_tick  # noqa: E402
+from bench.workload import Row, machine  # noqa: E402
+
+MB = 2**20
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20k/100k rows, 1 repetition: a smoke run")
+    parser.add_argument("--repetitions", type=int, default=None, help="timed repetitions after the warm-up (default 3)")
+    parser.add_argument("--only", choices=["cycle", "tick", "batch", "rss"], action="append", help="run only these")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # internal: peak-RSS subprocess
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def ratio_row(name: str, platform, baseline, goal: float, notes: str = "") -> Row:
+    ratio = platform.median / baseline.median
+    return Row(name, f"{platform.median:.2f} s", f"{baseline.median:.2f} s", ratio, f"<= {goal:g}x", ratio <= goal,
+               notes or f"spread {platform.spread()} / {baseline.spread()} s")
+
+
+def run_cycle(data: Path, sizes: list[int], repetitions: int) -> list[Row]:
+    rows = []
+    for size in sizes:
+        platform, bare = cycle.measure(data, size, repetitions)
+        rows.append(ratio_row(f"retrain cycle, {size:,} rows (tick vs bare script)", platform, bare, cycle.CYCLE_GOAL))
+        log(f"cycle {size:,}: platform {platform.samples}, baseline {bare.samples}")
+    return rows
+
+
+def run_tick(data: Path, repetitions: int) -> tuple[list[Row], list[tuple[str, float]]]:
+    result = noop_tick.measure(data, repetitions)
+    runs = result["runs_launched"]
+    process, in_process, floor = result["process"], result["in_process"], result["floor"]
+    goal = f"< {noop_tick.TICK_GOAL:g} s, 0 runs"
+    rows = [
+        Row("no-op `retrain tick`, whole process", f"{process.median:.2f} s", "-", None, goal,
+            process.median < noop_tick.TICK_GOAL and runs == 0, f"runs launched: {runs}; spread {process.spread()} s"),
+        Row("no-op tick(), in process", f"{in_process.median:.3f} s", "-", None, goal,
+            in_process.median < noop_tick.TICK_GOAL and result["launch_requests"] == 0,
+            f"run requests: {result['launch_requests']}"),
+        Row("fast-path floor: CLI + config + Delta version", f"{floor.median:.2f} s", "-", None, "(reference)", None,
+            "no dagster import: what a CLI fast path would cost"),
+    ]
+    log(f"tick: process {process.samples}, in process {in_process.samples}, floor {floor.samples}")
+    return rows, result["imports"]
+
+
+def run_batch(table_rows: list[int], repetitions: int) -> list[Row]:
+    result = batch_cost.measure(table_rows, repetitions)
+    alone = result["batch"]
+    rows = []
+    for size in table_rows:
+        notes = f"{result['versions'][size]} versions at the end; spread {result[size].spread()} / {alone.spread()} s"
+        rows.append(ratio_row(f"validate + drift 100k batch on {size:,}-row table vs batch alone", result[size], alone,
+                              batch_cost.BATCH_GOAL, notes))
+        log(f"batch on {size:,}: {result[size].samples}, alone {alone.samples}")
+    return rows
+
+
+def run_rss(data: Path, size: int) -> list[Row]:
+    result = cycle.measure_rss(data, size)
+    frame = result["platform"]["frame"]
+    rows = []
+    for side, label in (("platform", "platform cycle"), ("baseline", "bare script")):
+        peak, before = result[side]["peak"], result[side]["before"]
+        rows.append(Row(f"peak RSS of the {size:,}-row {label} vs frame size", f"{peak / MB:,.0f} MB",
+                        f"{frame / MB:,.0f} MB", peak / frame, "(report)", None,
+                        f"RSS before the cycle {before / MB:,.0f} MB; growth {(peak - before) / frame:.1f}x frame"))
+    log(f"rss: {result}")
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    header = ["benchmark", "platform", "baseline", "ratio", "goal", "met?", "notes"]
+    body = [[r.benchmark, r.platform, r.baseline, "-" if r.ratio is None else f"{r.ratio:.2f}x", r.goal,
+             "-" if r.met is None else ("yes" if r.met else "NO"), r.notes] for r in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    render = lambda line: "| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |"  # noqa: E731
+    return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, body)])
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def quiet() -> None:
+    """Keep library chatter (MLflow, alembic, Dagster notices) out of the table's way."""
+    from retrain_assets.runner import quiet_libraries
+
+    quiet_libraries()
+    for name in ("mlflow", "alembic", "great_expectations", "py.warnings"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    quiet()
+    if args.child:
+        kind, side = args.child
+        assert kind == "rss"
+        cycle.rss_child(side, args.data, args.rows)
+        return 0
+    sizes = [20_000, 100_000] if args.quick else [100_000, 1_000_000]
+    tables = [200_000, 500_000] if args.quick else [1_000_000, 5_000_000]
+    repetitions = args.repetitions or (1 if args.quick else 3)
+    selected = set(args.only or ["cycle", "tick", "batch", "rss"])
+    info = machine()
+    print(f"machine: {info['cores']} cores, {info['ram']} RAM, {info['cpu']}; Python {info['python']}")
+    print(f"packages: {info['packages']}")
+    print(f"mode: {'quick' if args.quick else 'full'}; median of {repetitions} after 1 warm-up; "
+          f"load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    started = time.perf_counter()
+    rows, imports = [], []
+    with tempfile.TemporaryDirectory(prefix="retrain-bench-data-") as data_dir:
+        data = Path(data_dir)
+        if "cycle" in selected:
+            rows += run_cycle(data, sizes, repetitions)
+        if "tick" in selected:
+            tick_rows, imports = run_tick(data, repetitions)
+            rows += tick_rows
+        if "batch" in selected:
+            rows += run_batch(tables, repetitions)
+        if "rss" in selected:
+            rows += run_rss(data, sizes[-1])
+    print()
+    print(format_table(rows))
+    if imports:
+        print("\nslowest top-level imports of a no-op `retrain tick` (-X importtime, cumulative): "
+              + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in imports))
+    print(f"\nwhole benchmark: {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
