@@ -81,10 +81,11 @@ def run_batch(table_rows: list[int], repetitions: int) -> list[Row]:
     alone = result["batch"]
     rows = []
     for size in table_rows:
-        notes = f"{result['versions'][size]} versions at the end; spread {result[size].spread()} / {alone.spread()} s"
+        notes = (f"{result['versions'][size]} versions at the end; spread {result[size].spread()} / {alone.spread()} s; "
+                 f"in memory, no Delta: {result['memory'].median:.2f} s")
         rows.append(ratio_row(f"validate + drift 100k batch on {size:,}-row table vs batch alone", result[size], alone,
                               batch_cost.BATCH_GOAL, notes))
-        log(f"batch on {size:,}: {result[size].samples}, alone {alone.samples}")
+        log(f"batch on {size:,}: {result[size].samples}, alone {alone.samples}, in memory {result['memory'].samples}")
     return rows
 
 

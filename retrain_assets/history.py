@@ -72,7 +72,7 @@ def accepted_rows(config: "RetrainConfig", after: Optional[int], upto: int) -> t
 def backtest(config: "RetrainConfig", registry: "Registry", partition: str, end: dt.datetime, eval_end: dt.datetime) -> Backtest:
     """Train as of ``end`` and evaluate on what landed in ``(end, eval_end]``; log the run to MLflow."""
     from retrain_assets.drift import drift_summary, reference_profile, score_drift
-    from retrain_assets.registry import code_version
+    from retrain_assets.registry import LoggedModel, code_version
 
     uri = config.table_uri(lake.RAW_TABLE)
     version = lake.version_as_of(uri, end)
@@ -122,9 +122,8 @@ def backtest(config: "RetrainConfig", registry: "Registry", partition: str, end:
         logged["max_psi"] = result.max_psi
     experiment = registry.experiment_id(config.mlflow.experiment + HISTORY_SUFFIX)
     params = {"estimator": config.model.estimator, "seed": config.model.seed, **config.model.params}
-    result.run_id, _ = registry.log_run(
-        experiment, pipeline, frame[list(config.data.features)].head(5), params, logged, tags, profile
-    )
+    example = frame[list(config.data.features)].head(5)
+    result.run_id, _ = registry.log_run(experiment, LoggedModel(pipeline, example, params, logged, tags, profile))
     return result
 
 

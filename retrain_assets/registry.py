@@ -52,6 +52,18 @@ class ModelRef:
         return f"models:/{self.name}/{self.version}"
 
 
+@dataclass(frozen=True)
+class LoggedModel:
+    """What goes into one MLflow run: the fitted pipeline, an input example and the record around it."""
+
+    pipeline: Any
+    example: Any
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    profile: dict[str, Any]
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """Package version plus the git commit of the checkout it runs from (``-dirty`` with local edits)."""
@@ -96,50 +108,33 @@ class Registry:
         location = f"{self.config.artifact_location}/{name}" if self.config.mlflow.tracking_uri is None else None
         return self.client.create_experiment(name, artifact_location=location)
 
-    def log_run(
-        self,
-        experiment_id: str,
-        pipeline: Any,
-        example: Any,
-        params: dict[str, Any],
-        metrics: dict[str, float],
-        tags: dict[str, str],
-        profile: dict[str, Any],
-    ) -> tuple[str, Any]:
+    def log_run(self, experiment_id: str, model: "LoggedModel") -> tuple[str, Any]:
         """One MLflow run holding the fitted pipeline, its params, metrics, tags and drift reference
-        ``profile``; returns the run id and MLflow's ModelInfo."""
+        profile; returns the run id and MLflow's ModelInfo."""
         import mlflow
         import pandas
         import sklearn
 
         requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}"]
-        with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
-            mlflow.log_params(params)
-            mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # NaN (undefined) is not logged
-            mlflow.log_dict(profile, PROFILE_ARTIFACT)
+        with mlflow.start_run(experiment_id=experiment_id, tags=model.tags) as run:
+            mlflow.log_params(model.params)
+            mlflow.log_metrics({k: v for k, v in model.metrics.items() if v == v})  # NaN (undefined) is not logged
+            mlflow.log_dict(model.profile, PROFILE_ARTIFACT)
             info = mlflow.sklearn.log_model(
-                pipeline,
+                model.pipeline,
                 name="model",
-                input_example=example,
+                input_example=model.example,
                 pip_requirements=requirements,
                 skops_trusted_types=SKOPS_TRUSTED_TYPES,
             )
         return run.info.run_id, info
 
-    def log_candidate(
-        self,
-        pipeline: Any,
-        example: Any,
-        params: dict[str, Any],
-        metrics: dict[str, float],
-        tags: dict[str, str],
-        profile: dict[str, Any],
-    ) -> ModelRef:
+    def log_candidate(self, model: "LoggedModel") -> ModelRef:
         """Log a candidate (see :meth:`log_run`), register it and point ``challenger`` at it."""
-        run_id, info = self.log_run(self.experiment_id(), pipeline, example, params, metrics, tags, profile)
+        run_id, info = self.log_run(self.experiment_id(), model)
         self._ensure_registered_model()
         registered = self.client.create_model_version(
-            self.name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+            self.name, source=info.model_uri, run_id=run_id, tags=model.tags, model_id=info.model_id
         )
         version = str(registered.version)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)

@@ -4,7 +4,7 @@ import pytest
 
 from retrain_assets import training
 from retrain_assets.config import ESTIMATORS, parse_config
-from retrain_assets.registry import CHALLENGER, Registry
+from retrain_assets.registry import CHALLENGER, LoggedModel, Registry
 
 from .test_training import churn_config, frames
 
@@ -24,7 +24,9 @@ def test_estimator_round_trips_through_the_registry(tmp_path, task, estimator):
     pipeline = training.train(frame, config)
     registry = Registry(config)
 
-    ref = registry.log_candidate(pipeline, frame.head(3), {"estimator": estimator}, {}, {"delta_version": "0"}, {"rows": 0})
+    ref = registry.log_candidate(
+        LoggedModel(pipeline, frame.head(3), {"estimator": estimator}, {}, {"delta_version": "0"}, {"rows": 0})
+    )
 
     assert str(registry.by_alias(CHALLENGER).version) == ref.version
     loaded = registry.load(ref.version)

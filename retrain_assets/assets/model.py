@@ -7,7 +7,7 @@ from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, Failure, Met
 from retrain_assets import batches, lake, training
 from retrain_assets.alerts import send_alert
 from retrain_assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
-from retrain_assets.registry import CHAMPION, code_version
+from retrain_assets.registry import CHAMPION, LoggedModel, code_version
 from retrain_assets.resources import RetrainProject
 from retrain_assets.triggers import FIRED_TAG, REASON_TAG, TRIGGER_TAG, decide_retrain
 
@@ -72,7 +72,7 @@ def candidate_model(context: AssetExecutionContext, project: RetrainProject, val
 
     features = config.data.features
     profile = reference_profile(train_rows, features, bins=config.triggers.drift.bins, seed=config.model.seed)
-    ref = registry.log_candidate(pipeline, frame[list(features)].head(5), params, metrics, tags, profile)
+    ref = registry.log_candidate(LoggedModel(pipeline, frame[list(features)].head(5), params, metrics, tags, profile))
     primary = config.promotion.metric
     yield Output(
         ref,
