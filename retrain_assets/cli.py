@@ -160,10 +160,16 @@ def describe_status(report: dict) -> str:
 @click.pass_context
 def tick(ctx, as_json) -> None:
     """Evaluate every sensor and due schedule once and run what they request, in process (for cron/CI)."""
+    from retrain_assets.ticking import quiet_since_last_tick
+
+    config = _load(ctx)
+    if quiet_since_last_tick(config, ctx.obj["config"], dt.datetime.now(dt.timezone.utc)):
+        reason = "raw_data unchanged since the last tick and the schedule not due"
+        click.echo(json.dumps({"launched": [], "skipped": {"all": reason}}) if as_json else f"nothing triggered: {reason}")
+        return
     from retrain_assets.runner import project_instance
     from retrain_assets.ticking import tick as run_tick
 
-    config = _load(ctx)
     with project_instance(config) as instance:
         report = run_tick(ctx.obj["config"], instance)
     if as_json:

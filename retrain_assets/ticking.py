@@ -10,6 +10,7 @@ as the daemon does, so a version never runs twice.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -20,7 +21,10 @@ from retrain_assets.triggers import REASON_TAG, TRIGGER_TAG
 if TYPE_CHECKING:
     from dagster import DagsterInstance, Definitions, RunRequest
 
+    from retrain_assets.config import RetrainConfig
+
 _CURSOR_PREFIX = "retrain_tick"
+STATE_FILE = "tick_state.json"
 
 
 def load_cursor(instance: "DagsterInstance", name: str) -> Optional[str]:
@@ -32,6 +36,36 @@ def load_cursor(instance: "DagsterInstance", name: str) -> Optional[str]:
 def save_cursor(instance: "DagsterInstance", name: str, cursor: Optional[str]) -> None:
     if cursor is not None:
         instance.daemon_cursor_storage.set_cursor_values({f"{_CURSOR_PREFIX}/{name}": cursor})
+
+
+def quiet_since_last_tick(config: "RetrainConfig", config_path: Path, now: dt.datetime) -> bool:
+    """True when a tick could not do anything: ``raw_data`` is at the version the last tick's sensor saw,
+    the schedule's next time has not come, and the config is unchanged. Reads the Delta log and one small
+    file, so `retrain tick` answers without importing Dagster; anything else takes the full path."""
+    from retrain_assets import lake
+
+    state_path = config.dagster_home / STATE_FILE
+    if not state_path.is_file():
+        return False
+    state = json.loads(state_path.read_text())
+    due = state.get("next_schedule")
+    return (
+        state.get("config_mtime") == config_path.stat().st_mtime
+        and state.get("raw_version") == lake.latest_version(config.table_uri(lake.RAW_TABLE))
+        and (due is None or now < dt.datetime.fromisoformat(due))
+    )
+
+
+def _remember(config: "RetrainConfig", config_path: Path, defs: "Definitions", instance: "DagsterInstance", now: dt.datetime) -> None:
+    """After a full tick: what the next one needs to know to answer quickly (see quiet_since_last_tick)."""
+    cursor = load_cursor(instance, "raw_data_version_sensor")
+    schedules = [_next(schedule_def, now) for schedule_def in defs.schedules]
+    state = {
+        "config_mtime": config_path.stat().st_mtime,
+        "raw_version": int(cursor) if cursor else None,
+        "next_schedule": min(schedules) if schedules else None,
+    }
+    (config.dagster_home / STATE_FILE).write_text(json.dumps(state))
 
 
 def next_fire_time(cron: str, timezone: str, after: dt.datetime) -> dt.datetime:
@@ -84,6 +118,7 @@ def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.dateti
     """Evaluate every sensor and due schedule once; execute what they request; return what happened."""
     from dagster import RunStatusSensorDefinition
 
+    from retrain_assets.config import load_config
     from retrain_assets.definitions import build_defs
 
     defs = build_defs(str(config_path))
@@ -101,6 +136,7 @@ def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.dateti
             report.launches.append(_launch(config_path, instance, schedule_def.name, "dagster/schedule_name", request))
     for sensor_def in status_sensors:
         _evaluate_sensor(defs, sensor_def, instance, report)
+    _remember(load_config(config_path), config_path, defs, instance, now)
     return report
 
 

@@ -134,3 +134,30 @@ assert not heavy, heavy
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_cli_answers_a_quiet_tick_without_loading_dagster(automated, persistent):
+    from retrain_assets.ticking import quiet_since_last_tick
+
+    land(automated, 0)
+    tick(automated.path, persistent)
+    now = dt.datetime.now(dt.timezone.utc)
+    assert quiet_since_last_tick(automated.config, automated.path, now)
+    assert not quiet_since_last_tick(automated.config, automated.path, now + dt.timedelta(days=8)), "schedule due"
+    code = f"""
+import sys
+from retrain_assets.cli import main
+main(["--config", {str(automated.path)!r}, "tick"], standalone_mode=False)
+assert "dagster" not in sys.modules and "mlflow" not in sys.modules
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nothing triggered" in result.stdout
+
+    land(automated, 1)
+    assert not quiet_since_last_tick(automated.config, automated.path, now), "a new version needs the full tick"
+    write_config(automated, triggers={"min_new_rows": 5})
+    tick(automated.path, persistent)
+    assert quiet_since_last_tick(automated.config, automated.path, now)
+    write_config(automated, triggers={"min_new_rows": 6})
+    assert not quiet_since_last_tick(automated.config, automated.path, now), "a config change needs the full tick"
