@@ -66,9 +66,11 @@ def drift(config: "RetrainConfig", registry: "Registry", champion: "ModelVersion
 def performance(
     config: "RetrainConfig", registry: "Registry", champion: "ModelVersion", batch: "pd.DataFrame"
 ) -> Finding:
-    """The champion scored on the new labelled rows, against the floor and its own recorded holdout score."""
+    """The champion scored on the new labelled rows (a seeded sample of at most ``training.SAMPLE_ROWS``),
+    against the floor and its own recorded holdout score."""
     rules, metric = config.triggers.performance, config.promotion.metric
     higher = config.higher_is_better
+    batch = training.sample(batch, config)
     value = training.evaluate(registry.load(str(champion.version)), batch, config)[metric]
     recorded = registry.metrics(champion).get(metric, math.nan)
     drop = (recorded - value) if higher else (value - recorded)

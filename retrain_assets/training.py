@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from retrain_assets.config import RetrainConfig
 
 _HASH_BUCKETS = 10_000
+SAMPLE_ROWS = 100_000  # enough rows for a metric estimate that only informs (train fit, champion watch)
 _CATEGORICAL = ("category", "string", "bool")
 
 
@@ -117,6 +118,11 @@ def _estimator(config: "RetrainConfig"):
         return classes[config.model.estimator](**params)
     except TypeError as exc:
         raise ValueError(f"model.params: {exc}") from exc
+
+
+def sample(frame: "pd.DataFrame", config: "RetrainConfig", rows: int = SAMPLE_ROWS) -> "pd.DataFrame":
+    """At most ``rows`` rows, drawn with the model seed: for metrics that inform but do not decide."""
+    return frame if len(frame) <= rows else frame.sample(n=rows, random_state=config.model.seed)
 
 
 def features_and_target(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame", "pd.Series"]:

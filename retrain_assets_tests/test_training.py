@@ -139,3 +139,11 @@ def test_window_keeps_the_newest_days_only():
     recent = training.window(frame, config)
     assert recent["event_time"].min() > frame["event_time"].max() - pd.Timedelta(days=2)
     assert 150 < len(recent) <= 200 and len(training.window(frame, churn_config())) == len(frame)
+
+
+def test_sample_caps_rows_reproducibly():
+    frame = frames(1, 500)[0]
+    config = churn_config()
+    assert training.sample(frame, config, rows=1000) is frame
+    first, second = training.sample(frame, config, rows=100), training.sample(frame, config, rows=100)
+    assert len(first) == 100 and first.index.equals(second.index)
