@@ -105,7 +105,10 @@ class Registry:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        location = f"{self.config.artifact_location}/{name}" if self.config.mlflow.tracking_uri is None else None
+        # a server stores artifacts where it is configured to; a local store keeps them under the storage home
+        # (MLflow's own default would be ./mlruns in whatever folder the process happens to run in)
+        served = self.config.tracking_uri.startswith(("http://", "https://", "databricks"))
+        location = None if served else f"{self.config.artifact_location}/{name}"
         return self.client.create_experiment(name, artifact_location=location)
 
     def log_run(self, experiment_id: str, model: "LoggedModel") -> tuple[str, Any]:
