@@ -95,4 +95,4 @@ def test_tick_runs_what_the_sensor_asks_then_nothing(project, monkeypatch):
     assert launch["source"] == "raw_data_version_sensor" and launch["run_key"] == "0" and launch["success"]
     assert launch["trigger"] == "new_version" and launch["decision"]["promoted"] is True
     again = retrain(project.path, "tick")
-    assert again.exit_code == 0 and "nothing triggered" in again.output and "still at version 0" in again.output
+    assert again.exit_code == 0 and "nothing triggered: raw_data unchanged since the last tick" in again.output
