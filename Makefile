@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 
-.PHONY: install demo test ui validate clean
+.PHONY: install demo test ui validate clean bench
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ test: install
 
 ui: install
 	$(BIN)/retrain --config $(DEMO_DIR)/retrain.yaml ui
+
+bench: install
+	$(BIN)/python bench/run.py
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml

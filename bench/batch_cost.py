@@ -3,10 +3,10 @@
 Three projects share one MLflow store with one champion (trained by the platform on 100k rows, logged with its
 drift reference profile): a 1M-row and a 5M-row ``raw_data`` table, built from 250k-row versions written with
 ``deltalake.write_deltalake`` (cast with ``lake.to_table_schema``, as ``retrain ingest`` does) and already
-validated by the platform (untimed), and, per repetition, an empty lake.
+validated by the platform (untimed), and, per repetition, a fresh lake.
 
-Each repetition appends a new 100k-row batch as one version to each table (untimed), then times the platform's
-per-run path for it: ``batches.validate_new_batches(config, upto)`` (find the unvalidated versions, read only
+Each repetition appends a new 100k-row batch as one version to each table (untimed), then times, in an order
+that flips every repetition, the platform's per-run path for it: ``batches.validate_new_batches(config, upto)`` (find the unvalidated versions, read only
 their rows, Great Expectations suite, append to ``validated_features`` and ``validation_log``) and
 ``monitoring.watch_champion`` (PSI/KS against the champion's reference profile, the champion scored on the new
 rows). The baseline is the same path on a fresh lake holding nothing but that batch (plus one validated 1,000-row
@@ -94,20 +94,19 @@ def measure(table_rows: list[int], repetitions: int, warmup: int = 1, batch_rows
             batches.validate_new_batches(config, version)  # the table as the platform leaves it: all validated
         for index in range(warmup + repetitions):
             day = 400 + index  # a day none of the tables holds yet
-            for rows, config in configs.items():
-                version = _append(config, day, batch_rows)
+            alone = _config(directory / f"alone-{index}" / "lake", tracking)
+            batches.validate_new_batches(alone, _append(alone, day - 100, 1000))
+            work = {rows: (config, _append(config, day, batch_rows)) for rows, config in configs.items()}
+            work["batch"] = (alone, _append(alone, day, batch_rows))
+            frame = lake.read_batch(alone.table_uri(lake.RAW_TABLE), work["batch"][1]).to_pandas()
+            order = list(work) if index % 2 == 0 else list(reversed(work))  # no side always goes first
+            for key in order:
+                config, version = work[key]
                 seconds, accepted = timed(lambda: validate_and_score(config, version))
                 if accepted != batch_rows:
                     raise RuntimeError(f"expected the {batch_rows}-row batch alone, the run accepted {accepted} rows")
                 if index >= warmup:
-                    results[rows].samples.append(seconds)
-            alone = _config(directory / f"alone-{index}" / "lake", tracking)
-            batches.validate_new_batches(alone, _append(alone, day - 100, 1000))
-            version = _append(alone, day, batch_rows)
-            seconds, _ = timed(lambda: validate_and_score(alone, version))
-            if index >= warmup:
-                results["batch"].samples.append(seconds)
-            frame = lake.read_batch(alone.table_uri(lake.RAW_TABLE), version).to_pandas()
+                    results[key].samples.append(seconds)
             seconds, _ = timed(lambda: in_memory(alone, frame))
             if index >= warmup:
                 results["memory"].samples.append(seconds)

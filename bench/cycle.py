@@ -8,10 +8,14 @@ project, so all repetitions do the same work.
 Platform: ``retrain_assets.ticking.tick`` (what ``retrain tick`` runs: the version sensor sees the new Delta
 version and requests one run, executed in process against the project's persistent sqlite Dagster instance,
 MLflow sqlite store, Delta tables, Great Expectations). Timed from after ``retrain ingest`` landed the batch as a
-Delta version to the tick's return with the promotion decision; the ingest itself is not timed (the baseline's
-counterpart, the Parquet file appearing, costs nothing either).
+Delta version to the tick's return with the promotion decision. The ``retrain ingest`` of the new batch (hash,
+read, cast, Delta commit, Dagster event) is timed on its own and reported beside the cycle, not in it: the
+baseline's counterpart, the Parquet file appearing, costs nothing.
 
 Baseline: :func:`bench.baseline.cycle` on the same Parquet files, timed from reading them to writing the winner.
+
+Peak RSS (:func:`measure_rss`): the same setup, then one cycle in a fresh process per side (the platform's is a
+``retrain tick``), which reports its RSS after importing what the cycle needs and its peak RSS.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import sys
 from pathlib import Path
 
 from bench import baseline
-from bench.workload import Measurement, memory_status, reset_peak_rss, scratch, timed, write_batch, write_project
+from bench.workload import Measurement, memory_status, scratch, timed, write_batch, write_project
 
 CYCLE_GOAL = 1.25
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # as `retrain` runs its jobs
 
 
 def batches(data: Path, rows: int) -> tuple[Path, Path]:
@@ -32,7 +37,7 @@ def batches(data: Path, rows: int) -> tuple[Path, Path]:
 
 
 class PlatformCycle:
-    """A fresh project with day 0 landed and its champion trained (untimed), then day 1 landed (untimed)."""
+    """A fresh project with day 0 landed and its champion trained (untimed), then day 1 landed (timed apart)."""
 
     def __init__(self, directory: Path, accepted: Path, new: Path):
         from retrain_assets.runner import ingest, project_instance
@@ -44,7 +49,7 @@ class PlatformCycle:
         ingest(self.config, self.instance, accepted)
         bootstrap = tick(self.config_path, self.instance)
         _decision(bootstrap)  # raises unless a champion was promoted
-        ingest(self.config, self.instance, new)
+        self.ingest_seconds, _ = timed(lambda: ingest(self.config, self.instance, new))
 
     def run(self) -> dict:
         """The timed part: one tick that runs the new version through to the promotion decision."""
@@ -84,10 +89,11 @@ def _decision(report) -> dict:
     return outcomes[0].decision
 
 
-def measure(data: Path, rows: int, repetitions: int, warmup: int = 1) -> tuple[Measurement, Measurement]:
-    """Platform and baseline cycles side by side, alternating, ``warmup`` + ``repetitions`` times each."""
+def measure(data: Path, rows: int, repetitions: int, warmup: int = 1) -> tuple[Measurement, Measurement, Measurement]:
+    """Platform and baseline cycles side by side, alternating, ``warmup`` + ``repetitions`` times each; also the
+    (untimed in the cycle) ``retrain ingest`` of the new batch."""
     accepted, new = batches(data, rows)
-    platform, bare = Measurement(), Measurement()
+    platform, bare, landing = Measurement(), Measurement(), Measurement()
     for index in range(warmup + repetitions):
         with scratch(f"cycle-{rows}") as directory:
             cycle = PlatformCycle(directory / "platform", accepted, new)
@@ -97,47 +103,107 @@ def measure(data: Path, rows: int, repetitions: int, warmup: int = 1) -> tuple[M
                 cycle.close()
             if index >= warmup:
                 platform.samples.append(seconds)
+                landing.samples.append(cycle.ingest_seconds)
             reference = BaselineCycle(directory / "baseline", accepted, new)
             seconds, _ = timed(reference.run)
             if index >= warmup:
                 bare.samples.append(seconds)
-    return platform, bare
+    return platform, bare, landing
 
 
-def rss_child(side: str, data: Path, rows: int) -> None:
-    """Entry point of the peak-RSS subprocess: set up one ``side`` (untimed), reset the peak RSS, run one
-    cycle, print ``{"before", "peak", "frame"}`` in bytes as JSON. ``frame`` is ``memory_usage(deep=True)`` of
-    the N-row frame the cycle trains on, as pandas reads it back from the Parquet files."""
+def orchestration_floor(repetitions: int, warmup: int = 1) -> Measurement:
+    """What any run costs on a persistent instance: five trivial assets in a chain, one of them with a blocking
+    check, materialized in process on a fresh sqlite ``DagsterInstance`` (the project's kind of instance)."""
+    import dagster as dg
+
+    @dg.asset
+    def a():
+        return 1
+
+    @dg.asset(check_specs=[dg.AssetCheckSpec("ok", asset="b", blocking=True)])
+    def b(a):
+        yield dg.Output(a + 1)
+        yield dg.AssetCheckResult(passed=True)
+
+    @dg.asset
+    def c(b):
+        return b + 1
+
+    @dg.asset
+    def d(c):
+        return c + 1
+
+    @dg.asset
+    def e(d):
+        return d + 1
+
+    result = Measurement()
+    with scratch("floor") as directory:
+        (directory / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        with dg.DagsterInstance.from_config(str(directory)) as instance:
+            for index in range(warmup + repetitions):
+                seconds, run = timed(lambda: dg.materialize([a, b, c, d, e], instance=instance, run_config=QUIET))
+                if not run.success:
+                    raise RuntimeError("the trivial run failed")
+                if index >= warmup:
+                    result.samples.append(seconds)
+    return result
+
+
+PLATFORM_IMPORTS = ("dagster", "mlflow.sklearn", "great_expectations", "sklearn.linear_model", "sklearn.compose",
+                    "scipy.stats", "matplotlib.pyplot", "retrain_assets.definitions", "retrain_assets.cli")
+BASELINE_IMPORTS = ("pandas", "pyarrow.parquet", "joblib", "sklearn.linear_model", "sklearn.compose", "bench.baseline")
+
+
+def rss_child(side: str, directory: Path, data: Path, rows: int) -> None:
+    """Entry point of a peak-RSS subprocess (``run.py --child rss SIDE``) over a project its parent set up.
+
+    Imports what the cycle needs, records the RSS, then runs one cycle: for the platform literally
+    ``retrain --config DIR/retrain.yaml tick`` (the CLI's ``main`` in this process), for the baseline
+    :func:`bench.baseline.cycle`. Prints ``{"imports", "peak"}`` in bytes as the last line of stdout (``peak``
+    is ``VmHWM``, the process's peak RSS)."""
+    import importlib
+
+    for module in PLATFORM_IMPORTS if side == "platform" else BASELINE_IMPORTS:
+        importlib.import_module(module)
+    imports = memory_status()["VmRSS"]
+    if side == "platform":
+        from retrain_assets.cli import main
+
+        main(["--config", str(directory / "retrain.yaml"), "tick"], standalone_mode=False)
+    else:
+        from retrain_assets.config import load_config
+
+        accepted, new = batches(data, rows)
+        decision = baseline.cycle([accepted], new, directory / "previous.joblib", directory, load_config(directory / "retrain.yaml"))
+        print(decision)
+    print("\n" + json.dumps({"imports": imports, "peak": memory_status()["VmHWM"]}))
+
+
+def measure_rss(data: Path, rows: int) -> dict:
+    """Peak RSS of one ``rows``-row cycle per side, each in a fresh process over a project set up here.
+
+    Returns ``{"frame": bytes, side: {"imports", "peak"}}``: ``frame`` is ``memory_usage(deep=True)`` of the
+    N-row frame the cycle trains on (as pandas reads the two Parquet files). The child reports its own
+    ``VmHWM``: ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` is a maximum over all children so far and also counts
+    the pages a forked child shares with this (large) process before it execs."""
+    import subprocess
+
     import pandas as pd
 
     accepted, new = batches(data, rows)
     frame = pd.concat([pd.read_parquet(accepted), pd.read_parquet(new)], ignore_index=True)
-    frame_bytes = int(frame.memory_usage(deep=True).sum())
+    results: dict = {"frame": int(frame.memory_usage(deep=True).sum())}
     del frame
-    with scratch(f"rss-{side}") as directory:
-        cycle = (PlatformCycle if side == "platform" else BaselineCycle)(directory / side, accepted, new)
-        import gc
-
-        gc.collect()
-        reset_peak_rss()
-        before = memory_status()["VmRSS"]
-        cycle.run()
-        peak = memory_status()["VmHWM"]
-        if isinstance(cycle, PlatformCycle):
-            cycle.close()
-    json.dump({"before": before, "peak": peak, "frame": frame_bytes}, sys.stdout)
-
-
-def measure_rss(data: Path, rows: int) -> dict[str, dict]:
-    """Peak RSS of one cycle per side, each in its own process (``run.py --child rss SIDE``)."""
-    import subprocess
-
-    results = {}
     run_py = Path(__file__).with_name("run.py")
-    for side in ("platform", "baseline"):
-        command = [sys.executable, str(run_py), "--child", "rss", side, "--data", str(data), "--rows", str(rows)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"peak-RSS child ({side}) failed:\n{done.stderr[-3000:]}")
-        results[side] = json.loads(done.stdout.strip().splitlines()[-1])
+    with scratch("rss") as directory:
+        PlatformCycle(directory / "platform", accepted, new).close()
+        BaselineCycle(directory / "baseline", accepted, new)
+        for side in ("platform", "baseline"):
+            command = [sys.executable, str(run_py), "--child", "rss", side, str(directory / side),
+                       "--data", str(data), "--rows", str(rows)]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0 or "promoted" not in done.stdout:
+                raise RuntimeError(f"peak-RSS child ({side}) did not reach a decision:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+            results[side] = json.loads(done.stdout.strip().splitlines()[-1])
     return results

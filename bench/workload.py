@@ -113,14 +113,9 @@ def memory_status() -> dict[str, int]:
     return {key: int(re.search(rf"{key}:\s+(\d+) kB", text).group(1)) * 1024 for key in ("VmRSS", "VmHWM")}
 
 
-def reset_peak_rss() -> None:
-    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux >= 4.0: ``clear_refs`` value 5)."""
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-
-
 def machine() -> dict[str, str]:
-    """Cores, RAM, CPU model, Python and the versions of the libraries the benchmarks exercise."""
+    """Cores, RAM, CPU model, Python, the versions of the libraries the benchmarks exercise, and a fingerprint of
+    the package's sources (other people edit them while the benchmark runs; this says which code was measured)."""
     import platform
     from importlib import metadata
 
@@ -129,7 +124,15 @@ def machine() -> dict[str, str]:
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     packages = ["dagster", "deltalake", "great_expectations", "mlflow", "scikit-learn", "pandas", "pyarrow", "numpy"]
     versions = ", ".join(f"{name} {metadata.version(name)}" for name in packages)
+    import hashlib
+
+    import retrain_assets
+
+    digest = hashlib.sha256()
+    for source in sorted(Path(retrain_assets.__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
     return {
+        "package": f"retrain_assets {metadata.version('retrain-assets')}, sources sha256 {digest.hexdigest()[:12]}",
         "cores": str(os.cpu_count()),
         "ram": f"{ram / 2**30:.1f} GiB",
         "cpu": cpu,

@@ -40,7 +40,8 @@ def save_cursor(instance: "DagsterInstance", name: str, cursor: Optional[str]) -
 
 def quiet_since_last_tick(config: "RetrainConfig", config_path: Path, now: dt.datetime) -> bool:
     """True when a tick could not do anything: ``raw_data`` is at the version the last tick's sensor saw,
-    the schedule's next time has not come, and the config is unchanged. Reads the Delta log and one small
+    the schedule's next time has not come, the config is unchanged, and no run has been recorded since
+    (a failed run elsewhere still reaches the failure alert). Reads the Delta log and one small
     file, so `retrain tick` answers without importing Dagster; anything else takes the full path."""
     from retrain_assets import lake
 
@@ -51,6 +52,7 @@ def quiet_since_last_tick(config: "RetrainConfig", config_path: Path, now: dt.da
     due = state.get("next_schedule")
     return (
         state.get("config_mtime") == config_path.stat().st_mtime
+        and state.get("runs_mtime") == _runs_mtime(config)
         and state.get("raw_version") == lake.latest_version(config.table_uri(lake.RAW_TABLE))
         and (due is None or now < dt.datetime.fromisoformat(due))
     )
@@ -62,10 +64,17 @@ def _remember(config: "RetrainConfig", config_path: Path, defs: "Definitions", i
     schedules = [_next(schedule_def, now) for schedule_def in defs.schedules]
     state = {
         "config_mtime": config_path.stat().st_mtime,
+        "runs_mtime": _runs_mtime(config),
         "raw_version": int(cursor) if cursor else None,
         "next_schedule": min(schedules) if schedules else None,
     }
     (config.dagster_home / STATE_FILE).write_text(json.dumps(state))
+
+
+def _runs_mtime(config: "RetrainConfig") -> Optional[float]:
+    """When the local instance's run storage last changed (``None`` without one, e.g. on Postgres)."""
+    runs = config.dagster_home / "history" / "runs.db"
+    return runs.stat().st_mtime if runs.exists() else None
 
 
 def next_fire_time(cron: str, timezone: str, after: dt.datetime) -> dt.datetime:

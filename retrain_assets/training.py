@@ -151,7 +151,7 @@ def evaluate(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig
         }
     classes = list(pipeline.classes_)
     proba = pipeline.predict_proba(features)
-    predicted = [classes[i] for i in proba.argmax(axis=1)]
+    predicted = pipeline.classes_[proba.argmax(axis=1)]
     binary = len(classes) == 2
     result = {
         "accuracy": float(metrics.accuracy_score(target, predicted)),

@@ -161,3 +161,15 @@ assert "dagster" not in sys.modules and "mlflow" not in sys.modules
     assert quiet_since_last_tick(automated.config, automated.path, now)
     write_config(automated, triggers={"min_new_rows": 6})
     assert not quiet_since_last_tick(automated.config, automated.path, now), "a config change needs the full tick"
+
+
+def test_a_run_recorded_since_the_last_tick_needs_the_full_tick(automated, persistent):
+    from retrain_assets.runner import materialize
+    from retrain_assets.ticking import quiet_since_last_tick
+
+    land(automated, 0)
+    tick(automated.path, persistent)
+    now = dt.datetime.now(dt.timezone.utc)
+    assert quiet_since_last_tick(automated.config, automated.path, now)
+    materialize(automated.path, persistent)  # e.g. `retrain materialize`: its failure must reach the alert sensor
+    assert not quiet_since_last_tick(automated.config, automated.path, now)
