@@ -42,13 +42,13 @@ class ValidationRun:
     after: Optional[int]
     batches: list[BatchOutcome] = field(default_factory=list)
     features: Optional[lake.TableRef] = None
-    accepted_rows: list = field(default_factory=list, repr=False)  # Arrow tables of the accepted batches
+    accepted_rows: list = field(default_factory=list, repr=False)  # frames of the accepted batches
 
     def accepted_frame(self) -> Optional["pd.DataFrame"]:
         """The rows this run accepted, or ``None`` when it accepted none."""
-        import pyarrow as pa
+        import pandas as pd
 
-        return pa.concat_tables(self.accepted_rows).to_pandas() if self.accepted_rows else None
+        return pd.concat(self.accepted_rows, ignore_index=True) if self.accepted_rows else None
 
     def check_results(self, names: list[str]) -> dict[str, tuple[bool, str]]:
         """Per check: passed when every batch passed it; the message names each failing batch."""
@@ -85,20 +85,26 @@ def accepted_rows_after(config: "RetrainConfig", raw_version: Optional[int]) -> 
     return int(newer["rows"].sum())
 
 
-def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
-    """Validate every batch in ``(last processed, upto]``, append the good ones, log all of them."""
+def validate(config: "RetrainConfig", frame: "pd.DataFrame", version: int) -> BatchOutcome:
+    """One batch (the rows ``raw_data`` version ``version`` appended) through the Great Expectations suite."""
     from retrain_assets.validation import check_results, validate_batch
 
+    outcomes = validate_batch(frame, config, batch=f"raw_data v{version}")
+    return BatchOutcome(version, len(frame), check_results(outcomes))
+
+
+def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
+    """Validate every batch in ``(last processed, upto]``, append the good ones, log all of them."""
     raw_uri = config.table_uri(lake.RAW_TABLE)
     after = last_processed_version(config)
     run = ValidationRun(upto=upto, after=after)
     for version in lake.batch_versions(raw_uri, after, upto):
         batch = lake.read_batch(raw_uri, version)
-        outcomes = validate_batch(batch.to_pandas(), config, batch=f"raw_data v{version}")
-        outcome = BatchOutcome(version, batch.num_rows, check_results(outcomes))
+        frame = batch.to_pandas()
+        outcome = validate(config, frame, version)
         if outcome.accepted:
             _append_features(config, batch, version)
-            run.accepted_rows.append(batch)
+            run.accepted_rows.append(frame)
         _log(config, outcome)
         run.batches.append(outcome)
     run.features = current_features(config)

@@ -1,7 +1,9 @@
 """Asset check specs. Data validation and the metric floor are blocking: they stop the run. Drift, champion
 performance, the comparison with the champion and freshness warn: they inform triggers and decisions."""
 
-from dagster import AssetCheckSpec
+from typing import Optional
+
+from dagster import AssetCheckEvaluation, AssetCheckKey, AssetCheckSpec, AssetExecutionContext, AssetKey
 
 from retrain_assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
 from retrain_assets.validation import CHECKS
@@ -25,3 +27,12 @@ EVALUATION_CHECKS = [
 FRESHNESS_CHECKS = [
     AssetCheckSpec(FRESHNESS_CHECK, asset="prod_model", description="the champion is younger than promotion.max_age_days"),
 ]
+
+
+def evaluated_in_this_run(context: AssetExecutionContext, asset: str, name: str) -> Optional[AssetCheckEvaluation]:
+    """The evaluation of check ``asset/name`` recorded by the current run, if it recorded one."""
+    record = context.instance.get_latest_asset_check_evaluation_record(AssetCheckKey(AssetKey(asset), name))
+    evaluation = record.evaluation if record is not None else None
+    if not isinstance(evaluation, AssetCheckEvaluation) or record.run_id != context.run_id:
+        return None
+    return evaluation

@@ -48,25 +48,23 @@ class Backtest:
 
 def accepted_rows(config: "RetrainConfig", after: Optional[int], upto: int) -> tuple[Optional["pd.DataFrame"], list[int]]:
     """Rows of the batches in ``(after, upto]`` that pass validation, and the rejected versions."""
-    import pyarrow as pa
+    import pandas as pd
 
-    from retrain_assets.validation import check_results, validate_batch
+    from retrain_assets.batches import validate
 
     uri = config.table_uri(lake.RAW_TABLE)
     rules = json.dumps([config.data.model_dump(), config.validation.model_dump()], sort_keys=True, default=str)
-    tables, rejected = [], []
+    frames, rejected = [], []
     for version in lake.batch_versions(uri, after, upto):
-        batch = lake.read_batch(uri, version)
+        frame = lake.read_batch(uri, version).to_pandas()
         key = (uri, version, rules)
         if key not in _verdicts:
-            outcomes = validate_batch(batch.to_pandas(), config, batch=f"raw_data v{version}")
-            _verdicts[key] = all(passed for passed, _ in check_results(outcomes).values())
+            _verdicts[key] = validate(config, frame, version).accepted
         if _verdicts[key]:
-            tables.append(batch)
+            frames.append(frame)
         else:
             rejected.append(version)
-    frame = pa.concat_tables(tables).to_pandas() if tables else None
-    return frame, rejected
+    return (pd.concat(frames, ignore_index=True) if frames else None), rejected
 
 
 def backtest(config: "RetrainConfig", registry: "Registry", partition: str, end: dt.datetime, eval_end: dt.datetime) -> Backtest:

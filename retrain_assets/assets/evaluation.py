@@ -3,20 +3,11 @@
 import datetime as dt
 import json
 
-from dagster import (
-    AssetCheckKey,
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetExecutionContext,
-    AssetKey,
-    MetadataValue,
-    Output,
-    asset,
-)
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, MetadataValue, Output, asset
 
 from retrain_assets import lake, training
 from retrain_assets.alerts import send_alert
-from retrain_assets.checks import COMPARISON_CHECK, EVALUATION_CHECKS, MINIMUM_CHECK
+from retrain_assets.checks import COMPARISON_CHECK, EVALUATION_CHECKS, MINIMUM_CHECK, evaluated_in_this_run
 from retrain_assets.monitoring import DRIFT_CHECK
 from retrain_assets.registry import CHAMPION, ModelRef
 from retrain_assets.report import evaluation_html
@@ -117,8 +108,5 @@ def evaluation_report(
 
 def _this_run_drift_scores(context: AssetExecutionContext):
     """Per-feature drift scores that ``validated_features`` measured in this run, if it measured any."""
-    record = context.instance.get_latest_asset_check_evaluation_record(AssetCheckKey(AssetKey("validated_features"), DRIFT_CHECK))
-    evaluation = record.evaluation if record is not None else None
-    if evaluation is None or record.run_id != context.run_id or "scores" not in evaluation.metadata:
-        return None
-    return evaluation.metadata["scores"].value
+    evaluation = evaluated_in_this_run(context, "validated_features", DRIFT_CHECK)
+    return evaluation.metadata["scores"].value if evaluation is not None and "scores" in evaluation.metadata else None

@@ -2,10 +2,11 @@
 
 import datetime as dt
 
-from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, Failure, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
 
 from retrain_assets import batches, lake, training
 from retrain_assets.alerts import send_alert
+from retrain_assets.checks import evaluated_in_this_run
 from retrain_assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
 from retrain_assets.registry import CHAMPION, LoggedModel, code_version
 from retrain_assets.resources import RetrainProject
@@ -96,10 +97,5 @@ def candidate_model(context: AssetExecutionContext, project: RetrainProject, val
 
 def _this_run_check(context: AssetExecutionContext, name: str):
     """``(failed, message)`` of a ``validated_features`` check evaluated in this run, else ``None``."""
-    record = context.instance.get_latest_asset_check_evaluation_record(AssetCheckKey(AssetKey("validated_features"), name))
-    evaluation = record.evaluation if record is not None else None
-    if evaluation is None or record.run_id != context.run_id:
-        return None
-    return (not evaluation.passed, evaluation.description or "")
-
-
+    evaluation = evaluated_in_this_run(context, "validated_features", name)
+    return None if evaluation is None else (not evaluation.passed, evaluation.description or "")
