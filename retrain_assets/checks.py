@@ -30,9 +30,11 @@ FRESHNESS_CHECKS = [
 
 
 def evaluated_in_this_run(context: AssetExecutionContext, asset: str, name: str) -> Optional[AssetCheckEvaluation]:
-    """The evaluation of check ``asset/name`` recorded by the current run, if it recorded one."""
+    """The evaluation of check ``asset/name`` recorded by the current run, if it recorded one; in a run that
+    re-executes an interrupted one from its failed step, the evaluation its parent (or root) run recorded."""
     record = context.instance.get_latest_asset_check_evaluation_record(AssetCheckKey(AssetKey(asset), name))
     evaluation = record.evaluation if record is not None else None
-    if not isinstance(evaluation, AssetCheckEvaluation) or record.run_id != context.run_id:
+    lineage = {context.run_id, context.run.parent_run_id, context.run.root_run_id}
+    if not isinstance(evaluation, AssetCheckEvaluation) or record.run_id not in lineage:
         return None
     return evaluation

@@ -101,11 +101,14 @@ def ingest(ctx, files, landed_at) -> None:
 @click.pass_context
 def materialize(ctx) -> None:
     """Run the whole asset graph once on the latest raw_data version, in process."""
-    from retrain_assets.runner import materialize as run, project_instance
+    from retrain_assets.runner import ProjectBusy, materialize as run, project_instance, project_lock
 
     config = _load(ctx)
-    with project_instance(config) as instance:
-        outcome = run(ctx.obj["config"], instance)
+    try:
+        with project_lock(config), project_instance(config) as instance:
+            outcome = run(ctx.obj["config"], instance)
+    except ProjectBusy as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(outcome.describe(config.promotion.metric))
     if not outcome.success:
         sys.exit(1)
@@ -167,11 +170,15 @@ def tick(ctx, as_json) -> None:
         reason = "raw_data unchanged since the last tick and the schedule not due"
         click.echo(json.dumps({"launched": [], "skipped": {"all": reason}}) if as_json else f"nothing triggered: {reason}")
         return
-    from retrain_assets.runner import project_instance
+    from retrain_assets.runner import ProjectBusy, project_instance
     from retrain_assets.ticking import tick as run_tick
 
-    with project_instance(config) as instance:
-        report = run_tick(ctx.obj["config"], instance)
+    try:
+        with project_instance(config) as instance:
+            report = run_tick(ctx.obj["config"], instance)
+    except ProjectBusy as exc:  # the other tick is doing the work: not an error
+        click.echo(json.dumps({"launched": [], "skipped": {"all": str(exc)}}) if as_json else f"nothing launched: {exc}")
+        return
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -31,11 +31,16 @@ class RetrainProject(ConfigurableResource):
 
 
 def artifact_io_manager(config: Optional[RetrainConfig]):
-    """Dagster's default filesystem IO manager locally (``None``); with ``storage.lake_uri: s3://bucket/prefix``,
-    dagster-aws's S3 pickle IO manager under ``prefix/dagster``. Credentials, region and endpoint come from
-    the standard AWS environment variables, read as ``EnvVar`` when set, never from files."""
-    if config is None or not config.lake_uri.startswith("s3://"):
+    """Dagster's filesystem IO manager under the instance's storage locally (also for in-process runs, so
+    a run interrupted by a crash can be re-executed from the failed step); with ``storage.lake_uri:
+    s3://bucket/prefix``, dagster-aws's S3 pickle IO manager under ``prefix/dagster``. Credentials, region and
+    endpoint come from the standard AWS environment variables, read as ``EnvVar`` when set, never from files."""
+    if config is None:
         return None
+    if not config.lake_uri.startswith("s3://"):
+        from dagster import FilesystemIOManager
+
+        return FilesystemIOManager(base_dir=str(config.dagster_home / "storage"))
     import os
 
     from dagster import EnvVar

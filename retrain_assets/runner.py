@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from dagster import DagsterInstance
 
 _INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+LOCK_FILE = "retrain.lock"
+# Runs this package executes in its own process carry this tag: a tick that holds the project lock and finds
+# one of them unfinished knows its process died (see ticking.recover_interrupted).
+LAUNCHER_TAG = "retrain/launcher"
+RETRY_TAG = "retrain/retry_of"
 # The CLI prints its own summary of a run; Dagster's full event log stays in the instance (and the UI).
 _QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -45,6 +50,35 @@ def project_instance(config: RetrainConfig) -> Iterator["DagsterInstance"]:
     prepare_dagster_home(config)
     with DagsterInstance.get() as instance:
         yield instance
+
+
+class ProjectBusy(RuntimeError):
+    """Another `retrain` process holds the project lock."""
+
+
+@contextlib.contextmanager
+def project_lock(config: RetrainConfig) -> Iterator[None]:
+    """Hold ``<dagster home>/retrain.lock`` (an exclusive, non-blocking ``flock``) while running jobs, so two
+    `retrain tick`/`materialize` processes on one storage home never run at once. The kernel drops the lock
+    when its process dies, even by SIGKILL. Raises :class:`ProjectBusy` naming the holder's pid."""
+    import fcntl
+
+    path = prepare_dagster_home(config) / LOCK_FILE
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ProjectBusy(f"another retrain process (pid {holder}) is running jobs on {config.home}") from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def quiet_libraries() -> None:
@@ -118,12 +152,44 @@ class RunOutcome:
 
 def materialize(config_path: Path, instance: "DagsterInstance", tags: Optional[dict[str, str]] = None) -> RunOutcome:
     """Run the whole asset graph once, in process; a failing blocking check gives ``success=False``."""
+    quiet_libraries()
+    job = retrain_job_for(str(config_path))
+    tags = {**(tags or {}), LAUNCHER_TAG: "retrain"}
+    result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS)
+    return _outcome(result, instance, result.output_for_node)
+
+
+def retrain_job_for(config_path: str) -> Any:
+    """The retraining job of the project at ``config_path``, every step in this process."""
+    from dagster import in_process_executor
+
     from retrain_assets.definitions import build_defs
     from retrain_assets.jobs import RETRAIN_JOB
 
+    return build_defs(config_path).resolve_job_def(RETRAIN_JOB).with_executor_def(in_process_executor)
+
+
+def resume(config_path: Path, instance: "DagsterInstance", run_id: str) -> RunOutcome:
+    """Re-execute a failed run from its failed steps, in process (Dagster's re-execution "from failure"):
+    the steps that finished are not run again; their outputs are loaded from the IO manager's storage."""
+    from dagster import ReexecutionOptions, build_reconstructable_job, execute_job
+
+    from retrain_assets.definitions import build_defs
+
     quiet_libraries()
-    job = build_defs(str(config_path)).resolve_job_def(RETRAIN_JOB)
-    result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags or {}, run_config=_QUIET_LOGGERS)
+    parent = instance.get_run_by_id(run_id)
+    tags = {key: value for key, value in parent.tags.items() if not key.startswith("dagster/") or key == "dagster/run_key"}
+    job = build_reconstructable_job("retrain_assets.runner", "retrain_job_for", reconstructable_args=(str(config_path),))
+    options = ReexecutionOptions.from_failure(run_id, instance)
+    result = execute_job(job, instance, run_config=_QUIET_LOGGERS, tags={**tags, RETRY_TAG: run_id}, reexecution_options=options)
+    defs = build_defs(str(config_path))  # asset values are read by asset key, as the IO manager stored them
+    return _outcome(result, instance, lambda node: defs.load_asset_value(node, instance=instance))
+
+
+def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcome:
+    """What the CLI reports of a finished in-process run; ``output(node)`` reads an asset's value."""
+    from retrain_assets.assets.raw import DELTA_VERSION_TAG
+
     outcome = RunOutcome(run_id=result.run_id, success=result.success, tags=dict(instance.get_run_by_id(result.run_id).tags))
     for evaluation in result.get_asset_check_evaluations():
         outcome.checks[evaluation.check_name] = CheckOutcome(
@@ -133,7 +199,9 @@ def materialize(config_path: Path, instance: "DagsterInstance", tags: Optional[d
         materialization = event.step_materialization_data.materialization
         if materialization.asset_key.to_user_string() == "raw_data":
             outcome.raw_version = int(materialization.metadata["delta_version"].value)
-    outputs = {node: result.output_for_node(node) for node in ("evaluation_report", "prod_model") if _has_output(result, node)}
+    if outcome.raw_version is None and DELTA_VERSION_TAG in outcome.tags:  # a resumed run skips raw_data
+        outcome.raw_version = int(outcome.tags[DELTA_VERSION_TAG])
+    outputs = {node: output(node) for node in ("evaluation_report", "prod_model") if _has_output(result, node)}
     outcome.evaluation, outcome.decision = outputs.get("evaluation_report"), outputs.get("prod_model")
     outcome.error = _first_error(result)
     return outcome

@@ -5,6 +5,11 @@ requested run is executed to completion against the project's persistent instanc
 instance's cursor storage, so a later tick (or a new process over the same ``DAGSTER_HOME``) resumes where
 this one stopped. A request whose ``run_key`` already has a run from the same sensor or schedule is skipped,
 as the daemon does, so a version never runs twice.
+
+A tick holds the project lock (:func:`runner.project_lock`): a second tick at the same time launches
+nothing. Holding it, a tick knows that any run this package started and that is still marked as running
+lost its process (killed, machine lost): it marks that run failed, closes the MLflow runs it left open and
+re-executes it from the failed step, so the interrupted work completes exactly once.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from retrain_assets.runner import RunOutcome, materialize
+from retrain_assets.runner import LAUNCHER_TAG, RunOutcome, materialize, project_lock, resume
 from retrain_assets.triggers import REASON_TAG, TRIGGER_TAG
 
 if TYPE_CHECKING:
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
     from retrain_assets.config import RetrainConfig
 
 _CURSOR_PREFIX = "retrain_tick"
+INTERRUPTED_TAG = "retrain/interrupted"
+MAX_ATTEMPTS = 3  # an interrupted run is re-executed until its lineage has had this many runs
 STATE_FILE = "tick_state.json"
 
 
@@ -124,15 +131,54 @@ class TickReport:
 
 
 def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.datetime] = None) -> TickReport:
-    """Evaluate every sensor and due schedule once; execute what they request; return what happened."""
+    """Resume interrupted runs, evaluate every sensor and due schedule once, execute what they request;
+    return what happened. Raises :class:`runner.ProjectBusy` when another tick holds the project lock."""
+    from retrain_assets.config import load_config
+
+    config = load_config(config_path)
+    with project_lock(config):
+        report = TickReport(launches=[_recover(config, config_path, instance, run) for run in interrupted_runs(instance)])
+        _tick(config, config_path, instance, now or dt.datetime.now(dt.timezone.utc), report)
+    return report
+
+
+def interrupted_runs(instance: "DagsterInstance") -> list:
+    """Retraining runs this package started that are still marked queued or running. Only meaningful while
+    holding the project lock: then no process of ours is running them."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from retrain_assets.jobs import RETRAIN_JOB
+
+    unfinished = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+    runs = instance.get_runs(RunsFilter(job_name=RETRAIN_JOB, statuses=unfinished, tags={LAUNCHER_TAG: "retrain"}))
+    return sorted(runs, key=lambda run: instance.get_run_record_by_id(run.run_id).create_timestamp)
+
+
+def _recover(config: "RetrainConfig", config_path: Path, instance: "DagsterInstance", run) -> Launch:
+    """Mark an interrupted run failed, close the MLflow runs it left open, and re-execute it from failure."""
+    from dagster import RunsFilter
+
+    from retrain_assets.registry import Registry
+
+    message = f"interrupted: the process running {run.run_id} stopped before the run finished"
+    instance.report_run_failed(run, message=message)
+    instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: "true"})
+    Registry(config).close_interrupted(run.run_id)
+    launch = Launch(source="recovery", run_key=run.tags.get("dagster/run_key"), tags=dict(run.tags))
+    attempts = len(instance.get_runs(RunsFilter(tags={"dagster/root_run_id": run.root_run_id}))) + 1 if run.root_run_id else 1
+    if attempts >= MAX_ATTEMPTS:
+        launch.skipped = f"{message}; not resumed again after {attempts} attempts"
+        return launch
+    launch.outcome = resume(config_path, instance, run.run_id)
+    return launch
+
+
+def _tick(config: "RetrainConfig", config_path: Path, instance: "DagsterInstance", now: dt.datetime, report: TickReport) -> None:
     from dagster import RunStatusSensorDefinition
 
-    from retrain_assets.config import load_config
     from retrain_assets.definitions import build_defs
 
     defs = build_defs(str(config_path))
-    now = now or dt.datetime.now(dt.timezone.utc)
-    report = TickReport()
     status_sensors = [s for s in defs.sensors if isinstance(s, RunStatusSensorDefinition)]
     for sensor_def in status_sensors:  # first evaluation starts their cursor before this tick's runs
         _evaluate_sensor(defs, sensor_def, instance, report)
@@ -145,8 +191,7 @@ def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.dateti
             report.launches.append(_launch(config_path, instance, schedule_def.name, "dagster/schedule_name", request))
     for sensor_def in status_sensors:
         _evaluate_sensor(defs, sensor_def, instance, report)
-    _remember(load_config(config_path), config_path, defs, instance, now)
-    return report
+    _remember(config, config_path, defs, instance, now)
 
 
 def _evaluate_sensor(defs: "Definitions", sensor_def, instance: "DagsterInstance", report: TickReport) -> list["RunRequest"]:

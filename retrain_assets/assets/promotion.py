@@ -19,26 +19,29 @@ def prod_model(context: AssetExecutionContext, project: RetrainProject, evaluati
     holdout (or there is no champion); the replaced champion keeps the alias ``previous_champion``.
     Otherwise the champion stays. The decision, its reason and the full run record (metrics of both, Delta
     version, data range, rows, params hash, code version, trigger reason) go on the candidate's model
-    version and on this materialization. Losing is a normal outcome: the run succeeds either way."""
+    version and on this materialization. Losing is a normal outcome: the run succeeds either way.
+    Re-executed after a crash that came after the alias moved, it finds the candidate already champion and
+    completes the same promotion (no second move)."""
     config = project.load()
     registry = project.registry(config)
     current = registry.by_alias(CHAMPION)
+    candidate, compared = evaluation_report["candidate_version"], evaluation_report["champion_version"]
     current_version = str(current.version) if current is not None else None
-    if current_version != evaluation_report["champion_version"]:
+    if current_version not in (compared, candidate):
         raise Failure(
-            f"prod_model: the champion moved from v{evaluation_report['champion_version']} to v{current_version} "
+            f"prod_model: the champion moved from v{compared} to v{current_version} "
             "since evaluation_report ran; materialize evaluation_report again"
         )
-    candidate = evaluation_report["candidate_version"]
     decision = training.decide(evaluation_report["candidate"], evaluation_report["champion"], config)
     record = {
-        "compared_with": current_version or "none",
+        "compared_with": compared or "none",
         **{f"candidate_{k}": v for k, v in evaluation_report["candidate"].items()},
         **{f"champion_{k}": v for k, v in (evaluation_report["champion"] or {}).items()},
     }
     registry.record_decision(candidate, decision.promote, decision.reason, record)
-    previous = registry.promote(candidate) if decision.promote else None
-    champion = candidate if decision.promote else current_version
+    if decision.promote:
+        registry.promote(candidate)
+    champion = candidate if decision.promote else compared
     send_alert(
         config,
         "promoted" if decision.promote else "rejected",
@@ -54,7 +57,7 @@ def prod_model(context: AssetExecutionContext, project: RetrainProject, evaluati
             "promoted": decision.promote,
             "reason": decision.reason,
             "candidate_version": candidate,
-            "previous_champion": previous or current_version,
+            "previous_champion": compared,
             "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "candidate_metrics": MetadataValue.json(evaluation_report["candidate"]),
             "champion_metrics": MetadataValue.json(evaluation_report["champion"]),

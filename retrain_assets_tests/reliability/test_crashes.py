@@ -1,0 +1,126 @@
+"""A process killed (SIGKILL) in the middle of the work loses nothing, half-promotes nothing, and the next
+`retrain tick` completes the work exactly once."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from retrain_assets import lake
+from retrain_assets.faults import CRASH_ENV
+from retrain_assets.registry import CHAMPION, Registry
+from retrain_assets.runner import project_instance
+from retrain_assets.ticking import INTERRUPTED_TAG, tick
+
+RETRAIN = [str(Path(sys.executable).parent / "retrain")]
+
+
+def _cli(project, *args, crash_at=None, **kwargs):
+    env = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"}
+    if crash_at:
+        env[CRASH_ENV] = crash_at
+    return subprocess.run([*RETRAIN, "--config", str(project.path), *args], env=env, capture_output=True, text=True, **kwargs)
+
+
+def _runs(instance, run_key):
+    from dagster import RunsFilter
+
+    return instance.get_runs(RunsFilter(tags={"dagster/run_key": run_key}))
+
+
+def _mlflow_runs(registry):
+    experiment = registry.client.get_experiment_by_name(registry.config.mlflow.experiment)
+    return registry.client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.mark.parametrize("point", ["features_appended", "model_logging", "alias_promotion"])
+def test_killed_tick_is_completed_exactly_once_by_the_next_tick(automated, point, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    config = automated.config
+    with project_instance(config) as instance:
+        version = lake.ingest_file(config, automated.batch(0)).version
+
+    killed = _cli(automated, "tick", crash_at=point, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+
+    # after the crash: every table reads whole at its last committed version; no champion is unevaluated
+    raw = lake.read_table(config.table_uri(lake.RAW_TABLE))
+    assert len(raw) == 600
+    features_uri = config.table_uri(lake.FEATURES_TABLE)
+    assert len(lake.read_table(features_uri)) == 600  # every crash point comes after the batch was appended
+    registry = Registry(config)
+    assert registry.by_alias(CHAMPION) is None, "the only candidate never finished evaluation and promotion"
+    with project_instance(config) as instance:
+        (interrupted,) = _runs(instance, str(version))
+        assert interrupted.status.value == "STARTED"
+
+        report = tick(automated.path, instance)
+
+        (recovery,) = report.launches  # the sensor's cursor already covers the version: no second request
+        assert recovery.source == "recovery" and recovery.outcome.success, recovery.outcome.describe("roc_auc")
+        runs = _runs(instance, str(version))
+        assert sorted(run.status.value for run in runs) == ["FAILURE", "SUCCESS"]
+        assert instance.get_run_by_id(interrupted.run_id).tags[INTERRUPTED_TAG] == "true"
+        assert tick(automated.path, instance).launches == []  # done: nothing more to do
+
+    # exactly once: one log entry and one copy of the batch; one registered model, the champion
+    log = lake.read_table(config.table_uri(lake.VALIDATION_LOG_TABLE))
+    assert log["raw_version"].tolist() == [version]
+    assert len(lake.read_table(features_uri)) == 600
+    versions = registry.client.search_model_versions(f"name = '{config.mlflow.model_name}'")
+    assert len(versions) == 1 and versions[0].tags["delta_version"] == str(version)
+    champion = registry.by_alias(CHAMPION)
+    assert champion.version == versions[0].version and champion.tags["decision"] == "promoted"
+    statuses = sorted(run.info.status for run in _mlflow_runs(registry))
+    assert statuses == (["FINISHED", "KILLED"] if point == "model_logging" else ["FINISHED"])
+
+
+def test_second_crash_of_the_same_run_is_resumed_from_the_first_retry(automated, monkeypatch):
+    """A run killed twice: the second retry starts from the first retry's failed step."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    config = automated.config
+    lake.ingest_file(config, automated.batch(0))
+    assert _cli(automated, "tick", crash_at="features_appended", timeout=300).returncode == -signal.SIGKILL
+    assert _cli(automated, "tick", crash_at="model_logging", timeout=300).returncode == -signal.SIGKILL
+    finished = _cli(automated, "tick", timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "recovery" in finished.stdout and "promoted" in finished.stdout
+    with project_instance(config) as instance:
+        statuses = sorted(run.status.value for run in _runs(instance, "0"))
+    assert statuses == ["FAILURE", "FAILURE", "SUCCESS"]
+    assert len(Registry(config).client.search_model_versions(f"name = '{config.mlflow.model_name}'")) == 1
+
+
+def test_ingest_killed_during_the_delta_commit_leaves_the_table_at_its_last_version(automated, tmp_path):
+    """SIGKILL while delta-rs writes the batch's data file (it streams into ``<file>.parquet#1`` and renames
+    it just before the commit): the table stays at the previous version, the half-written file is part of
+    no version, and ingesting the file again lands it exactly once."""
+    import pandas as pd
+
+    from retrain_assets import synthetic
+
+    config = automated.config
+    lake.ingest_file(config, automated.batch(0))
+    big = tmp_path / "big.csv"
+    synthetic.churn_batch(pd.Timestamp("2026-01-06").date(), 400_000, seed=3).to_csv(big, index=False)
+    table_dir = Path(config.table_uri(lake.RAW_TABLE))
+    before = set(table_dir.glob("*.parquet*"))
+
+    process = subprocess.Popen([*RETRAIN, "--config", str(automated.path), "ingest", str(big)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not set(table_dir.glob("*.parquet#*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    assert set(table_dir.glob("*.parquet#*")), "the kill did not come while the data file was being written"
+    assert lake.latest_version(config.table_uri(lake.RAW_TABLE)) == 0
+    assert len(lake.read_table(config.table_uri(lake.RAW_TABLE))) == 600
+    landed = lake.ingest_file(config, big)
+    assert landed.version == 1
+    assert len(lake.read_table(config.table_uri(lake.RAW_TABLE))) == 600 + 400_000
