@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from retrain_assets import lake
+from retrain_assets.faults import crash_point
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,6 +105,7 @@ def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
         outcome = validate(config, frame, version)
         if outcome.accepted:
             _append_features(config, batch, version)
+            crash_point("features_appended")
             run.accepted_rows.append(frame)
         _log(config, outcome)
         run.batches.append(outcome)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from retrain_assets.config import METRICS
+from retrain_assets.faults import crash_point
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -130,7 +131,19 @@ class Registry:
                 pip_requirements=requirements,
                 skops_trusted_types=SKOPS_TRUSTED_TYPES,
             )
+            crash_point("model_logging")
         return run.info.run_id, info
+
+    def close_interrupted(self, dagster_run_id: str) -> list[str]:
+        """Mark the MLflow runs that a killed Dagster run left ``RUNNING`` as ``KILLED``; return their ids."""
+        experiment = self.client.get_experiment_by_name(self.config.mlflow.experiment)
+        if experiment is None:
+            return []
+        query = f"tags.dagster_run_id = '{dagster_run_id}' and attributes.status = 'RUNNING'"
+        runs = self.client.search_runs([experiment.experiment_id], filter_string=query)
+        for run in runs:
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return [run.info.run_id for run in runs]
 
     def log_candidate(self, model: "LoggedModel") -> ModelRef:
         """Log a candidate (see :meth:`log_run`), register it and point ``challenger`` at it."""
@@ -152,19 +165,61 @@ class Registry:
             self.client.create_registered_model(self.name)
 
     def load(self, version: str) -> Any:
-        import mlflow
+        """Version ``version`` of the project's model, read from the registry in ``retrain.yaml`` (never the
+        ambient ``MLFLOW_*_URI`` or mlflow's process-wide URIs) and deserialized only by skops, trusting
+        only :data:`SKOPS_TRUSTED_TYPES`: never pickle, never a type list stored beside the model.
 
-        return mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
+        Raises:
+            ValueError: the version's artifact is not a skops file of a scikit-learn model, or it holds a
+                type outside the trusted list; the message names the model version.
+        """
+        import tempfile
+
+        import mlflow
+        import skops.io
+        import yaml
+
+        what = f"model {self.name!r} version {version}"
+        source = self.client.get_model_version_download_uri(self.name, version)
+        with tempfile.TemporaryDirectory() as scratch:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=scratch, tracking_uri=self.config.tracking_uri,
+                    registry_uri=self.config.tracking_uri,
+                )
+            )
+            try:
+                flavor = (yaml.safe_load((local / "MLmodel").read_text()) or {}).get("flavors", {}).get("sklearn") or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise ValueError(f"{what}: refused, its MLmodel file cannot be read ({type(exc).__name__})") from None
+            saved_as = flavor.get("serialization_format")
+            if saved_as != "skops":
+                raise ValueError(f"{what}: refused, saved as {saved_as!r}; only skops models are loaded (no pickle)")
+            path = (local / str(flavor.get("pickled_model", ""))).resolve()
+            if local.resolve() not in path.parents or not path.is_file():
+                raise ValueError(f"{what}: refused, its model file {flavor.get('pickled_model')!r} is not in the artifact")
+            try:
+                untrusted = set(skops.io.get_untrusted_types(file=path)) - set(SKOPS_TRUSTED_TYPES)
+            except Exception as exc:  # anything skops cannot parse is not a model we wrote
+                raise ValueError(f"{what}: refused, {path.name} is not a readable skops file ({type(exc).__name__})") from None
+            if untrusted:
+                raise ValueError(f"{what}: refused, {path.name} holds types outside the trusted list: {sorted(untrusted)}")
+            return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)
 
     def reference_profile(self, version: "ModelVersion") -> Optional[dict[str, Any]]:
-        """The drift reference logged with ``version`` (``None`` for models logged without one)."""
-        import mlflow
+        """The drift reference logged with ``version`` (``None`` for models logged without one), read through
+        this registry's client, so from the configured store."""
+        import json
+        import tempfile
+
         from mlflow.exceptions import MlflowException
 
-        try:
-            return mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{PROFILE_ARTIFACT}")
-        except (MlflowException, OSError):
-            return None
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                path = self.client.download_artifacts(version.run_id, PROFILE_ARTIFACT, scratch)
+                return json.loads(Path(path).read_text())
+            except (MlflowException, OSError, ValueError):
+                return None
 
     def by_alias(self, alias: str) -> Optional["ModelVersion"]:
         from mlflow.exceptions import MlflowException
@@ -190,6 +245,7 @@ class Registry:
         previous = self.by_alias(CHAMPION)
         if previous is not None and str(previous.version) != version:
             self.client.set_registered_model_alias(self.name, PREVIOUS_CHAMPION, previous.version)
+        crash_point("alias_promotion")
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
         self.client.set_model_version_tag(self.name, version, "promoted_at", _now())
         return str(previous.version) if previous is not None else None
