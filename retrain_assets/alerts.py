@@ -78,19 +78,27 @@ def _webhook_url(config: RetrainConfig) -> Optional[str]:
 
 
 def _post(url: str, body: bytes, timeout: float) -> str:
-    """POST ``body`` as JSON; ``"sent"`` or ``"failed: <reason>"``, never an exception."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or "?"
-    if parts.scheme not in ("http", "https"):
-        reason = f"webhook URL scheme must be http or https, got {parts.scheme!r}"
+    """POST ``body`` as JSON; ``"sent"`` or ``"failed: <reason>"``, never an exception. The URL carries a
+    secret, so neither it nor an exception message quoting it ever reaches the reason or the log."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, scheme = parts.hostname or "?", parts.scheme
+    except ValueError:  # e.g. a malformed IPv6 host
+        host, scheme = "?", None
+    if scheme is None:
+        reason = "invalid webhook URL (ValueError)"
+    elif scheme not in ("http", "https"):
+        reason = f"webhook URL scheme must be http or https, got {scheme!r}"
     else:
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
         try:
+            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 response.read()
             return "sent"
         except (OSError, http.client.HTTPException, ValueError) as exc:
             reason = _reason(exc, timeout)
+        except Exception as exc:  # noqa: BLE001 - an alert must never fail the run that sends it
+            reason = f"{type(exc).__name__} while posting"
     logger.warning("alert webhook at %s failed: %s", host, reason)
     return f"failed: {reason}"
 
@@ -102,9 +110,11 @@ def _reason(exc: Exception, timeout: float) -> str:
     cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(cause, TimeoutError):
         return f"timeout after {timeout:g}s"
-    if isinstance(cause, ValueError):
+    if isinstance(cause, (ValueError, http.client.InvalidURL)):  # their messages quote the URL
         return f"invalid webhook URL ({type(cause).__name__})"
-    return f"{type(cause).__name__}: {cause}" if isinstance(cause, BaseException) else str(cause)
+    if isinstance(cause, OSError):  # socket errors: their text, no URL
+        return f"{type(cause).__name__}: {cause.strerror or cause}"
+    return type(cause).__name__ if isinstance(cause, BaseException) else str(cause)
 
 
 def _append(config: RetrainConfig, message: dict) -> None:

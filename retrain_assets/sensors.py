@@ -20,7 +20,10 @@ from retrain_assets import lake
 from retrain_assets.assets.raw import DELTA_VERSION_TAG
 from retrain_assets.jobs import retrain_job
 from retrain_assets.resources import RetrainProject
-from retrain_assets.triggers import TRIGGER_TAG
+from retrain_assets.triggers import FIRED_TAG, REASON_TAG, TRIGGER_TAG
+
+ALERTED_RUN_TAGS = (TRIGGER_TAG, FIRED_TAG, REASON_TAG, DELTA_VERSION_TAG, "dagster/run_key", "dagster/sensor_name",
+                    "dagster/schedule_name", "dagster/partition", "retrain/backfill")
 
 
 @sensor(job=retrain_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
@@ -53,9 +56,11 @@ def alert_on_run_failure(context: RunFailureSensorContext, project: RetrainProje
 
     run = context.dagster_run
     message = context.failure_event.message or "run failed"
+    # only the tags this project sets: a run's tags can hold anything its launcher put there (tokens included)
+    tags = {key: run.tags[key] for key in ALERTED_RUN_TAGS if key in run.tags}
     send_alert(
         project.load(),
         "run_failed",
         f"run {run.run_id[:8]} of {run.job_name} failed: {message}",
-        {"run_id": run.run_id, "tags": dict(run.tags)},
+        {"run_id": run.run_id, "tags": tags},
     )

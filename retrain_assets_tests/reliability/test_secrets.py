@@ -289,6 +289,7 @@ def scenario(tmp_path_factory, moto_with_auth, mlflow_backend) -> Scenario:
     received, seen = [], []
     hook, proxy = webhook_receiver(received), recording_proxy(upstream_port, seen)
     mlflow_uri = f"http://127.0.0.1:{proxy.server_address[1]}"
+    direct = f"http://127.0.0.1:{upstream_port}"  # what this test reads with, so the proxy sees only the CLI
     raw["storage"] = {"lake_uri": f"s3://{BUCKET}/{unique}"}
     raw["mlflow"] = {"tracking_uri": mlflow_uri, "experiment": f"churn-{unique}", "model_name": f"churn-{unique}"}
     raw["alerts"] = {"webhook_url_env": WEBHOOK_ENV}
@@ -310,7 +311,7 @@ def scenario(tmp_path_factory, moto_with_auth, mlflow_backend) -> Scenario:
         **{WEBHOOK_ENV: f"http://127.0.0.1:{hook.server_address[1]}/hooks/{hook_token}?token={hook_token}"},
     )
     run = Scenario(root, config_path, canaries, env, webhook=received, mlflow_requests=seen, s3=s3,
-                   mlflow_uri=mlflow_uri, mlflow_home=mlflow_home, decoy=decoy, decoy_before=store_fingerprint(decoy))
+                   mlflow_uri=direct, mlflow_home=mlflow_home, decoy=decoy, decoy_before=store_fingerprint(decoy))
     try:
         run.cli("ingest", str(days[0]))
         run.cli("tick")  # first model, promoted: there is no champion
@@ -322,7 +323,7 @@ def scenario(tmp_path_factory, moto_with_auth, mlflow_backend) -> Scenario:
         run.cli("status", "--json")
         from mlflow import MlflowClient
 
-        client = MlflowClient(mlflow_uri, mlflow_uri)
+        client = MlflowClient(direct, direct)
         name = raw["mlflow"]["model_name"]
         if "previous_champion" in client.get_registered_model(name).aliases:
             run.cli("rollback", "--reason", "secrets test")
@@ -401,7 +402,7 @@ def test_no_canary_in_dagster_records(scenario):
                 found += leaks(scenario.canaries, f"{key} materialization", serialize_value(record.event_log_entry))
         for check_key in build_defs(str(scenario.config_path)).resolve_asset_graph().asset_check_keys:
             for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100):
-                found += leaks(scenario.canaries, f"check {check_key.name}", serialize_value(record))
+                found += leaks(scenario.canaries, f"check {check_key.name}", serialize_value(record.event))
         runless = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION), limit=1000)
         for record in runless:
             found += leaks(scenario.canaries, "materialization record", serialize_value(record))
@@ -617,3 +618,82 @@ def test_a_tampered_model_version_is_refused(configured, tmp_path, tampering):
         assert loaded[0].func is os.system
     elif tampering == "pickle_declared_in_mlmodel":
         assert marker.exists(), "the tampered artifact really runs code when unpickled"
+
+
+# --- alert paths that fail: the URL's secret stays out of the outcome, the log and the exception ------
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["http://127.0.0.1:{port}/hooks/{secret}", "http://127.0.0.1:{dead}/hooks/{secret}",
+     "http://127.0.0.1:{port}/hooks/{secret} x", "http://user:{secret}@127.0.0.1:{port}/hooks",
+     "http://[::1/hooks/{secret}", "http://127.0.0.1:99999/hooks/{secret}", "ftp://127.0.0.1/{secret}"],
+)
+def test_failed_webhook_delivery_never_quotes_the_url(tmp_path, monkeypatch, caplog, shape):
+    import logging
+
+    from retrain_assets.alerts import send_alert
+    from retrain_assets.config import parse_config
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = _start(Refuse)
+    secret = f"hook-canary-{uuid.uuid4().hex}"
+    url = shape.format(port=server.server_address[1], dead=free_port(), secret=secret)
+    monkeypatch.setenv(WEBHOOK_ENV, url)
+    for name, value in LOCAL.items():
+        monkeypatch.setenv(name, value)
+    raw = {"project": "churn", "data": {"target": "y", "task": "classification", "columns": {"x": "float", "y": "int"}},
+           "alerts": {"webhook_url_env": WEBHOOK_ENV, "timeout_seconds": 2}}
+    config = parse_config(raw, base_dir=tmp_path)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            message = send_alert(config, "run_failed", "run 1234 failed", {"run_id": "1234"})
+    finally:
+        _shutdown(server)
+
+    assert message["delivery"].startswith("failed: ")
+    canaries = {"webhook": secret}
+    assert leaks(canaries, "outcome", json.dumps(message)) == []
+    assert leaks(canaries, "alerts.jsonl", config.alerts_log.read_bytes()) == []
+    assert leaks(canaries, "log", caplog.text) == []
+
+
+def test_run_failure_alert_does_not_copy_the_launchers_tags(project, monkeypatch):
+    """A run launched with a credential in its tags (by a UI user, a CI job, an API client) fails: the
+    alert names the run, not every tag it carries."""
+    from dagster import build_sensor_context, instance_for_test
+
+    from retrain_assets.alerts import recent_alerts
+    from retrain_assets.definitions import build_defs
+    from retrain_assets.jobs import RETRAIN_JOB
+    from retrain_assets.sensors import alert_on_run_failure
+    from retrain_assets.triggers import TRIGGER_TAG
+
+    secret = f"tag-canary-{uuid.uuid4().hex}"
+    defs = build_defs(str(project.path))
+    with instance_for_test() as instance:
+
+        def evaluate(cursor):
+            with build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources,
+                                      sensor_name=alert_on_run_failure.name) as context:
+                return alert_on_run_failure.evaluate_tick(context)
+
+        started = evaluate(None)
+        tags = {"launcher/api_token": secret, TRIGGER_TAG: "manual"}
+        result = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(instance=instance, raise_on_error=False, tags=tags)
+        assert not result.success  # nothing ingested: raw_data has no table
+        evaluate(started.cursor)
+
+    alerts = recent_alerts(project.config)
+    assert [alert["kind"] for alert in alerts] == ["run_failed"]
+    assert alerts[0]["details"]["run_id"] == result.run_id and alerts[0]["details"]["tags"][TRIGGER_TAG] == "manual"
+    assert leaks({"tag": secret}, "run_failed alert", json.dumps(alerts)) == []
