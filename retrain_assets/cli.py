@@ -133,6 +133,9 @@ def describe_status(report: dict) -> str:
         f"raw_data: {raw['uri']} version {raw['version']} ({raw['rows']} rows)",
         f"last processed raw version: {report['last_processed_version']}",
     ]
+    for refusal in report["refused_files"][-5:]:
+        kept = f" (kept in {refusal['quarantined']})" if refusal["quarantined"] else ""
+        lines.append(f"refused {Path(refusal['file']).name} at {refusal['at']}: {refusal['reason']}{kept}")
     if champion:
         lines.append(
             f"champion: {champion['name']} v{champion['version']} (delta v{champion['delta_version']}, "
@@ -170,11 +173,11 @@ def tick(ctx, as_json) -> None:
         reason = "raw_data unchanged since the last tick and the schedule not due"
         click.echo(json.dumps({"launched": [], "skipped": {"all": reason}}) if as_json else f"nothing triggered: {reason}")
         return
-    from retrain_assets.runner import ProjectBusy, project_instance
+    from retrain_assets.runner import ProjectBusy, project_instance, project_lock
     from retrain_assets.ticking import tick as run_tick
 
     try:
-        with project_instance(config) as instance:
+        with project_lock(config), project_instance(config) as instance:
             report = run_tick(ctx.obj["config"], instance)
     except ProjectBusy as exc:  # the other tick is doing the work: not an error
         click.echo(json.dumps({"launched": [], "skipped": {"all": str(exc)}}) if as_json else f"nothing launched: {exc}")

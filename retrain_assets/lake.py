@@ -1,16 +1,21 @@
 """Delta Lake tables of a project: landing batches in ``raw_data`` and reading any version back.
 
 Every ingested file becomes exactly one new version of ``raw_data``. A file that cannot be read or cast to
-the schema in ``retrain.yaml`` is refused whole: nothing is written, and the file is copied byte for byte into
-the quarantine folder with a note of why. Bad *values* (nulls, out of range, unknown categories) do land;
-catching them is the job of the validation checks.
+the schema in ``retrain.yaml`` (or is empty, header only, truncated, not UTF-8) is refused whole: nothing is
+written, and the file is copied byte for byte into the quarantine folder with a note of why. Every refusal
+(also of a path that does not exist, is outside ``storage.landing_dir`` or repeats a landed file) is appended
+to ``refusals.jsonl`` under the storage home, which `retrain status` reads. Bad *values* (nulls, out of
+range, unknown categories) do land; catching them is the job of the validation checks.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
+import json
 import shutil
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -77,10 +82,50 @@ def read_batch_file(path: Path) -> "pd.DataFrame":
     suffix = path.suffix.lower()
     if suffix not in READABLE_SUFFIXES:
         raise ValueError(f"{path.name}: unsupported file type {suffix!r} (expected CSV or Parquet)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path.name}: empty file (0 bytes)")
     try:
-        return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except UnicodeDecodeError:
+        raise ValueError(_not_utf8(path)) from None
     except Exception as exc:  # any parser error means the same thing to the user: unreadable
         raise ValueError(f"{path.name}: cannot be read as {suffix[1:].upper()}: {exc}") from exc
+    short = _short_last_row(path) if suffix == ".csv" else None
+    if short is not None:
+        raise ValueError(f"{path.name}: truncated: {short}")
+    return frame
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a CSV stops being UTF-8: the byte, its line and, past the header, its column."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        return f"{path.name}: not UTF-8 text"
+    except UnicodeDecodeError as exc:
+        start = exc.start
+    line = data.count(b"\n", 0, start) + 1
+    where = f"{path.name}: not UTF-8 text: byte 0x{data[start]:02x} on line {line}"
+    if line == 1:
+        return where
+    header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8", "replace")]))
+    before = data[data.rfind(b"\n", 0, start) + 1 : start].decode("utf-8", "replace")
+    index = len(next(csv.reader([before]))) - 1 if before else 0
+    return where + (f", column {header[index]!r}" if index < len(header) else "")
+
+
+def _short_last_row(path: Path) -> Optional[str]:
+    """Why a CSV looks cut off mid-write (no final newline and a last row with fewer fields than the
+    header), else ``None``. Reads only the first line and the last 64 KiB."""
+    with path.open("rb") as handle:
+        header = handle.readline()
+        handle.seek(max(0, path.stat().st_size - (1 << 16)))
+        tail = handle.read()
+    if tail.endswith(b"\n") or b"\n" not in tail:
+        return None
+    last = tail.rsplit(b"\n", 1)[1]
+    width = [len(next(csv.reader([line.decode("utf-8", "replace")]))) for line in (header, last)]
+    return f"the last row has {width[1]} of {width[0]} fields" if width[1] < width[0] else None
 
 
 def _cast_column(values: "pd.Series", kind: "ColumnType") -> "pd.Series":
@@ -89,8 +134,8 @@ def _cast_column(values: "pd.Series", kind: "ColumnType") -> "pd.Series":
 
     if kind in ("int", "float"):
         numbers = pd.to_numeric(values, errors="coerce")
-        if kind == "int":
-            whole = numbers.isna() | (numbers == numbers.round())
+        if kind == "int":  # inf and magnitudes beyond int64 do not convert either
+            whole = numbers.isna() | ((numbers == numbers.round()) & (numbers.abs() < 2.0**63))
             return numbers.where(whole).astype("Int64")
         return numbers.astype("float64")
     if kind in ("category", "string"):
@@ -108,6 +153,8 @@ def to_table_schema(frame: "pd.DataFrame", columns: dict[str, "ColumnType"], sou
     """Cast a batch to the configured schema, or raise ``ValueError`` naming every offending column."""
     import pyarrow as pa
 
+    if len(frame) == 0:
+        raise ValueError(f"{source}: no rows (only a header)")
     missing = [name for name in columns if name not in frame.columns]
     unknown = [name for name in frame.columns if name not in columns]
     problems = []
@@ -129,6 +176,25 @@ def to_table_schema(frame: "pd.DataFrame", columns: dict[str, "ColumnType"], sou
     if problems:
         raise ValueError(f"{source}: " + "; ".join(problems))
     return pa.table(arrays)
+
+
+def refuse(config: "RetrainConfig", path: Path, reason: str, keep: bool) -> BatchRefused:
+    """Record a refusal in ``refusals.jsonl`` (and, when ``keep``, quarantine the file); the error to raise."""
+    kept = quarantine(path, reason, config.quarantine_dir) if keep else None
+    entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "file": str(path.absolute()),
+             "reason": reason, "quarantined": str(kept) if kept else None}
+    config.refusals_log.parent.mkdir(parents=True, exist_ok=True)
+    with config.refusals_log.open("a") as log:
+        log.write(json.dumps(entry) + "\n")
+    return BatchRefused(reason, kept)
+
+
+def recent_refusals(config: "RetrainConfig", limit: int = 10) -> list[dict]:
+    """The newest ``limit`` refusals, oldest first."""
+    if not config.refusals_log.exists():
+        return []
+    with config.refusals_log.open() as log:
+        return [json.loads(line) for line in deque(log, maxlen=limit)]
 
 
 def quarantine(path: Path, reason: str, quarantine_dir: Path) -> Path:
@@ -157,12 +223,16 @@ def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.date
     from deltalake import CommitProperties, write_deltalake
 
     uri = config.table_uri(RAW_TABLE)
+    landing = config.landing_dir
+    if landing is not None and not path.resolve().is_relative_to(landing):
+        reason = f"{path}: outside the landing folder {landing} (it resolves to {path.resolve()})"
+        raise refuse(config, path, reason, keep=False)
     if not path.is_file():
-        raise BatchRefused(f"{path}: no such file")
+        raise refuse(config, path, f"{path}: no such file", keep=False)
     sha = _sha256(path)
     landed = next((entry["version"] for entry in history(uri) if entry.get(SHA_KEY) == sha), None)
     if landed is not None:
-        raise BatchRefused(f"{path.name}: identical content already landed as raw_data version {landed}")
+        raise refuse(config, path, f"{path.name}: identical content already landed as raw_data version {landed}", keep=False)
     try:
         table = to_table_schema(read_batch_file(path), config.data.columns, path.name)
         metadata = {SOURCE_KEY: path.name, SHA_KEY: sha}
@@ -171,8 +241,10 @@ def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.date
         write_deltalake(uri, table, mode="append", commit_properties=CommitProperties(custom_metadata=metadata))
     except Exception as exc:
         reason = str(exc) if isinstance(exc, ValueError) else f"{path.name}: write to {uri} failed: {exc}"
-        raise BatchRefused(reason, quarantine(path, reason, config.quarantine_dir)) from exc
-    return IngestResult(source=path.name, version=latest_version(uri), rows=table.num_rows)
+        raise refuse(config, path, reason, keep=True) from exc
+    # not latest_version(): another writer may have committed since ours
+    version = next(entry["version"] for entry in reversed(history(uri)) if entry.get(SHA_KEY) == sha)
+    return IngestResult(source=path.name, version=version, rows=table.num_rows)
 
 
 def latest_version(uri: str) -> Optional[int]:
@@ -185,12 +257,20 @@ def latest_version(uri: str) -> Optional[int]:
 
 
 def history(uri: str) -> list[dict]:
-    """Commit log entries (oldest first), each with its ``version`` and custom metadata; empty if no table."""
+    """Commit log entries (oldest first), each with its ``version`` and custom metadata; empty if no table.
+
+    delta-rs numbers history entries down from the version it loaded, yet also reads commits that land
+    while it reads, which shifts every number. So the log is read again until no commit landed meanwhile.
+    """
     from deltalake import DeltaTable
 
     if not DeltaTable.is_deltatable(uri):
         return []
-    return sorted(DeltaTable(uri).history(), key=lambda entry: entry["version"])
+    while True:
+        table = DeltaTable(uri)
+        entries = table.history()
+        if DeltaTable(uri).version() == table.version():
+            return sorted(entries, key=lambda entry: entry["version"])
 
 
 def landed_at(entry: dict) -> dt.datetime:
@@ -237,6 +317,22 @@ def read_batch(uri: str, version: int) -> "pa.Table":
     dataset = current.to_pyarrow_dataset()
     fragments = [fragment for fragment in dataset.get_fragments() if Path(fragment.path).name in added]
     return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem).to_table()
+
+
+def read_newest_files(uri: str, key: str, below: int, files: int, columns: list[str]) -> "pd.DataFrame":
+    """Rows of the ``files`` data files with the highest ``max(key)`` among those holding a ``key`` below
+    ``below``: chosen from the file statistics in the Delta log, so only those files are read."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri)
+    stats = pa.table(table.get_add_actions(flatten=True)).select(["path", f"min.{key}", f"max.{key}"]).to_pandas()
+    newest = stats[stats[f"min.{key}"] < below].nlargest(files, f"max.{key}")
+    chosen = {Path(path).name for path in newest["path"]}
+    dataset = table.to_pyarrow_dataset()
+    fragments = [fragment for fragment in dataset.get_fragments() if Path(fragment.path).name in chosen]
+    return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem).to_table(columns=columns).to_pandas()
 
 
 def table_summary(uri: str, version: Optional[int] = None) -> Optional[dict]:

@@ -45,10 +45,18 @@ def prepare_dagster_home(config: RetrainConfig) -> Path:
 
 @contextlib.contextmanager
 def project_instance(config: RetrainConfig) -> Iterator["DagsterInstance"]:
+    """The project's Dagster instance. Opening it creates its sqlite storage the first time, which two
+    processes must not do at once: the opening is serialised by a blocking ``flock``."""
+    import fcntl
+
     from dagster import DagsterInstance
 
-    prepare_dagster_home(config)
-    with DagsterInstance.get() as instance:
+    home = prepare_dagster_home(config)
+    with open(home / "instance.lock", "a") as opening:
+        fcntl.flock(opening, fcntl.LOCK_EX)
+        instance = DagsterInstance.get()
+        fcntl.flock(opening, fcntl.LOCK_UN)
+    with instance:
         yield instance
 
 
@@ -56,14 +64,21 @@ class ProjectBusy(RuntimeError):
     """Another `retrain` process holds the project lock."""
 
 
+_HELD_LOCKS: set[Path] = set()
+
+
 @contextlib.contextmanager
 def project_lock(config: RetrainConfig) -> Iterator[None]:
     """Hold ``<dagster home>/retrain.lock`` (an exclusive, non-blocking ``flock``) while running jobs, so two
     `retrain tick`/`materialize` processes on one storage home never run at once. The kernel drops the lock
-    when its process dies, even by SIGKILL. Raises :class:`ProjectBusy` naming the holder's pid."""
+    when its process dies, even by SIGKILL. Re-entrant within a process. Raises :class:`ProjectBusy` naming
+    the holder's pid."""
     import fcntl
 
     path = prepare_dagster_home(config) / LOCK_FILE
+    if path in _HELD_LOCKS:
+        yield
+        return
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,9 +89,11 @@ def project_lock(config: RetrainConfig) -> Iterator[None]:
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
+        _HELD_LOCKS.add(path)
         try:
             yield
         finally:
+            _HELD_LOCKS.discard(path)
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -388,8 +405,8 @@ def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
 
 
 def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterInstance") -> dict[str, Any]:
-    """Where things stand: raw table, last processed version, champion, last decision, checks, the last
-    run and its trigger, stale assets, and recent events (alerts, rollbacks)."""
+    """Where things stand: raw table, last processed version, files refused at ingest, champion, last
+    decision, checks, the last run and its trigger, stale assets, and recent events (alerts, rollbacks)."""
     from retrain_assets.alerts import recent_alerts
     from retrain_assets.definitions import build_defs
 
@@ -411,6 +428,7 @@ def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterI
             "rows": raw["rows"] if raw else 0,
         },
         "last_processed_version": batches.last_processed_version(config),
+        "refused_files": lake.recent_refusals(config),
         **registry_status,
         "latest_checks": latest_checks(instance),
         "last_run": last_run(instance),
