@@ -87,11 +87,28 @@ def accepted_rows_after(config: "RetrainConfig", raw_version: Optional[int]) -> 
 
 
 def validate(config: "RetrainConfig", frame: "pd.DataFrame", version: int) -> BatchOutcome:
-    """One batch (the rows ``raw_data`` version ``version`` appended) through the Great Expectations suite."""
-    from retrain_assets.validation import check_results, validate_batch
+    """One batch (the rows ``raw_data`` version ``version`` appended) through the Great Expectations suite,
+    judged against its landing time and the sizes of the accepted batches before it."""
+    from retrain_assets.validation import BatchContext, check_results, validate_batch
 
-    outcomes = validate_batch(frame, config, batch=f"raw_data v{version}")
+    entry = next(e for e in lake.history(config.table_uri(lake.RAW_TABLE)) if e["version"] == version)
+    context = BatchContext(lake.landed_at(entry), tuple(recent_accepted_rows(config, version)))
+    outcomes = validate_batch(frame, config, batch=f"raw_data v{version}", context=context)
     return BatchOutcome(version, len(frame), check_results(outcomes))
+
+
+def recent_accepted_rows(config: "RetrainConfig", before: int) -> list[int]:
+    """Row counts of the newest accepted batches older than ``raw_data`` version ``before`` (up to
+    ``validation.RECENT_BATCHES``, newest first), from the validation log's newest files only, so the cost
+    does not grow with the log."""
+    from retrain_assets.validation import RECENT_BATCHES
+
+    uri = config.table_uri(lake.VALIDATION_LOG_TABLE)
+    if lake.latest_version(uri) is None:
+        return []
+    log = lake.read_newest_files(uri, "raw_version", before, files=4 * RECENT_BATCHES, columns=["raw_version", "rows", "accepted"])
+    accepted = log[log["accepted"] & (log["raw_version"] < before)].sort_values("raw_version", ascending=False)
+    return [int(rows) for rows in accepted["rows"].head(RECENT_BATCHES)]
 
 
 def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:

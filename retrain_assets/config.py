@@ -42,6 +42,9 @@ class _Section(BaseModel):
 class StorageConfig(_Section):
     home: str = Field(".retrain", description="Storage home, relative to the config file's folder.")
     lake_uri: Optional[str] = Field(None, description="Where the Delta tables live; default <home>/lake.")
+    landing_dir: Optional[str] = Field(
+        None, description="Relative to the config file's folder; when set, `retrain ingest` takes files only from inside it."
+    )
 
 
 class MlflowConfig(_Section):
@@ -91,6 +94,12 @@ class ValidationConfig(_Section):
     target_classes: Optional[list[Union[str, int, bool]]] = None
     min_class_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Target balance floor per class.")
     min_rows: int = Field(1, ge=1)
+    max_batch_growth: Optional[float] = Field(
+        5.0, gt=1, description="A batch may hold at most this many times the median rows of the recent accepted ones."
+    )
+    max_event_age_days: Optional[float] = Field(
+        3650, gt=0, description="data.timestamp may be at most this old when its batch lands (catches sentinel dates)."
+    )
 
 
 class ModelConfig(_Section):
@@ -227,6 +236,14 @@ class RetrainConfig(_Section):
     @property
     def quarantine_dir(self) -> Path:
         return self.home / "quarantine"
+
+    @property
+    def refusals_log(self) -> Path:
+        return self.home / "refusals.jsonl"
+
+    @property
+    def landing_dir(self) -> Optional[Path]:
+        return (self._base_dir / self.storage.landing_dir).resolve() if self.storage.landing_dir else None
 
     @property
     def alerts_log(self) -> Path:

@@ -120,7 +120,9 @@ def render_config(config: RetrainConfig, source: str) -> str:
     header = (
         f"# Inferred by `retrain init` from {source}.\n"
         "# Review it before the first run: the numeric ranges (min/max) and category domains under\n"
-        "# validation.columns only reflect the sample, and a batch outside them is rejected.\n"
+        "# validation.columns only reflect the sample, and a batch outside them is rejected. So is a batch\n"
+        "# over validation.max_batch_growth x the usual size, or with data.timestamp values older than\n"
+        "# validation.max_event_age_days (or after the time it lands): set them to what your source can send.\n"
     )
     return header + "\n" + re.sub(r"\n(?=\w)", "\n\n", config.to_yaml())
 

@@ -1,12 +1,16 @@
 """Validate one batch of raw data with a Great Expectations suite built from ``retrain.yaml``.
 
 Every expectation carries ``meta["check"]``, the :data:`CHECKS` name it belongs to, so one GE run yields the
-five blocking checks. ``great_expectations`` is imported on first use only; the sensor and CLI paths stay light.
+blocking checks. One rule has no GE expectation and is plain pandas, reported in the same :class:`RuleOutcome`
+form: a feature that is a copy of the target (``no_target_leakage``). ``great_expectations`` is imported on
+first use only; the sensor and CLI paths stay light.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import statistics
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -21,11 +25,22 @@ if TYPE_CHECKING:
 
 CHECKS: dict[str, str] = {
     "schema_matches": "columns are exactly data.columns, each with a dtype of its declared type",
-    "required_values_present": "no nulls in the target or in columns declared nullable: false",
-    "values_in_range": "numeric values within validation.columns min/max",
+    "required_values_present": "no nulls in the target or in columns declared nullable: false; no column entirely null",
+    "values_in_range": "numeric values within validation.columns min/max, floats finite; data.timestamp not after "
+    "the landing time (+1 h) nor older than validation.max_event_age_days",
     "categories_in_domain": "values in validation.columns domains; target values in validation.target_classes",
-    "target_balanced": "each target class >= min_class_fraction (regression: target not constant); rows >= min_rows",
+    "target_balanced": "classification: >= 2 classes, each >= min_class_fraction (regression: target not constant); "
+    "rows >= min_rows",
+    "batch_integrity": "data.id unique within the batch; rows <= validation.max_batch_growth x the median of the "
+    "recent accepted batches",
+    "no_target_leakage": "no feature is a copy of the target (|corr| >= 0.999, or a one-to-one mapping of its classes)",
 }
+LEAKAGE_RULE = "feature_is_not_a_copy_of_the_target"
+MAX_CORRELATION = 0.999
+FUTURE_TOLERANCE = dt.timedelta(hours=1)  # clock skew between the source and the landing machine
+RECENT_BATCHES = 10  # accepted batches the growth rule takes the median of
+_MIN_ROWS_FOR_LEAKAGE = 30  # below this a perfect correlation or mapping can be chance
+_FLOAT_MAX = 1.7976931348623157e308
 
 _INTS = tuple(f"{sign}int{bits}" for sign in ("", "u") for bits in (8, 16, 32, 64)) + tuple(
     f"{sign}Int{bits}Dtype" for sign in ("", "U") for bits in (8, 16, 32, 64)
@@ -45,6 +60,15 @@ _RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 5}
 
 
 @dataclass(frozen=True)
+class BatchContext:
+    """What a batch is judged against besides its own rows: when it landed in ``raw_data`` and the row
+    counts of the recent accepted batches (newest first)."""
+
+    landed_at: Optional[dt.datetime] = None
+    recent_rows: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class RuleOutcome:
     """One expectation's result, in the terms of the check it belongs to."""
 
@@ -58,13 +82,16 @@ class RuleOutcome:
     detail: str
 
 
-def build_suite(config: RetrainConfig, classes: Optional[Sequence[Any]] = None) -> "ExpectationSuite":
+def build_suite(
+    config: RetrainConfig, classes: Optional[Sequence[Any]] = None, context: BatchContext = BatchContext()
+) -> "ExpectationSuite":
     """The expectation suite for one batch of ``raw_data``.
 
     Args:
         config: The project config; ``data.columns`` and ``validation`` define the expectations.
         classes: Target classes whose share is checked against ``min_class_fraction``; defaults to
             ``validation.target_classes``.
+        context: Landing time and recent batch sizes; the timestamp and growth rules need them.
     """
     import great_expectations as gx
     import great_expectations.expectations as gxe
@@ -86,11 +113,30 @@ def build_suite(config: RetrainConfig, classes: Optional[Sequence[Any]] = None) 
         rule = rules.columns.get(name)
         if name == target or (rule is not None and not rule.nullable):
             add(gxe.ExpectColumnValuesToNotBeNull(column=name), "required_values_present")
+        else:
+            expectation = gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column=name, min_value=0, strict_min=True)
+            add(expectation, "required_values_present", expect="not entirely null")
+    for name, kind in data.columns.items():
+        rule = rules.columns.get(name)
+        low, high = (rule.min, rule.max) if rule is not None else (None, None)
+        expect = f"within [{_number(low, '-inf')}, {_number(high, 'inf')}]"
+        if kind == "float":  # inf is out of range even where no range is configured
+            expect = "finite" if low is None and high is None else f"finite, {expect}"
+            low, high = -_FLOAT_MAX if low is None else low, _FLOAT_MAX if high is None else high
+        elif low is None and high is None:
+            continue
+        add(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=low, max_value=high), "values_in_range", expect=expect)
+    if data.timestamp is not None and context.landed_at is not None:
+        landed = context.landed_at.astimezone(dt.timezone.utc).replace(tzinfo=None)  # GE sees naive UTC
+        age = rules.max_event_age_days
+        oldest = landed - dt.timedelta(days=age) if age is not None else None
+        expect = f"not after landing {landed:%Y-%m-%d %H:%M} UTC + 1 h" + (
+            f", not older than {_number(age, '')} days" if age is not None else "")
+        expectation = gxe.ExpectColumnValuesToBeBetween(
+            column=data.timestamp, min_value=oldest, max_value=landed + FUTURE_TOLERANCE
+        )
+        add(expectation, "values_in_range", expect=expect)
     for name, rule in rules.columns.items():
-        if rule.min is not None or rule.max is not None:
-            bounds = f"within [{_number(rule.min, '-inf')}, {_number(rule.max, 'inf')}]"
-            expectation = gxe.ExpectColumnValuesToBeBetween(column=name, min_value=rule.min, max_value=rule.max)
-            add(expectation, "values_in_range", expect=bounds)
         if rule.domain is not None:
             add(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain), "categories_in_domain",
                 expect=f"in {rule.domain}")
@@ -104,34 +150,95 @@ def build_suite(config: RetrainConfig, classes: Optional[Sequence[Any]] = None) 
             # "mostly" makes GE require the share of non-null rows equal to this class to reach the floor
             expectation = gxe.ExpectColumnValuesToBeInSet(column=target, value_set=[value], mostly=fraction)
             add(expectation, "target_balanced", target_class=value, expect=f"class {value!r} >= {fraction:.1%}")
-    if not classification:
+    if classification:
+        add(gxe.ExpectColumnUniqueValueCountToBeBetween(column=target, min_value=2), "target_balanced",
+            expect="at least 2 classes")
+    else:
         add(gxe.ExpectColumnStdevToBeBetween(column=target, min_value=0, strict_min=True), "target_balanced",
             expect="stdev > 0")
     add(gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows), "target_balanced",
         expect=f"at least {rules.min_rows} rows")
+    if data.id is not None:
+        add(gxe.ExpectColumnValuesToBeUnique(column=data.id), "batch_integrity", expect="unique within the batch")
+    if context.recent_rows and rules.max_batch_growth is not None:
+        median = statistics.median(context.recent_rows)
+        expect = (f"at most {_number(rules.max_batch_growth, '')} x {_number(median, '')}, the median rows of the "
+                  f"last {len(context.recent_rows)} accepted batches")
+        limit = math.floor(rules.max_batch_growth * median)
+        add(gxe.ExpectTableRowCountToBeBetween(max_value=limit), "batch_integrity", expect=expect)
     return suite
 
 
-def validate_batch(frame: "pd.DataFrame", config: RetrainConfig, batch: str = "batch") -> list[RuleOutcome]:
-    """Run the suite on ``frame`` once; outcomes ordered by check, then by column.
+def validate_batch(
+    frame: "pd.DataFrame", config: RetrainConfig, batch: str = "batch", context: BatchContext = BatchContext()
+) -> list[RuleOutcome]:
+    """Run the suite on ``frame`` once, then the leakage rule; outcomes ordered by check, then by column.
 
     Args:
         frame: The batch, as ``pyarrow.Table.to_pandas()`` gives it; it is not modified.
         config: The project config.
         batch: Label that starts every detail line, e.g. ``"raw_data v3"``.
+        context: When the batch landed and the recent accepted batch sizes (without them, the timestamp and
+            growth rules are left out).
     """
     target, rules = config.data.target, config.validation
     classes = rules.target_classes
     if classes is None and rules.min_class_fraction > 0 and target in frame.columns:
         classes = sorted({_plain(value) for value in frame[target].dropna().unique()}, key=str)
-    suite = build_suite(config, classes)
+    suite = build_suite(config, classes, context)
     ge_batch = _batch_definition().get_batch(batch_parameters={"dataframe": _as_ge_sees(frame)})
     results = ge_batch.validate(suite, result_format=_RESULT_FORMAT).results
     missing = set(config.data.columns) - set(frame.columns)
-    outcomes = [_outcome(result, batch, missing) for result in results]
+    outcomes = [_outcome(result, batch, missing) for result in results] + leakage_outcomes(frame, config, batch)
     check_order = {name: index for index, name in enumerate(CHECKS)}
     column_order = {name: index for index, name in enumerate(config.data.columns)}
     return sorted(outcomes, key=lambda o: (check_order[o.check], -1 if o.column is None else column_order[o.column]))
+
+
+def leakage_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = "batch") -> list[RuleOutcome]:
+    """One outcome per feature column: it fails when the feature is a copy of the target, i.e. |Pearson
+    correlation| >= :data:`MAX_CORRELATION` (numeric and bool pairs) or, for classification, a one-to-one
+    mapping between its values and the classes. Plain pandas: GE has no expectation for this. No outcomes
+    when the target is missing, has fewer than two values, or fewer than 30 rows are labelled."""
+    import numpy as np
+    import pandas as pd
+
+    data = config.data
+    if data.target not in frame.columns:
+        return []
+    labelled = frame[frame[data.target].notna()]
+    target = labelled[data.target]
+    if len(labelled) < _MIN_ROWS_FOR_LEAKAGE or target.nunique() < 2:
+        return []
+    numeric = ("int", "float", "bool")
+    outcomes = []
+    for name, kind in data.features.items():
+        if name not in frame.columns:
+            continue
+        feature = labelled[name]
+        found = []
+        if kind in numeric and data.columns[data.target] in numeric:
+            x = feature.astype("float64").to_numpy(na_value=np.nan)
+            y = target.astype("float64").to_numpy(na_value=np.nan)
+            both = np.isfinite(x) & np.isfinite(y)  # inf and nulls are other rules' business
+            with np.errstate(all="ignore"):  # values near the float limit overflow: no correlation then
+                correlation = abs(float(np.corrcoef(x[both], y[both])[0, 1])) if both.sum() >= _MIN_ROWS_FOR_LEAKAGE else 0.0
+            if correlation >= MAX_CORRELATION:
+                found.append(f"|corr| {correlation:.4f}")
+        if data.task == "classification":
+            codes, _ = pd.factorize(feature)  # nulls are -1, a value of their own
+            classes, _ = pd.factorize(target)
+            pairs = len(np.unique(codes.astype("int64") * (classes.max() + 1) + classes))
+            if pairs == len(np.unique(codes)) == len(np.unique(classes)):
+                found.append(f"its {pairs} values map one-to-one onto the classes")
+        where = f"{batch}: column {name!r}: {LEAKAGE_RULE} (|corr| with {data.target!r} < {MAX_CORRELATION}"
+        where += ", not one-to-one with its classes)" if data.task == "classification" else ")"
+        if found:
+            detail = f"{where} failed: {'; '.join(found)}"
+            outcomes.append(RuleOutcome("no_target_leakage", name, LEAKAGE_RULE, False, len(labelled), 100.0, found, detail))
+        else:
+            outcomes.append(RuleOutcome("no_target_leakage", name, LEAKAGE_RULE, True, 0, 0.0, [], f"{where} passed"))
+    return outcomes
 
 
 def check_results(outcomes: list[RuleOutcome]) -> dict[str, tuple[bool, str]]:

@@ -44,7 +44,7 @@ def test_ingest_materialize_status_round_trip(project, tmp_path, monkeypatch):
 
     materialized = retrain(project.path, "materialize")
     assert materialized.exit_code == 0, materialized.output
-    assert "checks: 10/10 passed" in materialized.output and "promoted" in materialized.output
+    assert "checks: 12/12 passed" in materialized.output and "promoted" in materialized.output
 
     status = retrain(project.path, "status", "--json")
     assert status.exit_code == 0, status.output
@@ -56,7 +56,7 @@ def test_ingest_materialize_status_round_trip(project, tmp_path, monkeypatch):
     assert champion["version"] == "1" and champion["delta_version"] == 0 and "roc_auc" in champion["metrics"]
     assert set(champion) >= {"name", "code_version", "params_hash", "trained_at", "data_range"}
     assert report["last_decision"]["promoted"] is True
-    assert len(report["latest_checks"]) == 10 and all(c["passed"] for c in report["latest_checks"])
+    assert len(report["latest_checks"]) == 12 and all(c["passed"] for c in report["latest_checks"])
     assert report["last_run"]["trigger"] == "manual" and report["last_run"]["fired"] == "manual,bootstrap,new_data"
     assert [event["kind"] for event in report["events"]] == ["retrain_triggered", "promoted"]
     assert (project.config.dagster_home / "dagster.yaml").exists()

@@ -23,7 +23,7 @@ def test_clean_batch_gives_a_champion_with_provenance(project, instance):
     outcome = materialize(project.path, instance)
 
     assert outcome.success, outcome.error
-    assert all(check.passed for check in outcome.checks.values()) and len(outcome.checks) == 10
+    assert all(check.passed for check in outcome.checks.values()) and len(outcome.checks) == 12
     client = registry_client(project)
     name = project.config.mlflow.model_name
     champion = client.get_model_version_by_alias(name, "champion")
@@ -76,7 +76,7 @@ def test_bad_batch_is_stopped_kept_and_later_batches_still_train(project, instan
     assert status["last_decision"]["promoted"] == after.decision["promoted"]
     assert status["champion"]["version"] == ("2" if after.decision["promoted"] else "1")
     validation = [c for c in status["latest_checks"] if c["asset"] == "validated_features" and c["blocking"]]
-    assert len(validation) == 5 and all(c["passed"] for c in validation)
+    assert len(validation) == len(VALIDATION) == 7 and all(c["passed"] for c in validation)
     assert status["last_run"]["status"] == "SUCCESS" and status["last_run"]["trigger"] == "manual"
 
 
@@ -88,6 +88,6 @@ def test_nothing_new_retrains_the_same_data_without_promoting(project, instance)
 
     assert again.success
     validation = [check for name, check in again.checks.items() if check.blocking and name in VALIDATION]
-    assert len(validation) == 5 and all("nothing to validate" in check.message for check in validation)
+    assert len(validation) == len(VALIDATION) == 7 and all("nothing to validate" in check.message for check in validation)
     assert again.evaluation["candidate"] == again.evaluation["champion"], "same data, same seed, same model"
     assert again.decision["promoted"] is False and again.decision["champion_version"] == "1"

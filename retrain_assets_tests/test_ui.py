@@ -45,7 +45,7 @@ PARENTS = {
 }
 LINEAGE = set(PARENTS)
 VALIDATION_CHECKS = ["schema_matches", "required_values_present", "values_in_range", "categories_in_domain",
-                     "target_balanced"]
+                     "target_balanced", "batch_integrity", "no_target_leakage"]
 CHECKS = {  # per asset: check name -> blocking
     "raw_data": {},
     "validated_features": {**dict.fromkeys(VALIDATION_CHECKS, True), "feature_drift": False,
