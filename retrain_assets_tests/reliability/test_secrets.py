@@ -504,7 +504,7 @@ def test_the_environment_registry_is_never_used(scenario):
 
 
 @pytest.fixture
-def configured(tmp_path, monkeypatch):
+def configured(tmp_path):
     """A project whose registry (the default sqlite store under its home) holds one real model, the champion."""
     from retrain_assets import training
     from retrain_assets.config import parse_config
