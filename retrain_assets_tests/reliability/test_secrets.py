@@ -374,7 +374,7 @@ def test_no_canary_in_cli_output(scenario):
 
 
 def test_no_canary_in_dagster_records(scenario):
-    from dagster import AssetCheckKey, AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter
+    from dagster import AssetKey, DagsterInstance
     from dagster_shared.serdes import serialize_value
 
     from retrain_assets.definitions import build_defs
@@ -397,17 +397,15 @@ def test_no_canary_in_dagster_records(scenario):
                 found += leaks(scenario.canaries, f"{where} event {entry.dagster_event_type}", serialize_value(entry))
         for key in ("raw_data", "validated_features", "candidate_model", "evaluation_report", "prod_model"):
             records = instance.fetch_materializations(AssetKey(key), limit=100).records
-            assert records or key == "never", key
+            assert records, key  # runless ones too: ingest and rollback report raw_data and prod_model
             for record in records:
                 found += leaks(scenario.canaries, f"{key} materialization", serialize_value(record.event_log_entry))
+        checks = 0
         for check_key in build_defs(str(scenario.config_path)).resolve_asset_graph().asset_check_keys:
             for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100):
+                checks += 1
                 found += leaks(scenario.canaries, f"check {check_key.name}", serialize_value(record.event))
-        runless = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION), limit=1000)
-        for record in runless:
-            found += leaks(scenario.canaries, "materialization record", serialize_value(record))
-        assert isinstance(check_key, AssetCheckKey)
-    assert seen_events > 50
+    assert seen_events > 50 and checks > 10
     assert found == []
 
 
