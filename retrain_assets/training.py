@@ -139,6 +139,11 @@ def train(frame: "pd.DataFrame", config: "RetrainConfig") -> "Pipeline":
 
 def evaluate(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig") -> dict[str, float]:
     """All metrics of the task on ``frame``; a metric that is undefined there (one class only) is NaN."""
+    return score(pipeline, frame, config)[0]
+
+
+def score(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig") -> tuple[dict[str, float], "np.ndarray"]:
+    """``(metrics, predictions)`` on ``frame`` from one pass of the model (see :func:`evaluate`)."""
     from sklearn import metrics
 
     features, target = features_and_target(frame, config)
@@ -148,7 +153,7 @@ def evaluate(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig
             "r2": float(metrics.r2_score(target, predicted)),
             "rmse": float(metrics.root_mean_squared_error(target, predicted)),
             "mae": float(metrics.mean_absolute_error(target, predicted)),
-        }
+        }, predicted
     classes = list(pipeline.classes_)
     proba = pipeline.predict_proba(features)
     predicted = pipeline.classes_[proba.argmax(axis=1)]
@@ -163,7 +168,7 @@ def evaluate(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig
         result["roc_auc"] = float(metrics.roc_auc_score(target, score, multi_class="ovr", labels=classes))
     except ValueError:
         result["roc_auc"] = math.nan
-    return result
+    return result, predicted
 
 
 def meets_minimum(candidate: dict[str, float], config: "RetrainConfig") -> Decision:

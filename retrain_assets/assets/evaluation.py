@@ -30,18 +30,16 @@ def evaluation_report(
     frame = lake.read_table(validated_features.uri, validated_features.version, columns=list(config.data.columns))
     frame = training.window(frame, config)
     _, holdout = training.split(frame, config)
-    features, target = training.features_and_target(holdout, config)
-    candidate_pipeline = registry.load(candidate_model.version)
-    candidate = training.evaluate(candidate_pipeline, holdout, config)
+    target = training.features_and_target(holdout, config)[1]
+    candidate, candidate_predictions = training.score(registry.load(candidate_model.version), holdout, config)
     champion_version = registry.by_alias(CHAMPION)
-    champion, champion_pipeline, champion_note = None, None, "no champion yet"
+    champion, champion_predictions, champion_note = None, None, "no champion yet"
     if champion_version is not None:
         try:
-            champion_pipeline = registry.load(str(champion_version.version))
-            champion = training.evaluate(champion_pipeline, holdout, config)
+            champion, champion_predictions = training.score(registry.load(str(champion_version.version)), holdout, config)
             champion_note = f"champion v{champion_version.version} scored on the same holdout"
         except (KeyError, ValueError) as exc:  # e.g. the feature columns changed since it was trained
-            champion_pipeline, champion_note = None, f"champion v{champion_version.version} cannot score this holdout: {exc}"
+            champion_note = f"champion v{champion_version.version} cannot score this holdout: {exc}"
     if champion is not None:
         for name, value in champion.items():
             if value == value:
@@ -74,8 +72,8 @@ def evaluation_report(
         report,
         config.data.task,
         target.tolist(),
-        candidate_pipeline.predict(features).tolist(),
-        champion_pipeline.predict(features).tolist() if champion_pipeline is not None else None,
+        candidate_predictions.tolist(),
+        champion_predictions.tolist() if champion_predictions is not None else None,
         _this_run_drift_scores(context),
         registry.metric_history(config.promotion.metric),
     )
