@@ -137,7 +137,7 @@ def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.dateti
 
     config = load_config(config_path)
     with project_lock(config):
-        report = TickReport(launches=[_recover(config, config_path, instance, run) for run in interrupted_runs(instance)])
+        report = TickReport(launches=[recover_interrupted(config, config_path, instance, run) for run in interrupted_runs(instance)])
         _tick(config, config_path, instance, now or dt.datetime.now(dt.timezone.utc), report)
     return report
 
@@ -154,7 +154,7 @@ def interrupted_runs(instance: "DagsterInstance") -> list:
     return sorted(runs, key=lambda run: instance.get_run_record_by_id(run.run_id).create_timestamp)
 
 
-def _recover(config: "RetrainConfig", config_path: Path, instance: "DagsterInstance", run) -> Launch:
+def recover_interrupted(config: "RetrainConfig", config_path: Path, instance: "DagsterInstance", run) -> Launch:
     """Mark an interrupted run failed, close the MLflow runs it left open, and re-execute it from failure."""
     from dagster import RunsFilter
 
