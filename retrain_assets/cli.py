@@ -118,7 +118,7 @@ def materialize(ctx) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx, as_json) -> None:
-    """Where things stand: raw table, last processed version, champion, last decision, checks."""
+    """Where things stand: raw table, last processed version, files refused at ingest, champion, last decision, checks."""
     from retrain_assets.runner import project_instance, project_status
 
     config = _load(ctx)
