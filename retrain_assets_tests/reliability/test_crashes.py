@@ -37,7 +37,7 @@ def _mlflow_runs(registry):
     return registry.client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-@pytest.mark.parametrize("point", ["features_appended", "model_logging", "alias_promotion"])
+@pytest.mark.parametrize("point", ["features_appended", "model_logging"])
 def test_killed_tick_is_completed_exactly_once_by_the_next_tick(automated, point, monkeypatch):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     config = automated.config
@@ -77,6 +77,31 @@ def test_killed_tick_is_completed_exactly_once_by_the_next_tick(automated, point
     assert champion.version == versions[0].version and champion.tags["decision"] == "promoted"
     statuses = sorted(run.info.status for run in _mlflow_runs(registry))
     assert statuses == (["FINISHED", "KILLED"] if point == "model_logging" else ["FINISHED"])
+
+
+def test_killed_between_the_two_alias_moves_the_champion_stays_evaluated_and_the_promotion_completes(automated, monkeypatch):
+    """A champion trained on drifted days only, then normal days: the candidate wins. The process dies after
+    ``previous_champion`` moved and before ``champion`` did; the champion is still the old, evaluated model;
+    the next tick finishes this promotion, once."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    config = automated.config
+    lake.ingest_file(config, automated.batch(7))
+    with project_instance(config) as instance:
+        assert tick(automated.path, instance).launches[0].outcome.decision["promoted"]
+    for day in range(3):
+        lake.ingest_file(config, automated.batch(day))
+
+    killed = _cli(automated, "tick", crash_at="alias_promotion", timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    registry = Registry(config)
+    assert str(registry.by_alias(CHAMPION).version) == "1" and str(registry.by_alias("previous_champion").version) == "1"
+    with project_instance(config) as instance:
+        (recovery,) = tick(automated.path, instance).launches
+    assert recovery.source == "recovery" and recovery.outcome.decision["promoted"]
+    assert str(registry.by_alias(CHAMPION).version) == "2" and str(registry.by_alias("previous_champion").version) == "1"
+    versions = registry.client.search_model_versions(f"name = '{config.mlflow.model_name}'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    assert registry.client.get_model_version(config.mlflow.model_name, "2").tags["decision"] == "promoted"
 
 
 def test_second_crash_of_the_same_run_is_resumed_from_the_first_retry(automated, monkeypatch):
