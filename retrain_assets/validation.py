@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import statistics
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -44,7 +45,6 @@ MAX_CORRELATION = 0.999
 FUTURE_TOLERANCE = dt.timedelta(hours=1)  # clock skew between the source and the landing machine
 RECENT_BATCHES = 10  # accepted batches the growth rule takes the median of
 _MIN_ROWS_FOR_LEAKAGE = 30  # below this a perfect correlation or mapping can be chance
-_FLOAT_MAX = 1.7976931348623157e308
 
 # Arrow type of an object column, from pandas' one-pass ``infer_dtype`` (nulls skipped); other results are mixed.
 _OBJECT_TYPES = {"string": "string", "boolean": "bool", "integer": "int64", "floating": "double",
@@ -112,7 +112,7 @@ def build_suite(
         expect = f"within [{_number(low, '-inf')}, {_number(high, 'inf')}]"
         if kind == "float":  # inf is out of range even where no range is configured
             expect = "finite" if low is None and high is None else f"finite, {expect}"
-            low, high = -_FLOAT_MAX if low is None else low, _FLOAT_MAX if high is None else high
+            low, high = -sys.float_info.max if low is None else low, sys.float_info.max if high is None else high
         elif low is None and high is None:
             continue
         add(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=low, max_value=high), "values_in_range", expect=expect)
