@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
+# test modules run on this many workers (pytest-xdist, each module kept on one worker for its fixtures)
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test ui validate clean bench
 
@@ -18,7 +20,7 @@ demo: install
 	$(BIN)/retrain demo --dir $(DEMO_DIR) --fresh
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 ui: install
 	$(BIN)/retrain --config $(DEMO_DIR)/retrain.yaml ui

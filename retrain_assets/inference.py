@@ -11,7 +11,6 @@ import re
 from typing import Any, Optional
 
 import pandas as pd
-import yaml
 
 from retrain_assets.config import METRICS, ColumnType, RetrainConfig, parse_config
 

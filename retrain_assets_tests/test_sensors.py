@@ -4,7 +4,7 @@ import datetime as dt
 import subprocess
 import sys
 
-from dagster import DagsterInstance, RunsFilter, build_sensor_context
+from dagster import DagsterInstance, build_sensor_context
 from deltalake import DeltaTable
 
 from retrain_assets import lake, synthetic
@@ -52,35 +52,6 @@ def test_sensor_can_request_one_run_per_version_and_ignores_compactions(automate
     DeltaTable(automated.config.table_uri(lake.RAW_TABLE)).optimize.compact()
     compacted = evaluate(automated, cursor="2")
     assert not compacted.run_requests and compacted.cursor == "3" and "added no rows" in compacted.skip_message
-
-
-def test_twenty_versions_run_exactly_once_across_a_restart(automated, monkeypatch):
-    from retrain_assets.runner import project_instance
-
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    write_config(automated, triggers={"new_version": {"coalesce": False}, "min_new_rows": 10**9})
-    landing = [1, 0, 3, 2, 0, 1, 4, 1, 2, 0, 3, 1, 2]  # versions appended before each tick; 20 in all
-    assert sum(landing) == 20
-    day, launched, restart_at = 0, [], len(landing) // 2
-    instance_cm = project_instance(automated.config)
-    instance = instance_cm.__enter__()
-    for index, count in enumerate(landing):
-        if index == restart_at:  # a new process over the same DAGSTER_HOME: cursors come back from storage
-            instance_cm.__exit__(None, None, None)
-            instance_cm = project_instance(automated.config)
-            instance = instance_cm.__enter__()
-        for _ in range(count):
-            land(automated, day, rows=120)
-            day += 1
-        report = tick(automated.path, instance)
-        assert not any(launch.skipped for launch in report.launches)
-        launched += [launch.run_key for launch in report.launches]
-    runs = instance.get_runs(RunsFilter(job_name="retrain"))
-    instance_cm.__exit__(None, None, None)
-
-    assert launched == [str(v) for v in range(20)]
-    assert sorted(int(run.tags["dagster/run_key"]) for run in runs) == list(range(20))
-    assert all(run.is_success for run in runs)
 
 
 def test_tick_skips_a_run_key_that_already_ran(automated, persistent):
