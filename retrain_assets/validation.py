@@ -117,15 +117,15 @@ def build_suite(
             continue
         add(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=low, max_value=high), "values_in_range", expect=expect)
     if data.timestamp is not None and context.landed_at is not None:
-        landed = context.landed_at.astimezone(dt.timezone.utc).replace(tzinfo=None)  # GE sees naive UTC
+        landed = context.landed_at.astimezone(dt.timezone.utc)
         age = rules.max_event_age_days
-        oldest = landed - dt.timedelta(days=age) if age is not None else None
+        oldest = _epoch_us(landed - dt.timedelta(days=age)) if age is not None else None
         expect = f"not after landing {landed:%Y-%m-%d %H:%M} UTC + 1 h" + (
             f", not older than {_number(age, '')} days" if age is not None else "")
         expectation = gxe.ExpectColumnValuesToBeBetween(
-            column=data.timestamp, min_value=oldest, max_value=landed + FUTURE_TOLERANCE
+            column=data.timestamp, min_value=oldest, max_value=_epoch_us(landed + FUTURE_TOLERANCE)
         )
-        add(expectation, "values_in_range", expect=expect)
+        add(expectation, "values_in_range", expect=expect, epoch_us=True)
     for name, rule in rules.columns.items():
         if rule.domain is not None:
             add(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain), "categories_in_domain",
@@ -326,17 +326,25 @@ def _batch_definition() -> "BatchDefinition":
     return asset.add_batch_definition_whole_dataframe("whole_frame")
 
 
-def _as_ge_sees(frame: "pd.DataFrame") -> "pd.DataFrame":
-    """``frame``, or a copy with tz-aware timestamps as naive UTC and categoricals/pandas strings as objects.
+def _epoch_us(moment: dt.datetime) -> float:
+    """Microseconds since the Unix epoch (exact in a float until the year 2255)."""
+    return moment.timestamp() * 1_000_000
 
-    GE 1.24 cannot match a tz-aware dtype by type name (it reports it as ``Timestamp``), nor a categorical.
+
+def _as_ge_sees(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """``frame``, or a copy with timestamps as float microseconds since the epoch (null: NaN) and
+    categoricals/pandas strings as objects.
+
+    GE 1.24 compares datetimes one Python object at a time (about 5 s per million rows) but numbers as arrays;
+    it cannot handle a categorical dtype. Samples of timestamp rules are turned back into dates in :func:`_outcome`.
     """
     import pandas as pd
 
     converted = {}
     for name, series in frame.items():
-        if isinstance(series.dtype, pd.DatetimeTZDtype):
-            converted[name] = series.dt.tz_convert(None)
+        if pd.api.types.is_datetime64_any_dtype(series.dtype):
+            naive = series.dt.tz_convert(None) if isinstance(series.dtype, pd.DatetimeTZDtype) else series
+            converted[name] = (naive - pd.Timestamp(0)) / pd.Timedelta(microseconds=1)
         elif isinstance(series.dtype, (pd.CategoricalDtype, pd.StringDtype)):
             converted[name] = series.astype(object)
     return frame.assign(**converted) if converted else frame
@@ -357,6 +365,8 @@ def _outcome(result: "ExpectationValidationResult", batch: str, missing: set[str
     if "unexpected_count" in info and "target_class" not in meta:
         count, percent = int(info["unexpected_count"]), float(info["unexpected_percent"] or 0.0)
         sample = [_plain(value) for value in info["partial_unexpected_list"][:5]]
+        if meta.get("epoch_us"):
+            sample = [None if value is None else _from_epoch_us(value) for value in sample]
         scope = "non-null values" if "missing_count" in info else "rows"
         judged = info["element_count"] - info.get("missing_count", 0)
         failure = f"failed for {count} of {judged} {scope} ({percent:.1f}%), sample {sample}"
@@ -378,6 +388,10 @@ def _outcome(result: "ExpectationValidationResult", batch: str, missing: set[str
     if passed:
         return RuleOutcome(meta["check"], column, rule, True, count, percent, [], f"{what} passed")
     return RuleOutcome(meta["check"], column, rule, False, count, percent, sample, f"{what} {failure}")
+
+
+def _from_epoch_us(value: float) -> str:
+    return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=value)).isoformat(sep=" ")
 
 
 def _error(exception_info: dict) -> Optional[str]:
