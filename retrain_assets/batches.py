@@ -86,13 +86,14 @@ def accepted_rows_after(config: "RetrainConfig", raw_version: Optional[int]) -> 
     return int(newer["rows"].sum())
 
 
-def validate(config: "RetrainConfig", frame: "pd.DataFrame", version: int) -> BatchOutcome:
-    """One batch (the rows ``raw_data`` version ``version`` appended) through the Great Expectations suite,
-    judged against its landing time and the sizes of the accepted batches before it."""
+def validate(config: "RetrainConfig", frame: "pd.DataFrame", commit: dict) -> BatchOutcome:
+    """One batch (the rows the ``raw_data`` commit ``commit`` appended, an entry of :func:`lake.batch_commits`)
+    through the Great Expectations suite, judged against its landing time and the sizes of the accepted
+    batches before it."""
     from retrain_assets.validation import BatchContext, check_results, validate_batch
 
-    entry = next(e for e in lake.history(config.table_uri(lake.RAW_TABLE)) if e["version"] == version)
-    context = BatchContext(lake.landed_at(entry), tuple(recent_accepted_rows(config, version)))
+    version = commit["version"]
+    context = BatchContext(lake.landed_at(commit), tuple(recent_accepted_rows(config, version)))
     outcomes = validate_batch(frame, config, batch=f"raw_data v{version}", context=context)
     return BatchOutcome(version, len(frame), check_results(outcomes))
 
@@ -116,10 +117,11 @@ def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
     raw_uri = config.table_uri(lake.RAW_TABLE)
     after = last_processed_version(config)
     run = ValidationRun(upto=upto, after=after)
-    for version in lake.batch_versions(raw_uri, after, upto):
+    for commit in lake.batch_commits(raw_uri, after, upto):
+        version = commit["version"]
         batch = lake.read_batch(raw_uri, version)
         frame = batch.to_pandas()
-        outcome = validate(config, frame, version)
+        outcome = validate(config, frame, commit)
         if outcome.accepted:
             _append_features(config, batch, version)
             crash_point("features_appended")

@@ -55,11 +55,12 @@ def accepted_rows(config: "RetrainConfig", after: Optional[int], upto: int) -> t
     uri = config.table_uri(lake.RAW_TABLE)
     rules = json.dumps([config.data.model_dump(), config.validation.model_dump()], sort_keys=True, default=str)
     frames, rejected = [], []
-    for version in lake.batch_versions(uri, after, upto):
+    for commit in lake.batch_commits(uri, after, upto):
+        version = commit["version"]
         frame = lake.read_batch(uri, version).to_pandas()
         key = (uri, version, rules)
         if key not in _verdicts:
-            _verdicts[key] = validate(config, frame, version).accepted
+            _verdicts[key] = validate(config, frame, commit).accepted
         if _verdicts[key]:
             frames.append(frame)
         else:

@@ -288,9 +288,14 @@ def version_as_of(uri: str, moment: dt.datetime) -> Optional[int]:
 
 def batch_versions(uri: str, after: Optional[int], upto: int) -> list[int]:
     """Versions in ``(after, upto]`` that appended rows (a batch); compactions and other rewrites are not."""
+    return [entry["version"] for entry in batch_commits(uri, after, upto)]
+
+
+def batch_commits(uri: str, after: Optional[int], upto: int) -> list[dict]:
+    """The commit log entries of :func:`batch_versions`, oldest first (one read of the log)."""
     start = -1 if after is None else after
     return [
-        entry["version"]
+        entry
         for entry in history(uri)
         if start < entry["version"] <= upto
         and entry.get("operation") == "WRITE"
