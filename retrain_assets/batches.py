@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from retrain_assets.config import RetrainConfig
+    from retrain_assets.validation import CheckVerdict
 
 RAW_VERSION_KEY = "retrain.raw_version"
 
@@ -28,11 +29,12 @@ RAW_VERSION_KEY = "retrain.raw_version"
 class BatchOutcome:
     raw_version: int
     rows: int
-    checks: dict[str, tuple[bool, str]]
+    checks: dict[str, "CheckVerdict"]
 
     @property
     def accepted(self) -> bool:
-        return all(passed for passed, _ in self.checks.values())
+        """No check failed with ``error`` severity (warnings, such as unexpected values, do not reject)."""
+        return not any(verdict.rejects for verdict in self.checks.values())
 
 
 @dataclass
@@ -45,25 +47,48 @@ class ValidationRun:
     features: Optional[lake.TableRef] = None
     accepted_rows: list = field(default_factory=list, repr=False)  # frames of the accepted batches
 
+    @property
+    def accepted(self) -> list[int]:
+        return [b.raw_version for b in self.batches if b.accepted]
+
+    @property
+    def rejected(self) -> list[int]:
+        return [b.raw_version for b in self.batches if not b.accepted]
+
     def accepted_frame(self) -> Optional["pd.DataFrame"]:
         """The rows this run accepted, or ``None`` when it accepted none."""
         import pandas as pd
 
         return pd.concat(self.accepted_rows, ignore_index=True) if self.accepted_rows else None
 
-    def check_results(self, names: list[str]) -> dict[str, tuple[bool, str]]:
-        """Per check: passed when every batch passed it; the message names each failing batch."""
+    def check_results(self, names: list[str]) -> dict[str, "CheckVerdict"]:
+        """Per check over the run's batches: the message names each failing batch.
+
+        A check that rejected a batch fails with ``error`` severity, which stops the run, only when the run
+        accepted no batch at all. When other batches of the run passed, it fails with ``warn`` severity: the
+        run goes on and trains on the accepted batches, and the rejected one stays in ``raw_data``, out of
+        ``validated_features``, listed in the check's message, its metadata and `retrain status`.
+        """
+        from retrain_assets.validation import CheckVerdict
+
         if not self.batches:
             since = f"after v{self.after}" if self.after is not None else "yet"
-            return {name: (True, f"no new raw_data batch {since} (pinned v{self.upto}); nothing to validate") for name in names}
+            message = f"no new raw_data batch {since} (pinned v{self.upto}); nothing to validate"
+            return {name: CheckVerdict(True, message) for name in names}
+        accepted = self.accepted
         results = {}
         for name in names:
-            failures = [b.checks[name][1] for b in self.batches if not b.checks[name][0]]
-            if failures:
-                results[name] = (False, "; ".join(failures))
-            else:
+            failing = [b.checks[name] for b in self.batches if not b.checks[name].passed]
+            if not failing:
                 versions = ", ".join(f"v{b.raw_version}" for b in self.batches)
-                results[name] = (True, f"raw_data {versions}: {self.batches[-1].checks[name][1]}")
+                results[name] = CheckVerdict(True, f"raw_data {versions}: {self.batches[-1].checks[name].message}")
+                continue
+            message = "; ".join(verdict.message for verdict in failing)
+            rejects = any(verdict.rejects for verdict in failing)
+            if rejects and accepted:
+                kept = ", ".join(f"v{version}" for version in accepted)
+                message += f" (rejected, kept in raw_data; this run trains on the accepted {kept})"
+            results[name] = CheckVerdict(False, message, "error" if rejects and not accepted else "warn")
         return results
 
 
@@ -108,7 +133,8 @@ def recent_accepted_rows(config: "RetrainConfig", before: int) -> list[int]:
     if lake.latest_version(uri) is None:
         return []
     log = lake.read_newest_files(uri, "raw_version", before, files=4 * RECENT_BATCHES, columns=["raw_version", "rows", "accepted"])
-    accepted = log[log["accepted"] & (log["raw_version"] < before)].sort_values("raw_version", ascending=False)
+    accepted = log[log["accepted"] & (log["raw_version"] < before)].drop_duplicates("raw_version")
+    accepted = accepted.sort_values("raw_version", ascending=False)
     return [int(rows) for rows in accepted["rows"].head(RECENT_BATCHES)]
 
 
@@ -132,13 +158,79 @@ def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
     return run
 
 
+def verdicts(config: "RetrainConfig") -> dict[int, bool]:
+    """``raw_data`` version -> accepted, for every batch the live path has judged. A batch rejected and then
+    accepted by `retrain revalidate` counts as accepted; its rejection stays in the log."""
+    uri = config.table_uri(lake.VALIDATION_LOG_TABLE)
+    if lake.latest_version(uri) is None:
+        return {}
+    log = lake.read_table(uri, columns=["raw_version", "accepted"])
+    return {int(version): bool(accepted) for version, accepted in log.groupby("raw_version")["accepted"].any().items()}
+
+
+def rejected_batches(config: "RetrainConfig", limit: int = 10) -> list[dict]:
+    """The newest ``limit`` batches whose standing verdict is a rejection: version, rows, failed checks, when
+    and the first message (what `retrain status` lists, and what `retrain revalidate` takes)."""
+    uri = config.table_uri(lake.VALIDATION_LOG_TABLE)
+    if lake.latest_version(uri) is None:
+        return []
+    log = lake.read_table(uri, columns=["raw_version", "rows", "accepted", "failed_checks", "messages", "validated_at"])
+    standing = log.sort_values("validated_at").groupby("raw_version").tail(1)
+    rejected = standing[~standing["raw_version"].isin(log.loc[log["accepted"], "raw_version"])]
+    rows = []
+    for entry in rejected.sort_values("raw_version").tail(limit).itertuples():
+        failed = [name for name in entry.failed_checks.split(",") if name]
+        messages = json.loads(entry.messages)
+        rows.append({"raw_version": int(entry.raw_version), "rows": int(entry.rows), "failed_checks": failed,
+                     "validated_at": entry.validated_at.isoformat(timespec="seconds"),
+                     "message": messages.get(failed[0], "") if failed else ""})
+    return rows
+
+
+class RevalidationRefused(ValueError):
+    """`retrain revalidate` was asked for a version it cannot take; the message says why."""
+
+
+def revalidate(config: "RetrainConfig", versions: list[int]) -> list[BatchOutcome]:
+    """Validate rejected ``raw_data`` versions again with the current rules. Each verdict is appended to
+    the validation log beside the first one (an audit trail); a batch that passes now is appended to
+    ``validated_features``, so the next training run uses it. ``raw_data`` is never rewritten.
+
+    Raises:
+        RevalidationRefused: A version is not a batch, has not been validated yet, or was accepted already
+            (checked for every version before anything is written).
+    """
+    raw_uri = config.table_uri(lake.RAW_TABLE)
+    latest = lake.latest_version(raw_uri)
+    commits = {c["version"]: c for c in lake.batch_commits(raw_uri, None, latest)} if latest is not None else {}
+    standing = verdicts(config)
+    for version in versions:
+        if version not in commits:
+            known = f"v0-v{latest}" if latest is not None else "none yet"
+            raise RevalidationRefused(f"raw_data v{version}: no batch landed as this version (versions: {known})")
+        if version not in standing:
+            raise RevalidationRefused(f"raw_data v{version}: not validated yet; the next run validates it")
+        if standing[version]:
+            raise RevalidationRefused(f"raw_data v{version}: accepted already; it is in validated_features")
+    outcomes = []
+    for version in versions:
+        batch = lake.read_batch(raw_uri, version)
+        outcome = validate(config, batch.to_pandas(), commits[version])
+        if outcome.accepted:
+            _append_features(config, batch, version)
+        _log(config, outcome, revalidated=True)
+        outcomes.append(outcome)
+    return outcomes
+
+
 def current_features(config: "RetrainConfig") -> Optional[lake.TableRef]:
-    """The features table at its latest version, with the newest raw version it contains."""
+    """The features table at its latest version, with the newest raw version it contains (a revalidated
+    batch is appended after newer ones)."""
     uri = config.table_uri(lake.FEATURES_TABLE)
-    entries = [e for e in lake.history(uri) if RAW_VERSION_KEY in e]
-    if not entries:
+    raw_versions = [int(e[RAW_VERSION_KEY]) for e in lake.history(uri) if RAW_VERSION_KEY in e]
+    if not raw_versions:
         return None
-    return lake.TableRef(uri, lake.latest_version(uri), int(entries[-1][RAW_VERSION_KEY]))
+    return lake.TableRef(uri, lake.latest_version(uri), max(raw_versions))
 
 
 def _append_features(config: "RetrainConfig", batch, version: int) -> None:
@@ -152,16 +244,20 @@ def _append_features(config: "RetrainConfig", batch, version: int) -> None:
     lake.append(uri, rows, {RAW_VERSION_KEY: str(version)})
 
 
-def _log(config: "RetrainConfig", outcome: BatchOutcome) -> None:
+def _log(config: "RetrainConfig", outcome: BatchOutcome, revalidated: bool = False) -> None:
+    """One verdict row; ``failed_checks`` rejected the batch, ``warned_checks`` only warned."""
     import pyarrow as pa
 
-    failed = [name for name, (passed, _) in outcome.checks.items() if not passed]
+    failed = [name for name, verdict in outcome.checks.items() if verdict.rejects]
+    warned = [name for name, verdict in outcome.checks.items() if not verdict.passed and not verdict.rejects]
     row = {
         "raw_version": pa.array([outcome.raw_version], pa.int64()),
         "rows": pa.array([outcome.rows], pa.int64()),
         "accepted": pa.array([outcome.accepted]),
         "failed_checks": pa.array([",".join(failed)]),
-        "messages": pa.array([json.dumps({name: message for name, (_, message) in outcome.checks.items()})]),
+        "messages": pa.array([json.dumps({name: verdict.message for name, verdict in outcome.checks.items()})]),
         "validated_at": pa.array([dt.datetime.now(dt.timezone.utc)], pa.timestamp("us", tz="UTC")),
+        "warned_checks": pa.array([",".join(warned)]),
+        "revalidated": pa.array([revalidated]),
     }
-    lake.append(config.table_uri(lake.VALIDATION_LOG_TABLE), pa.table(row))
+    lake.append(config.table_uri(lake.VALIDATION_LOG_TABLE), pa.table(row), merge_schema=True)

@@ -6,16 +6,17 @@ from typing import Optional
 from dagster import AssetCheckEvaluation, AssetCheckKey, AssetCheckSpec, AssetExecutionContext, AssetKey
 
 from retrain_assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
-from retrain_assets.validation import CHECKS
+from retrain_assets.validation import CHECKS, EXPECTED_CHECK, HARD_CHECKS
 
 MINIMUM_CHECK = "candidate_meets_minimum"
 COMPARISON_CHECK = "candidate_beats_champion"
 FRESHNESS_CHECK = "champion_is_fresh"
 
+# Blocking: a batch that breaks a hard rule is rejected, and a run that accepted no batch stops (a run that
+# accepted others goes on, the check failing with WARN severity; see batches.ValidationRun.check_results).
 VALIDATION_CHECKS = [
-    AssetCheckSpec(name, asset="validated_features", blocking=True, description=description)
-    for name, description in CHECKS.items()
-]
+    AssetCheckSpec(name, asset="validated_features", blocking=True, description=CHECKS[name]) for name in HARD_CHECKS
+] + [AssetCheckSpec(EXPECTED_CHECK, asset="validated_features", description=CHECKS[EXPECTED_CHECK])]
 MONITORING_CHECKS = [
     AssetCheckSpec(DRIFT_CHECK, asset="validated_features", description="PSI/KS of the accepted batches vs the champion's training data"),
     AssetCheckSpec(PERFORMANCE_CHECK, asset="validated_features", description="the champion's score on the accepted batches"),

@@ -59,6 +59,9 @@ class DataConfig(_Section):
     timestamp: Optional[str] = None
     id: Optional[str] = None
     columns: dict[str, ColumnType] = Field(description="Every column of raw_data with its type.")
+    ignore: list[str] = Field(
+        default_factory=list, description="Columns kept in raw_data and validated, never used as model features."
+    )
 
     @model_validator(mode="after")
     def _roles_are_columns(self) -> "DataConfig":
@@ -66,6 +69,11 @@ class DataConfig(_Section):
             name = getattr(self, role)
             if name is not None and name not in self.columns:
                 raise ValueError(f"data.{role}: column {name!r} is not listed in data.columns")
+        unknown = [name for name in self.ignore if name not in self.columns]
+        if unknown:
+            raise ValueError(f"data.ignore: columns {unknown} are not listed in data.columns")
+        if self.target in self.ignore:
+            raise ValueError(f"data.ignore: the target {self.target!r} cannot be ignored")
         if self.timestamp and self.columns[self.timestamp] != "timestamp":
             raise ValueError(f"data.timestamp: column {self.timestamp!r} must have type 'timestamp'")
         if not self.features:
@@ -77,28 +85,92 @@ class DataConfig(_Section):
 
     @property
     def features(self) -> dict[str, ColumnType]:
-        """Model inputs: every column except target, timestamp and id."""
-        roles = {self.target, self.timestamp, self.id}
+        """Model inputs: every column except target, timestamp, id and the ignored ones."""
+        roles = {self.target, self.timestamp, self.id, *self.ignore}
         return {name: kind for name, kind in self.columns.items() if name not in roles}
 
 
-class ColumnRule(_Section):
-    nullable: bool = True
+Severity = Literal["error", "warn"]
+
+
+class Bounds(_Section):
     min: Optional[float] = None
     max: Optional[float] = None
+
+
+class ExpectedValues(_Section):
+    """What the sample showed (``retrain init`` writes it): values outside it warn, never block."""
+
+    min: Optional[float] = None
+    max: Optional[float] = None
+    max_null_fraction: Optional[float] = Field(
+        None, ge=0, le=1, description="Warn when more of a batch's values are null than this."
+    )
+
+
+class ColumnRule(_Section):
+    """Rules for one column. ``hard`` limits, ``nullable: false`` and a ``closed`` domain are declared
+    limits: a batch that breaks them is rejected (with ``severity: warn`` they only warn). ``expected``
+    values and an open ``domain`` are what the sample showed: values outside them warn and feed the
+    triggers, like drift. ``mostly`` is GE's: the fraction of non-null values that must pass a hard rule.
+
+    The keys ``min``/``max`` of earlier versions are read as ``hard`` limits, as they always acted."""
+
+    nullable: bool = True
+    hard: Optional[Bounds] = None
+    expected: Optional[ExpectedValues] = None
     domain: Optional[list[Union[str, int, bool]]] = None
+    closed: bool = Field(False, description="Values outside domain block (default: they warn).")
+    mostly: float = Field(1.0, gt=0, le=1, description="Fraction of values that must pass this column's hard rules.")
+    severity: Severity = Field("error", description="error: a failing hard rule rejects the batch; warn: it only warns.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_bounds(cls, raw: Any) -> Any:
+        """``min``/``max`` at the column level (before hard/expected existed) are hard limits."""
+        if not isinstance(raw, dict) or not ({"min", "max"} & raw.keys()):
+            return raw
+        if "hard" in raw:
+            raise ValueError("min/max: give the limits once, under hard: {min, max} (min/max are its old spelling)")
+        raw = dict(raw)
+        raw["hard"] = {key: raw.pop(key) for key in ("min", "max") if key in raw}
+        return raw
+
+    @model_validator(mode="after")
+    def _closed_needs_domain(self) -> "ColumnRule":
+        if self.closed and self.domain is None:
+            raise ValueError("closed: true needs a domain (the list of allowed values)")
+        return self
+
+    @property
+    def hard_min(self) -> Optional[float]:
+        return self.hard.min if self.hard else None
+
+    @property
+    def hard_max(self) -> Optional[float]:
+        return self.hard.max if self.hard else None
 
 
 class ValidationConfig(_Section):
     columns: dict[str, ColumnRule] = Field(default_factory=dict)
-    target_classes: Optional[list[Union[str, int, bool]]] = None
-    min_class_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Target balance floor per class.")
+    target_classes: Optional[list[Union[str, int, bool]]] = Field(
+        None, description="Every class the target may hold: a class outside the list always blocks."
+    )
+    min_class_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="A class below this share of a batch warns (a changed label mix, not corruption)."
+    )
     min_rows: int = Field(1, ge=1)
     max_batch_growth: Optional[float] = Field(
         5.0, gt=1, description="A batch may hold at most this many times the median rows of the recent accepted ones."
     )
     max_event_age_days: Optional[float] = Field(
         3650, gt=0, description="data.timestamp may be at most this old when its batch lands (catches sentinel dates)."
+    )
+    max_feature_auc: float = Field(
+        0.999, gt=0.5, le=1, description="A feature alone separating the classes this well (ROC AUC) is a leak."
+    )
+    max_missingness_auc: float = Field(
+        0.95, gt=0.5, le=1, description="...and so is a feature whose null indicator alone does this well."
     )
 
 

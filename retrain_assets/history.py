@@ -2,7 +2,8 @@
 ``raw_data`` as it was then (Delta time travel to the version that had landed by the window's end), and
 how it did on the window that followed (out-of-time evaluation).
 
-Batches are validated with the project's current rules; rejected ones are left out, as the live path does.
+A batch counts as the live path decided (its standing verdict in the ``validation_log``, revalidations
+included); only batches the live path has not judged yet are validated here, with the current rules.
 Historical models are logged to the MLflow experiment ``<experiment>-history``, tagged with their
 partition and Delta version; they are never registered and never touch the ``champion`` alias.
 """
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from retrain_assets.registry import Registry
 
 HISTORY_SUFFIX = "-history"
-_verdicts: dict[tuple, bool] = {}  # (table, version, rules) -> accepted; a batch's verdict never changes
+# (table, version, rules) -> accepted, for batches the live path has not judged; the same rules give the same verdict
+_verdicts: dict[tuple, bool] = {}
 
 
 @dataclass
@@ -47,21 +49,22 @@ class Backtest:
 
 
 def accepted_rows(config: "RetrainConfig", after: Optional[int], upto: int) -> tuple[Optional["pd.DataFrame"], list[int]]:
-    """Rows of the batches in ``(after, upto]`` that pass validation, and the rejected versions."""
+    """Rows of the accepted batches in ``(after, upto]``, and the rejected versions."""
     import pandas as pd
 
-    from retrain_assets.batches import validate
+    from retrain_assets.batches import validate, verdicts
 
     uri = config.table_uri(lake.RAW_TABLE)
     rules = json.dumps([config.data.model_dump(), config.validation.model_dump()], sort_keys=True, default=str)
+    judged = verdicts(config)
     frames, rejected = [], []
     for commit in lake.batch_commits(uri, after, upto):
         version = commit["version"]
         frame = lake.read_batch(uri, version).to_pandas()
         key = (uri, version, rules)
-        if key not in _verdicts:
+        if version not in judged and key not in _verdicts:
             _verdicts[key] = validate(config, frame, commit).accepted
-        if _verdicts[key]:
+        if judged[version] if version in judged else _verdicts[key]:
             frames.append(frame)
         else:
             rejected.append(version)

@@ -352,9 +352,11 @@ def table_summary(uri: str, version: Optional[int] = None) -> Optional[dict]:
     return {"uri": uri, "version": table.version(), "rows": rows, "files": actions.num_rows}
 
 
-def append(uri: str, table: "pa.Table", metadata: Optional[dict[str, str]] = None) -> int:
-    """Append an Arrow table as one new version (``metadata`` goes into the commit) and return the version."""
+def append(uri: str, table: "pa.Table", metadata: Optional[dict[str, str]] = None, merge_schema: bool = False) -> int:
+    """Append an Arrow table as one new version (``metadata`` goes into the commit) and return the version.
+    ``merge_schema`` adds columns the table does not have yet (tables written by an older release)."""
     from deltalake import CommitProperties, write_deltalake
 
-    write_deltalake(uri, table, mode="append", commit_properties=CommitProperties(custom_metadata=metadata or {}))
+    write_deltalake(uri, table, mode="append", commit_properties=CommitProperties(custom_metadata=metadata or {}),
+                    schema_mode="merge" if merge_schema else None)
     return latest_version(uri)

@@ -15,10 +15,12 @@ import statistics
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence
 
 from retrain_assets import lake
-from retrain_assets.config import RetrainConfig
+from retrain_assets.config import ColumnRule, RetrainConfig, Severity
+
+EXPECTED_CHECK = "values_as_expected"
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,15 +32,19 @@ if TYPE_CHECKING:
 CHECKS: dict[str, str] = {
     "schema_matches": "columns are exactly data.columns, each with a dtype of its declared type",
     "required_values_present": "no nulls in the target or in columns declared nullable: false; no column entirely null",
-    "values_in_range": "numeric values within validation.columns min/max, floats finite; data.timestamp not after "
+    "values_in_range": "numeric values within validation.columns hard limits, floats finite; data.timestamp not after "
     "the landing time (+1 h) nor older than validation.max_event_age_days",
-    "categories_in_domain": "values in validation.columns domains; target values in validation.target_classes",
-    "target_balanced": "classification: >= 2 classes, each >= min_class_fraction (regression: target not constant); "
-    "rows >= min_rows",
+    "categories_in_domain": "values in closed validation.columns domains; target values in validation.target_classes",
+    "target_balanced": "classification: >= 2 classes (regression: target not constant); rows >= min_rows",
     "batch_integrity": "data.id unique within the batch; rows <= validation.max_batch_growth x the median of the "
     "recent accepted batches",
-    "no_target_leakage": "no feature is a copy of the target (|corr| >= 0.999, or a one-to-one mapping of its classes)",
+    "no_target_leakage": "no feature gives the target away: |corr| or single-feature ROC AUC near 1, a one-to-one "
+    "mapping of the classes, or a null indicator that separates the classes",
+    EXPECTED_CHECK: "values within the expected ranges, domains and null rates the sample showed, each class at "
+    "least min_class_fraction of the batch (warns: a distribution signal, never rejects a batch)",
 }
+# The checks whose error-severity failures reject a batch; the expected-values check only ever warns.
+HARD_CHECKS = tuple(name for name in CHECKS if name != EXPECTED_CHECK)
 LEAKAGE_RULE = "feature_is_not_a_copy_of_the_target"
 TYPE_RULE = "column_type_is_declared_type"
 MAX_CORRELATION = 0.999
@@ -63,7 +69,8 @@ class BatchContext:
 
 @dataclass(frozen=True)
 class RuleOutcome:
-    """One expectation's result, in the terms of the check it belongs to."""
+    """One expectation's result, in the terms of the check it belongs to. ``severity`` is ``error`` for a
+    rule whose failure rejects the batch, ``warn`` for one that only reports."""
 
     check: str
     column: Optional[str]
@@ -73,6 +80,24 @@ class RuleOutcome:
     failing_percent: float
     sample: list
     detail: str
+    severity: Severity = "error"
+
+    @property
+    def kind(self) -> str:
+        """``hard`` (a declared limit) or ``expected`` (what the sample showed)."""
+        return "expected" if self.check == EXPECTED_CHECK else "hard"
+
+
+class CheckVerdict(NamedTuple):
+    """One check over a batch: failed with ``error`` severity rejects the batch, with ``warn`` it reports."""
+
+    passed: bool
+    message: str
+    severity: Severity = "error"
+
+    @property
+    def rejects(self) -> bool:
+        return not self.passed and self.severity == "error"
 
 
 def build_suite(
@@ -94,42 +119,62 @@ def build_suite(
     target, classification = data.target, data.task == "classification"
     suite = gx.ExpectationSuite(name=f"{config.project}.raw_data")
 
-    def add(expectation: Any, check: str, **meta: Any) -> None:
-        expectation.meta = {"check": check, **meta}
+    def add(expectation: Any, check: str, severity: Severity = "error", **meta: Any) -> None:
+        expectation.meta = {"check": check, "severity": severity, **meta}
         suite.add_expectation(expectation)
+
+    def expect(expectation: Any, **meta: Any) -> None:
+        add(expectation, EXPECTED_CHECK, "warn", **meta)
 
     add(gxe.ExpectTableColumnsToMatchSet(column_set=list(data.columns), exact_match=True), "schema_matches")
     for name in data.columns:
-        rule = rules.columns.get(name)
-        if name == target or (rule is not None and not rule.nullable):
+        rule = rules.columns.get(name) or ColumnRule()
+        if name == target:
             add(gxe.ExpectColumnValuesToNotBeNull(column=name), "required_values_present")
+        elif not rule.nullable:
+            add(gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=rule.mostly), "required_values_present",
+                rule.severity, **_mostly_meta(rule.mostly))
         else:
             expectation = gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column=name, min_value=0, strict_min=True)
-            add(expectation, "required_values_present", expect="not entirely null")
+            add(expectation, "required_values_present", rule.severity, expect="not entirely null")
+        limit = rule.expected.max_null_fraction if rule.expected else None
+        if limit is not None and rule.nullable and name != target:
+            expect(gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column=name, min_value=1 - limit),
+                   expect=f"at most {limit:.1%} null, as in the sample")
     for name, kind in data.columns.items():
-        rule = rules.columns.get(name)
-        low, high = (rule.min, rule.max) if rule is not None else (None, None)
-        expect = f"within [{_number(low, '-inf')}, {_number(high, 'inf')}]"
+        rule = rules.columns.get(name) or ColumnRule()
+        low, high = rule.hard_min, rule.hard_max
+        bounds = f"within hard [{_number(low, '-inf')}, {_number(high, 'inf')}]"
         if kind == "float":  # inf is out of range even where no range is configured
-            expect = "finite" if low is None and high is None else f"finite, {expect}"
+            bounds = "finite" if low is None and high is None else f"finite, {bounds}"
             low, high = -sys.float_info.max if low is None else low, sys.float_info.max if high is None else high
-        elif low is None and high is None:
-            continue
-        add(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=low, max_value=high), "values_in_range", expect=expect)
+        if low is not None or high is not None:
+            add(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=low, max_value=high, mostly=rule.mostly),
+                "values_in_range", rule.severity, expect=bounds, **_mostly_meta(rule.mostly))
+        seen = rule.expected
+        if seen is not None and (seen.min is not None or seen.max is not None):
+            expect(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=seen.min, max_value=seen.max),
+                   expect=f"within expected [{_number(seen.min, '-inf')}, {_number(seen.max, 'inf')}]")
     if data.timestamp is not None and context.landed_at is not None:
         landed = context.landed_at.astimezone(dt.timezone.utc)
         age = rules.max_event_age_days
         oldest = _epoch_us(landed - dt.timedelta(days=age)) if age is not None else None
-        expect = f"not after landing {landed:%Y-%m-%d %H:%M} UTC + 1 h" + (
+        bounds = f"not after landing {landed:%Y-%m-%d %H:%M} UTC + 1 h" + (
             f", not older than {_number(age, '')} days" if age is not None else "")
         expectation = gxe.ExpectColumnValuesToBeBetween(
             column=data.timestamp, min_value=oldest, max_value=_epoch_us(landed + FUTURE_TOLERANCE)
         )
-        add(expectation, "values_in_range", expect=expect, epoch_us=True)
+        add(expectation, "values_in_range", expect=bounds, epoch_us=True)
     for name, rule in rules.columns.items():
-        if rule.domain is not None:
-            add(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain), "categories_in_domain",
-                expect=f"in {rule.domain}")
+        if rule.domain is None:
+            continue
+        if rule.closed:
+            add(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain, mostly=rule.mostly),
+                "categories_in_domain", rule.severity, expect=f"in the closed domain {rule.domain}",
+                **_mostly_meta(rule.mostly))
+        else:
+            expect(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain),
+                   expect=f"in the values seen so far {rule.domain}")
     if classification and rules.target_classes is not None:
         add(gxe.ExpectColumnValuesToBeInSet(column=target, value_set=rules.target_classes), "categories_in_domain",
             expect=f"in target_classes {rules.target_classes}")
@@ -139,7 +184,7 @@ def build_suite(
         for value in balance_classes or ():
             # "mostly" makes GE require the share of non-null rows equal to this class to reach the floor
             expectation = gxe.ExpectColumnValuesToBeInSet(column=target, value_set=[value], mostly=fraction)
-            add(expectation, "target_balanced", target_class=value, expect=f"class {value!r} >= {fraction:.1%}")
+            expect(expectation, target_class=value, expect=f"class {value!r} >= {fraction:.1%} of the batch")
     if classification:
         add(gxe.ExpectColumnUniqueValueCountToBeBetween(column=target, min_value=2), "target_balanced",
             expect="at least 2 classes")
@@ -152,11 +197,15 @@ def build_suite(
         add(gxe.ExpectColumnValuesToBeUnique(column=data.id), "batch_integrity", expect="unique within the batch")
     if context.recent_rows and rules.max_batch_growth is not None:
         median = statistics.median(context.recent_rows)
-        expect = (f"at most {_number(rules.max_batch_growth, '')} x {_number(median, '')}, the median rows of the "
+        bounds = (f"at most {_number(rules.max_batch_growth, '')} x {_number(median, '')}, the median rows of the "
                   f"last {len(context.recent_rows)} accepted batches")
         limit = math.floor(rules.max_batch_growth * median)
-        add(gxe.ExpectTableRowCountToBeBetween(max_value=limit), "batch_integrity", expect=expect)
+        add(gxe.ExpectTableRowCountToBeBetween(max_value=limit), "batch_integrity", expect=bounds)
     return suite
+
+
+def _mostly_meta(mostly: float) -> dict[str, Any]:
+    return {"mostly": mostly} if mostly < 1 else {}
 
 
 def validate_batch(
@@ -234,14 +283,24 @@ def _of_kind(actual: "pa.DataType", kind: str) -> bool:
 
 
 def leakage_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = "batch") -> list[RuleOutcome]:
-    """One outcome per feature column: it fails when the feature is a copy of the target, i.e. |Pearson
-    correlation| >= :data:`MAX_CORRELATION` (numeric and bool pairs) or, for classification, a one-to-one
-    mapping between its values and the classes. Plain pandas: GE has no expectation for this. No outcomes
-    when the target is missing, has fewer than two values, or fewer than 30 rows are labelled."""
+    """One outcome per feature column: it fails when the feature alone gives the target away.
+
+    - its values: |Pearson| (and, for regression, |Spearman|) correlation >= :data:`MAX_CORRELATION`; for
+      classification a one-to-one mapping onto the classes, or a ROC AUC >= ``validation.max_feature_auc``
+      between every pair of classes (a noisy copy of the label);
+    - its missingness: a column filled in for one outcome only. Its null indicator's ROC AUC for some class
+      against the rest (regression: of the target between rows with and without the value) reaches
+      ``validation.max_missingness_auc``.
+
+    A real feature can separate one class perfectly (iris' setosa); it cannot separate every pair, so the
+    value rule takes the worst pair. Classes (and null/non-null groups) with fewer than 20 rows are left out,
+    where a perfect separation can be chance; AUCs are measured on a seeded sample of at most 100,000 rows.
+    Plain pandas: GE has no expectation for this. No outcomes when the target is missing, has fewer than
+    two values, or fewer than 30 rows are labelled."""
     import numpy as np
     import pandas as pd
 
-    data = config.data
+    data, rules = config.data, config.validation
     if data.target not in frame.columns:
         return []
     labels = frame[data.target].notna()
@@ -255,6 +314,10 @@ def leakage_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = 
     if len(target) < _MIN_ROWS_FOR_LEAKAGE or len(levels) < 2:
         return []
     numeric = ("int", "float", "bool")
+    classification = data.task == "classification"
+    sampled = _leakage_sample(len(target), config.model.seed)
+    sample_classes = classes[sampled]
+    sample_target = target.to_numpy()[sampled]
     outcomes = []
     for name, kind in data.features.items():
         if name not in frame.columns:
@@ -265,18 +328,34 @@ def leakage_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = 
             x = feature.astype("float64").to_numpy(na_value=np.nan)
             y = target.astype("float64").to_numpy(na_value=np.nan)
             both = np.isfinite(x) & np.isfinite(y)  # inf and nulls are other rules' business
-            with np.errstate(all="ignore"):  # values near the float limit overflow: no correlation then
-                correlation = abs(float(np.corrcoef(x[both], y[both])[0, 1])) if both.sum() >= _MIN_ROWS_FOR_LEAKAGE else 0.0
-            if correlation >= MAX_CORRELATION:
-                found.append(f"|corr| {correlation:.4f}")
-        if data.task == "classification":
+            if both.sum() >= _MIN_ROWS_FOR_LEAKAGE:
+                with np.errstate(all="ignore"):  # values near the float limit overflow: no correlation then
+                    correlation = abs(float(np.corrcoef(x[both], y[both])[0, 1]))
+                    if not classification:
+                        ranked = pd.Series(x[both]).rank().corr(pd.Series(y[both]).rank())
+                        correlation = max(correlation, abs(float(ranked)))
+                if correlation >= MAX_CORRELATION:
+                    found.append(f"|corr| {correlation:.4f}")
+        if classification:
             codes, values = pd.factorize(feature)
             if len(values) + int((codes < 0).any()) == len(levels):  # a null is a value of its own; else not 1:1
                 pairs = np.count_nonzero(np.bincount((codes.astype("int64") + 1) * len(levels) + classes))
                 if pairs == len(levels):
                     found.append(f"its {pairs} values map one-to-one onto the classes")
+            if kind in numeric and not found:
+                x = feature.to_numpy(dtype="float64", na_value=np.nan)[sampled]
+                worst = _worst_pair_auc(x, sample_classes, len(levels))
+                if worst is not None and worst >= rules.max_feature_auc:
+                    found.append(f"ROC AUC {worst:.4f} between every pair of classes (>= {rules.max_feature_auc})")
+        missing = feature.isna().to_numpy()[sampled]
+        if missing.any() and not missing.all():
+            score = (_indicator_auc(missing, sample_classes, len(levels)) if classification
+                     else _auc(sample_target.astype("float64"), missing))
+            if score is not None and score >= rules.max_missingness_auc:
+                found.append(f"its null indicator alone has ROC AUC {score:.4f} (>= {rules.max_missingness_auc})")
         where = f"{batch}: column {name!r}: {LEAKAGE_RULE} (|corr| with {data.target!r} < {MAX_CORRELATION}"
-        where += ", not one-to-one with its classes)" if data.task == "classification" else ")"
+        where += ", not one-to-one with its classes" if classification else ""
+        where += ", no value or null indicator that separates it)"
         if found:
             detail = f"{where} failed: {'; '.join(found)}"
             outcomes.append(RuleOutcome("no_target_leakage", name, LEAKAGE_RULE, False, len(target), 100.0, found, detail))
@@ -285,18 +364,71 @@ def leakage_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = 
     return outcomes
 
 
-def check_results(outcomes: list[RuleOutcome]) -> dict[str, tuple[bool, str]]:
-    """``(passed, message)`` for every name in :data:`CHECKS`; the message joins the failing rules' details."""
+_LEAKAGE_SAMPLE_ROWS = 100_000
+_MIN_GROUP_ROWS = 20  # a class (or null group) smaller than this can be separated by chance
+
+
+def _leakage_sample(rows: int, seed: int) -> "np.ndarray":
+    """Row positions the AUC rules look at: all of them, or a seeded sample of :data:`_LEAKAGE_SAMPLE_ROWS`."""
+    import numpy as np
+
+    if rows <= _LEAKAGE_SAMPLE_ROWS:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(seed).choice(rows, _LEAKAGE_SAMPLE_ROWS, replace=False))
+
+
+def _auc(scores: "np.ndarray", positive: "np.ndarray") -> Optional[float]:
+    """ROC AUC of ``scores`` for ``positive`` from average ranks (ties count half), folded to >= 0.5 since a
+    leak can run either way; ``None`` when a side has fewer than :data:`_MIN_GROUP_ROWS` rows."""
+    import numpy as np
+    import pandas as pd
+
+    known = ~np.isnan(scores)
+    scores, positive = scores[known], positive[known]
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if min(n_pos, n_neg) < _MIN_GROUP_ROWS:
+        return None
+    ranks = pd.Series(scores).rank().to_numpy()
+    area = (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return max(area, 1 - area)
+
+
+def _worst_pair_auc(x: "np.ndarray", classes: "np.ndarray", count: int) -> Optional[float]:
+    """The lowest AUC of ``x`` over the pairs of classes large enough to judge (``None``: no such pair)."""
+    import itertools
+
+    judged = []
+    for first, second in itertools.combinations(range(count), 2):
+        pair = (classes == first) | (classes == second)
+        score = _auc(x[pair], classes[pair] == first)
+        if score is not None:
+            judged.append(score)
+    return min(judged) if judged else None
+
+
+def _indicator_auc(missing: "np.ndarray", classes: "np.ndarray", count: int) -> Optional[float]:
+    """The highest AUC of the null indicator for one class against the rest."""
+    scores = missing.astype("float64")
+    found = [_auc(scores, classes == level) for level in range(count)]
+    judged = [score for score in found if score is not None]
+    return max(judged) if judged else None
+
+
+def check_results(outcomes: list[RuleOutcome]) -> dict[str, CheckVerdict]:
+    """A :class:`CheckVerdict` for every name in :data:`CHECKS`; the message joins the failing rules'
+    details. A check fails with ``error`` severity when any failing rule of it has that severity."""
     summary = {}
     for check in CHECKS:
         mine = [outcome for outcome in outcomes if outcome.check == check]
-        failed = [outcome.detail for outcome in mine if not outcome.passed]
+        failed = [outcome for outcome in mine if not outcome.passed]
         if failed:
-            summary[check] = (False, "; ".join(failed))
+            severity: Severity = "error" if any(o.severity == "error" for o in failed) else "warn"
+            summary[check] = CheckVerdict(False, "; ".join(o.detail for o in failed), severity)
         elif mine:
-            summary[check] = (True, f"ok: {len(mine)} rule{'s' if len(mine) != 1 else ''} passed")
+            summary[check] = CheckVerdict(True, f"ok: {len(mine)} rule{'s' if len(mine) != 1 else ''} passed")
         else:
-            summary[check] = (True, "ok: no rules configured")
+            summary[check] = CheckVerdict(True, "ok: no rules configured")
     return summary
 
 
@@ -355,12 +487,14 @@ def _outcome(result: "ExpectationValidationResult", batch: str, missing: set[str
     config = result.expectation_config
     meta, rule, column = config.meta, config.type, config.kwargs.get("column")
     where = f"{batch}: " + (f"column {column!r}" if column is not None else "table")
-    what = f"{where}: {rule} ({meta['expect']})" if "expect" in meta else f"{where}: {rule}"
+    expect = meta.get("expect", "") + (f", mostly {meta['mostly']:.2%}" if "mostly" in meta else "")
+    what = f"{where}: {rule} ({expect})" if expect else f"{where}: {rule}"
+    severity = meta.get("severity", "error")
     info = result.result or {}
     error = _error(result.exception_info)
     if error is not None:
         reason = f"column {column!r} is missing from the batch" if column in missing else error
-        return RuleOutcome(meta["check"], column, rule, False, 1, 100.0, [], f"{what} could not run: {reason}")
+        return RuleOutcome(meta["check"], column, rule, False, 1, 100.0, [], f"{what} could not run: {reason}", severity)
     passed = bool(result.success)
     if "unexpected_count" in info and "target_class" not in meta:
         count, percent = int(info["unexpected_count"]), float(info["unexpected_percent"] or 0.0)
@@ -386,8 +520,8 @@ def _outcome(result: "ExpectationValidationResult", batch: str, missing: set[str
             sample = [_plain(info.get("observed_value"))]
             failure = f"failed: observed {sample[0]}"
     if passed:
-        return RuleOutcome(meta["check"], column, rule, True, count, percent, [], f"{what} passed")
-    return RuleOutcome(meta["check"], column, rule, False, count, percent, sample, f"{what} {failure}")
+        return RuleOutcome(meta["check"], column, rule, True, count, percent, [], f"{what} passed", severity)
+    return RuleOutcome(meta["check"], column, rule, False, count, percent, sample, f"{what} {failure}", severity)
 
 
 def _from_epoch_us(value: float) -> str:

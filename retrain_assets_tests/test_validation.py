@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from retrain_assets.config import parse_config
-from retrain_assets.validation import CHECKS, build_suite, check_results, validate_batch
+from retrain_assets.validation import CHECKS, CheckVerdict, build_suite, check_results, validate_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 300
@@ -19,9 +19,9 @@ def churn_config(task="classification", **validation):
     """Churn-style config; ``validation`` overrides the default rules."""
     rules = {
         "columns": {
-            "tenure_months": {"nullable": False, "min": 0, "max": 120},
-            "monthly_charges": {"min": 0},
-            "plan": {"nullable": False, "domain": ["basic", "standard", "premium"]},
+            "tenure_months": {"nullable": False, "hard": {"min": 0, "max": 120}},
+            "monthly_charges": {"hard": {"min": 0}},
+            "plan": {"nullable": False, "domain": ["basic", "standard", "premium"], "closed": True},
         },
         "min_rows": 100,
     }
@@ -89,8 +89,8 @@ def test_clean_frame_passes_every_check():
 
     results = check_results(outcomes)
     assert list(results) == list(CHECKS)
-    assert all(passed for passed, _ in results.values()), results
-    assert results["values_in_range"] == (True, "ok: 2 rules passed")
+    assert all(verdict.passed for verdict in results.values()), results
+    assert results["values_in_range"] == CheckVerdict(True, "ok: 2 rules passed")
     assert all(outcome.check in CHECKS for outcome in outcomes)
     json.dumps([outcome.sample for outcome in outcomes])
 
@@ -106,8 +106,8 @@ def test_nulls_in_required_column_fail_with_column_rule_count_and_sample():
     assert (failure.column, failure.rule, failure.failing_count) == ("plan", "expect_column_values_to_not_be_null", 37)
     assert failure.failing_percent == pytest.approx(37 / ROWS * 100)
     assert failure.sample == [None] * 5
-    passed, message = check_results(outcomes)["required_values_present"]
-    assert not passed
+    passed, message, severity = check_results(outcomes)["required_values_present"]
+    assert not passed and severity == "error"
     assert message == (
         "raw_data v3: column 'plan': expect_column_values_to_not_be_null failed for 37 of 300 rows (12.3%), "
         "sample [None, None, None, None, None]"
@@ -118,14 +118,14 @@ def test_out_of_range_value_fails_values_in_range():
     frame = churn_frame()
     frame.loc[5, "tenure_months"] = 999
 
-    passed, message = check_results(validate_batch(frame, churn_config()))["values_in_range"]
+    passed, message, severity = check_results(validate_batch(frame, churn_config()))["values_in_range"]
 
-    assert not passed
-    assert "column 'tenure_months'" in message and "within [0, 120]" in message
+    assert not passed and severity == "error"
+    assert "column 'tenure_months'" in message and "within hard [0, 120]" in message
     assert "failed for 1 of 300" in message and "sample [999]" in message
 
 
-def test_unknown_category_fails_categories_in_domain():
+def test_unknown_category_fails_a_closed_domain():
     frame = churn_frame()
     frame.loc[[3, 4], "plan"] = "enterprise"
 
@@ -136,7 +136,7 @@ def test_unknown_category_fails_categories_in_domain():
     assert "'enterprise'" in check_results(outcomes)["categories_in_domain"][1]
 
 
-def test_unlabeled_target_class_fails_domain_and_rare_class_fails_balance():
+def test_unlabeled_target_class_blocks_and_a_rare_class_only_warns():
     frame = churn_frame()
     frame["churned"] = 0
     frame.loc[:2, "churned"] = 1  # 1% of rows, floor is 5%
@@ -144,14 +144,25 @@ def test_unlabeled_target_class_fails_domain_and_rare_class_fails_balance():
 
     results = check_results(validate_batch(frame, churn_config(), "raw_data v4"))
 
-    domain_ok, domain_message = results["categories_in_domain"]
-    assert not domain_ok and "column 'churned'" in domain_message and "sample [2]" in domain_message
-    balanced, message = results["target_balanced"]
-    assert not balanced
-    assert message == (
-        "raw_data v4: column 'churned': expect_column_values_to_be_in_set (class 1 >= 5.0%) failed: "
+    domain = results["categories_in_domain"]
+    assert domain.rejects and "column 'churned'" in domain.message and "sample [2]" in domain.message
+    assert results["target_balanced"].passed
+    balance = results["values_as_expected"]
+    assert not balance.passed and not balance.rejects
+    assert balance.message == (
+        "raw_data v4: column 'churned': expect_column_values_to_be_in_set (class 1 >= 5.0% of the batch) failed: "
         "the class makes up 1.0% of 300 labelled rows"
     )
+
+
+def test_a_shifted_label_mix_warns_and_does_not_reject():
+    frame = churn_frame()
+    frame["churned"] = (np.arange(ROWS) % 100 < 87).astype("int64")  # 87 % positives, as in a real shift
+
+    results = check_results(validate_batch(frame, churn_config(min_class_fraction=0.2)))
+
+    assert not any(verdict.rejects for verdict in results.values()), results
+    assert "class 0 >= 20.0%" in results["values_as_expected"].message
 
 
 def test_balance_uses_observed_classes_without_target_classes():
@@ -161,13 +172,13 @@ def test_balance_uses_observed_classes_without_target_classes():
 
     outcomes = validate_batch(frame, churn_config(target_classes=None))
 
-    [failure] = failures(outcomes, "target_balanced")
-    assert failure.sample == [1]
-    assert check_results(outcomes)["categories_in_domain"][0]
+    [failure] = failures(outcomes, "values_as_expected")
+    assert failure.sample == [1] and failure.severity == "warn"
+    assert check_results(outcomes)["categories_in_domain"].passed
 
 
 def test_too_few_rows_fail_target_balanced():
-    passed, message = check_results(validate_batch(churn_frame(rows=50), churn_config()))["target_balanced"]
+    passed, message, _ = check_results(validate_batch(churn_frame(rows=50), churn_config()))["target_balanced"]
 
     assert not passed
     assert "expect_table_row_count_to_be_between (at least 100 rows) failed: observed 50" in message
@@ -179,11 +190,11 @@ def test_missing_column_fails_schema_and_its_rules_without_crashing():
     outcomes = validate_batch(frame, churn_config(), "raw_data v5")
 
     results = check_results(outcomes)
-    passed, message = results["schema_matches"]
+    passed, message, _ = results["schema_matches"]
     assert not passed
     assert "missing columns ['tenure_months']" in message
     for check in ("required_values_present", "values_in_range"):
-        passed, message = results[check]
+        passed, message, _ = results[check]
         assert not passed
         assert "column 'tenure_months' is missing from the batch" in message
     assert results["categories_in_domain"][0] and results["target_balanced"][0]
@@ -236,7 +247,7 @@ def test_schema_rejects_a_dtype_outside_the_declared_family(kind, values, observ
     config = one_column_config(kind)
     frame = pd.DataFrame({"x": values, "z": [0.5, 0.1, 0.2], "y": [1.0, 2.0, 3.0]})
 
-    passed, message = check_results(validate_batch(frame, config))["schema_matches"]
+    passed, message, _ = check_results(validate_batch(frame, config))["schema_matches"]
 
     assert not passed
     assert f"column 'x': column_type_is_declared_type (declared {kind}, stored as " in message
@@ -247,7 +258,7 @@ def test_regression_with_constant_target_fails_target_balanced():
     frame = churn_frame()
     frame["churned"] = 4.2
 
-    passed, message = check_results(validate_batch(frame, churn_config("regression"), "raw_data v6"))["target_balanced"]
+    passed, message, _ = check_results(validate_batch(frame, churn_config("regression"), "raw_data v6"))["target_balanced"]
 
     assert not passed
     assert message == (
@@ -274,11 +285,12 @@ def test_build_suite_tags_every_expectation_with_its_check():
 
     checks = [expectation.meta["check"] for expectation in suite.expectations]
     assert set(checks) == set(CHECKS) - {"no_target_leakage"}  # the leakage rule is plain pandas, not GE
-    assert checks.count("target_balanced") == 4  # one per class in target_classes, two classes, row count
+    assert checks.count("target_balanced") == 2  # two classes, row count
+    assert checks.count("values_as_expected") == 2  # the share of each class in target_classes
 
 
 def test_check_results_reports_checks_without_rules():
-    assert check_results([]) == {check: (True, "ok: no rules configured") for check in CHECKS}
+    assert check_results([]) == {check: CheckVerdict(True, "ok: no rules configured") for check in CHECKS}
 
 
 def test_import_does_not_load_great_expectations():
@@ -294,3 +306,131 @@ def test_ge_does_not_fingerprint_the_frame():
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": churn_frame()})
 
     assert "pandas_data_fingerprint" not in batch.batch_markers
+
+
+def expected_config(**column_rules):
+    """churn_config with extra rules for some columns."""
+    config = churn_config()
+    for name, rule in column_rules.items():
+        config.validation.columns[name] = type(config.validation.columns["plan"]).model_validate(rule)
+    return config
+
+
+def test_a_value_past_the_expected_range_warns_with_count_and_sample():
+    frame = churn_frame()
+    frame.loc[[5, 6], "monthly_charges"] = 3432.0
+    config = expected_config(monthly_charges={"hard": {"min": 0}, "expected": {"min": 0, "max": 150}})
+
+    outcomes = validate_batch(frame, config, "raw_data v2")
+
+    results = check_results(outcomes)
+    assert not any(verdict.rejects for verdict in results.values()), results
+    [warning] = failures(outcomes, "values_as_expected")
+    assert (warning.column, warning.failing_count, warning.sample, warning.kind) == (
+        "monthly_charges", 2, [3432.0, 3432.0], "expected")
+    assert results["values_as_expected"].message == (
+        "raw_data v2: column 'monthly_charges': expect_column_values_to_be_between (within expected [0, 150]) "
+        "failed for 2 of 300 non-null values (0.7%), sample [3432.0, 3432.0]"
+    )
+
+
+def test_mostly_lets_a_few_values_past_a_hard_limit():
+    frame = churn_frame()
+    frame.loc[[1], "tenure_months"] = 999
+    lenient = expected_config(tenure_months={"hard": {"min": 0, "max": 120}, "mostly": 0.99})
+
+    assert check_results(validate_batch(frame, lenient))["values_in_range"].passed
+
+    frame.loc[:9, "tenure_months"] = 999  # 10 of 300 is past the 1 % allowance
+    verdict = check_results(validate_batch(frame, lenient))["values_in_range"]
+    assert verdict.rejects and "mostly 99.00%" in verdict.message
+
+
+def test_severity_warn_turns_a_hard_rule_into_a_warning():
+    frame = churn_frame()
+    frame.loc[3, "tenure_months"] = 999
+    config = expected_config(tenure_months={"hard": {"min": 0, "max": 120}, "severity": "warn"})
+
+    verdict = check_results(validate_batch(frame, config))["values_in_range"]
+
+    assert not verdict.passed and verdict.severity == "warn" and not verdict.rejects
+
+
+def test_an_open_domain_warns_on_a_new_value():
+    frame = churn_frame()
+    frame.loc[[3, 4], "plan"] = "enterprise"
+    config = expected_config(plan={"domain": ["basic", "standard", "premium"]})
+
+    results = check_results(validate_batch(frame, config))
+
+    assert results["categories_in_domain"].passed
+    assert not results["values_as_expected"].passed and "'enterprise'" in results["values_as_expected"].message
+
+
+def test_null_rate_above_the_expected_one_warns_and_nullable_false_blocks():
+    frame = churn_frame()
+    frame["plan"] = frame["plan"].astype(object)
+    frame.loc[:29, "plan"] = None  # 10 %
+    inferred = expected_config(plan={"expected": {"max_null_fraction": 0.05}})
+
+    results = check_results(validate_batch(frame, inferred))
+    assert results["required_values_present"].passed
+    assert "at most 5.0% null" in results["values_as_expected"].message and not results["values_as_expected"].rejects
+
+    declared = expected_config(plan={"nullable": False})
+    assert check_results(validate_batch(frame, declared))["required_values_present"].rejects
+
+
+def test_old_min_max_keys_are_read_as_hard_limits():
+    config = churn_config(columns={"tenure_months": {"min": 0, "max": 120}})
+    frame = churn_frame()
+    frame.loc[5, "tenure_months"] = 999
+
+    assert config.validation.columns["tenure_months"].hard.max == 120
+    assert check_results(validate_batch(frame, config))["values_in_range"].rejects
+    with pytest.raises(ValueError, match="under hard"):
+        churn_config(columns={"tenure_months": {"min": 0, "hard": {"max": 120}}})
+
+
+def test_a_column_filled_in_for_one_outcome_only_is_a_leak():
+    frame = churn_frame()
+    rng = np.random.default_rng(1)
+    churned = frame["churned"] == 1
+    # filled in for 93 % of the churned customers and almost none of the others: AUC ~0.96
+    filled = np.where(churned, rng.random(ROWS) < 0.93, rng.random(ROWS) < 0.01)
+    frame["monthly_charges"] = frame["monthly_charges"].where(filled)
+
+    verdict = check_results(validate_batch(frame, churn_config(), "raw_data v9"))["no_target_leakage"]
+
+    assert verdict.rejects
+    assert "column 'monthly_charges'" in verdict.message and "null indicator alone has ROC AUC 0.9" in verdict.message
+
+
+def test_a_noisy_copy_of_the_label_is_a_leak_and_a_strong_real_feature_is_not():
+    from sklearn.datasets import load_breast_cancer
+
+    cancer = load_breast_cancer(as_frame=True).frame
+    columns = {name: "float" for name in cancer.columns if name != "target"} | {"target": "int"}
+    config = parse_config({"data": {"target": "target", "task": "classification", "columns": columns}})
+    for part in np.array_split(cancer, 6):  # batches of ~95 rows; 'worst perimeter' reaches AUC 0.99
+        assert check_results(validate_batch(part.reset_index(drop=True), config))["no_target_leakage"].passed
+
+    noise = np.random.default_rng(0).random(len(cancer)) * 4.9  # |corr| < 0.999, yet it separates the classes
+    leaked = cancer.assign(**{"mean area": cancer["target"] * 5 + noise})
+    verdict = check_results(validate_batch(leaked, config))["no_target_leakage"]
+    assert verdict.rejects and "column 'mean area'" in verdict.message and "ROC AUC 1.0000" in verdict.message
+    assert "|corr|" not in verdict.message.split("failed:")[1]
+
+
+def test_multiclass_leak_must_separate_every_pair_of_classes():
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True).frame
+    columns = {name: "float" for name in wine.columns if name != "target"} | {"target": "int"}
+    config = parse_config({"data": {"target": "target", "task": "classification", "columns": columns}})
+    assert check_results(validate_batch(wine, config))["no_target_leakage"].passed
+
+    noise = np.random.default_rng(0).random(len(wine)) * 0.9
+    leaked = wine.assign(proline=wine["target"].map({0: 2, 1: 0, 2: 1}) + noise)  # intervals, not a linear copy
+    verdict = check_results(validate_batch(leaked, config))["no_target_leakage"]
+    assert verdict.rejects and "column 'proline'" in verdict.message and "every pair of classes" in verdict.message

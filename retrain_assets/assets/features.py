@@ -17,8 +17,9 @@ from retrain_assets.resources import RetrainProject
 def validated_features(context: AssetExecutionContext, project: RetrainProject, raw_data: lake.TableRef):
     """Validates each raw_data batch not seen before (up to the pinned version) with a Great Expectations
     suite built from ``retrain.yaml``; appends passing batches to the ``validated_features`` Delta table.
-    A failing batch is reported by the blocking checks (column, rule, count, sample, version), is not
-    appended, and stays intact in raw_data. The accepted rows are then compared with the champion: feature
+    A batch that breaks a hard rule is reported by the blocking checks (column, rule, count, sample,
+    version), is not appended, and stays intact in raw_data; the run stops only when it accepted no batch.
+    Values outside what the sample showed warn (``values_as_expected``). The accepted rows are then compared with the champion: feature
     drift and the champion's score, as warning checks that the retrain triggers read."""
     config = project.load()
     run = batches.validate_new_batches(config, raw_data.version)
@@ -29,22 +30,23 @@ def validated_features(context: AssetExecutionContext, project: RetrainProject, 
         metadata={
             "raw_version": raw_data.version,
             "batches_validated": MetadataValue.json([b.raw_version for b in run.batches]),
-            "batches_accepted": MetadataValue.json([b.raw_version for b in run.batches if b.accepted]),
-            "batches_rejected": MetadataValue.json([b.raw_version for b in run.batches if not b.accepted]),
+            "batches_accepted": MetadataValue.json(run.accepted),
+            "batches_rejected": MetadataValue.json(run.rejected),
             "delta_version": features.version if features else -1,
             "rows": lake.table_summary(features.uri)["rows"] if features else 0,
             "uri": MetadataValue.path(config.table_uri(lake.FEATURES_TABLE)),
         },
     )
     results = run.check_results([spec.name for spec in VALIDATION_CHECKS])
-    for name, (passed, message) in results.items():
+    for name, verdict in results.items():
         yield AssetCheckResult(
-            check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR, description=message,
-            metadata={"raw_version": raw_data.version},
+            check_name=name, passed=verdict.passed, description=verdict.message,
+            severity=AssetCheckSeverity.ERROR if verdict.severity == "error" else AssetCheckSeverity.WARN,
+            metadata={"raw_version": raw_data.version, "batches_rejected": MetadataValue.json(run.rejected)},
         )
-    failed = {name: message for name, (passed, message) in results.items() if not passed}
-    if failed:
-        rejected = ", ".join(f"v{b.raw_version}" for b in run.batches if not b.accepted)
+    if run.rejected:
+        failed = {name: verdict.message for name, verdict in results.items() if not verdict.passed}
+        rejected = ", ".join(f"v{version}" for version in run.rejected)
         send_alert(config, "check_failed", f"raw_data {rejected} rejected by {', '.join(failed)}", failed)
     accepted = run.accepted_frame()
     registry = project.registry(config) if accepted is not None else None
