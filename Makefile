@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 # test modules run on this many workers (pytest-xdist, each module kept on one worker for its fixtures)
 TEST_WORKERS ?= 2
+# the browser test drives Debian's chromium + chromedriver (installed by `make browser` when run as root);
+# `make test BROWSER=no` leaves it out and needs neither
+BROWSER ?= yes
 
-.PHONY: install demo test ui validate clean bench
+.PHONY: install browser demo test lint ui validate clean bench
 
 install: $(VENV)/.installed
 
@@ -19,8 +22,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: install
 	$(BIN)/retrain demo --dir $(DEMO_DIR) --fresh
 
+browser:
+	@bash scripts/ensure-browser
+
+ifeq ($(BROWSER),no)
 test: install
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not browser"
+else
+test: browser install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+endif
+
+# runs both checkers, fails if either finds something
+lint: install
+	$(BIN)/ruff check retrain_assets retrain_assets_tests bench; status=$$?; \
+	$(BIN)/mypy retrain_assets && exit $$status
 
 ui: install
 	$(BIN)/retrain --config $(DEMO_DIR)/retrain.yaml ui
@@ -32,4 +48,4 @@ validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache build *.egg-info
