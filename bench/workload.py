@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Optional
 
 from retrain_assets import synthetic
 from retrain_assets.config import RetrainConfig, load_config
-from retrain_assets.demo import BUSINESS_RANGES
+from retrain_assets.demo import declare_business_limits
 from retrain_assets.inference import infer_config, render_config
 
 START = dt.date(2024, 1, 1)  # far enough back that no batch of the 5M-row table lies in the future
@@ -74,14 +74,12 @@ def write_batch(directory: Path, day_index: int, rows: int, drift: float = 0.0) 
 
 
 def bench_config(project: str = "bench", **sections: dict) -> RetrainConfig:
-    """What ``retrain init`` infers from a 5,000-row sample, reviewed as the demo does (business ranges);
+    """What ``retrain init`` infers from a 5,000-row sample, reviewed as the demo does (business limits);
     ``sections`` override top-level sections (e.g. ``storage={...}``). Triggers stay at their defaults:
     ``min_new_rows: 0``, so every run with newly validated rows retrains."""
     sample = synthetic.churn_batch(START, 5000, SEED)
     config = infer_config(sample, "churned", timestamp="event_time", id_column="customer_id", project=project)
-    for column, (low, high) in BUSINESS_RANGES.items():
-        rule = config.validation.columns[column]
-        rule.min, rule.max = low, high
+    declare_business_limits(config)
     for name, values in sections.items():
         section = getattr(config, name)
         for key, value in values.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
@@ -17,10 +18,12 @@ from retrain_assets import lake
 from retrain_assets.faults import crash_point
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
     from retrain_assets.config import RetrainConfig
-    from retrain_assets.validation import CheckVerdict
+    from retrain_assets.validation import CheckVerdict, RuleOutcome
 
 RAW_VERSION_KEY = "retrain.raw_version"
 
@@ -156,6 +159,17 @@ def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
         run.batches.append(outcome)
     run.features = current_features(config)
     return run
+
+
+def validate_file(config: "RetrainConfig", path: "Path") -> list["RuleOutcome"]:
+    """`retrain validate`: one file through the same cast as `retrain ingest` and the same suite as a batch
+    landing now, without writing anything. A file ingest would refuse raises ``ValueError`` with the
+    refusal's message."""
+    from retrain_assets.validation import BatchContext, validate_batch
+
+    frame = lake.to_table_schema(lake.read_batch_file(path), config.data.columns, path.name).to_pandas()
+    context = BatchContext(dt.datetime.now(dt.timezone.utc), tuple(recent_accepted_rows(config, sys.maxsize)))
+    return validate_batch(frame, config, batch=path.name, context=context)
 
 
 def verdicts(config: "RetrainConfig") -> dict[int, bool]:

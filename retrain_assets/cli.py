@@ -17,6 +17,33 @@ import click
 from retrain_assets.config import ConfigError, RetrainConfig, load_config, resolve_config_path
 
 
+class UtcDateTime(click.ParamType):
+    """An ISO 8601 date or date-time as an aware UTC datetime: ``2026-01-05``, ``2026-01-05T23:00:00``,
+    ``2026-01-05T23:00:00Z`` or ``2026-01-05T23:00:00+01:00``. An offset converts to UTC; a time without
+    one is UTC, as every time the project records is."""
+
+    name = "datetime"
+
+    def convert(self, value, param, ctx) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            moment = value
+        else:
+            text = str(value).strip()
+            try:  # Python 3.10's fromisoformat does not read "Z"
+                moment = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+            except ValueError:
+                self.fail(
+                    f"{value!r} is not an ISO 8601 date or time, e.g. 2026-01-05, 2026-01-05T23:00:00, "
+                    "2026-01-05T23:00:00Z or 2026-01-05T23:00:00+01:00",
+                    param,
+                    ctx,
+                )
+        return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
+
+
+UTC_DATETIME = UtcDateTime()
+
+
 def _load(ctx: click.Context) -> RetrainConfig:
     try:
         return load_config(ctx.obj["config"])
@@ -48,8 +75,9 @@ def main(ctx: click.Context, config_path: Optional[Path]) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
 @click.pass_context
 def init(ctx, data, target, task, timestamp, id_column, project, force) -> None:
-    """Write retrain.yaml inferred from a CSV/Parquet sample DATA; review it before the first run."""
-    from retrain_assets.inference import infer_config, render_config
+    """Write retrain.yaml inferred from a CSV/Parquet sample DATA, then say each choice made; review it
+    before the first run."""
+    from retrain_assets.inference import infer_config_with_notes, render_config
     from retrain_assets.lake import read_batch_file
 
     path: Path = ctx.obj["config"]
@@ -57,14 +85,17 @@ def init(ctx, data, target, task, timestamp, id_column, project, force) -> None:
         raise click.ClickException(f"{path} exists; pass --force to overwrite it")
     try:
         frame = read_batch_file(data)
-        config = infer_config(
+        inferred = infer_config_with_notes(
             frame, target, task=task, timestamp=timestamp, id_column=id_column, project=project or path.parent.name
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    config = inferred.config
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_config(config, str(data)))
     click.echo(f"wrote {path}: {len(config.data.columns)} columns, task {config.data.task}, target {target!r}")
+    for note in inferred.notes:
+        click.echo(f"  {note}")
 
 
 @main.command()
@@ -72,9 +103,10 @@ def init(ctx, data, target, task, timestamp, id_column, project, force) -> None:
 @click.option(
     "--as-of",
     "landed_at",
-    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    type=UTC_DATETIME,
     default=None,
-    help="Replaying history: when these batches originally landed (UTC); backfills time-travel by it.",
+    help="Replaying history: when these batches originally landed (ISO 8601; no offset means UTC); backfills "
+    "time-travel by it.",
 )
 @click.pass_context
 def ingest(ctx, files, landed_at) -> None:
@@ -95,6 +127,89 @@ def ingest(ctx, files, landed_at) -> None:
             click.echo(f"{result.source}: raw_data version {result.version} ({result.rows} rows)")
     if refused:
         raise click.ClickException(f"{refused} of {len(files)} files refused; nothing of them was written")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def validate(ctx, files, as_json) -> None:
+    """Run the validation suite on each FILE without ingesting it, judged as a batch landing now: every
+    rule's outcome, hard or expected. Exit status 1 when a hard rule fails (or ingest would refuse the file)."""
+    from retrain_assets.batches import validate_file
+    from retrain_assets.validation import check_results
+
+    config = _load(ctx)
+    report, rejected = [], 0
+    for path in files:
+        try:
+            outcomes = validate_file(config, path)
+        except (ValueError, OSError) as exc:
+            rejected += 1
+            report.append({"file": str(path), "refused": str(exc), "accepted": False, "rules": []})
+            continue
+        accepted = not any(verdict.rejects for verdict in check_results(outcomes).values())
+        rejected += not accepted
+        rules = [{"kind": o.kind, "check": o.check, "column": o.column, "rule": o.rule, "passed": o.passed,
+                  "severity": o.severity, "failing_count": o.failing_count, "failing_percent": o.failing_percent,
+                  "sample": o.sample, "detail": o.detail} for o in outcomes]
+        report.append({"file": str(path), "refused": None, "accepted": accepted, "rules": rules})
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else describe_validation(report))
+    if rejected:
+        sys.exit(1)
+
+
+def describe_validation(report: list[dict]) -> str:
+    """Per file: one line per rule (failures first, with count and sample), then the verdict."""
+    lines = []
+    for entry in report:
+        name = Path(entry["file"]).name
+        if entry["refused"]:
+            lines.append(f"{name}: REFUSED, ingest would not land it: {entry['refused']}")
+            continue
+        rules = sorted(entry["rules"], key=lambda rule: rule["passed"])
+        for rule in rules:
+            outcome = "passed" if rule["passed"] else ("FAILED" if rule["severity"] == "error" else "warn")
+            lines.append(f"  {rule['kind']:<8} {outcome:<6} {rule['check']}: {rule['detail'].removeprefix(name + ': ')}")
+        failed = [rule for rule in rules if not rule["passed"]]
+        hard = sum(rule["severity"] == "error" for rule in failed)
+        verdict = "REJECTED" if hard else "accepted"
+        lines.insert(len(lines) - len(rules), f"{name}: {verdict}: {len(rules) - len(failed)} of {len(rules)} rules "
+                     f"passed, {hard} hard failed, {len(failed) - hard} warned")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("versions", nargs=-1, required=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def revalidate(ctx, versions, as_json) -> None:
+    """Validate rejected raw_data VERSIONS again with the current rules (after fixing retrain.yaml). Both
+    verdicts stay in the validation log; a batch that passes now becomes training data for the next run.
+    Nothing in raw_data is rewritten."""
+    from retrain_assets.batches import RevalidationRefused
+    from retrain_assets.runner import ProjectBusy, project_instance, project_lock, revalidate as run
+
+    config = _load(ctx)
+    try:
+        with project_lock(config), project_instance(config) as instance:
+            outcomes = run(config, instance, list(versions))
+    except (ProjectBusy, RevalidationRefused) as exc:
+        raise click.ClickException(str(exc)) from None
+    report = [{"raw_version": o.raw_version, "rows": o.rows, "accepted": o.accepted,
+               "checks": {name: verdict._asdict() for name, verdict in o.checks.items() if not verdict.passed}}
+              for o in outcomes]
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    for entry in [] if as_json else report:
+        if entry["accepted"]:
+            click.echo(f"raw_data v{entry['raw_version']}: accepted now ({entry['rows']} rows appended to "
+                       "validated_features; the next training run uses them)")
+        else:
+            failed = "; ".join(check["message"] for check in entry["checks"].values() if check["severity"] == "error")
+            click.echo(f"raw_data v{entry['raw_version']}: still rejected: {failed}")
+    if not all(entry["accepted"] for entry in report):
+        sys.exit(1)
 
 
 @main.command()
@@ -133,6 +248,9 @@ def describe_status(report: dict) -> str:
         f"raw_data: {raw['uri']} version {raw['version']} ({raw['rows']} rows)",
         f"last processed raw version: {report['last_processed_version']}",
     ]
+    for batch in report["rejected_batches"][-5:]:
+        lines.append(f"rejected raw_data v{batch['raw_version']} ({batch['rows']} rows, kept; `retrain revalidate "
+                     f"{batch['raw_version']}` after fixing the rules): {', '.join(batch['failed_checks'])}")
     for refusal in report["refused_files"][-5:]:
         kept = f" (kept in {refusal['quarantined']})" if refusal["quarantined"] else ""
         lines.append(f"refused {Path(refusal['file']).name} at {refusal['at']}: {refusal['reason']}{kept}")
@@ -151,7 +269,8 @@ def describe_status(report: dict) -> str:
     if run:
         lines.append(f"last run: {run['status']} ({run['trigger']} on raw_data v{run['delta_version']}): {run['reason']}")
     for check in report["latest_checks"]:
-        verdict = "passed" if check["passed"] else ("FAILED" if check["blocking"] else "WARNING")
+        stopped = check["blocking"] and check["severity"] == "ERROR"
+        verdict = "passed" if check["passed"] else ("FAILED" if stopped else "WARNING")
         lines.append(f"check {check['asset']}/{check['name']}: {verdict} - {check['message']}")
     for asset, causes in report["stale_assets"].items():
         lines.append(f"stale: {asset} ({'; '.join(causes)})")
@@ -197,8 +316,8 @@ def tick(ctx, as_json) -> None:
 
 
 @main.command()
-@click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), required=True, help="First partition (date).")
-@click.option("--end", type=click.DateTime(formats=["%Y-%m-%d"]), required=True, help="Last partition (date).")
+@click.option("--start", type=UTC_DATETIME, required=True, help="First partition: an ISO 8601 date, or a time whose UTC date counts.")
+@click.option("--end", type=UTC_DATETIME, required=True, help="Last partition: an ISO 8601 date, or a time whose UTC date counts.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def backfill(ctx, start, end, as_json) -> None:
@@ -237,15 +356,16 @@ def backfill(ctx, start, end, as_json) -> None:
 @main.command()
 @click.option("--to", "version", default=None, help="Registered model version (default: the previous champion).")
 @click.option("--reason", default="manual rollback", show_default=True, help="Why; recorded on the model version.")
+@click.option("--force", is_flag=True, help="Also to a version that was never champion (e.g. a rejected candidate).")
 @click.pass_context
-def rollback(ctx, version, reason) -> None:
+def rollback(ctx, version, reason, force) -> None:
     """Point the champion alias back at the previous (or given) model version."""
     from retrain_assets.runner import project_instance, rollback_champion
 
     config = _load(ctx)
     with project_instance(config) as instance:
         try:
-            event = rollback_champion(config, instance, version, reason)
+            event = rollback_champion(config, instance, version, reason, force=force)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(event["text"])

@@ -8,13 +8,20 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from retrain_assets import lake, synthetic
-from retrain_assets.config import load_config
+from retrain_assets.config import Bounds, RetrainConfig, load_config
 from retrain_assets.validation import CHECKS
 
 MARKER = ".retrain-demo"
 START = dt.date(2026, 1, 5)
-# What a person reviewing the inferred retrain.yaml would write: the business limits, not one day's sample.
+# What a person reviewing the inferred retrain.yaml would declare: the business limits, not one day's sample.
 BUSINESS_RANGES = {"tenure_months": (0, 120), "monthly_charges": (0, 500), "support_calls": (0, 30)}
+
+
+def declare_business_limits(config: RetrainConfig) -> None:
+    """The review `retrain init` asks for: the churn columns' business limits become hard rules (blocking);
+    the ranges the sample showed stay as expected values (warning)."""
+    for column, (low, high) in BUSINESS_RANGES.items():
+        config.validation.columns[column].hard = Bounds(min=low, max=high)
 
 
 def prepare(directory: Path, fresh: bool) -> None:
@@ -87,15 +94,13 @@ def run_demo(
     config_path = directory / "retrain.yaml"
     inferred = infer_config(lake.read_batch_file(files[0][1]), "churned", timestamp="event_time",
                             id_column="customer_id", project="churn")
-    for column, (low, high) in BUSINESS_RANGES.items():  # the review `retrain init` asks for
-        rule = inferred.validation.columns[column]
-        rule.min, rule.max = low, high
+    declare_business_limits(inferred)
     inferred.triggers.min_new_rows = int(2.5 * rows_per_day)  # retrain on volume every few days
     inferred.model.window_days = 7  # learn from (and compare on) the last week
     inferred.history.start = START
     config_path.write_text(render_config(inferred, files[0][1].name))
     echo(f"retrain init {files[0][1].name} --target churned -> {config_path}")
-    echo(f"  reviewed: ranges {BUSINESS_RANGES}; triggers.min_new_rows {inferred.triggers.min_new_rows}; "
+    echo(f"  reviewed: hard limits {BUSINESS_RANGES}; triggers.min_new_rows {inferred.triggers.min_new_rows}; "
          f"model.window_days 7; history.start {START}")
     config = load_config(config_path)
     metric = config.promotion.metric
@@ -142,7 +147,7 @@ def run_demo(
 def table_row(day: Optional[dt.date], version: int, rows: int, outcome, metric: str, registry) -> dict:
     """One line of the demo's table from a run's outcome."""
     evaluation, decision = outcome.evaluation or {}, outcome.decision or {}
-    warnings = sum(1 for c in outcome.checks.values() if not c.passed and not c.blocking)
+    warnings = sum(1 for c in outcome.checks.values() if not c.passed and not c.stopped_the_run)
     if outcome.blocking_failures:
         verdict = "batch rejected" if any(n in CHECKS for n in outcome.blocking_failures) else "candidate rejected"
     elif outcome.fired in ("none", ""):

@@ -117,6 +117,12 @@ class CheckOutcome:
     passed: bool
     message: str
     blocking: bool
+    severity: str = "ERROR"
+
+    @property
+    def stopped_the_run(self) -> bool:
+        """A blocking check fails the run only with ERROR severity (WARN: a batch rejected among accepted ones)."""
+        return self.blocking and not self.passed and self.severity == "ERROR"
 
 
 @dataclass
@@ -143,14 +149,14 @@ class RunOutcome:
 
     @property
     def blocking_failures(self) -> dict[str, CheckOutcome]:
-        return {name: check for name, check in self.checks.items() if check.blocking and not check.passed}
+        return {name: check for name, check in self.checks.items() if check.stopped_the_run}
 
     def describe(self, metric: str) -> str:
         """A few lines a person reads: version, checks, scores, decision."""
         lines = [f"raw_data v{self.raw_version}: {self.trigger} run {'succeeded' if self.success else 'FAILED'} ({self.run_id})"]
         failed = {name: check for name, check in self.checks.items() if not check.passed}
         lines.append(f"  checks: {len(self.checks) - len(failed)}/{len(self.checks)} passed")
-        lines += [f"  {'FAILED' if c.blocking else 'WARNING'} {name}: {c.message}" for name, c in failed.items()]
+        lines += [f"  {'FAILED' if c.stopped_the_run else 'WARNING'} {name}: {c.message}" for name, c in failed.items()]
         if REASON_TAG in self.tags:
             lines.append(f"  {'retrained' if self.fired != 'none' else 'not retrained'}: {self.tags[REASON_TAG]}")
         if self.evaluation:
@@ -210,7 +216,7 @@ def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcom
     outcome = RunOutcome(run_id=result.run_id, success=result.success, tags=dict(instance.get_run_by_id(result.run_id).tags))
     for evaluation in result.get_asset_check_evaluations():
         outcome.checks[evaluation.check_name] = CheckOutcome(
-            evaluation.passed, evaluation.description or "", bool(evaluation.blocking)
+            evaluation.passed, evaluation.description or "", bool(evaluation.blocking), evaluation.severity.value
         )
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
@@ -258,6 +264,7 @@ def latest_checks(instance: "DagsterInstance") -> list[dict[str, Any]]:
                 "asset": key.asset_key.to_user_string(),
                 "passed": evaluation.passed,
                 "blocking": bool(evaluation.blocking),
+                "severity": evaluation.severity.value,
                 "message": evaluation.description,
                 "run_id": record.run_id,
             }
@@ -355,9 +362,12 @@ def backfill(
     return outcomes, summary.output_for_node("backtest_summary")
 
 
-def rollback_champion(config: RetrainConfig, instance: "DagsterInstance", version: Optional[str], reason: str) -> dict[str, Any]:
+def rollback_champion(
+    config: RetrainConfig, instance: "DagsterInstance", version: Optional[str], reason: str, force: bool = False
+) -> dict[str, Any]:
     """`retrain rollback`: move the alias (registry tags say who, when, why), alert, and report the change
-    to Dagster as a ``prod_model`` materialization so the asset's history in the UI shows it."""
+    to Dagster as a ``prod_model`` materialization so the asset's history in the UI shows it. A version
+    that was never champion is refused unless ``force`` (see :meth:`Registry.rollback`)."""
     import getpass
 
     from dagster import AssetMaterialization
@@ -365,8 +375,10 @@ def rollback_champion(config: RetrainConfig, instance: "DagsterInstance", versio
     from retrain_assets.alerts import send_alert
     from retrain_assets.registry import Registry
 
-    event = Registry(config).rollback(version, reason=reason, who=getpass.getuser())
+    event = Registry(config).rollback(version, reason=reason, who=getpass.getuser(), force=force)
     text = f"champion rolled back from v{event['from_version']} to v{event['to_version']} by {event['by']}: {reason}"
+    if "override" in event:
+        text += f" (forced: {event['override']})"
     send_alert(config, "rollback", text, event)
     metadata = {"champion_version": event["to_version"], "promoted": False, "reason": f"rollback: {reason}",
                 "rolled_back_from": event["from_version"], "by": event["by"]}
@@ -428,6 +440,7 @@ def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterI
             "rows": raw["rows"] if raw else 0,
         },
         "last_processed_version": batches.last_processed_version(config),
+        "rejected_batches": batches.rejected_batches(config),
         "refused_files": lake.recent_refusals(config),
         **registry_status,
         "latest_checks": latest_checks(instance),
@@ -443,3 +456,21 @@ def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterI
             "quarantine": str(config.quarantine_dir),
         },
     }
+
+
+def revalidate(config: RetrainConfig, instance: "DagsterInstance", versions: list[int]) -> list["batches.BatchOutcome"]:
+    """`retrain revalidate`: judge rejected batches again (:func:`batches.revalidate`), and tell Dagster when
+    ``validated_features`` gained rows, so the UI shows the new data version and what is now stale."""
+    from dagster import AssetMaterialization
+
+    outcomes = batches.revalidate(config, versions)
+    accepted = [outcome.raw_version for outcome in outcomes if outcome.accepted]
+    features = batches.current_features(config)
+    if accepted and features is not None:
+        metadata = {"revalidated": accepted, "delta_version": features.version, "rows_added": sum(
+            outcome.rows for outcome in outcomes if outcome.accepted)}
+        instance.report_runless_asset_event(AssetMaterialization(
+            "validated_features", description=f"raw_data {', '.join(f'v{v}' for v in accepted)} accepted on revalidation",
+            metadata=metadata, tags={"dagster/data_version": str(features.version)},
+        ))
+    return outcomes

@@ -9,6 +9,7 @@ import pytest
 
 from retrain_assets import synthetic
 from retrain_assets.config import RetrainConfig, load_config
+from retrain_assets.demo import declare_business_limits
 from retrain_assets.inference import infer_config, render_config
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -53,9 +54,6 @@ def instance():
         yield ephemeral
 
 
-BUSINESS_RANGES = {"tenure_months": (0, 120), "monthly_charges": (0, 500), "support_calls": (0, 30)}
-
-
 def write_config(project: Project, **sections) -> None:
     """Rewrite the project's retrain.yaml with some sections replaced (e.g. ``triggers={...}``)."""
     import yaml
@@ -80,8 +78,7 @@ def automated(tmp_path: Path) -> Project:
         days.append(path)
     config = infer_config(synthetic.churn_batch(START, 600, seed=5), "churned", timestamp="event_time",
                           id_column="customer_id", project="churn")
-    for column, (low, high) in BUSINESS_RANGES.items():
-        config.validation.columns[column].min, config.validation.columns[column].max = low, high
+    declare_business_limits(config)
     config_path = tmp_path / "retrain.yaml"
     config_path.write_text(render_config(config, days[0].name))
     return Project(config_path, load_config(config_path), days)

@@ -1,5 +1,6 @@
 """The `retrain` command as a user runs it: init, ingest, materialize, status."""
 
+import datetime as dt
 import json
 
 import pytest
@@ -96,3 +97,96 @@ def test_tick_runs_what_the_sensor_asks_then_nothing(project, monkeypatch):
     assert launch["trigger"] == "new_version" and launch["decision"]["promoted"] is True
     again = retrain(project.path, "tick")
     assert again.exit_code == 0 and "nothing triggered: raw_data unchanged since the last tick" in again.output
+
+
+def test_rollback_refuses_a_version_that_was_never_champion_unless_forced(project, monkeypatch):
+    from .test_registry import decided_registry
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    _, lost = decided_registry(project.config)
+
+    refused = retrain(project.path, "rollback", "--to", "3")
+
+    assert refused.exit_code != 0
+    assert f"v3 was never champion: it lost to v2 ({lost}); pass --force" in refused.output
+    forced = retrain(project.path, "rollback", "--to", "3", "--force", "--reason", "try the challenger")
+    assert forced.exit_code == 0, forced.output
+    assert "rolled back from v2 to v3" in forced.output and "(forced: v3 was never champion: it lost to v2" in forced.output
+    status = json.loads(retrain(project.path, "status", "--json").output)
+    assert status["champion"]["version"] == "3"
+    assert status["events"][-1]["kind"] == "rollback" and "forced" in status["events"][-1]["text"]
+
+
+def test_validate_dry_runs_the_suite_on_files_without_ingesting(project, tmp_path):
+    import pandas as pd
+
+    from retrain_assets import lake
+
+    bad = tmp_path / "bad.csv"
+    frame = pd.read_csv(project.batch(1))
+    frame.loc[:4, "churned"] = 7  # a class never declared: always a hard failure
+    frame.to_csv(bad, index=False)
+    unreadable = tmp_path / "empty.csv"
+    unreadable.write_bytes(b"")
+
+    clean = retrain(project.path, "validate", str(project.batch(1)))
+    assert clean.exit_code == 0, clean.output
+    assert clean.output.startswith(f"{project.batch(1).name}: accepted:")
+    assert "  hard     passed schema_matches" in clean.output
+
+    result = retrain(project.path, "validate", str(bad), str(unreadable))
+    assert result.exit_code == 1
+    assert "bad.csv: REJECTED" in result.output and "empty.csv: REFUSED" in result.output
+    line = next(line for line in result.output.splitlines() if "FAILED" in line)
+    assert "categories_in_domain" in line and "column 'churned'" in line and "sample [7, 7, 7, 7, 7]" in line
+
+    report = json.loads(retrain(project.path, "validate", "--json", str(bad)).output)
+    [failed] = [rule for rule in report[0]["rules"] if not rule["passed"] and rule["severity"] == "error"]
+    assert (failed["kind"], failed["column"], failed["failing_count"]) == ("hard", "churned", 5)
+    assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None, "nothing was ingested"
+
+
+@pytest.mark.parametrize(
+    "text, utc",
+    [
+        ("2026-01-05", dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)),
+        ("2026-01-05T23:00:00", dt.datetime(2026, 1, 5, 23, tzinfo=dt.timezone.utc)),
+        ("2026-01-05T23:00:00Z", dt.datetime(2026, 1, 5, 23, tzinfo=dt.timezone.utc)),
+        ("2026-01-05T23:00:00+01:00", dt.datetime(2026, 1, 5, 22, tzinfo=dt.timezone.utc)),
+        ("2026-01-05T23:00:00-02:30", dt.datetime(2026, 1, 6, 1, 30, tzinfo=dt.timezone.utc)),
+    ],
+)
+def test_date_options_read_iso_8601_and_convert_offsets_to_utc(text, utc):
+    from retrain_assets.cli import UTC_DATETIME
+
+    moment = UTC_DATETIME.convert(text, None, None)
+
+    assert moment == utc and moment.utcoffset() == dt.timedelta(0)
+
+
+def test_a_date_that_is_not_iso_8601_is_a_usage_error_naming_the_forms(project):
+    result = retrain(project.path, "ingest", "--as-of", "05/01/2026", str(project.batch(0)))
+
+    assert result.exit_code == 2
+    assert "'05/01/2026' is not an ISO 8601 date or time" in result.output and "2026-01-05T23:00:00Z" in result.output
+
+
+def test_ingest_as_of_with_an_offset_lands_at_that_utc_time(project, monkeypatch):
+    from retrain_assets import lake
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+    result = retrain(project.path, "ingest", "--as-of", "2026-01-06T09:00:00+01:00", str(project.batch(0)))
+
+    assert result.exit_code == 0, result.output
+    (commit,) = lake.history(project.config.table_uri(lake.RAW_TABLE))
+    assert lake.landed_at(commit) == dt.datetime(2026, 1, 6, 8, tzinfo=dt.timezone.utc)
+
+
+def test_backfill_dates_with_offsets_are_taken_as_their_utc_dates(project, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+    result = retrain(project.path, "backfill", "--start", "2030-01-01T00:30:00+01:00", "--end", "2030-01-02T23:00:00-02:00")
+
+    assert result.exit_code != 0
+    assert "no weekly partition starts between 2029-12-31 and 2030-01-03" in result.output

@@ -7,7 +7,7 @@ from mlflow import MlflowClient
 from retrain_assets import lake
 from retrain_assets.lake import ingest_file
 from retrain_assets.runner import materialize, project_status
-from retrain_assets.validation import CHECKS as VALIDATION
+from retrain_assets.validation import HARD_CHECKS as VALIDATION
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def test_clean_batch_gives_a_champion_with_provenance(project, instance):
     outcome = materialize(project.path, instance)
 
     assert outcome.success, outcome.error
-    assert all(check.passed for check in outcome.checks.values()) and len(outcome.checks) == 12
+    assert all(check.passed for check in outcome.checks.values()) and len(outcome.checks) == 13
     client = registry_client(project)
     name = project.config.mlflow.model_name
     champion = client.get_model_version_by_alias(name, "champion")
@@ -47,11 +47,12 @@ def test_bad_batch_is_stopped_kept_and_later_batches_still_train(project, instan
     outcome = materialize(project.path, instance)
 
     assert not outcome.success
-    nulls = outcome.checks["required_values_present"]
-    assert not nulls.passed and nulls.blocking and "tenure_months" in nulls.message and f"v{bad.version}" in nulls.message
-    assert "monthly_charges" in outcome.checks["values_in_range"].message and not outcome.checks["values_in_range"].passed
-    assert "atlantis" in outcome.checks["categories_in_domain"].message
-    assert set(outcome.blocking_failures) == {"required_values_present", "values_in_range", "categories_in_domain"}
+    assert set(outcome.blocking_failures) == {"values_in_range"}, "the inferred hard limit: charges are never negative"
+    in_range = outcome.checks["values_in_range"].message
+    assert f"raw_data v{bad.version}: column 'monthly_charges'" in in_range and "-50.0" in in_range
+    expected = outcome.checks["values_as_expected"]  # what the sample showed: nulls and a new region only warn
+    assert not expected.passed and not expected.blocking
+    assert "column 'tenure_months'" in expected.message and "'atlantis'" in expected.message
     assert outcome.evaluation is None and outcome.decision is None
     client = registry_client(project)
     name = config.mlflow.model_name
@@ -91,3 +92,78 @@ def test_nothing_new_retrains_the_same_data_without_promoting(project, instance)
     assert len(validation) == len(VALIDATION) == 7 and all("nothing to validate" in check.message for check in validation)
     assert again.evaluation["candidate"] == again.evaluation["champion"], "same data, same seed, same model"
     assert again.decision["promoted"] is False and again.decision["champion_version"] == "1"
+
+
+def declare(project, **rules) -> None:
+    """Rewrite the project's retrain.yaml with some validation.columns rules replaced (what a reviewer edits)."""
+    from retrain_assets.config import ColumnRule, load_config
+    from retrain_assets.inference import render_config
+
+    config = load_config(project.path)
+    for name, rule in rules.items():
+        config.validation.columns[name] = ColumnRule.model_validate(rule)
+    project.path.write_text(render_config(config, "reviewed"))
+    project.config = load_config(project.path)
+
+
+def test_one_bad_batch_among_good_ones_still_trains_on_the_good_ones(project, instance):
+    declare(project, monthly_charges={"hard": {"min": 0, "max": 500}})
+    versions = [ingest_file(project.config, project.batch(day)).version for day in range(4)]  # day 2 is corrupt
+
+    outcome = materialize(project.path, instance)
+
+    assert outcome.success, outcome.error
+    assert outcome.blocking_failures == {}
+    failed = {name: check for name, check in outcome.checks.items() if not check.passed and check.blocking}
+    assert "values_in_range" in failed
+    for check in failed.values():
+        assert check.severity == "WARN"
+        assert f"raw_data v{versions[2]}" in check.message
+        assert f"this run trains on the accepted v{versions[0]}, v{versions[1]}, v{versions[3]}" in check.message
+    features = lake.read_table(project.config.table_uri(lake.FEATURES_TABLE))
+    assert set(features[lake.RAW_VERSION_COLUMN]) == {versions[0], versions[1], versions[3]}
+    assert outcome.evaluation is not None and outcome.decision["promoted"] is True
+    champion = registry_client(project).get_model_version_by_alias(project.config.mlflow.model_name, "champion")
+    assert champion.tags["rows"] == "1800", "trained on the three accepted batches only"
+    status = project_status(project.config, project.path, instance)
+    [rejected] = status["rejected_batches"]
+    assert rejected["raw_version"] == versions[2] and "values_in_range" in rejected["failed_checks"]
+    assert DeltaTable(project.config.table_uri(lake.RAW_TABLE)).to_pyarrow_table().num_rows == 2400, "nothing lost"
+
+
+def test_revalidate_takes_back_a_batch_a_too_tight_rule_rejected(project, instance, monkeypatch):
+    from click.testing import CliRunner
+
+    from retrain_assets.cli import main
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    ingest_file(project.config, project.batch(0))
+    assert materialize(project.path, instance).success
+    declare(project, tenure_months={"hard": {"min": 0, "max": 5}})  # a reviewer's typo: 5 for 50 years
+    second = ingest_file(project.config, project.batch(1))
+    blocked = materialize(project.path, instance)
+    assert not blocked.success and "values_in_range" in blocked.blocking_failures
+    raw_before = lake.read_table(project.config.table_uri(lake.RAW_TABLE))
+
+    declare(project, tenure_months={"hard": {"min": 0, "max": 600}})
+    result = CliRunner().invoke(main, ["--config", str(project.path), "revalidate", str(second.version)])
+
+    assert result.exit_code == 0, result.output
+    assert f"raw_data v{second.version}: accepted now (600 rows" in result.output
+    log = lake.read_table(project.config.table_uri(lake.VALIDATION_LOG_TABLE))
+    verdicts = log[log["raw_version"] == second.version].sort_values("validated_at")
+    assert verdicts["accepted"].tolist() == [False, True] and verdicts["revalidated"].tolist() == [False, True]
+    assert "values_in_range" in verdicts["failed_checks"].iloc[0], "the first verdict stays as an audit trail"
+    features = lake.read_table(project.config.table_uri(lake.FEATURES_TABLE))
+    assert set(features[lake.RAW_VERSION_COLUMN]) == {0, second.version}
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(lake.read_table(project.config.table_uri(lake.RAW_TABLE)), raw_before)
+
+    again = CliRunner().invoke(main, ["--config", str(project.path), "revalidate", str(second.version)])
+    assert again.exit_code == 1 and "accepted already" in again.output
+    missing = CliRunner().invoke(main, ["--config", str(project.path), "revalidate", "7"])
+    assert missing.exit_code == 1 and "raw_data v7: no batch landed as this version" in missing.output
+
+    retrained = materialize(project.path, instance)
+    assert retrained.success and retrained.evaluation["holdout_rows"] == pytest.approx(0.2 * 1200, rel=0.25)

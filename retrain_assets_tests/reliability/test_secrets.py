@@ -32,7 +32,8 @@ import yaml
 from retrain_assets import synthetic
 from retrain_assets.config import load_config
 from retrain_assets.inference import infer_config, render_config
-from retrain_assets_tests.conftest import BUSINESS_RANGES, START
+from retrain_assets.demo import declare_business_limits
+from retrain_assets_tests.conftest import START
 from retrain_assets_tests.test_remote import free_port, serve, stop
 
 RETRAIN = Path(sys.executable).parent / "retrain"
@@ -282,8 +283,7 @@ def scenario(tmp_path_factory, moto_with_auth, mlflow_backend) -> Scenario:
         frame.to_csv(days[-1], index=False)
     config = infer_config(synthetic.churn_batch(START, 500, seed=5), "churned", timestamp="event_time",
                           id_column="customer_id", project="churn")
-    for column, (low, high) in BUSINESS_RANGES.items():
-        config.validation.columns[column].min, config.validation.columns[column].max = low, high
+    declare_business_limits(config)
     raw = yaml.safe_load(render_config(config, days[0].name))
     unique = uuid.uuid4().hex[:8]
     received, seen = [], []
