@@ -29,10 +29,12 @@ from retrain_assets.training import build_pipeline
 HASH_BUCKETS = 10_000
 
 
-def validate(frame: pd.DataFrame, config: RetrainConfig) -> list[str]:
-    """The five blocking checks as plain pandas; returns the failures (empty when the batch passes)."""
+def validate(frame: pd.DataFrame, config: RetrainConfig) -> tuple[list[str], list[str]]:
+    """The hard rules and the expected values as plain pandas: the failures (empty when the batch passes)
+    and the warnings."""
     data, rules = config.data, config.validation
-    failures = []
+    failures: list[str] = []
+    warnings: list[str] = []
     if set(frame.columns) != set(data.columns):
         return [f"schema: columns {sorted(frame.columns)} != {sorted(data.columns)}"]
     for name, kind in data.columns.items():
@@ -53,10 +55,12 @@ def validate(frame: pd.DataFrame, config: RetrainConfig) -> list[str]:
             failures.append(f"required: {name} has nulls")
     for name, rule in rules.columns.items():
         values = frame[name].dropna()
-        if rule.min is not None and (values < rule.min).any() or rule.max is not None and (values > rule.max).any():
-            failures.append(f"range: {name} outside [{rule.min}, {rule.max}]")
+        for kind, low, high in (("range", rule.hard_min, rule.hard_max),
+                                ("expected", *((rule.expected.min, rule.expected.max) if rule.expected else (None, None)))):
+            if low is not None and (values < low).any() or high is not None and (values > high).any():
+                (failures if kind == "range" else warnings).append(f"{kind}: {name} outside [{low}, {high}]")
         if rule.domain is not None and not values.isin(rule.domain).all():
-            failures.append(f"domain: {name} outside {rule.domain}")
+            (failures if rule.closed else warnings).append(f"domain: {name} outside {rule.domain}")
     target = frame[data.target].dropna()
     if rules.target_classes is not None:
         if not target.isin(rules.target_classes).all():
@@ -64,10 +68,10 @@ def validate(frame: pd.DataFrame, config: RetrainConfig) -> list[str]:
         shares = target.value_counts(normalize=True)
         for value in rules.target_classes:
             if shares.get(value, 0.0) < rules.min_class_fraction:
-                failures.append(f"balance: class {value!r} below {rules.min_class_fraction}")
+                warnings.append(f"balance: class {value!r} below {rules.min_class_fraction}")
     if len(frame) < rules.min_rows:
         failures.append(f"balance: {len(frame)} rows < {rules.min_rows}")
-    return failures
+    return failures, warnings
 
 
 def split(frame: pd.DataFrame, config: RetrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -100,7 +104,7 @@ def train(frame: pd.DataFrame, config: RetrainConfig):
 def cycle(accepted: list[Path], batch: Path, champion: Optional[Path], store: Path, config: RetrainConfig) -> dict:
     """One retrain cycle: read, validate the new batch, train on everything accepted, compare, decide."""
     new = pd.read_parquet(batch)
-    failures = validate(new, config)
+    failures, _ = validate(new, config)
     if failures:
         return {"promoted": False, "reason": "; ".join(failures)}
     frame = pd.concat([pd.read_parquet(path) for path in accepted] + [new], ignore_index=True)

@@ -75,11 +75,12 @@ def write_batch(directory: Path, day_index: int, rows: int, drift: float = 0.0) 
 
 def bench_config(project: str = "bench", **sections: dict) -> RetrainConfig:
     """What ``retrain init`` infers from a 5,000-row sample, reviewed as the demo does (business limits);
-    ``sections`` override top-level sections (e.g. ``storage={...}``). Triggers stay at their defaults:
-    ``min_new_rows: 0``, so every run with newly validated rows retrains."""
+    ``sections`` override top-level sections (e.g. ``storage={...}``). ``triggers.min_new_rows`` is 0, so
+    every run with newly validated rows retrains, as the bare script does."""
     sample = synthetic.churn_batch(START, 5000, SEED)
     config = infer_config(sample, "churned", timestamp="event_time", id_column="customer_id", project=project)
     declare_business_limits(config)
+    config.triggers.min_new_rows = 0
     for name, values in sections.items():
         section = getattr(config, name)
         for key, value in values.items():

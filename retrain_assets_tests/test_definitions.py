@@ -36,6 +36,7 @@ def test_checks_gate_where_designed():
                   "batch_integrity", "no_target_leakage"]
     assert blocking == {**{name: "validated_features" for name in validation}, "candidate_meets_minimum": "evaluation_report"}
     assert warning == {
+        "values_as_expected": "validated_features",
         "feature_drift": "validated_features",
         "champion_performance": "validated_features",
         "candidate_beats_champion": "evaluation_report",

@@ -48,8 +48,8 @@ VALIDATION_CHECKS = ["schema_matches", "required_values_present", "values_in_ran
                      "target_balanced", "batch_integrity", "no_target_leakage"]
 CHECKS = {  # per asset: check name -> blocking
     "raw_data": {},
-    "validated_features": {**dict.fromkeys(VALIDATION_CHECKS, True), "feature_drift": False,
-                           "champion_performance": False},
+    "validated_features": {**dict.fromkeys(VALIDATION_CHECKS, True), "values_as_expected": False,
+                           "feature_drift": False, "champion_performance": False},
     "candidate_model": {},
     "evaluation_report": {"candidate_meets_minimum": True, "candidate_beats_champion": False},
     "prod_model": {"champion_is_fresh": False},
