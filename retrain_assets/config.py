@@ -202,7 +202,10 @@ class DriftTrigger(_Section):
     enabled: bool = True
     psi: float = Field(0.2, gt=0, description="PSI above this marks a feature drifted (categoricals, binned numerics).")
     ks: float = Field(0.15, gt=0, le=1, description="KS statistic above this marks a numeric feature drifted.")
-    ks_pvalue: float = Field(0.01, gt=0, lt=1, description="...and only when the KS test's p-value is below this.")
+    ks_pvalue: float = Field(
+        0.01, gt=0, lt=1, description="...and only when the KS test's p-value is below this. A PSI counts only when "
+        "a chi-square test of the bucket counts is significant at this level too (small batches move PSI by chance)."
+    )
     bins: int = Field(10, ge=2, le=100)
 
 

@@ -71,15 +71,20 @@ def score_drift(
     A categorical feature is drifted when its PSI exceeds ``psi_threshold``; categories unseen in training each
     count as a bucket of their own. A numeric feature is drifted when the PSI over the reference bins (nulls one
     more bucket) exceeds ``psi_threshold``, or when the KS statistic of its values against the reference sample
-    exceeds ``ks_threshold`` with a p-value below ``ks_pvalue``. A feature missing from the batch, or without a
-    single value in it, is drifted; its PSI is computed as if every row were null.
+    exceeds ``ks_threshold`` with a p-value below ``ks_pvalue``. A PSI counts only when the shares moved more
+    than chance would move them in a batch of that size: a chi-square test of the bucket counts against the
+    reference shares, at the same level. The level is ``ks_pvalue`` for the batch as a whole: each feature is
+    tested at ``ks_pvalue / features`` (Bonferroni), so thirty features do not make thirty chances of a false
+    alarm. A feature missing from the batch, or without a single value in it, is drifted; its PSI is computed
+    as if every row were null.
 
     Args:
         profile: What :func:`reference_profile` returned.
         batch: The new rows.
         psi_threshold: PSI above this marks a feature drifted.
         ks_threshold: KS statistic above this marks a numeric feature drifted...
-        ks_pvalue: ...when the test's p-value is also below this.
+        ks_pvalue: ...when the test's p-value is also below this (divided among the features); the
+            significance level of the PSI, too.
 
     Returns:
         ``{feature: {"method", "psi", "ks", "p_value", "drifted", "detail", "reason"}}``: ``method`` is
@@ -87,13 +92,14 @@ def score_drift(
         for a person; ``reason`` says briefly why the feature drifted ("" when it did not).
     """
     scores = {}
+    level = ks_pvalue / max(1, len(profile["features"]))  # Bonferroni: the batch as a whole, not each feature
     for name, kind in profile["features"].items():
         reference = profile["columns"][name]
         column = batch[name] if name in batch.columns else None
         if kind in NUMERIC:
-            scores[name] = _score_numeric(name, reference, column, psi_threshold, ks_threshold, ks_pvalue)
+            scores[name] = _score_numeric(name, reference, column, psi_threshold, ks_threshold, level)
         else:
-            scores[name] = _score_categorical(name, reference, column, psi_threshold)
+            scores[name] = _score_categorical(name, reference, column, psi_threshold, level)
     return scores
 
 
@@ -174,6 +180,27 @@ def _psi(expected: list[float], actual: list[float]) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+def _chi_square_p(expected: list[float], actual: list[float], rows: int) -> float:
+    """p-value of a chi-square goodness-of-fit test of a batch's bucket shares against the reference's.
+
+    PSI measures how far the shares moved, whatever the batch size; this says whether ``rows`` values could
+    have moved them that far by chance (a batch of a hundred rows from unchanged data has a PSI of about 0.1
+    to 0.3 over ten buckets from sampling alone). Buckets expecting fewer than 5 values, where the test's
+    approximation fails, are pooled into one; with fewer than two buckets left nothing can be shown (p = 1)."""
+    from scipy.stats import chisquare
+
+    e = np.maximum(np.asarray(expected, dtype="float64"), EPSILON)
+    e = e / e.sum() * rows
+    observed = np.asarray(actual, dtype="float64") * rows
+    small = e < 5
+    if small.any():
+        e = np.append(e[~small], e[small].sum())
+        observed = np.append(observed[~small], observed[small].sum())
+    if len(e) < 2:
+        return 1.0
+    return float(chisquare(observed, e / e.sum() * observed.sum()).pvalue)
+
+
 def _absent(column: Optional[pd.Series]) -> Optional[str]:
     """Why ``column`` has no usable value ("missing from the batch", ...), or None when it has some."""
     if column is None:
@@ -217,8 +244,9 @@ def _score_numeric(
         psi = _psi(expected, [0.0] * len(reference["fractions"]) + [1.0])
         return _score("psi", psi, None, None, True, f"{name}: {absent} (PSI {psi:.2f})", absent)
     counts = np.bincount(np.searchsorted(reference["edges"], values, side="left"), minlength=len(expected) - 1)
-    psi = _psi(expected, (counts / len(column)).tolist() + [1.0 - values.size / len(column)])
-    psi_drifted = psi > psi_threshold
+    actual = (counts / len(column)).tolist() + [1.0 - values.size / len(column)]
+    psi = _psi(expected, actual)
+    psi_drifted = psi > psi_threshold and _chi_square_p(expected, actual, len(column)) < ks_pvalue
     psi_text = f"PSI {psi:.2f}" + (f" > {psi_threshold:g}" if psi_drifted else "")
     if not reference["sample"]:
         reason = f"PSI {psi:.2f}" if psi_drifted else ""
@@ -231,7 +259,9 @@ def _score_numeric(
     return _score("psi+ks", psi, ks, p_value, psi_drifted or ks_drifted, f"{name}: {psi_text}, {ks_text}", reason)
 
 
-def _score_categorical(name: str, reference: dict, column: Optional[pd.Series], psi_threshold: float) -> dict:
+def _score_categorical(
+    name: str, reference: dict, column: Optional[pd.Series], psi_threshold: float, significance: float
+) -> dict:
     """PSI over the reference category shares; unseen categories each add a bucket."""
     known = reference["fractions"]
     absent = _absent(column)
@@ -245,10 +275,11 @@ def _score_categorical(name: str, reference: dict, column: Optional[pd.Series], 
             actual[OTHER_KEY] += share
         else:
             unseen[key] = share
-    psi = _psi(list(known.values()) + [0.0] * len(unseen), list(actual.values()) + list(unseen.values()))
+    expected, shares = list(known.values()) + [0.0] * len(unseen), list(actual.values()) + list(unseen.values())
+    psi = _psi(expected, shares)
     if absent:
         return _score("psi", psi, None, None, True, f"{name}: {absent} (PSI {psi:.2f})", absent)
-    drifted = psi > psi_threshold
+    drifted = psi > psi_threshold and _chi_square_p(expected, shares, len(column)) < significance
     detail = f"{name}: PSI {psi:.2f}" + (f" > {psi_threshold:g}" if drifted else "")
     if unseen:
         top = sorted(unseen.items(), key=lambda item: -item[1])[:3]

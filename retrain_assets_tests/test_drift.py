@@ -197,6 +197,25 @@ def test_import_stays_light():
 def test_numeric_feature_null_throughout_training_is_scored_by_psi_alone():
     profile = reference_profile(pd.DataFrame({"x": [np.nan, np.nan, np.inf]}), {"x": "float"})
     assert profile["columns"]["x"] == {"edges": [], "fractions": [0.0], "null_fraction": 1.0, "sample": []}
-    score = score_drift(profile, pd.DataFrame({"x": [1.0, 2.0]}), **THRESHOLDS)["x"]
+    score = score_drift(profile, pd.DataFrame({"x": np.arange(50.0)}), **THRESHOLDS)["x"]
     assert score["method"] == "psi" and score["ks"] is None and score["drifted"]
+    too_few = score_drift(profile, pd.DataFrame({"x": [1.0, 2.0]}), **THRESHOLDS)["x"]
+    assert not too_few["drifted"], "two values cannot show a change beyond chance"
     assert score["detail"].endswith("(no training values for KS)")
+
+
+def test_small_clean_batches_of_real_data_are_not_drifted_and_a_real_shift_is():
+    """Wine's shuffled rows in batches of 30: PSI over ten bins moves by chance alone (to 2.8 here), so a
+    PSI counts only when a chi-square test of the bucket counts is significant, Bonferroni over features."""
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True).frame.sample(frac=1, random_state=7)
+    parts = np.array_split(wine, 6)
+    features = {name: "float" for name in wine.columns if name != "target"}
+    profile = reference_profile(pd.concat(parts[:3]), features)
+    for part in parts[3:]:
+        scores = score_drift(profile, part, **THRESHOLDS)
+        assert not any(score["drifted"] for score in scores.values()), drift_summary(scores)[1]
+
+    shifted = score_drift(profile, parts[5].assign(alcohol=parts[5]["alcohol"] * 1.5), **THRESHOLDS)
+    assert shifted["alcohol"]["drifted"] and not shifted["ash"]["drifted"]
