@@ -13,11 +13,12 @@ import http.client
 import json
 import logging
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 if TYPE_CHECKING:
     from retrain_assets.config import RetrainConfig
@@ -63,6 +64,39 @@ def recent_alerts(config: RetrainConfig, limit: int = 10) -> list[dict]:
             except json.JSONDecodeError:
                 continue
     return list(latest)
+
+
+def step_error(step_failures: Sequence[Any]) -> Optional[str]:
+    """``"<step>: <exception>"`` of the first of Dagster's step-failure events, on one line: the user code's
+    exception (the innermost cause), not Dagster's wrapper around it; an error of Dagster's own (a
+    ``Failure`` our code raised, a failed blocking check) without its ``dagster._core...`` class name.
+    ``None`` without a failed step."""
+    if not step_failures:
+        return None
+    error = step_failures[0].step_failure_data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    text = error.message.strip() if error else "failed"
+    if text.startswith("dagster."):
+        text = text.partition(": ")[2] or text
+    return f"{step_failures[0].step_key}: " + " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,:;!?)\]]")  # not the sentence's punctuation
+
+
+def without_urls(text: str) -> str:
+    """``text`` with every URL cut to its scheme and host: a URL can carry a secret in its user part, path or
+    query (webhook URLs do), and an exception message quotes URLs as they were given."""
+
+    def host_only(match: "re.Match[str]") -> str:
+        try:
+            parts = urllib.parse.urlsplit(match.group())
+            return f"{parts.scheme}://{parts.hostname or ''}/…"
+        except ValueError:  # e.g. a malformed IPv6 host
+            return "<URL>"
+
+    return _URL.sub(host_only, text)
 
 
 def _webhook_url(config: RetrainConfig) -> Optional[str]:

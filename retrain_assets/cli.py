@@ -243,10 +243,13 @@ def status(ctx, as_json) -> None:
 
 
 def describe_status(report: dict) -> str:
+    """`retrain status` for a person: what is missing is said in words or left out, never printed as None."""
     raw, champion, decision = report["raw_table"], report["champion"], report["last_decision"]
+    processed = report["last_processed_version"]
     lines = [
-        f"raw_data: {raw['uri']} version {raw['version']} ({raw['rows']} rows)",
-        f"last processed raw version: {report['last_processed_version']}",
+        f"raw_data: {raw['uri']} version {raw['version']} ({raw['rows']} rows)" if raw["version"] is not None
+        else f"raw_data: no versions yet ({raw['uri']}; land a batch with `retrain ingest FILE`)",
+        f"last processed raw version: {processed if processed is not None else 'none yet'}",
     ]
     for batch in report["rejected_batches"][-5:]:
         lines.append(f"rejected raw_data v{batch['raw_version']} ({batch['rows']} rows, kept; `retrain revalidate "
@@ -255,23 +258,29 @@ def describe_status(report: dict) -> str:
         kept = f" (kept in {refusal['quarantined']})" if refusal["quarantined"] else ""
         lines.append(f"refused {Path(refusal['file']).name} at {refusal['at']}: {refusal['reason']}{kept}")
     if champion:
-        lines.append(
-            f"champion: {champion['name']} v{champion['version']} (delta v{champion['delta_version']}, "
-            f"trained {champion['trained_at']}, params {champion['params_hash']}, code {champion['code_version']})"
-        )
-        lines.append("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(champion["metrics"].items())))
+        known = {"delta v": champion["delta_version"], "trained ": champion["trained_at"],
+                 "params ": champion["params_hash"], "code ": champion["code_version"]}
+        provenance = ", ".join(f"{label}{value}" for label, value in known.items() if value is not None)
+        provenance = f" ({provenance})" if provenance else ""
+        lines.append(f"champion: {champion['name']} v{champion['version']}{provenance}")
+        if champion["metrics"]:
+            lines.append("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(champion["metrics"].items())))
     else:
         lines.append("champion: none")
     if decision:
         verdict = "promoted" if decision["promoted"] else "rejected"
-        lines.append(f"last decision: candidate v{decision['candidate_version']} {verdict}: {decision['reason']}")
+        why = f": {decision['reason']}" if decision["reason"] else ""
+        lines.append(f"last decision: candidate v{decision['candidate_version']} {verdict}{why}")
     run = report["last_run"]
     if run:
-        lines.append(f"last run: {run['status']} ({run['trigger']} on raw_data v{run['delta_version']}): {run['reason']}")
+        read = f" on raw_data v{run['delta_version']}" if run["delta_version"] is not None else ""
+        said = "; ".join(text for text in (run["reason"], run["error"] and f"error: {run['error']}") if text)
+        lines.append(f"last run: {run['status']} ({run['trigger']}{read})" + (f": {said}" if said else ""))
     for check in report["latest_checks"]:
         stopped = check["blocking"] and check["severity"] == "ERROR"
         verdict = "passed" if check["passed"] else ("FAILED" if stopped else "WARNING")
-        lines.append(f"check {check['asset']}/{check['name']}: {verdict} - {check['message']}")
+        message = f" - {check['message']}" if check["message"] else ""
+        lines.append(f"check {check['asset']}/{check['name']}: {verdict}{message}")
     for asset, causes in report["stale_assets"].items():
         lines.append(f"stale: {asset} ({'; '.join(causes)})")
     lines += [f"event {event['at']} {event['kind']}: {event['text']}" for event in report["events"][-5:]]

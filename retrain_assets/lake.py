@@ -4,8 +4,9 @@ Every ingested file becomes exactly one new version of ``raw_data``. A file that
 the schema in ``retrain.yaml`` (or is empty, header only, truncated, not UTF-8) is refused whole: nothing is
 written, and the file is copied byte for byte into the quarantine folder with a note of why. Every refusal
 (also of a path that does not exist, is outside ``storage.landing_dir`` or repeats a landed file) is appended
-to ``refusals.jsonl`` under the storage home, which `retrain status` reads. Bad *values* (nulls, out of
-range, unknown categories) do land; catching them is the job of the validation checks.
+to ``refusals.jsonl`` under the storage home, which `retrain status` reads. So is a file replayed with an
+``--as-of`` landing time that its own events or the table contradict (see :func:`_check_landing_time`). Bad
+*values* (nulls, out of range, unknown categories) do land; catching them is the job of the validation checks.
 """
 
 from __future__ import annotations
@@ -230,11 +231,14 @@ def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.date
     if not path.is_file():
         raise refuse(config, path, f"{path}: no such file", keep=False)
     sha = _sha256(path)
-    landed = next((entry["version"] for entry in history(uri) if entry.get(SHA_KEY) == sha), None)
+    entries = history(uri)
+    landed = next((entry["version"] for entry in entries if entry.get(SHA_KEY) == sha), None)
     if landed is not None:
         raise refuse(config, path, f"{path.name}: identical content already landed as raw_data version {landed}", keep=False)
     try:
         table = to_table_schema(read_batch_file(path), config.data.columns, path.name)
+        if landed_at is not None:
+            _check_landing_time(config, path.name, table, landed_at.astimezone(dt.timezone.utc), entries)
         metadata = {SOURCE_KEY: path.name, SHA_KEY: sha}
         if landed_at is not None:
             metadata[LANDED_KEY] = landed_at.astimezone(dt.timezone.utc).isoformat()
@@ -245,6 +249,42 @@ def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.date
     # not latest_version(): another writer may have committed since ours
     version = next(entry["version"] for entry in reversed(history(uri)) if entry.get(SHA_KEY) == sha)
     return IngestResult(source=path.name, version=version, rows=table.num_rows)
+
+
+def _check_landing_time(
+    config: "RetrainConfig", source: str, table: "pa.Table", as_of: dt.datetime, entries: list[dict]
+) -> None:
+    """Raise ``ValueError`` for an ``--as-of`` the batch or the table contradicts: before the batch's own newest
+    event (beyond validation's clock-skew tolerance), which validation would reject for good at the next run;
+    or before the newest batch in ``raw_data`` landed, which would make "the table as of a time" go back."""
+    import pyarrow.compute as pc
+
+    from retrain_assets.validation import FUTURE_TOLERANCE
+
+    column = config.data.timestamp
+    newest = pc.max(table[column]).as_py() if column is not None else None
+    if newest is not None and as_of + FUTURE_TOLERANCE < newest:
+        raise ValueError(
+            f"{source}: --as-of {_utc(as_of)} is {_hours(newest - as_of)} before the batch's own newest {column!r} "
+            f"value {_utc(newest)}, more than the {_hours(FUTURE_TOLERANCE)} of clock skew allowed: a batch cannot "
+            "land before its events; give the time it really landed"
+        )
+    batches = [entry for entry in entries if _is_batch(entry)]
+    latest = max(batches, key=landed_at, default=None)
+    if latest is not None and as_of < landed_at(latest):
+        raise ValueError(
+            f"{source}: --as-of {_utc(as_of)} is before raw_data version {latest['version']} "
+            f"({latest.get(SOURCE_KEY, 'not written by retrain ingest')}) landed, at {_utc(landed_at(latest))}: "
+            "landing times must not go backwards, or the table as of a time would change after the fact"
+        )
+
+
+def _utc(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _hours(span: dt.timedelta) -> str:
+    return f"{span / dt.timedelta(hours=1):.4g} h"
 
 
 def latest_version(uri: str) -> Optional[int]:
@@ -294,14 +334,16 @@ def batch_versions(uri: str, after: Optional[int], upto: int) -> list[int]:
 def batch_commits(uri: str, after: Optional[int], upto: int) -> list[dict]:
     """The commit log entries of :func:`batch_versions`, oldest first (one read of the log)."""
     start = -1 if after is None else after
-    return [
-        entry
-        for entry in history(uri)
-        if start < entry["version"] <= upto
-        and entry.get("operation") == "WRITE"
+    return [entry for entry in history(uri) if start < entry["version"] <= upto and _is_batch(entry)]
+
+
+def _is_batch(entry: dict) -> bool:
+    """Whether a commit appended rows: a batch (a compaction or another rewrite is not)."""
+    return (
+        entry.get("operation") == "WRITE"
         and entry.get("operationParameters", {}).get("mode") != "Overwrite"
         and entry.get("operationMetrics", {}).get("num_added_rows", 0) > 0
-    ]
+    )
 
 
 def read_table(uri: str, version: Optional[int] = None, columns: Optional[list[str]] = None) -> "pd.DataFrame":

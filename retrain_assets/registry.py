@@ -29,12 +29,16 @@ CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
 DECISION_TAG = "decision"
 # MLflow 3 saves scikit-learn models with skops, which loads only audited types. These are what the
-# configurable estimators need (OneHotEncoder keeps a dtype; forests and boosting keep tree nodes); we trust
-# them because the registry only holds models this project trained itself.
+# configurable estimators need (OneHotEncoder keeps a dtype; forests and boosting keep tree nodes; boosting
+# with native categories keeps ``partial(check_array, ...)`` for its numeric columns: skops checks what a
+# partial wraps like any other type, so only partials of check_array load); we trust them because the
+# registry only holds models this project trained itself.
 SKOPS_TRUSTED_TYPES = [
     "numpy.dtype",
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "functools.partial",
+    "sklearn.utils.validation.check_array",
 ]
 PROFILE_ARTIFACT = "reference_profile.json"
 REASON_TAG = "decision_reason"
@@ -42,11 +46,13 @@ REASON_TAG = "decision_reason"
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A registered model version and the MLflow run that produced it."""
+    """A registered model version and the MLflow run that produced it. ``trigger_reason`` is why it was
+    trained (its ``trigger_reason`` tag), carried along so steps downstream need not read run tags."""
 
     name: str
     version: str
     run_id: str
+    trigger_reason: str = ""
 
     @property
     def uri(self) -> str:
@@ -154,7 +160,7 @@ class Registry:
         )
         version = str(registered.version)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)
-        return ModelRef(self.name, version, run_id)
+        return ModelRef(self.name, version, run_id, model.tags.get("trigger_reason", ""))
 
     def _ensure_registered_model(self) -> None:
         from mlflow.exceptions import MlflowException
@@ -229,9 +235,6 @@ class Registry:
         except MlflowException:
             return None
 
-    def ref(self, version: "ModelVersion") -> ModelRef:
-        return ModelRef(self.name, str(version.version), version.run_id)
-
     def record_decision(self, version: str, promote: bool, reason: str, extra: dict[str, Any]) -> None:
         """Write the decision, its reason and the comparison onto the model version and its run."""
         tags = {DECISION_TAG: "promoted" if promote else "rejected", REASON_TAG: reason, **extra}
@@ -250,9 +253,14 @@ class Registry:
         self.client.set_model_version_tag(self.name, version, "promoted_at", _now())
         return str(previous.version) if previous is not None else None
 
-    def rollback(self, to: Optional[str], reason: str, who: str) -> dict[str, Any]:
+    def rollback(self, to: Optional[str], reason: str, who: str, force: bool = False) -> dict[str, Any]:
         """Point ``champion`` at ``to`` (default: the ``previous_champion``); the replaced champion becomes
-        ``previous_champion``, so a second rollback undoes the first. Who, when and why go on the version."""
+        ``previous_champion``, so a second rollback undoes the first. Who, when and why go on the version.
+
+        Raises:
+            ValueError: there is no such version, it is the champion already, or it was never champion (a
+                rejected candidate, say) and ``force`` is not set; the message says why it was not.
+        """
         from mlflow.exceptions import MlflowException
 
         current = self.by_alias(CHAMPION)
@@ -262,12 +270,15 @@ class Registry:
                 raise ValueError(f"model {self.name!r} has no previous champion to roll back to; pass --to VERSION")
             to = str(previous.version)
         try:
-            self.client.get_model_version(self.name, to)
+            target = self.client.get_model_version(self.name, to)
         except MlflowException:
             known = sorted(int(v.version) for v in self.client.search_model_versions(f"name = '{self.name}'"))
             raise ValueError(f"model {self.name!r} has no version {to!r} (versions: {known})") from None
         if current is not None and str(current.version) == to:
             raise ValueError(f"version {to} of {self.name!r} is already the champion")
+        never = _never_champion(target)
+        if never is not None and not force:
+            raise ValueError(f"{never}; pass --force to make it champion anyway")
         if current is not None:
             self.client.set_registered_model_alias(self.name, PREVIOUS_CHAMPION, current.version)
         self.client.set_registered_model_alias(self.name, CHAMPION, to)
@@ -277,6 +288,7 @@ class Registry:
             "by": who,
             "at": _now(),
             "reason": reason,
+            **({"override": never} if never is not None else {}),
         }
         for key, value in event.items():
             self.client.set_model_version_tag(self.name, to, f"rollback_{key}", str(value))
@@ -325,6 +337,23 @@ class Registry:
             "reason": newest.tags.get(REASON_TAG),
             "delta_version": _int_or_none(newest.tags.get("delta_version")),
         }
+
+
+def _never_champion(version: "ModelVersion") -> Optional[str]:
+    """Why ``version`` has never been champion, from its decision tags; ``None`` if it has been (promoted, or
+    made champion by a rollback)."""
+    tags = version.tags
+    if "promoted_at" in tags or "rollback_to_version" in tags:
+        return None
+    never = f"v{version.version} was never champion"
+    decision = tags.get(DECISION_TAG)
+    if decision == "rejected":
+        compared = tags.get("compared_with", "none")
+        lost = f"it lost to v{compared}" if compared != "none" else "it was rejected"
+        return f"{never}: {lost} ({tags.get(REASON_TAG, 'no reason recorded')})"
+    if decision is None:
+        return f"{never}: no promotion decision was recorded for it (its run stopped before one)"
+    return f"{never}: it was decided {decision}, but its promotion never completed"
 
 
 def _int_or_none(value: Optional[str]) -> Optional[int]:

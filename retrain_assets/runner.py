@@ -137,6 +137,7 @@ class RunOutcome:
     decision: Optional[dict[str, Any]] = None
     error: Optional[str] = None
     tags: dict[str, str] = field(default_factory=dict)
+    drift_scores: Optional[dict[str, dict[str, Any]]] = None  # per feature, when the drift check measured any
 
     @property
     def trigger(self) -> str:
@@ -153,7 +154,8 @@ class RunOutcome:
 
     def describe(self, metric: str) -> str:
         """A few lines a person reads: version, checks, scores, decision."""
-        lines = [f"raw_data v{self.raw_version}: {self.trigger} run {'succeeded' if self.success else 'FAILED'} ({self.run_id})"]
+        read = f"raw_data v{self.raw_version}" if self.raw_version is not None else "no raw_data version read"
+        lines = [f"{read}: {self.trigger} run {'succeeded' if self.success else 'FAILED'} ({self.run_id})"]
         failed = {name: check for name, check in self.checks.items() if not check.passed}
         lines.append(f"  checks: {len(self.checks) - len(failed)}/{len(self.checks)} passed")
         lines += [f"  {'FAILED' if c.stopped_the_run else 'WARNING'} {name}: {c.message}" for name, c in failed.items()]
@@ -212,12 +214,15 @@ def resume(config_path: Path, instance: "DagsterInstance", run_id: str) -> RunOu
 def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcome:
     """What the CLI reports of a finished in-process run; ``output(node)`` reads an asset's value."""
     from retrain_assets.assets.raw import DELTA_VERSION_TAG
+    from retrain_assets.monitoring import DRIFT_CHECK
 
     outcome = RunOutcome(run_id=result.run_id, success=result.success, tags=dict(instance.get_run_by_id(result.run_id).tags))
     for evaluation in result.get_asset_check_evaluations():
         outcome.checks[evaluation.check_name] = CheckOutcome(
             evaluation.passed, evaluation.description or "", bool(evaluation.blocking), evaluation.severity.value
         )
+        if evaluation.check_name == DRIFT_CHECK and "scores" in evaluation.metadata:
+            outcome.drift_scores = evaluation.metadata["scores"].value
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         if materialization.asset_key.to_user_string() == "raw_data":
@@ -232,13 +237,9 @@ def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcom
 
 def _first_error(result: Any) -> Optional[str]:
     """The first failed step and the user code's exception (not Dagster's wrapper around it)."""
-    failures = [event for event in result.all_events if event.is_step_failure]
-    if not failures:
-        return None
-    error = failures[0].step_failure_data.error
-    while error is not None and error.cause is not None:
-        error = error.cause
-    return f"{failures[0].step_key}: {error.message.strip() if error else 'failed'}"
+    from retrain_assets.alerts import step_error
+
+    return step_error([event for event in result.all_events if event.is_step_failure])
 
 
 def _has_output(result: Any, node: str) -> bool:
@@ -396,9 +397,12 @@ def _latest_report(instance: "DagsterInstance") -> Optional[str]:
 
 
 def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
-    """The newest run of the retraining job: status, how it started and what its triggers decided."""
-    from dagster import RunsFilter
+    """The newest run of the retraining job: status, how it started, the raw_data version it read, what its
+    triggers decided and, if it failed, why (the failed step and its exception). A part the run never got
+    to (a decision, a version) is ``None``."""
+    from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
 
+    from retrain_assets.alerts import step_error
     from retrain_assets.assets.raw import DELTA_VERSION_TAG
     from retrain_assets.jobs import RETRAIN_JOB
 
@@ -406,13 +410,29 @@ def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
     if not runs:
         return None
     run = runs[0]
+
+    def events(kind: "DagsterEventType") -> list:
+        records = instance.get_records_for_run(run.run_id, of_type=kind).records
+        return [record.event_log_entry.dagster_event for record in records]
+
+    version = run.tags.get(DELTA_VERSION_TAG)
+    if version is None:  # a manual run reads the latest version; its raw_data materialization says which
+        landed = [e.step_materialization_data.materialization for e in events(DagsterEventType.ASSET_MATERIALIZATION)]
+        raw = [m.metadata["delta_version"].value for m in landed if m.asset_key.to_user_string() == "raw_data"]
+        version = raw[0] if raw else None
+    error = None
+    if run.status == DagsterRunStatus.FAILURE:  # without a failed step (e.g. interrupted), the run says why itself
+        error = step_error(events(DagsterEventType.STEP_FAILURE)) or next(
+            (event.message for event in events(DagsterEventType.RUN_FAILURE) if event.message), "failed"
+        )
     return {
         "run_id": run.run_id,
         "status": run.status.value,
         "trigger": run.tags.get(TRIGGER_TAG, "manual"),
         "fired": run.tags.get(FIRED_TAG),
         "reason": run.tags.get(REASON_TAG),
-        "delta_version": run.tags.get(DELTA_VERSION_TAG),
+        "delta_version": int(version) if version is not None else None,
+        "error": error,
     }
 
 

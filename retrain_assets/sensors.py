@@ -51,16 +51,18 @@ def raw_data_version_sensor(context: SensorEvaluationContext, project: RetrainPr
 
 @run_failure_sensor(default_status=DefaultSensorStatus.RUNNING, monitored_jobs=[retrain_job])
 def alert_on_run_failure(context: RunFailureSensorContext, project: RetrainProject):
-    """Sends a ``run_failed`` alert (webhook and alerts.jsonl) for every failed retraining run."""
-    from retrain_assets.alerts import send_alert
+    """Sends a ``run_failed`` alert (webhook and alerts.jsonl) for every failed retraining run, naming the
+    failed step and its exception, with URLs cut to their host (they can carry credentials)."""
+    from retrain_assets.alerts import send_alert, step_error, without_urls
 
     run = context.dagster_run
-    message = context.failure_event.message or "run failed"
+    error = step_error(context.get_step_failure_events())
+    message = without_urls(error or context.failure_event.message or "run failed")
     # only the tags this project sets: a run's tags can hold anything its launcher put there (tokens included)
     tags = {key: run.tags[key] for key in ALERTED_RUN_TAGS if key in run.tags}
     send_alert(
         project.load(),
         "run_failed",
         f"run {run.run_id[:8]} of {run.job_name} failed: {message}",
-        {"run_id": run.run_id, "tags": tags},
+        {"run_id": run.run_id, "error": message, "tags": tags},
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -111,23 +112,58 @@ class TickReport:
     skips: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {
-            "launched": [
-                {
-                    "source": launch.source,
-                    "run_key": launch.run_key,
-                    "skipped": launch.skipped,
-                    "run_id": launch.outcome.run_id if launch.outcome else None,
-                    "success": launch.outcome.success if launch.outcome else None,
-                    "trigger": launch.outcome.trigger if launch.outcome else launch.tags.get(TRIGGER_TAG),
-                    "fired": launch.outcome.fired if launch.outcome else None,
-                    "reason": launch.outcome.tags.get(REASON_TAG) if launch.outcome else None,
-                    "decision": launch.outcome.decision if launch.outcome else None,
-                }
-                for launch in self.launches
-            ],
-            "skipped": self.skips,
-        }
+        """Per launch: how it started and, if it ran, its checks, the evaluation's metrics of both models, the
+        decision and the drift scores. Undefined metrics (NaN) are null, so the output is strict JSON."""
+        return _strict(
+            {
+                "launched": [
+                    {
+                        "source": launch.source,
+                        "run_key": launch.run_key,
+                        "skipped": launch.skipped,
+                        "run_id": launch.outcome.run_id if launch.outcome else None,
+                        "success": launch.outcome.success if launch.outcome else None,
+                        "trigger": launch.outcome.trigger if launch.outcome else launch.tags.get(TRIGGER_TAG),
+                        "fired": launch.outcome.fired if launch.outcome else None,
+                        "reason": launch.outcome.tags.get(REASON_TAG) if launch.outcome else None,
+                        "error": launch.outcome.error if launch.outcome else None,
+                        "checks": _checks(launch.outcome) if launch.outcome else [],
+                        "metrics": _metrics(launch.outcome.evaluation) if launch.outcome else None,
+                        "decision": launch.outcome.decision if launch.outcome else None,
+                        "drift_scores": launch.outcome.drift_scores if launch.outcome else None,
+                    }
+                    for launch in self.launches
+                ],
+                "skipped": self.skips,
+            }
+        )
+
+
+def _checks(outcome: RunOutcome) -> list[dict]:
+    return [
+        {"name": name, "passed": check.passed, "blocking": check.blocking, "severity": check.severity,
+         "message": check.message}
+        for name, check in outcome.checks.items()
+    ]
+
+
+def _metrics(evaluation: Optional[dict]) -> Optional[dict]:
+    """Both models' holdout metrics from the run's evaluation report (``None`` when it did not evaluate)."""
+    if evaluation is None:
+        return None
+    keys = ("metric", "candidate_version", "candidate", "champion_version", "champion", "holdout_rows")
+    return {key: evaluation[key] for key in keys}
+
+
+def _strict(value):
+    """``value`` with every NaN or infinite float as ``None`` (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    return value
 
 
 def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.datetime] = None) -> TickReport:

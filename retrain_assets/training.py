@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 _HASH_BUCKETS = 10_000
 SAMPLE_ROWS = 100_000  # enough rows for a metric estimate that only informs (train fit, champion watch)
 _CATEGORICAL = ("category", "string", "bool")
+_MAX_CATEGORIES = 50  # per categorical feature; the rarer ones are pooled as "infrequent"
 
 
 @dataclass(frozen=True)
@@ -82,26 +83,41 @@ def split(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame
 
 
 def build_pipeline(config: "RetrainConfig") -> "Pipeline":
-    """Preprocessing and estimator in one Pipeline, so serving applies exactly what training did."""
+    """Preprocessing and estimator in one Pipeline, so serving applies exactly what training did.
+
+    Categories are one-hot encoded, except for ``hist_gradient_boosting``, which gets one ordinal code per
+    category and splits on them natively (``categorical_features``): it accepts only dense input, and a dense
+    one-hot of many levels costs a float per level and row, where its native categories cost one column."""
+    import numpy as np
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
     features = config.data.features
     numeric = [name for name, kind in features.items() if kind in ("int", "float")]
     categorical = [name for name, kind in features.items() if kind in _CATEGORICAL]
+    native = config.model.estimator == "hist_gradient_boosting"
+    if native:
+        # missing values become a category of their own; unseen ones encode as NaN, the booster's missing bin;
+        # the booster allows at most max_bins categories per feature
+        levels = min(_MAX_CATEGORIES, config.model.params.get("max_bins", 255))
+        encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, max_categories=levels)
+    else:
+        # missing values become a category of their own; unseen categories encode as all zeros
+        encoder = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=_MAX_CATEGORIES)
     preprocess = ColumnTransformer(
         [
             ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric),
-            # missing values become a category of their own; unseen categories encode as all zeros
-            ("categorical", OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=50), categorical),
+            ("categorical", encoder, categorical),
         ]
     )
-    return Pipeline([("preprocess", preprocess), ("estimator", _estimator(config))])
+    # the transformer's output holds the numeric columns, then the categorical ones
+    native_categories = {"categorical_features": [False] * len(numeric) + [True] * len(categorical)} if native else {}
+    return Pipeline([("preprocess", preprocess), ("estimator", _estimator(config, native_categories))])
 
 
-def _estimator(config: "RetrainConfig"):
+def _estimator(config: "RetrainConfig", defaults: dict):
     from sklearn import ensemble, linear_model
 
     classification = config.data.task == "classification"
@@ -113,7 +129,7 @@ def _estimator(config: "RetrainConfig"):
             ensemble.HistGradientBoostingClassifier if classification else ensemble.HistGradientBoostingRegressor
         ),
     }
-    params = {"random_state": config.model.seed, **config.model.params}
+    params = {"random_state": config.model.seed, **defaults, **config.model.params}
     try:
         return classes[config.model.estimator](**params)
     except TypeError as exc:

@@ -193,3 +193,19 @@ def test_unknown_kind_raises(tmp_path):
     with pytest.raises(ValueError, match="unknown alert kind 'promotion'"):
         send_alert(config, "promotion", "typo")
     assert not config.alerts_log.exists()
+
+
+@pytest.mark.parametrize(
+    "text, cut",
+    [
+        ("request to http://alice:pw-secret@127.0.0.1:5000/api/2.0/x failed", "request to http://127.0.0.1/… failed"),
+        ("POST https://hooks.example.com/T0/tok-secret?x=1: HTTP 500", "POST https://hooks.example.com/…: HTTP 500"),
+        ("cannot write 's3://bucket/lake/raw_data?sig=tok-secret'", "cannot write 's3://bucket/…'"),
+        ("bad host http://[::1/hooks/tok-secret", "bad host <URL>"),
+        ("no URL here: /tmp/lake/raw_data", "no URL here: /tmp/lake/raw_data"),
+    ],
+)
+def test_without_urls_keeps_scheme_and_host_only(text, cut):
+    from retrain_assets.alerts import without_urls
+
+    assert without_urls(text) == cut

@@ -45,7 +45,7 @@ def test_ingest_materialize_status_round_trip(project, tmp_path, monkeypatch):
 
     materialized = retrain(project.path, "materialize")
     assert materialized.exit_code == 0, materialized.output
-    assert "checks: 12/12 passed" in materialized.output and "promoted" in materialized.output
+    assert "checks: 13/13 passed" in materialized.output and "promoted" in materialized.output
 
     status = retrain(project.path, "status", "--json")
     assert status.exit_code == 0, status.output
@@ -57,7 +57,7 @@ def test_ingest_materialize_status_round_trip(project, tmp_path, monkeypatch):
     assert champion["version"] == "1" and champion["delta_version"] == 0 and "roc_auc" in champion["metrics"]
     assert set(champion) >= {"name", "code_version", "params_hash", "trained_at", "data_range"}
     assert report["last_decision"]["promoted"] is True
-    assert len(report["latest_checks"]) == 12 and all(c["passed"] for c in report["latest_checks"])
+    assert len(report["latest_checks"]) == 13 and all(c["passed"] for c in report["latest_checks"])
     assert report["last_run"]["trigger"] == "manual" and report["last_run"]["fired"] == "manual,bootstrap,new_data"
     assert [event["kind"] for event in report["events"]] == ["retrain_triggered", "promoted"]
     assert (project.config.dagster_home / "dagster.yaml").exists()
@@ -74,7 +74,8 @@ def test_materialize_of_a_bad_batch_exits_non_zero_and_names_the_problem(project
     result = retrain(project.path, "materialize")
 
     assert result.exit_code == 1
-    assert "FAILED required_values_present" in result.output and "tenure_months" in result.output
+    assert "FAILED values_in_range" in result.output and "column 'monthly_charges'" in result.output
+    assert "WARNING values_as_expected" in result.output and "column 'tenure_months'" in result.output
     status = json.loads(retrain(project.path, "status", "--json").output)
     assert status["champion"] is None and status["last_processed_version"] == 0
     assert any(not c["passed"] and c["blocking"] for c in status["latest_checks"])
@@ -190,3 +191,75 @@ def test_backfill_dates_with_offsets_are_taken_as_their_utc_dates(project, monke
 
     assert result.exit_code != 0
     assert "no weekly partition starts between 2029-12-31 and 2030-01-03" in result.output
+
+
+def test_status_of_an_empty_project_says_what_is_missing_in_words(project, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+    result = retrain(project.path, "status")
+
+    assert result.exit_code == 0, result.output
+    uri = project.config.table_uri("raw_data")
+    assert result.output.splitlines()[:3] == [
+        f"raw_data: no versions yet ({uri}; land a batch with `retrain ingest FILE`)",
+        "last processed raw version: none yet",
+        "champion: none",
+    ]
+    assert "None" not in result.output and "last run" not in result.output
+
+
+def test_status_of_a_failed_run_shows_its_error(project, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert retrain(project.path, "materialize").exit_code == 1  # nothing landed: raw_data has no table
+
+    never_read = retrain(project.path, "status")
+
+    uri = project.config.table_uri("raw_data")
+    never = f"last run: FAILURE (manual): error: raw_data: raw_data: no Delta table at {uri}; land a batch first"
+    assert never in never_read.output
+    assert "None" not in never_read.output
+    assert retrain(project.path, "ingest", str(project.batch(2))).exit_code == 0
+    assert retrain(project.path, "materialize").exit_code == 1  # the corrupted day fails the blocking checks
+
+    blocked = retrain(project.path, "status")
+
+    (line,) = [line for line in blocked.output.splitlines() if line.startswith("last run:")]
+    assert line.startswith("last run: FAILURE (manual on raw_data v0): error: validated_features: "), line
+    own_words = [line for line in blocked.output.splitlines() if not line.startswith("check ")]  # checks quote data
+    assert not [line for line in own_words if "None" in line], own_words
+    report = json.loads(retrain(project.path, "status", "--json").output)
+    checks = report["latest_checks"]
+    stopped = [c["name"] for c in checks if c["blocking"] and c["severity"] == "ERROR" and not c["passed"]]
+    assert stopped and all(name in line.split("severity: ", 1)[1] for name in stopped), line
+    assert "blocking asset check" in line
+    assert report["last_run"]["delta_version"] == 0 and report["last_run"]["error"] == line.split("error: ", 1)[1]
+
+
+def test_tick_json_gives_checks_metrics_decision_and_drift_scores(project, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    features = set(project.config.data.features)
+    assert retrain(project.path, "ingest", str(project.batch(0))).exit_code == 0
+
+    first = retrain(project.path, "tick", "--json")
+
+    assert first.exit_code == 0, first.output
+    (launch,) = json.loads(first.output)["launched"]
+    checks = {check["name"]: check for check in launch["checks"]}
+    assert len(checks) >= 12 and all(check["passed"] for check in checks.values())
+    assert checks["values_in_range"]["blocking"] is True and checks["values_in_range"]["severity"] == "ERROR"
+    assert checks["feature_drift"] == {"name": "feature_drift", "passed": True, "blocking": False, "severity": "WARN",
+                                       "message": checks["feature_drift"]["message"]}
+    assert "no champion yet" in checks["feature_drift"]["message"]
+    metrics = launch["metrics"]
+    assert metrics["metric"] == "roc_auc" and metrics["candidate_version"] == "1" and metrics["champion"] is None
+    assert 0.5 < metrics["candidate"]["roc_auc"] <= 1 and set(metrics["candidate"]) >= {"accuracy", "f1", "log_loss"}
+    assert launch["decision"]["promoted"] is True and launch["drift_scores"] is None
+    assert retrain(project.path, "ingest", str(project.batch(1))).exit_code == 0
+
+    second = json.loads(retrain(project.path, "tick", "--json").output)["launched"][0]
+
+    assert second["success"] and second["metrics"]["champion_version"] == "1"
+    assert set(second["metrics"]["champion"]) == set(second["metrics"]["candidate"]), "both scored on one holdout"
+    assert set(second["drift_scores"]) == features
+    assert all({"psi", "drifted"} <= set(score) for score in second["drift_scores"].values())
+    assert second["decision"]["reason"] and second["reason"]

@@ -92,3 +92,52 @@ def test_batches_are_appends_only_and_a_compaction_is_not_a_batch(project):
     assert lake.batch_versions(uri, None, 3) == [0, 1, 3]
     assert lake.batch_versions(uri, 1, 3) == [3]
     assert lake.read_batch(uri, 3).num_rows == 600
+
+
+def newest_event(path):
+    return pd.to_datetime(pd.read_csv(path)["event_time"], utc=True, format="mixed").max().to_pydatetime()
+
+
+def test_as_of_before_the_batchs_own_events_is_refused_at_ingest(project):
+    import datetime as dt
+
+    config, path = project.config, project.batch(0)
+    newest = newest_event(path)
+    early = newest - dt.timedelta(hours=5)
+
+    with pytest.raises(BatchRefused) as refused:
+        ingest_file(config, path, early)
+
+    message = str(refused.value)
+    assert message.startswith(f"{path.name}: --as-of {early:%Y-%m-%dT%H:%M:%SZ} is 5 h before the batch's own newest "
+                              f"'event_time' value {newest:%Y-%m-%dT%H:%M:%SZ}, more than the 1 h of clock skew")
+    assert refused.value.quarantined.read_bytes() == path.read_bytes()
+    (refusal,) = lake.recent_refusals(config)
+    assert refusal["file"] == str(path) and "'event_time'" in refusal["reason"]
+    assert lake.latest_version(config.table_uri(lake.RAW_TABLE)) is None
+    within_skew = newest - dt.timedelta(minutes=59)
+    assert ingest_file(config, path, within_skew).version == 0
+
+
+def test_as_of_before_the_newest_landed_batch_is_refused_at_ingest(project):
+    import datetime as dt
+
+    config = project.config
+    uri = config.table_uri(lake.RAW_TABLE)
+    first_landed = dt.datetime(2026, 1, 6, 23, 59, tzinfo=dt.timezone.utc)
+    ingest_file(config, project.batch(0), first_landed)
+    earlier = first_landed - dt.timedelta(minutes=29)
+    assert earlier + dt.timedelta(hours=1) > newest_event(project.batch(1)), "only the landing order is wrong"
+
+    with pytest.raises(BatchRefused) as refused:
+        ingest_file(config, project.batch(1), earlier)
+
+    assert str(refused.value).startswith(
+        f"{project.batch(1).name}: --as-of 2026-01-06T23:30:00Z is before raw_data version 0 "
+        f"({project.batch(0).name}) landed, at 2026-01-06T23:59:00Z: landing times must not go backwards"
+    )
+    assert refused.value.quarantined is not None and lake.recent_refusals(config)[-1]["reason"] in str(refused.value)
+    assert lake.latest_version(uri) == 0
+    assert ingest_file(config, project.batch(1), first_landed).version == 1, "the same landing time is not going back"
+    DeltaTable(uri).optimize.compact()  # a rewrite lands no batch: its commit time (now) does not count
+    assert ingest_file(config, project.batch(3), dt.datetime(2026, 1, 8, 23, 59, tzinfo=dt.timezone.utc)).version == 3

@@ -167,3 +167,21 @@ def test_revalidate_takes_back_a_batch_a_too_tight_rule_rejected(project, instan
 
     retrained = materialize(project.path, instance)
     assert retrained.success and retrained.evaluation["holdout_rows"] == pytest.approx(0.2 * 1200, rel=0.25)
+
+
+def test_evaluation_report_says_what_triggered_the_candidate(project, instance):
+    import html
+    import json
+
+    from retrain_assets.triggers import REASON_TAG
+
+    ingest_file(project.config, project.batch(0))
+
+    outcome = materialize(project.path, instance)
+
+    assert outcome.success, outcome.error
+    reason = outcome.tags[REASON_TAG]
+    assert "no champion yet" in reason and "600 validated rows" in reason
+    stem = project.config.reports_dir / "evaluation-model-v1"
+    assert json.loads(stem.with_suffix(".json").read_text())["trigger_reason"] == reason
+    assert f"Triggered by: {html.escape(reason)}" in stem.with_suffix(".html").read_text()

@@ -144,3 +144,63 @@ def test_a_run_recorded_since_the_last_tick_needs_the_full_tick(automated, persi
     assert quiet_since_last_tick(automated.config, automated.path, now)
     materialize(automated.path, persistent)  # e.g. `retrain materialize`: its failure must reach the alert sensor
     assert not quiet_since_last_tick(automated.config, automated.path, now)
+
+
+def alert_sensor(project, instance):
+    """Evaluates the run-failure sensor like a daemon tick, keeping its cursor between calls."""
+    from retrain_assets.definitions import build_defs
+    from retrain_assets.sensors import alert_on_run_failure
+
+    defs = build_defs(str(project.path))
+    cursor = None
+
+    def evaluate() -> None:
+        nonlocal cursor
+        with build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                  sensor_name=alert_on_run_failure.name, resources=defs.resources) as context:
+            cursor = alert_on_run_failure.evaluate_tick(context).cursor
+
+    evaluate()  # the first tick starts the cursor, as the daemon's does
+    return evaluate
+
+
+def test_run_failure_alert_names_the_failed_step_and_its_exception(project, instance):
+    from retrain_assets.alerts import recent_alerts
+    from retrain_assets.runner import materialize
+
+    evaluate = alert_sensor(project, instance)
+    failed = materialize(project.path, instance)  # no batch landed: raw_data has no table to read
+    assert not failed.success
+
+    evaluate()
+
+    (alert,) = recent_alerts(project.config)
+    error = f"raw_data: no Delta table at {project.config.table_uri(lake.RAW_TABLE)}; land a batch first"
+    assert alert["kind"] == "run_failed"
+    assert alert["text"].startswith(f"[churn] run {failed.run_id[:8]} of retrain failed")
+    assert f"failed: raw_data: {error}" in alert["text"] and error in alert["details"]["error"]
+
+
+def test_run_failure_alert_cuts_urls_to_their_host(project, instance, monkeypatch):
+    """A user-code exception quoting the MLflow URL with its password: the alert keeps the host only."""
+    import socket
+
+    from retrain_assets.alerts import recent_alerts
+    from retrain_assets.runner import materialize
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    write_config(project, mlflow={"tracking_uri": f"http://alice:canary-password@127.0.0.1:{port}"})
+    lake.ingest_file(project.config, project.batch(0))
+    evaluate = alert_sensor(project, instance)
+    failed = materialize(project.path, instance)
+    assert not failed.success and "canary-password" in failed.error, "the exception itself quotes the URL"
+
+    evaluate()
+
+    alert = next(alert for alert in recent_alerts(project.config) if alert["kind"] == "run_failed")
+    assert "failed: candidate_model: " in alert["text"] and "http://127.0.0.1/…" in alert["text"]
+    assert "canary-password" not in project.config.alerts_log.read_text()

@@ -147,3 +147,77 @@ def test_sample_caps_rows_reproducibly():
     assert training.sample(frame, config, rows=1000) is frame
     first, second = training.sample(frame, config, rows=100), training.sample(frame, config, rows=100)
     assert len(first) == 100 and first.index.equals(second.index)
+
+
+def many_levels_frame(task, rows=2000, columns=5, levels=40, seed=0):
+    """A numeric column and ``columns`` category columns of ``levels`` levels each, the target following them:
+    one-hot, that is ``1 + columns * levels`` columns, a density below ColumnTransformer's sparse_threshold."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, levels, size=(rows, columns))
+    effect = rng.normal(size=(columns, levels))
+    signal = effect[np.arange(columns), codes].sum(axis=1)
+    frame = pd.DataFrame({f"c{i}": [f"level-{code}" for code in codes[:, i]] for i in range(columns)})
+    frame["x"] = rng.normal(size=rows)
+    signal = signal + frame["x"]
+    frame["y"] = (signal > np.median(signal)).astype(int) if task == "classification" else signal
+    kinds = {f"c{i}": "category" for i in range(columns)}
+    kinds.update(x="float", y="int" if task == "classification" else "float")
+    return frame, kinds
+
+
+def model_config(task, kinds, estimator, target="y"):
+    metric = "roc_auc" if task == "classification" else "r2"
+    return parse_config(
+        {"data": {"target": target, "task": task, "columns": kinds}, "model": {"estimator": estimator},
+         "promotion": {"metric": metric}}
+    )
+
+
+def one_hot_is_sparse(frame, kinds, task, target="y"):
+    """Whether the one-hot pipeline (the linear model's) turns ``frame`` into a sparse matrix."""
+    import scipy.sparse
+
+    linear = model_config(task, kinds, "logistic_regression" if task == "classification" else "ridge", target)
+    features, _ = training.features_and_target(frame, linear)
+    return scipy.sparse.issparse(training.build_pipeline(linear).named_steps["preprocess"].fit_transform(features))
+
+
+@pytest.mark.parametrize("task, metric, floor", [("classification", "roc_auc", 0.85), ("regression", "r2", 0.7)])
+def test_hist_gradient_boosting_trains_on_categories_too_many_for_a_dense_one_hot(task, metric, floor):
+    frame, kinds = many_levels_frame(task)
+    assert one_hot_is_sparse(frame, kinds, task), "the frame must be in the regime where one-hot output is sparse"
+    config = model_config(task, kinds, "hist_gradient_boosting")
+
+    train, holdout = training.split(frame, config)
+    pipeline = training.train(train, config)
+
+    assert training.evaluate(pipeline, holdout, config)[metric] > floor
+    unseen = holdout.head(2).copy()
+    unseen["c0"] = ["level-never-seen", None]
+    assert len(pipeline.predict(unseen[list(config.data.features)])) == 2
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_hist_gradient_boosting_on_real_data_with_many_level_categories(task):
+    """Breast cancer (classification) and diabetes (regression) from scikit-learn, half their measurements
+    binned into 20 named levels each, as a source with coded categories would deliver them."""
+    import pandas as pd
+    from sklearn import datasets
+
+    loader = datasets.load_breast_cancer if task == "classification" else datasets.load_diabetes
+    frame = loader(as_frame=True).frame
+    binned = [name for name in frame.columns if name != "target"][::2]
+    for name in binned:
+        frame[name] = "bin-" + pd.qcut(frame[name], q=20, labels=False, duplicates="drop").astype(str)
+    kinds = {name: ("category" if name in binned else "float") for name in frame.columns}
+    kinds["target"] = "int" if task == "classification" else "float"
+    assert one_hot_is_sparse(frame, kinds, task, target="target")
+    config = model_config(task, kinds, "hist_gradient_boosting", target="target")
+
+    train, holdout = training.split(frame, config)
+    metrics = training.evaluate(training.train(train, config), holdout, config)
+
+    assert metrics["roc_auc"] > 0.95 if task == "classification" else metrics["r2"] > 0.25

@@ -12,7 +12,6 @@ from retrain_assets.monitoring import DRIFT_CHECK
 from retrain_assets.registry import CHAMPION, ModelRef
 from retrain_assets.report import evaluation_html
 from retrain_assets.resources import RetrainProject
-from retrain_assets.triggers import REASON_TAG
 
 
 @asset(group_name="retrain", kinds={"mlflow"}, code_version="1", check_specs=EVALUATION_CHECKS)
@@ -62,7 +61,7 @@ def evaluation_report(
         "champion": champion,
         "gates": {MINIMUM_CHECK: [floor.promote, floor.reason], COMPARISON_CHECK: [comparison.promote, comparison.reason]},
         "decision": {"promoted": decision.promote, "reason": decision.reason},
-        "trigger_reason": context.run.tags.get(REASON_TAG, ""),
+        "trigger_reason": candidate_model.trigger_reason,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     config.reports_dir.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,10 @@ from retrain_assets.triggers import FIRED_TAG, REASON_TAG, TRIGGER_TAG, decide_r
 @asset(group_name="retrain", kinds={"scikitlearn", "mlflow"}, code_version="1", output_required=False)
 def candidate_model(context: AssetExecutionContext, project: RetrainProject, validated_features: lake.TableRef):
     """Decides whether this run retrains (see ``triggers:`` in retrain.yaml; the reasons become the run tag
-    ``retrain/reason``). If so, trains the configured Pipeline (preprocessing inside) with a fixed seed on
-    the stable train split, logs params, metrics, provenance tags and a drift reference profile to MLflow
-    and registers it with the alias ``challenger``. If not, it yields nothing and the run ends here."""
+    ``retrain/reason`` and the model's ``trigger_reason``, which its ModelRef carries to the report). If so,
+    trains the configured Pipeline (preprocessing inside) with a fixed seed on the stable train split, logs
+    params, metrics, provenance tags and a drift reference profile to MLflow and registers it with the alias
+    ``challenger``. If not, it yields nothing and the run ends here."""
     if validated_features is None:
         raise Failure("candidate_model: validated_features is empty; no batch has passed validation yet")
     config = project.load()
