@@ -119,7 +119,7 @@ def ingest(ctx, files, landed_at) -> None:
     with project_instance(config) as instance:
         for path in files:
             try:
-                result = ingest_one(config, instance, path, landed_at and landed_at.replace(tzinfo=dt.timezone.utc))
+                result = ingest_one(config, instance, path, landed_at)
             except BatchRefused as exc:
                 refused += 1
                 click.echo(f"refused {exc}", err=True)

@@ -234,7 +234,8 @@ def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.date
     entries = history(uri)
     landed = next((entry["version"] for entry in entries if entry.get(SHA_KEY) == sha), None)
     if landed is not None:
-        raise refuse(config, path, f"{path.name}: identical content already landed as raw_data version {landed}", keep=False)
+        reason = f"{path.name}: identical content already landed as raw_data version {landed}"
+        raise refuse(config, path, reason + _revalidate_hint(config, landed), keep=False)
     try:
         table = to_table_schema(read_batch_file(path), config.data.columns, path.name)
         if landed_at is not None:
@@ -254,13 +255,18 @@ def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.date
 def _check_landing_time(
     config: "RetrainConfig", source: str, table: "pa.Table", as_of: dt.datetime, entries: list[dict]
 ) -> None:
-    """Raise ``ValueError`` for an ``--as-of`` the batch or the table contradicts: before the batch's own newest
+    """Raise ``ValueError`` for an ``--as-of`` the batch or the table contradicts: in the future (beyond the
+    clock-skew tolerance), which would make every later landing go backwards; before the batch's own newest
     event (beyond validation's clock-skew tolerance), which validation would reject for good at the next run;
     or before the newest batch in ``raw_data`` landed, which would make "the table as of a time" go back."""
     import pyarrow.compute as pc
 
     from retrain_assets.validation import FUTURE_TOLERANCE
 
+    now = dt.datetime.now(dt.timezone.utc)
+    if as_of > now + FUTURE_TOLERANCE:
+        raise ValueError(f"{source}: --as-of {_utc(as_of)} is in the future (now {_utc(now)}): a batch lands when it "
+                         "arrives; replaying history takes past times only")
     column = config.data.timestamp
     newest = pc.max(table[column]).as_py() if column is not None else None
     if newest is not None and as_of + FUTURE_TOLERANCE < newest:
@@ -277,6 +283,15 @@ def _check_landing_time(
             f"({latest.get(SOURCE_KEY, 'not written by retrain ingest')}) landed, at {_utc(landed_at(latest))}: "
             "landing times must not go backwards, or the table as of a time would change after the fact"
         )
+
+
+def _revalidate_hint(config: "RetrainConfig", version: int) -> str:
+    """For a file that repeats a rejected batch: how to bring that batch back without landing it twice."""
+    from retrain_assets.batches import verdicts
+
+    if verdicts(config).get(version) is False:
+        return f" and rejected; after fixing the rules, `retrain revalidate {version}` judges it again"
+    return ""
 
 
 def _utc(moment: dt.datetime) -> str:

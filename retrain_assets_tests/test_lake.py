@@ -141,3 +141,14 @@ def test_as_of_before_the_newest_landed_batch_is_refused_at_ingest(project):
     assert ingest_file(config, project.batch(1), first_landed).version == 1, "the same landing time is not going back"
     DeltaTable(uri).optimize.compact()  # a rewrite lands no batch: its commit time (now) does not count
     assert ingest_file(config, project.batch(3), dt.datetime(2026, 1, 8, 23, 59, tzinfo=dt.timezone.utc)).version == 3
+
+
+def test_as_of_in_the_future_is_refused_at_ingest(project):
+    import datetime as dt
+
+    tomorrow = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)
+
+    with pytest.raises(BatchRefused, match=r"--as-of .* is in the future \(now "):
+        ingest_file(project.config, project.batch(0), tomorrow)
+
+    assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None

@@ -144,6 +144,8 @@ def test_revalidate_takes_back_a_batch_a_too_tight_rule_rejected(project, instan
     blocked = materialize(project.path, instance)
     assert not blocked.success and "values_in_range" in blocked.blocking_failures
     raw_before = lake.read_table(project.config.table_uri(lake.RAW_TABLE))
+    with pytest.raises(lake.BatchRefused, match=f"rejected; after fixing the rules, `retrain revalidate {second.version}`"):
+        ingest_file(project.config, project.batch(1))  # landing it again would count it twice
 
     declare(project, tenure_months={"hard": {"min": 0, "max": 600}})
     result = CliRunner().invoke(main, ["--config", str(project.path), "revalidate", str(second.version)])

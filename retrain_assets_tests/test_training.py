@@ -63,6 +63,25 @@ def test_trained_pipeline_scores_with_all_metrics_and_handles_unseen_categories(
     assert pipeline.predict_proba(odd[list(config.data.features)]).shape == (3, 2)
 
 
+@pytest.mark.parametrize("estimator", ["logistic_regression", "random_forest", "hist_gradient_boosting"])
+def test_a_category_never_seen_in_training_is_scored_like_the_rest(estimator):
+    """An open domain lets a new category through validation (it warns); the model must still score it: the
+    one-hot encoder maps it to all zeros, the booster's ordinal encoder to its missing-value bin."""
+    import numpy as np
+    import pandas as pd
+
+    config = churn_config(model__estimator=estimator)
+    train, holdout = training.split(pd.concat(frames(), ignore_index=True), config)
+    pipeline = training.train(train, config)
+    new = holdout.head(50).assign(region="atlantis", plan="enterprise")
+
+    probabilities = pipeline.predict_proba(new[list(config.data.features)])
+
+    assert probabilities.shape == (50, 2) and np.isfinite(probabilities).all()
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    assert training.evaluate(pipeline, new, config)["roc_auc"] > 0.5
+
+
 def test_same_seed_same_model():
     import pandas as pd
 
