@@ -53,6 +53,13 @@ def write_batches(directory: Path, history_days: int, days: int, rows_per_day: i
     return files
 
 
+def partition_line(row: dict, metric: str) -> str:
+    """One backfilled partition: its version, in-time and out-of-time scores (the newest has no later data)."""
+    oot = row["oot_metrics"].get(metric)
+    later = f"{oot:.4f}" if oot is not None else "- (no later data)"
+    return f"raw_data v{row['delta_version']}, {metric} {row['metrics'][metric]:.4f}, out-of-time {later}"
+
+
 def end_of(day: dt.date) -> dt.datetime:
     """When a day's batch lands: the end of that day, UTC (the demo replays history with --as-of)."""
     return dt.datetime.combine(day, dt.time(23, 59), dt.timezone.utc)
@@ -127,8 +134,7 @@ def run_demo(
         last_day = files[-1][0]
         echo(f"\nretrain backfill --start {START} --end {last_day}")
         outcomes, backtest = backfill(config_path, instance, START, last_day, progress=lambda i, n, o: echo(
-            f"  [{i}/{n}] {o.partition}: " + (f"raw_data v{o.row['delta_version']}, {metric} {o.row['metrics'][metric]:.4f}, "
-                                             f"out-of-time {o.row['oot_metrics'].get(metric, float('nan')):.4f}" if o.success else f"FAILED {o.error}")))
+            f"  [{i}/{n}] {o.partition}: " + (partition_line(o.row, metric) if o.success else f"FAILED {o.error}")))
         echo(f"  backtest table of {len(backtest or [])} weeks and plots: {config.reports_dir / 'backtest.html'}")
 
         if Registry(config).by_alias("previous_champion") is not None:
@@ -182,5 +188,5 @@ def format_table(rows: list[dict], metric: str) -> str:
         for r in rows
     ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    render = lambda line: "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()  # noqa: E731
+    render = lambda line: "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, body)])

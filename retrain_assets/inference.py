@@ -63,20 +63,9 @@ class Inference:
     notes: tuple[str, ...]
 
 
-def infer_config(
-    frame: pd.DataFrame,
-    target: str,
-    task: Optional[str] = None,
-    timestamp: Optional[str] = None,
-    id_column: Optional[str] = None,
-    tolerance: float = EXPECTED_WIDENING,
-    max_categories: int = 50,
-    project: str = "retrain",
-) -> RetrainConfig:
-    """The config of :func:`infer_config_with_notes`, for callers that do not show the notes."""
-    return infer_config_with_notes(
-        frame, target, task, timestamp, id_column, tolerance=tolerance, max_categories=max_categories, project=project
-    ).config
+def infer_config(frame: pd.DataFrame, target: str, **options: Any) -> RetrainConfig:
+    """The config of :func:`infer_config_with_notes` (same arguments), for callers that show no notes."""
+    return infer_config_with_notes(frame, target, **options).config
 
 
 def infer_config_with_notes(

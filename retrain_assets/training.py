@@ -176,15 +176,25 @@ def score(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig") 
     binary = len(classes) == 2
     result = {
         "accuracy": float(metrics.accuracy_score(target, predicted)),
-        "f1": float(metrics.f1_score(target, predicted, average="binary" if binary else "macro", pos_label=classes[-1])),
+        "f1": float(metrics.f1_score(target, predicted, **({"pos_label": classes[-1]} if binary else {"average": "macro"}))),
         "log_loss": float(metrics.log_loss(target, proba, labels=classes)),
     }
-    try:
-        score = proba[:, 1] if binary else proba
-        result["roc_auc"] = float(metrics.roc_auc_score(target, score, multi_class="ovr", labels=classes))
-    except ValueError:
-        result["roc_auc"] = math.nan
+    result["roc_auc"] = _roc_auc(target.to_numpy(), proba, classes)
     return result, predicted
+
+
+def _roc_auc(target: "np.ndarray", proba: "np.ndarray", classes: list) -> float:
+    """ROC AUC: binary, or the mean one-vs-rest AUC over the classes present in ``target``. A small holdout
+    (its rows are chosen by id hash, not stratified) can miss a class; that class cannot be scored there, the
+    others still can. NaN when fewer than two classes are present."""
+    from sklearn import metrics
+
+    present = [index for index, label in enumerate(classes) if (target == label).any()]
+    if len(present) < 2:
+        return math.nan
+    if len(classes) == 2:
+        return float(metrics.roc_auc_score(target == classes[1], proba[:, 1]))
+    return float(sum(metrics.roc_auc_score(target == classes[i], proba[:, i]) for i in present) / len(present))
 
 
 def meets_minimum(candidate: dict[str, float], config: "RetrainConfig") -> Decision:

@@ -240,3 +240,21 @@ def test_hist_gradient_boosting_on_real_data_with_many_level_categories(task):
     metrics = training.evaluate(training.train(train, config), holdout, config)
 
     assert metrics["roc_auc"] > 0.95 if task == "classification" else metrics["r2"] > 0.25
+
+
+def test_multiclass_roc_auc_scores_the_classes_a_small_holdout_has():
+    """Wine's first 60 shuffled rows: the id-hash holdout can miss a class; the metric is then the mean
+    one-vs-rest AUC over the classes it has, not undefined (which failed the first run's minimum)."""
+    import numpy as np
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True).frame.sample(frac=1, random_state=7).reset_index(drop=True)
+    columns = {name: "float" for name in wine.columns if name != "target"} | {"target": "int"}
+    config = parse_config({"data": {"target": "target", "task": "classification", "columns": columns}})
+    pipeline = training.train(wine.iloc[60:], config)
+    two_classes = wine.iloc[:60][wine.iloc[:60]["target"] != 2]
+
+    metrics = training.evaluate(pipeline, two_classes, config)
+
+    assert np.isfinite(metrics["roc_auc"]) and metrics["roc_auc"] > 0.9
+    assert math.isnan(training.evaluate(pipeline, two_classes[two_classes["target"] == 0], config)["roc_auc"])
