@@ -55,8 +55,8 @@ def validate(frame: pd.DataFrame, config: RetrainConfig) -> tuple[list[str], lis
             failures.append(f"required: {name} has nulls")
     for name, rule in rules.columns.items():
         values = frame[name].dropna()
-        for kind, low, high in (("range", rule.hard_min, rule.hard_max),
-                                ("expected", *((rule.expected.min, rule.expected.max) if rule.expected else (None, None)))):
+        expected = (rule.expected.min, rule.expected.max) if rule.expected else (None, None)
+        for kind, low, high in (("range", rule.hard_min, rule.hard_max), ("expected", *expected)):
             if low is not None and (values < low).any() or high is not None and (values > high).any():
                 (failures if kind == "range" else warnings).append(f"{kind}: {name} outside [{low}, {high}]")
         if rule.domain is not None and not values.isin(rule.domain).all():

@@ -6,13 +6,14 @@ drift reference profile): a 1M-row and a 5M-row ``raw_data`` table, built from 2
 validated by the platform (untimed), and, per repetition, a fresh lake.
 
 Each repetition appends a new 100k-row batch as one version to each table (untimed), then times, in an order
-that flips every repetition, the platform's per-run path for it: ``batches.validate_new_batches(config, upto)`` (find the unvalidated versions, read only
-their rows, Great Expectations suite, append to ``validated_features`` and ``validation_log``) and
-``monitoring.watch_champion`` (PSI/KS against the champion's reference profile, the champion scored on the new
-rows). The baseline is the same path on a fresh lake holding nothing but that batch (plus one validated 1,000-row
-version appended first, untimed, so that its Delta tables exist and the timed run does not pay for creating
-them). The big tables grow by 100k rows per repetition. For reference, ``memory`` times the same validation and
-scoring on the batch as an in-memory frame (``validation.validate_batch`` + ``watch_champion``): no Delta at all.
+that flips every repetition, the platform's per-run path for it: ``batches.validate_new_batches(config, upto)``
+(find the unvalidated versions, read only their rows, Great Expectations suite, append to ``validated_features``
+and ``validation_log``) and ``monitoring.watch_champion`` (PSI/KS against the champion's reference profile, the
+champion scored on the new rows). The baseline is the same path on a fresh lake holding nothing but that batch (plus
+one validated 1,000-row version appended first, untimed, so that its Delta tables exist and the timed run does not pay
+for creating them). The big tables grow by 100k rows per repetition. For reference, ``memory`` times the same
+validation and scoring on the batch as an in-memory frame (``validation.validate_batch`` + ``watch_champion``): no
+Delta at all.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from bench.workload import START, SEED, Measurement, bench_config, scratch, timed, write_batch, write_project
+from bench.workload import SEED, START, Measurement, bench_config, scratch, timed, write_batch, write_project
 
 BATCH_GOAL = 1.5
 CHUNK = 250_000
@@ -103,13 +104,15 @@ def measure(table_rows: list[int], repetitions: int, warmup: int = 1, batch_rows
             order = list(work) if index % 2 == 0 else list(reversed(work))  # no side always goes first
             for key in order:
                 config, version = work[key]
-                seconds, accepted = timed(lambda: validate_and_score(config, version))
+                seconds, accepted = timed(lambda config=config, version=version: validate_and_score(config, version))
                 if accepted != batch_rows:
                     raise RuntimeError(f"expected the {batch_rows}-row batch alone, the run accepted {accepted} rows")
                 if index >= warmup:
                     results[key].samples.append(seconds)
-            seconds, _ = timed(lambda: in_memory(alone, frame))
+            seconds, _ = timed(lambda alone=alone, frame=frame: in_memory(alone, frame))
             if index >= warmup:
                 results["memory"].samples.append(seconds)
-        results["versions"] = {rows: lake.latest_version(config.table_uri(lake.RAW_TABLE)) + 1 for rows, config in configs.items()}
+        results["versions"] = {
+            rows: lake.latest_version(config.table_uri(lake.RAW_TABLE)) + 1 for rows, config in configs.items()
+        }
     return results

@@ -37,7 +37,9 @@ WATCHED = {
     "retrain_assets.lake": ["read_table", "read_batch", "append", "history"],
     "retrain_assets.training": ["split", "train", "score"],
     "retrain_assets.drift": ["reference_profile"],
-    "retrain_assets.registry": ["Registry.log_candidate", "Registry.load", "Registry.record_decision", "Registry.promote"],
+    "retrain_assets.registry": [
+        "Registry.log_candidate", "Registry.load", "Registry.record_decision", "Registry.promote"
+    ],
     "retrain_assets.assets.evaluation": ["evaluation_html"],
     "sklearn.pipeline": ["Pipeline.fit", "Pipeline.predict_proba", "Pipeline.predict"],
 }
@@ -53,8 +55,9 @@ def watch(totals: dict, counts: collections.Counter) -> None:
             original = getattr(owner, attribute, None)
             if original is None:
                 continue
+            label = f"{module_name.split('.')[-1]}.{name}"
 
-            def timer(*args, __original=original, __label=f"{module_name.split('.')[-1]}.{name}", **kwargs):
+            def timer(*args, __original=original, __label=label, **kwargs):
                 start = time.perf_counter()
                 try:
                     return __original(*args, **kwargs)

@@ -175,7 +175,8 @@ def rss_child(side: str, directory: Path, data: Path, rows: int) -> None:
         from retrain_assets.config import load_config
 
         accepted, new = batches(data, rows)
-        decision = baseline.cycle([accepted], new, directory / "previous.joblib", directory, load_config(directory / "retrain.yaml"))
+        config = load_config(directory / "retrain.yaml")
+        decision = baseline.cycle([accepted], new, directory / "previous.joblib", directory, config)
         print(decision)
     print("\n" + json.dumps({"imports": imports, "peak": memory_status()["VmHWM"]}))
 
@@ -204,6 +205,7 @@ def measure_rss(data: Path, rows: int) -> dict:
                        "--data", str(data), "--rows", str(rows)]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0 or "promoted" not in done.stdout:
-                raise RuntimeError(f"peak-RSS child ({side}) did not reach a decision:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+                raise RuntimeError(f"peak-RSS child ({side}) did not reach a decision:\n"
+                                   f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
             results[side] = json.loads(done.stdout.strip().splitlines()[-1])
     return results

@@ -53,8 +53,10 @@ def run_cycle(data: Path, sizes: list[int], repetitions: int) -> list[Row]:
     rows = []
     for size in sizes:
         platform, bare, landing = cycle.measure(data, size, repetitions)
-        notes = f"spread {platform.spread()} / {bare.spread()} s; not in the cycle: ingest of the batch {landing.median:.2f} s"
-        rows.append(ratio_row(f"retrain cycle, {size:,} rows (tick vs bare script)", platform, bare, cycle.CYCLE_GOAL, notes))
+        notes = (f"spread {platform.spread()} / {bare.spread()} s; "
+                 f"not in the cycle: ingest of the batch {landing.median:.2f} s")
+        rows.append(ratio_row(f"retrain cycle, {size:,} rows (tick vs bare script)", platform, bare, cycle.CYCLE_GOAL,
+                              notes))
         log(f"cycle {size:,}: platform {platform.samples}, baseline {bare.samples}, ingest {landing.samples}")
     floor = cycle.orchestration_floor(repetitions)
     rows.append(Row("orchestration floor: 5 trivial assets, sqlite instance", f"{floor.median:.2f} s", "-", None,
@@ -86,7 +88,8 @@ def run_batch(table_rows: list[int], repetitions: int) -> list[Row]:
     alone = result["batch"]
     rows = []
     for size in table_rows:
-        notes = (f"{result['versions'][size]} versions at the end; spread {result[size].spread()} / {alone.spread()} s; "
+        notes = (f"{result['versions'][size]} versions at the end; "
+                 f"spread {result[size].spread()} / {alone.spread()} s; "
                  f"in memory, no Delta: {result['memory'].median:.2f} s")
         rows.append(ratio_row(f"validate + drift 100k batch on {size:,}-row table vs batch alone", result[size], alone,
                               batch_cost.BATCH_GOAL, notes))
@@ -102,7 +105,8 @@ def run_rss(data: Path, size: int) -> list[Row]:
         peak, imports = result[side]["peak"], result[side]["imports"]
         rows.append(Row(f"peak RSS of the {size:,}-row cycle, {label} vs frame", f"{peak / MB:,.0f} MB",
                         f"{frame / MB:,.0f} MB", peak / frame, "(report)", None,
-                        f"RSS after imports {imports / MB:,.0f} MB; peak - imports = {(peak - imports) / frame:.1f}x frame"))
+                        f"RSS after imports {imports / MB:,.0f} MB; "
+                        f"peak - imports = {(peak - imports) / frame:.1f}x frame"))
     log(f"rss: {result}")
     return rows
 
@@ -112,7 +116,7 @@ def format_table(rows: list[Row]) -> str:
     body = [[r.benchmark, r.platform, r.baseline, "-" if r.ratio is None else f"{r.ratio:.2f}x", r.goal,
              "-" if r.met is None else ("yes" if r.met else "NO"), r.notes] for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    render = lambda line: "| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |"  # noqa: E731
+    render = lambda line: "| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, body)])
 
 

@@ -125,7 +125,8 @@ def _post(url: str, body: bytes, timeout: float) -> str:
         reason = f"webhook URL scheme must be http or https, got {scheme!r}"
     else:
         try:
-            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+            headers = {"Content-Type": "application/json"}
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 response.read()
             return "sent"

@@ -135,7 +135,9 @@ def recent_accepted_rows(config: "RetrainConfig", before: int) -> list[int]:
     uri = config.table_uri(lake.VALIDATION_LOG_TABLE)
     if lake.latest_version(uri) is None:
         return []
-    log = lake.read_newest_files(uri, "raw_version", before, files=4 * RECENT_BATCHES, columns=["raw_version", "rows", "accepted"])
+    log = lake.read_newest_files(
+        uri, "raw_version", before, files=4 * RECENT_BATCHES, columns=["raw_version", "rows", "accepted"]
+    )
     accepted = log[log["accepted"] & (log["raw_version"] < before)].drop_duplicates("raw_version")
     accepted = accepted.sort_values("raw_version", ascending=False)
     return [int(rows) for rows in accepted["rows"].head(RECENT_BATCHES)]
@@ -244,7 +246,10 @@ def current_features(config: "RetrainConfig") -> Optional[lake.TableRef]:
     raw_versions = [int(e[RAW_VERSION_KEY]) for e in lake.history(uri) if RAW_VERSION_KEY in e]
     if not raw_versions:
         return None
-    return lake.TableRef(uri, lake.latest_version(uri), max(raw_versions))
+    version = lake.latest_version(uri)
+    if version is None:
+        raise RuntimeError(f"{uri}: a commit history but no table version")
+    return lake.TableRef(uri, version, max(raw_versions))
 
 
 def _append_features(config: "RetrainConfig", batch, version: int) -> None:

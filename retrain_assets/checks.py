@@ -18,15 +18,29 @@ VALIDATION_CHECKS = [
     AssetCheckSpec(name, asset="validated_features", blocking=True, description=CHECKS[name]) for name in HARD_CHECKS
 ] + [AssetCheckSpec(EXPECTED_CHECK, asset="validated_features", description=CHECKS[EXPECTED_CHECK])]
 MONITORING_CHECKS = [
-    AssetCheckSpec(DRIFT_CHECK, asset="validated_features", description="PSI/KS of the accepted batches vs the champion's training data"),
-    AssetCheckSpec(PERFORMANCE_CHECK, asset="validated_features", description="the champion's score on the accepted batches"),
+    AssetCheckSpec(
+        DRIFT_CHECK,
+        asset="validated_features",
+        description="PSI/KS of the accepted batches vs the champion's training data",
+    ),
+    AssetCheckSpec(
+        PERFORMANCE_CHECK, asset="validated_features", description="the champion's score on the accepted batches"
+    ),
 ]
 EVALUATION_CHECKS = [
-    AssetCheckSpec(MINIMUM_CHECK, asset="evaluation_report", blocking=True, description="candidate meets promotion.minimum"),
-    AssetCheckSpec(COMPARISON_CHECK, asset="evaluation_report", description="candidate beats the champion by promotion.margin on the same holdout"),
+    AssetCheckSpec(
+        MINIMUM_CHECK, asset="evaluation_report", blocking=True, description="candidate meets promotion.minimum"
+    ),
+    AssetCheckSpec(
+        COMPARISON_CHECK,
+        asset="evaluation_report",
+        description="candidate beats the champion by promotion.margin on the same holdout",
+    ),
 ]
 FRESHNESS_CHECKS = [
-    AssetCheckSpec(FRESHNESS_CHECK, asset="prod_model", description="the champion is younger than promotion.max_age_days"),
+    AssetCheckSpec(
+        FRESHNESS_CHECK, asset="prod_model", description="the champion is younger than promotion.max_age_days"
+    ),
 ]
 
 

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
@@ -170,7 +170,8 @@ def describe_validation(report: list[dict]) -> str:
         rules = sorted(entry["rules"], key=lambda rule: rule["passed"])
         for rule in rules:
             outcome = "passed" if rule["passed"] else ("FAILED" if rule["severity"] == "error" else "warn")
-            lines.append(f"  {rule['kind']:<8} {outcome:<6} {rule['check']}: {rule['detail'].removeprefix(name + ': ')}")
+            detail = rule["detail"].removeprefix(name + ": ")
+            lines.append(f"  {rule['kind']:<8} {outcome:<6} {rule['check']}: {detail}")
         failed = [rule for rule in rules if not rule["passed"]]
         hard = sum(rule["severity"] == "error" for rule in failed)
         verdict = "REJECTED" if hard else "accepted"
@@ -196,9 +197,11 @@ def revalidate(ctx, versions, as_json) -> None:
             outcomes = run(config, instance, list(versions))
     except (ProjectBusy, RevalidationRefused) as exc:
         raise click.ClickException(str(exc)) from None
-    report = [{"raw_version": o.raw_version, "rows": o.rows, "accepted": o.accepted,
-               "checks": {name: verdict._asdict() for name, verdict in o.checks.items() if not verdict.passed}}
-              for o in outcomes]
+    report: list[dict[str, Any]] = [
+        {"raw_version": o.raw_version, "rows": o.rows, "accepted": o.accepted,
+         "checks": {name: verdict._asdict() for name, verdict in o.checks.items() if not verdict.passed}}
+        for o in outcomes
+    ]
     if as_json:
         click.echo(json.dumps(report, indent=2))
     for entry in [] if as_json else report:
@@ -233,7 +236,8 @@ def materialize(ctx) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx, as_json) -> None:
-    """Where things stand: raw table, last processed version, files refused at ingest, champion, last decision, checks."""
+    """Where things stand: raw table, last processed version, files refused at ingest, champion, last decision,
+    checks."""
     from retrain_assets.runner import project_instance, project_status
 
     config = _load(ctx)
@@ -299,7 +303,9 @@ def tick(ctx, as_json) -> None:
     config = _load(ctx)
     if quiet_since_last_tick(config, ctx.obj["config"], dt.datetime.now(dt.timezone.utc)):
         reason = "raw_data unchanged since the last tick and the schedule not due"
-        click.echo(json.dumps({"launched": [], "skipped": {"all": reason}}) if as_json else f"nothing triggered: {reason}")
+        click.echo(
+            json.dumps({"launched": [], "skipped": {"all": reason}}) if as_json else f"nothing triggered: {reason}"
+        )
         return
     from retrain_assets.runner import ProjectBusy, project_instance, project_lock
     from retrain_assets.ticking import tick as run_tick
@@ -308,16 +314,19 @@ def tick(ctx, as_json) -> None:
         with project_lock(config), project_instance(config) as instance:
             report = run_tick(ctx.obj["config"], instance)
     except ProjectBusy as exc:  # the other tick is doing the work: not an error
-        click.echo(json.dumps({"launched": [], "skipped": {"all": str(exc)}}) if as_json else f"nothing launched: {exc}")
+        click.echo(
+            json.dumps({"launched": [], "skipped": {"all": str(exc)}}) if as_json else f"nothing launched: {exc}"
+        )
         return
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         for launch in report.launches:
-            if launch.skipped:
+            if launch.outcome is None:
                 click.echo(f"{launch.source}: skipped ({launch.skipped})")
             else:
-                click.echo(f"{launch.source} (run_key {launch.run_key}): " + launch.outcome.describe(config.promotion.metric))
+                described = launch.outcome.describe(config.promotion.metric)
+                click.echo(f"{launch.source} (run_key {launch.run_key}): {described}")
         if not report.launches:
             click.echo("nothing triggered: " + "; ".join(f"{name}: {why}" for name, why in report.skips.items()))
     if any(launch.outcome and not launch.outcome.success for launch in report.launches):
@@ -325,8 +334,15 @@ def tick(ctx, as_json) -> None:
 
 
 @main.command()
-@click.option("--start", type=UTC_DATETIME, required=True, help="First partition: an ISO 8601 date, or a time whose UTC date counts.")
-@click.option("--end", type=UTC_DATETIME, required=True, help="Last partition: an ISO 8601 date, or a time whose UTC date counts.")
+@click.option(
+    "--start",
+    type=UTC_DATETIME,
+    required=True,
+    help="First partition: an ISO 8601 date, or a time whose UTC date counts.",
+)
+@click.option(
+    "--end", type=UTC_DATETIME, required=True, help="Last partition: an ISO 8601 date, or a time whose UTC date counts."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def backfill(ctx, start, end, as_json) -> None:
@@ -344,7 +360,8 @@ def backfill(ctx, start, end, as_json) -> None:
             oot = row["oot_metrics"].get(metric)
             click.echo(
                 f"[{index}/{total}] {outcome.partition}: raw_data v{row['delta_version']}, {row['train_rows']} rows, "
-                f"{metric} {row['metrics'][metric]:.4f}, out-of-time " + (f"{oot:.4f}" if oot is not None else "- (no later data)")
+                f"{metric} {row['metrics'][metric]:.4f}, out-of-time "
+                + (f"{oot:.4f}" if oot is not None else "- (no later data)")
             )
         else:
             click.echo(f"[{index}/{total}] {outcome.partition}: FAILED {outcome.error}")
@@ -352,10 +369,13 @@ def backfill(ctx, start, end, as_json) -> None:
     with project_instance(config) as instance:
         outcomes, rows = run_backfill(ctx.obj["config"], instance, start.date(), end.date(), progress)
     if not outcomes:
-        raise click.ClickException(f"no {config.history.partitions} partition starts between {start.date()} and {end.date()}")
+        raise click.ClickException(
+            f"no {config.history.partitions} partition starts between {start.date()} and {end.date()}"
+        )
     report = config.reports_dir / "backtest.html"
     if as_json:
-        click.echo(json.dumps({"partitions": [o.__dict__ for o in outcomes], "backtest": rows, "report": str(report)}, indent=2, default=str))
+        payload = {"partitions": [o.__dict__ for o in outcomes], "backtest": rows, "report": str(report)}
+        click.echo(json.dumps(payload, indent=2, default=str))
     else:
         click.echo(f"backtest of {len(rows or [])} partitions: {report}")
     if not all(outcome.success for outcome in outcomes):
@@ -392,7 +412,9 @@ def demo(directory, fresh, days, rows_per_day, history_weeks) -> None:
     from retrain_assets.demo import run_demo
 
     try:
-        run_demo(directory, fresh=fresh, days=days, rows_per_day=rows_per_day, history_weeks=history_weeks, echo=click.echo)
+        run_demo(
+            directory, fresh=fresh, days=days, rows_per_day=rows_per_day, history_weeks=history_weeks, echo=click.echo
+        )
     except (ValueError, FileExistsError) as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 CONFIG_ENV = "RETRAIN_CONFIG"
 DEFAULT_CONFIG_NAME = "retrain.yaml"
@@ -43,7 +46,8 @@ class StorageConfig(_Section):
     home: str = Field(".retrain", description="Storage home, relative to the config file's folder.")
     lake_uri: Optional[str] = Field(None, description="Where the Delta tables live; default <home>/lake.")
     landing_dir: Optional[str] = Field(
-        None, description="Relative to the config file's folder; when set, `retrain ingest` takes files only from inside it."
+        None,
+        description="Relative to the config file's folder; when set, `retrain ingest` takes files only from inside it.",
     )
 
 
@@ -122,7 +126,9 @@ class ColumnRule(_Section):
     domain: Optional[list[Union[str, int, bool]]] = None
     closed: bool = Field(False, description="Values outside domain block (default: they warn).")
     mostly: float = Field(1.0, gt=0, le=1, description="Fraction of values that must pass this column's hard rules.")
-    severity: Severity = Field("error", description="error: a failing hard rule rejects the batch; warn: it only warns.")
+    severity: Severity = Field(
+        "error", description="error: a failing hard rule rejects the batch; warn: it only warns."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -157,7 +163,10 @@ class ValidationConfig(_Section):
         None, description="Every class the target may hold: a class outside the list always blocks."
     )
     min_class_fraction: float = Field(
-        0.0, ge=0.0, lt=1.0, description="A class below this share of a batch warns (a changed label mix, not corruption)."
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="A class below this share of a batch warns (a changed label mix, not corruption).",
     )
     min_rows: int = Field(1, ge=1)
     max_batch_growth: Optional[float] = Field(
@@ -190,7 +199,9 @@ class PromotionConfig(_Section):
         None, description="Worst acceptable value: a floor, or a ceiling for error metrics (rmse, mae, log_loss)."
     )
     margin: float = Field(0.0, ge=0.0)
-    max_age_days: Optional[float] = Field(30, gt=0, description="A champion older than this fails the freshness check (warning).")
+    max_age_days: Optional[float] = Field(
+        30, gt=0, description="A champion older than this fails the freshness check (warning)."
+    )
 
 
 class NewVersionTrigger(_Section):
@@ -228,7 +239,9 @@ class TriggersConfig(_Section):
 
 
 class HistoryConfig(_Section):
-    partitions: Literal["daily", "weekly"] = Field("weekly", description="Window of a historical retrain (weeks start Monday).")
+    partitions: Literal["daily", "weekly"] = Field(
+        "weekly", description="Window of a historical retrain (weeks start Monday)."
+    )
     start: Optional[dt.date] = Field(None, description="First partition; default: a year before today.")
     evaluation_windows: int = Field(1, ge=1, description="Following windows the out-of-time evaluation covers.")
 
@@ -349,7 +362,7 @@ def parse_config(raw: Any, source: str = DEFAULT_CONFIG_NAME, base_dir: Optional
     return config
 
 
-def _describe(error: dict) -> str:
+def _describe(error: "ErrorDetails") -> str:
     """One pydantic error as ``key.path: message``; our own validators already start with the key."""
     key = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")

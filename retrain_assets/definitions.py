@@ -14,7 +14,6 @@ from retrain_assets.schedules import retrain_schedule
 from retrain_assets.sensors import alert_on_run_failure, raw_data_version_sensor
 
 
-
 def _project_config(config_path: Optional[str]) -> Optional[RetrainConfig]:
     """The project's config when its file exists (a broken one raises); ``None`` before `retrain init`."""
     if not resolve_config_path(config_path).is_file():

@@ -113,21 +113,24 @@ def run_demo(
     metric = config.promotion.metric
     rows = []
     with project_instance(config) as instance:
-        for day, path in files[:history_days]:
-            ingest(config, instance, path, end_of(day))
-        echo(f"retrain ingest --as-of ... x{history_days}: {history_weeks} weeks of history, raw_data v0-v{history_days - 1}")
-        for day, path in [(None, None), *files[history_days:]]:
-            if path is None:
+        for history_day, history_file in files[:history_days]:
+            ingest(config, instance, history_file, end_of(history_day))
+        echo(f"retrain ingest --as-of ... x{history_days}: {history_weeks} weeks of history, "
+             f"raw_data v0-v{history_days - 1}")
+        live: list[tuple[Optional[dt.date], Optional[Path]]] = [(None, None), *files[history_days:]]
+        for day, path in live:
+            if day is None or path is None:
                 echo("\nretrain tick (the sensor finds the history)")
                 ingested = None
             else:
                 ingested = ingest(config, instance, path, end_of(day))
                 echo(f"\nday {day}: retrain ingest {path.name} -> raw_data v{ingested.version}; retrain tick")
             for launch in tick(config_path, instance).launches:
-                echo("  " + (launch.outcome.describe(metric).replace("\n", "\n  ") if launch.outcome else str(launch.skipped)))
+                echo("  " + (launch.outcome.describe(metric).replace("\n", "\n  ")
+                             if launch.outcome else str(launch.skipped)))
                 if launch.outcome:
                     version = launch.outcome.raw_version
-                    landed = ingested.rows if ingested else lake.table_summary(config.table_uri(lake.RAW_TABLE), version)["rows"]
+                    landed = ingested.rows if ingested else lake.table_rows(config.table_uri(lake.RAW_TABLE), version)
                     rows.append(table_row(day, version, landed, launch.outcome, metric, Registry(config)))
         echo("\n" + format_table(rows, metric))
 
@@ -150,7 +153,7 @@ def run_demo(
     return rows
 
 
-def table_row(day: Optional[dt.date], version: int, rows: int, outcome, metric: str, registry) -> dict:
+def table_row(day: Optional[dt.date], version: Optional[int], rows: int, outcome, metric: str, registry) -> dict:
     """One line of the demo's table from a run's outcome."""
     evaluation, decision = outcome.evaluation or {}, outcome.decision or {}
     warnings = sum(1 for c in outcome.checks.values() if not c.passed and not c.stopped_the_run)
@@ -159,15 +162,20 @@ def table_row(day: Optional[dt.date], version: int, rows: int, outcome, metric: 
     elif outcome.fired in ("none", ""):
         verdict = "validated only"
     elif decision:
-        verdict = f"promoted v{decision['champion_version']}" if decision["promoted"] else f"kept (v{evaluation['candidate_version']} lost)"
+        verdict = (
+            f"promoted v{decision['champion_version']}"
+            if decision["promoted"]
+            else f"kept (v{evaluation['candidate_version']} lost)"
+        )
     else:
         verdict = "failed"
     champion = registry.by_alias("champion")
+    passed = f"{sum(c.passed for c in outcome.checks.values())}/{len(outcome.checks)}"
     return {
         "day": day.isoformat() if day else "history",
         "delta_version": version,
         "rows": rows,
-        "checks": f"{sum(c.passed for c in outcome.checks.values())}/{len(outcome.checks)}" + (f" ({warnings} warn)" if warnings else ""),
+        "checks": passed + (f" ({warnings} warn)" if warnings else ""),
         "trigger": outcome.fired or "-",
         "decision": verdict,
         "candidate": evaluation.get("candidate", {}).get(metric),

@@ -9,7 +9,7 @@ two-sample KS test against a capped reference sample; categorical features get P
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ EPSILON = 1e-4  # stands in for an empty bucket's share so PSI stays finite
 
 
 def reference_profile(
-    frame: pd.DataFrame, features: dict[str, str], bins: int = 10, sample_size: int = 5000, seed: int = 0
+    frame: pd.DataFrame, features: Mapping[str, str], bins: int = 10, sample_size: int = 5000, seed: int = 0
 ) -> dict:
     """A compact, JSON-serialisable profile of the training rows that :func:`score_drift` compares batches to.
 
@@ -234,15 +234,16 @@ def _score_numeric(
 
     expected = reference["fractions"] + [reference["null_fraction"]]
     values = np.array([])
-    if column is not None and len(column):
+    absent = _absent(column)
+    if column is not None and not absent:
         values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         values = values[np.isfinite(values)]
-    absent = _absent(column)
-    if not absent and not values.size:
-        absent = f"no numbers among {len(column)} values in the batch"
+        if not values.size:
+            absent = f"no numbers among {len(column)} values in the batch"
     if absent:
         psi = _psi(expected, [0.0] * len(reference["fractions"]) + [1.0])
         return _score("psi", psi, None, None, True, f"{name}: {absent} (PSI {psi:.2f})", absent)
+    assert column is not None  # _absent() names a missing column
     counts = np.bincount(np.searchsorted(reference["edges"], values, side="left"), minlength=len(expected) - 1)
     actual = (counts / len(column)).tolist() + [1.0 - values.size / len(column)]
     psi = _psi(expected, actual)
@@ -279,6 +280,7 @@ def _score_categorical(
     psi = _psi(expected, shares)
     if absent:
         return _score("psi", psi, None, None, True, f"{name}: {absent} (PSI {psi:.2f})", absent)
+    assert column is not None  # _absent() names a missing column
     drifted = psi > psi_threshold and _chi_square_p(expected, shares, len(column)) < significance
     detail = f"{name}: PSI {psi:.2f}" + (f" > {psi_threshold:g}" if drifted else "")
     if unseen:

@@ -12,12 +12,15 @@ dagster-k8s and dagster-celery are optional (``pip install 'retrain-assets[k8s]'
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from dagster import ExecutorDefinition
 
 EXECUTOR_ENV = "RETRAIN_EXECUTOR"
 
 
-def executor_from_env() -> Optional[object]:
+def executor_from_env() -> Optional["ExecutorDefinition"]:
     """The executor named by ``$RETRAIN_EXECUTOR``; ``None`` keeps Dagster's default (multiprocess)."""
     name = os.environ.get(EXECUTOR_ENV, "multiprocess")
     if name == "multiprocess":

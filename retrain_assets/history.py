@@ -48,7 +48,9 @@ class Backtest:
         return {key: value for key, value in asdict(self).items() if key != "drift_scores"}
 
 
-def accepted_rows(config: "RetrainConfig", after: Optional[int], upto: int) -> tuple[Optional["pd.DataFrame"], list[int]]:
+def accepted_rows(
+    config: "RetrainConfig", after: Optional[int], upto: int
+) -> tuple[Optional["pd.DataFrame"], list[int]]:
     """Rows of the accepted batches in ``(after, upto]``, and the rejected versions."""
     import pandas as pd
 
@@ -71,7 +73,9 @@ def accepted_rows(config: "RetrainConfig", after: Optional[int], upto: int) -> t
     return (pd.concat(frames, ignore_index=True) if frames else None), rejected
 
 
-def backtest(config: "RetrainConfig", registry: "Registry", partition: str, end: dt.datetime, eval_end: dt.datetime) -> Backtest:
+def backtest(
+    config: "RetrainConfig", registry: "Registry", partition: str, end: dt.datetime, eval_end: dt.datetime
+) -> Backtest:
     """Train as of ``end`` and evaluate on what landed in ``(end, eval_end]``; log the run to MLflow."""
     from retrain_assets.drift import drift_summary, reference_profile, score_drift
     from retrain_assets.registry import LoggedModel, code_version

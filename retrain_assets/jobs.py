@@ -22,7 +22,13 @@ def history_jobs(partitions) -> list:
             HISTORY_JOB,
             selection=AssetSelection.assets("historical_model"),
             partitions_def=partitions,
-            description="Retrain as of one past window (Delta time travel) and score on the next; backfill it over a range.",
+            description=(
+                "Retrain as of one past window (Delta time travel) and score on the next; backfill it over a range."
+            ),
         ),
-        define_asset_job(BACKTEST_JOB, selection=AssetSelection.assets("backtest_summary"), description="Gather the backtest table and plots."),
+        define_asset_job(
+            BACKTEST_JOB,
+            selection=AssetSelection.assets("backtest_summary"),
+            description="Gather the backtest table and plots.",
+        ),
     ]

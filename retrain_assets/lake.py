@@ -394,7 +394,8 @@ def read_newest_files(uri: str, key: str, below: int, files: int, columns: list[
     chosen = {Path(path).name for path in newest["path"]}
     dataset = table.to_pyarrow_dataset()
     fragments = [fragment for fragment in dataset.get_fragments() if Path(fragment.path).name in chosen]
-    return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem).to_table(columns=columns).to_pandas()
+    chosen_files = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+    return chosen_files.to_table(columns=columns).to_pandas()
 
 
 def table_summary(uri: str, version: Optional[int] = None) -> Optional[dict]:
@@ -409,6 +410,14 @@ def table_summary(uri: str, version: Optional[int] = None) -> Optional[dict]:
     return {"uri": uri, "version": table.version(), "rows": rows, "files": actions.num_rows}
 
 
+def table_rows(uri: str, version: Optional[int] = None) -> int:
+    """Rows of the table at ``uri`` as of ``version`` (see :func:`table_summary`); raises if there is none."""
+    summary = table_summary(uri, version)
+    if summary is None:
+        raise FileNotFoundError(f"no Delta table at {uri}")
+    return summary["rows"]
+
+
 def append(uri: str, table: "pa.Table", metadata: Optional[dict[str, str]] = None, merge_schema: bool = False) -> int:
     """Append an Arrow table as one new version (``metadata`` goes into the commit) and return the version.
     ``merge_schema`` adds columns the table does not have yet (tables written by an older release)."""
@@ -416,4 +425,7 @@ def append(uri: str, table: "pa.Table", metadata: Optional[dict[str, str]] = Non
 
     write_deltalake(uri, table, mode="append", commit_properties=CommitProperties(custom_metadata=metadata or {}),
                     schema_mode="merge" if merge_schema else None)
-    return latest_version(uri)
+    version = latest_version(uri)
+    if version is None:
+        raise RuntimeError(f"{uri}: no Delta table after appending to it")
+    return version

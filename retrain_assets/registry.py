@@ -91,6 +91,13 @@ def code_version() -> str:
     return f"{release}+g{sha}{dirty}" if sha else release
 
 
+def _run_id(version: "ModelVersion") -> str:
+    """The MLflow run that trained ``version`` (:meth:`Registry.log_candidate` registers every version from its run)."""
+    if version.run_id is None:
+        raise ValueError(f"model {version.name} v{version.version} has no MLflow run")
+    return version.run_id
+
+
 class Registry:
     """The project's MLflow experiment and registered model."""
 
@@ -203,13 +210,19 @@ class Registry:
                 raise ValueError(f"{what}: refused, saved as {saved_as!r}; only skops models are loaded (no pickle)")
             path = (local / str(flavor.get("pickled_model", ""))).resolve()
             if local.resolve() not in path.parents or not path.is_file():
-                raise ValueError(f"{what}: refused, its model file {flavor.get('pickled_model')!r} is not in the artifact")
+                raise ValueError(
+                    f"{what}: refused, its model file {flavor.get('pickled_model')!r} is not in the artifact"
+                )
             try:
                 untrusted = set(skops.io.get_untrusted_types(file=path)) - set(SKOPS_TRUSTED_TYPES)
             except Exception as exc:  # anything skops cannot parse is not a model we wrote
-                raise ValueError(f"{what}: refused, {path.name} is not a readable skops file ({type(exc).__name__})") from None
+                raise ValueError(
+                    f"{what}: refused, {path.name} is not a readable skops file ({type(exc).__name__})"
+                ) from None
             if untrusted:
-                raise ValueError(f"{what}: refused, {path.name} holds types outside the trusted list: {sorted(untrusted)}")
+                raise ValueError(
+                    f"{what}: refused, {path.name} holds types outside the trusted list: {sorted(untrusted)}"
+                )
             return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)
 
     def reference_profile(self, version: "ModelVersion") -> Optional[dict[str, Any]]:
@@ -222,7 +235,7 @@ class Registry:
 
         with tempfile.TemporaryDirectory() as scratch:
             try:
-                path = self.client.download_artifacts(version.run_id, PROFILE_ARTIFACT, scratch)
+                path = self.client.download_artifacts(_run_id(version), PROFILE_ARTIFACT, scratch)
                 return json.loads(Path(path).read_text())
             except (MlflowException, OSError, ValueError):
                 return None
@@ -238,7 +251,7 @@ class Registry:
     def record_decision(self, version: str, promote: bool, reason: str, extra: dict[str, Any]) -> None:
         """Write the decision, its reason and the comparison onto the model version and its run."""
         tags = {DECISION_TAG: "promoted" if promote else "rejected", REASON_TAG: reason, **extra}
-        run_id = self.client.get_model_version(self.name, version).run_id
+        run_id = _run_id(self.client.get_model_version(self.name, version))
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, str(value))
             self.client.set_tag(run_id, key, str(value))
@@ -296,7 +309,7 @@ class Registry:
 
     def metrics(self, version: "ModelVersion") -> dict[str, float]:
         """The holdout metrics recorded when ``version`` was trained."""
-        logged = self.client.get_run(version.run_id).data.metrics
+        logged = self.client.get_run(_run_id(version)).data.metrics
         return {name: logged[name] for name in METRICS[self.config.data.task] if name in logged}
 
     def describe(self, version: "ModelVersion") -> dict[str, Any]:
@@ -318,10 +331,12 @@ class Registry:
     def metric_history(self, metric: str) -> list[dict[str, Any]]:
         """``metric`` on its own holdout for every registered version, oldest first (for the report)."""
         history = []
-        for version in sorted(self.client.search_model_versions(f"name = '{self.name}'"), key=lambda v: int(v.version)):
-            value = self.client.get_run(version.run_id).data.metrics.get(metric)
+        versions = self.client.search_model_versions(f"name = '{self.name}'")
+        for version in sorted(versions, key=lambda v: int(v.version)):
+            value = self.client.get_run(_run_id(version)).data.metrics.get(metric)
             if value is not None:
-                history.append({"label": f"v{version.version}", "value": value, "promoted": "promoted_at" in version.tags})
+                promoted = "promoted_at" in version.tags
+                history.append({"label": f"v{version.version}", "value": value, "promoted": promoted})
         return history
 
     def last_decision(self) -> Optional[dict[str, Any]]:

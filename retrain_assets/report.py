@@ -12,7 +12,7 @@ import html
 import io
 import math
 import numbers
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional, SupportsFloat
 
 from retrain_assets.config import METRICS
 
@@ -345,7 +345,7 @@ def _metric_figure(report: dict, names: list[str]) -> "Figure":
     lines = math.ceil(len(names) / columns)
     fig = Figure(figsize=(2.6 * columns, 2.6 * lines), layout="constrained")
     axes = fig.subplots(lines, columns, squeeze=False).ravel()
-    for ax, name in zip(axes, names):
+    for ax, name in zip(axes, names, strict=False):  # the grid's spare axes are hidden below
         values = [_number(scores.get(name)) for _, scores, _ in models]
         bars = ax.bar(
             range(len(models)), [0 if math.isnan(v) else v for v in values], color=[c for _, _, c in models], width=0.6
@@ -377,7 +377,7 @@ def _confusion_figure(y_true: list, models: list[tuple[str, list, str]]) -> "Fig
     rotation = 45 if len(labels) > 4 or max(len(tick) for tick in ticks) > 10 else 0
     fig = Figure(figsize=(size * len(models) + 0.8, size), layout="constrained")
     axes = fig.subplots(1, len(models), squeeze=False)[0]
-    for ax, (name, predicted, _), matrix in zip(axes, models, matrices):
+    for ax, (name, _, _), matrix in zip(axes, models, matrices, strict=True):
         image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=peak)
         for (row, column), count in np.ndenumerate(matrix):
             color = "white" if count > peak / 2 else "#1f2937"
@@ -406,7 +406,8 @@ def _residual_figure(y_true: list, models: list[tuple[str, list, str]]) -> "Figu
     bins = np.histogram_bin_edges(spread[np.isfinite(spread)], bins=30)
     fig = Figure(figsize=(10.5, 3.8 * len(models)), layout="constrained")
     axes = fig.subplots(len(models), 2, squeeze=False)
-    for (scatter, histogram), (name, _, color), predicted, residual in zip(axes, models, predictions, residuals):
+    rows = zip(axes, models, predictions, residuals, strict=True)
+    for (scatter, histogram), (name, _, color), predicted, residual in rows:
         scatter.scatter(actual, predicted, s=10, alpha=0.45, color=color, linewidths=0)
         scatter.plot([low, high], [low, high], color="#374151", linestyle="--", linewidth=1)
         scatter.set_xlabel("actual")
@@ -433,11 +434,11 @@ def _drift_figure(scores: dict[str, dict]) -> "Figure":
     fig = Figure(figsize=(5.2 * len(panels) + 1.5, 0.32 * len(names) + 1.3), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     colors = [DRIFTED_COLOR if scores[name]["drifted"] else QUIET_COLOR for name in names]
-    for ax, (key, title, threshold_key) in zip(axes, panels):
+    for ax, (key, title, threshold_key) in zip(axes, panels, strict=True):
         values = [_number(scores[name].get(key)) for name in names]
         bars = ax.barh(range(len(names)), [0 if math.isnan(v) else v for v in values], color=colors, height=0.65)
         ax.bar_label(bars, labels=[_fmt(v, 3) for v in values], padding=3, fontsize=8)
-        thresholds = sorted({scores[name].get(threshold_key) for name in names} - {None})
+        thresholds = sorted({value for name in names if (value := scores[name].get(threshold_key)) is not None})
         for threshold in thresholds:
             ax.axvline(threshold, color="#111827", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
         if thresholds:
@@ -446,7 +447,7 @@ def _drift_figure(scores: dict[str, dict]) -> "Figure":
         ax.margins(x=0.18)
         ax.spines[["top", "right"]].set_visible(False)
     axes[0].set_yticks(range(len(names)), names)
-    for tick, name in zip(axes[0].get_yticklabels(), names):
+    for tick, name in zip(axes[0].get_yticklabels(), names, strict=True):
         if scores[name]["drifted"]:
             tick.set_color(DRIFTED_COLOR)
             tick.set_fontweight("bold")
@@ -462,8 +463,11 @@ def _history_figure(history: list[dict], metric: str, minimum: Optional[float]) 
     fig = Figure(figsize=(min(12.0, max(6.5, 0.45 * len(history) + 3)), 3.4), layout="constrained")
     ax = fig.subplots()
     ax.plot(positions, values, color=QUIET_COLOR, linewidth=1.5, zorder=1)
-    for promoted, style in ((True, {"color": PROMOTED_COLOR, "s": 60}),
-                            (False, {"facecolors": "white", "edgecolors": "#64748b", "s": 45})):
+    styles: tuple[tuple[bool, dict[str, Any]], ...] = (
+        (True, {"color": PROMOTED_COLOR, "s": 60}),
+        (False, {"facecolors": "white", "edgecolors": "#64748b", "s": 45}),
+    )
+    for promoted, style in styles:
         chosen = [i for i, entry in enumerate(history) if bool(entry["promoted"]) == promoted]
         if chosen:
             label = "promoted" if promoted else "not promoted"
@@ -546,7 +550,7 @@ def _table(head: list[str], body: list[str]) -> str:
 def _head(texts: list[str], classes: Optional[list[str]] = None) -> str:
     """A header row; ``classes`` are per column (missing ones empty)."""
     classes = list(classes or []) + [""] * len(texts)
-    return _wrap("tr", "".join(_cell(text, cls, "th") for text, cls in zip(texts, classes)))
+    return _wrap("tr", "".join(_cell(text, cls, "th") for text, cls in zip(texts, classes, strict=False)))
 
 
 def _cell(text: object, cls: str = "", tag: str = "td") -> str:
@@ -567,12 +571,12 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
-def _number(value: object) -> float:
+def _number(value: Optional[SupportsFloat]) -> float:
     """``value`` as a float, NaN for ``None``."""
     return math.nan if value is None else float(value)
 
 
-def _fmt(value: object, digits: int = 4) -> str:
+def _fmt(value: Optional[SupportsFloat], digits: int = 4) -> str:
     """A number for a table: integers with thousands separators, floats to ``digits`` places, a dash when missing."""
     if value is None:
         return MISSING

@@ -3,7 +3,7 @@ run artifacts go: the local filesystem, or S3 through dagster-aws when the lake 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -47,7 +47,7 @@ def artifact_io_manager(config: Optional[RetrainConfig]):
     from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
     bucket, _, prefix = config.lake_uri.removeprefix("s3://").partition("/")
-    settings = {
+    settings: dict[str, Any] = {  # S3Resource's fields differ in type; these four are strings
         field: EnvVar(variable)
         for field, variable in (
             ("region_name", "AWS_REGION"),
@@ -57,4 +57,6 @@ def artifact_io_manager(config: Optional[RetrainConfig]):
         )
         if os.environ.get(variable)
     }
-    return S3PickleIOManager(s3_resource=S3Resource(**settings), s3_bucket=bucket, s3_prefix=f"{prefix}/dagster".strip("/"))
+    return S3PickleIOManager(
+        s3_resource=S3Resource(**settings), s3_bucket=bucket, s3_prefix=f"{prefix}/dagster".strip("/")
+    )

@@ -162,9 +162,9 @@ class RunOutcome:
         if REASON_TAG in self.tags:
             lines.append(f"  {'retrained' if self.fired != 'none' else 'not retrained'}: {self.tags[REASON_TAG]}")
         if self.evaluation:
-            champion = self.evaluation["champion"]
+            candidate, champion = self.evaluation["candidate"], self.evaluation["champion"]
             lines.append(
-                f"  candidate v{self.evaluation['candidate_version']} {metric} {self.evaluation['candidate'][metric]:.4f}"
+                f"  candidate v{self.evaluation['candidate_version']} {metric} {candidate[metric]:.4f}"
                 + (f", champion {champion[metric]:.4f} on the same holdout" if champion else ", no champion yet")
             )
         if self.decision:
@@ -203,10 +203,18 @@ def resume(config_path: Path, instance: "DagsterInstance", run_id: str) -> RunOu
 
     quiet_libraries()
     parent = instance.get_run_by_id(run_id)
-    tags = {key: value for key, value in parent.tags.items() if not key.startswith("dagster/") or key == "dagster/run_key"}
-    job = build_reconstructable_job("retrain_assets.runner", "retrain_job_for", reconstructable_args=(str(config_path),))
+    if parent is None:
+        raise ValueError(f"cannot resume run {run_id}: the Dagster instance has no such run")
+    tags = {
+        key: value for key, value in parent.tags.items() if not key.startswith("dagster/") or key == "dagster/run_key"
+    }
+    job = build_reconstructable_job(
+        "retrain_assets.runner", "retrain_job_for", reconstructable_args=(str(config_path),)
+    )
     options = ReexecutionOptions.from_failure(run_id, instance)
-    result = execute_job(job, instance, run_config=_QUIET_LOGGERS, tags={**tags, RETRY_TAG: run_id}, reexecution_options=options)
+    result = execute_job(
+        job, instance, run_config=_QUIET_LOGGERS, tags={**tags, RETRY_TAG: run_id}, reexecution_options=options
+    )
     defs = build_defs(str(config_path))  # asset values are read by asset key, as the IO manager stored them
     return _outcome(result, instance, lambda node: defs.load_asset_value(node, instance=instance))
 
@@ -216,7 +224,10 @@ def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcom
     from retrain_assets.assets.raw import DELTA_VERSION_TAG
     from retrain_assets.monitoring import DRIFT_CHECK
 
-    outcome = RunOutcome(run_id=result.run_id, success=result.success, tags=dict(instance.get_run_by_id(result.run_id).tags))
+    run = instance.get_run_by_id(result.run_id)
+    if run is None:
+        raise RuntimeError(f"run {result.run_id} finished but the Dagster instance has no record of it")
+    outcome = RunOutcome(run_id=result.run_id, success=result.success, tags=dict(run.tags))
     for evaluation in result.get_asset_check_evaluations():
         outcome.checks[evaluation.check_name] = CheckOutcome(
             evaluation.passed, evaluation.description or "", bool(evaluation.blocking), evaluation.severity.value
@@ -256,9 +267,10 @@ def latest_checks(instance: "DagsterInstance") -> list[dict[str, Any]]:
     checks = []
     for key in sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string()):
         record = instance.get_latest_asset_check_evaluation_record(key)
-        evaluation = record.evaluation if record is not None else None
-        if not isinstance(evaluation, AssetCheckEvaluation):  # planned in the latest run, not evaluated
+        # no record, or planned in the latest run and not evaluated
+        if record is None or not isinstance(record.evaluation, AssetCheckEvaluation):
             continue
+        evaluation = record.evaluation
         checks.append(
             {
                 "name": key.name,
@@ -297,7 +309,9 @@ def stale_assets(instance: "DagsterInstance", defs: Any) -> dict[str, list[str]]
         causes = set()
         if resolver.get_status(key) == StaleStatus.STALE:
             causes |= {cause.reason for cause in resolver.get_stale_causes(key)}
-        causes |= {f"upstream {p.to_user_string()} is stale" for p in graph.get(key).parent_keys if p.to_user_string() in stale}
+        causes |= {
+            f"upstream {p.to_user_string()} is stale" for p in graph.get(key).parent_keys if p.to_user_string() in stale
+        }
         if causes:
             stale[key.to_user_string()] = sorted(causes)
     return stale
@@ -342,7 +356,10 @@ def backfill(
     quiet_libraries()
     defs = build_defs(str(config_path))
     job = defs.resolve_job_def(HISTORY_JOB)
-    keys = [key for key in job.partitions_def.get_partition_keys() if start <= dt.date.fromisoformat(key[:10]) <= end]
+    partitions = job.partitions_def
+    if partitions is None:
+        raise RuntimeError(f"the {HISTORY_JOB} job has no partitions (see jobs.history_jobs)")
+    keys = [key for key in partitions.get_partition_keys() if start <= dt.date.fromisoformat(key[:10]) <= end]
     tags = {"retrain/backfill": uuid.uuid4().hex[:8], TRIGGER_TAG: "backfill"}
     outcomes = []
     for index, key in enumerate(keys, start=1):
@@ -392,8 +409,9 @@ def _latest_report(instance: "DagsterInstance") -> Optional[str]:
     from dagster import AssetKey
 
     event = instance.get_latest_materialization_event(AssetKey("evaluation_report"))
-    metadata = event.asset_materialization.metadata if event is not None else {}
-    return metadata["report_path"].value if "report_path" in metadata else None
+    materialization = event.asset_materialization if event is not None else None
+    metadata = materialization.metadata if materialization is not None else {}
+    return str(metadata["report_path"].value) if "report_path" in metadata else None  # a MetadataValue.path
 
 
 def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
@@ -487,10 +505,11 @@ def revalidate(config: RetrainConfig, instance: "DagsterInstance", versions: lis
     accepted = [outcome.raw_version for outcome in outcomes if outcome.accepted]
     features = batches.current_features(config)
     if accepted and features is not None:
-        metadata = {"revalidated": accepted, "delta_version": features.version, "rows_added": sum(
+        metadata: dict[str, Any] = {"revalidated": accepted, "delta_version": features.version, "rows_added": sum(
             outcome.rows for outcome in outcomes if outcome.accepted)}
+        revalidated = ", ".join(f"v{v}" for v in accepted)
         instance.report_runless_asset_event(AssetMaterialization(
-            "validated_features", description=f"raw_data {', '.join(f'v{v}' for v in accepted)} accepted on revalidation",
+            "validated_features", description=f"raw_data {revalidated} accepted on revalidation",
             metadata=metadata, tags={"dagster/data_version": str(features.version)},
         ))
     return outcomes

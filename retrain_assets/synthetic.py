@@ -60,7 +60,7 @@ def churn_batch(day: datetime.date, rows: int, seed: int, drift: float = 0.0) ->
     plan = rng.choice(3, size=rows, p=[0.40 - 0.15 * drift, 0.35, 0.25 + 0.15 * drift])
     long_contract = np.clip(0.15 + tenure / 100.0 - 0.2 * drift, 0.02, 0.9)
     contract = np.where(rng.random(rows) < long_contract, np.where(rng.random(rows) < 0.5, 1, 2), 0)
-    charges = _PLAN_CHARGE_MEAN[plan] + 12.0 * drift + rng.normal(0.0, 8.0, size=rows)
+    charges: np.ndarray = _PLAN_CHARGE_MEAN[plan] + 12.0 * drift + rng.normal(0.0, 8.0, size=rows)
     charges = np.round(np.clip(charges, 15.0, 130.0), 2)
     region = rng.choice(4, size=rows, p=[0.3, 0.25, 0.25, 0.2])
     support_calls = np.clip(rng.poisson(1.0 + 0.4 * (plan == 0) + 1.5 * drift, size=rows), 0, 12).astype("int64")

@@ -66,10 +66,12 @@ def quiet_since_last_tick(config: "RetrainConfig", config_path: Path, now: dt.da
     )
 
 
-def _remember(config: "RetrainConfig", config_path: Path, defs: "Definitions", instance: "DagsterInstance", now: dt.datetime) -> None:
+def _remember(
+    config: "RetrainConfig", config_path: Path, defs: "Definitions", instance: "DagsterInstance", now: dt.datetime
+) -> None:
     """After a full tick: what the next one needs to know to answer quickly (see quiet_since_last_tick)."""
     cursor = load_cursor(instance, "raw_data_version_sensor")
-    schedules = [_next(schedule_def, now) for schedule_def in defs.schedules]
+    schedules = [_next(schedule_def, now) for schedule_def in defs.schedules or []]
     state = {
         "config_mtime": config_path.stat().st_mtime,
         "runs_mtime": _runs_mtime(config),
@@ -173,7 +175,8 @@ def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.dateti
 
     config = load_config(config_path)
     with project_lock(config):
-        report = TickReport(launches=[recover_interrupted(config, config_path, instance, run) for run in interrupted_runs(instance)])
+        recovered = [recover_interrupted(config, config_path, instance, run) for run in interrupted_runs(instance)]
+        report = TickReport(launches=recovered)
         _tick(config, config_path, instance, now or dt.datetime.now(dt.timezone.utc), report)
     return report
 
@@ -186,8 +189,10 @@ def interrupted_runs(instance: "DagsterInstance") -> list:
     from retrain_assets.jobs import RETRAIN_JOB
 
     unfinished = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
-    runs = instance.get_runs(RunsFilter(job_name=RETRAIN_JOB, statuses=unfinished, tags={LAUNCHER_TAG: "retrain"}))
-    return sorted(runs, key=lambda run: instance.get_run_record_by_id(run.run_id).create_timestamp)
+    records = instance.get_run_records(
+        RunsFilter(job_name=RETRAIN_JOB, statuses=unfinished, tags={LAUNCHER_TAG: "retrain"})
+    )
+    return [record.dagster_run for record in sorted(records, key=lambda record: record.create_timestamp)]
 
 
 def recover_interrupted(config: "RetrainConfig", config_path: Path, instance: "DagsterInstance", run) -> Launch:
@@ -201,7 +206,10 @@ def recover_interrupted(config: "RetrainConfig", config_path: Path, instance: "D
     instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: "true"})
     Registry(config).close_interrupted(run.run_id)
     launch = Launch(source="recovery", run_key=run.tags.get("dagster/run_key"), tags=dict(run.tags))
-    attempts = len(instance.get_runs(RunsFilter(tags={"dagster/root_run_id": run.root_run_id}))) + 1 if run.root_run_id else 1
+    if run.root_run_id:
+        attempts = len(instance.get_runs(RunsFilter(tags={"dagster/root_run_id": run.root_run_id}))) + 1
+    else:
+        attempts = 1
     if attempts >= MAX_ATTEMPTS:
         launch.skipped = f"{message}; not resumed again after {attempts} attempts"
         return launch
@@ -209,28 +217,33 @@ def recover_interrupted(config: "RetrainConfig", config_path: Path, instance: "D
     return launch
 
 
-def _tick(config: "RetrainConfig", config_path: Path, instance: "DagsterInstance", now: dt.datetime, report: TickReport) -> None:
+def _tick(
+    config: "RetrainConfig", config_path: Path, instance: "DagsterInstance", now: dt.datetime, report: TickReport
+) -> None:
     from dagster import RunStatusSensorDefinition
 
     from retrain_assets.definitions import build_defs
 
     defs = build_defs(str(config_path))
-    status_sensors = [s for s in defs.sensors if isinstance(s, RunStatusSensorDefinition)]
-    for sensor_def in status_sensors:  # first evaluation starts their cursor before this tick's runs
-        _evaluate_sensor(defs, sensor_def, instance, report)
-    for sensor_def in defs.sensors:
+    sensors = list(defs.sensors or [])
+    status_sensors = [s for s in sensors if isinstance(s, RunStatusSensorDefinition)]
+    for status_sensor in status_sensors:  # first evaluation starts their cursor before this tick's runs
+        _evaluate_sensor(defs, status_sensor, instance, report)
+    for sensor_def in sensors:
         if sensor_def not in status_sensors:
             for request in _evaluate_sensor(defs, sensor_def, instance, report):
                 report.launches.append(_launch(config_path, instance, sensor_def.name, "dagster/sensor_name", request))
-    for schedule_def in defs.schedules:
+    for schedule_def in defs.schedules or []:
         for request in _due_schedule_requests(schedule_def, instance, now, report):
             report.launches.append(_launch(config_path, instance, schedule_def.name, "dagster/schedule_name", request))
-    for sensor_def in status_sensors:
-        _evaluate_sensor(defs, sensor_def, instance, report)
+    for status_sensor in status_sensors:
+        _evaluate_sensor(defs, status_sensor, instance, report)
     _remember(config, config_path, defs, instance, now)
 
 
-def _evaluate_sensor(defs: "Definitions", sensor_def, instance: "DagsterInstance", report: TickReport) -> list["RunRequest"]:
+def _evaluate_sensor(
+    defs: "Definitions", sensor_def, instance: "DagsterInstance", report: TickReport
+) -> list["RunRequest"]:
     from dagster import RunStatusSensorDefinition, build_sensor_context
 
     with build_sensor_context(
@@ -257,20 +270,26 @@ def _due_schedule_requests(schedule_def, instance: "DagsterInstance", now: dt.da
         report.skips[schedule_def.name] = f"started; first run at {_next(schedule_def, now)}"
         return []
     due, moment = None, dt.datetime.fromisoformat(last)
-    while (moment := next_fire_time(schedule_def.cron_schedule, schedule_def.execution_timezone or "UTC", moment)) <= now:
+    timezone = schedule_def.execution_timezone or "UTC"
+    while (moment := next_fire_time(schedule_def.cron_schedule, timezone, moment)) <= now:
         due = moment
     if due is None:
         report.skips[schedule_def.name] = f"not due; next run at {_next(schedule_def, now)}"
         return []
     result = schedule_def.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=due))
-    return [request.with_replaced_attrs(run_key=request.run_key or f"schedule@{due.isoformat()}") for request in result.run_requests or []]
+    return [
+        request.with_replaced_attrs(run_key=request.run_key or f"schedule@{due.isoformat()}")
+        for request in result.run_requests or []
+    ]
 
 
 def _next(schedule_def, now: dt.datetime) -> str:
     return next_fire_time(schedule_def.cron_schedule, schedule_def.execution_timezone or "UTC", now).isoformat()
 
 
-def _launch(config_path: Path, instance: "DagsterInstance", source: str, source_tag: str, request: "RunRequest") -> Launch:
+def _launch(
+    config_path: Path, instance: "DagsterInstance", source: str, source_tag: str, request: "RunRequest"
+) -> Launch:
     from dagster import RunsFilter
 
     tags = {**request.tags, source_tag: source}

@@ -158,7 +158,9 @@ def evaluate(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig
     return score(pipeline, frame, config)[0]
 
 
-def score(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig") -> tuple[dict[str, float], "np.ndarray"]:
+def score(
+    pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig"
+) -> tuple[dict[str, float], "np.ndarray"]:
     """``(metrics, predictions)`` on ``frame`` from one pass of the model (see :func:`evaluate`)."""
     from sklearn import metrics
 
@@ -174,9 +176,10 @@ def score(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig") 
     proba = pipeline.predict_proba(features)
     predicted = pipeline.classes_[proba.argmax(axis=1)]
     binary = len(classes) == 2
+    f1_options = {"pos_label": classes[-1]} if binary else {"average": "macro"}
     result = {
         "accuracy": float(metrics.accuracy_score(target, predicted)),
-        "f1": float(metrics.f1_score(target, predicted, **({"pos_label": classes[-1]} if binary else {"average": "macro"}))),
+        "f1": float(metrics.f1_score(target, predicted, **f1_options)),
         "log_loss": float(metrics.log_loss(target, proba, labels=classes)),
     }
     result["roc_auc"] = _roc_auc(target.to_numpy(), proba, classes)
@@ -209,7 +212,9 @@ def meets_minimum(candidate: dict[str, float], config: "RetrainConfig") -> Decis
     return Decision(True, f"candidate {name} {value:.4f} meets the minimum {rule.minimum}")
 
 
-def beats_champion(candidate: dict[str, float], champion: Optional[dict[str, float]], config: "RetrainConfig") -> Decision:
+def beats_champion(
+    candidate: dict[str, float], champion: Optional[dict[str, float]], config: "RetrainConfig"
+) -> Decision:
     """Better than the champion by at least ``promotion.margin`` on the same holdout; a tie never is."""
     rule, name = config.promotion, config.promotion.metric
     value = candidate.get(name, math.nan)
@@ -218,9 +223,12 @@ def beats_champion(candidate: dict[str, float], champion: Optional[dict[str, flo
     best = champion.get(name, math.nan)
     gain = (value - best) if config.higher_is_better else (best - value)
     if math.isnan(best) or (gain > 0 and gain >= rule.margin):
-        return Decision(True, f"candidate {name} {value:.4f} beats champion {best:.4f} by {gain:+.4f} (margin {rule.margin})")
+        return Decision(
+            True, f"candidate {name} {value:.4f} beats champion {best:.4f} by {gain:+.4f} (margin {rule.margin})"
+        )
     return Decision(
-        False, f"candidate {name} {value:.4f} does not beat champion {best:.4f} by the margin {rule.margin} ({gain:+.4f})"
+        False,
+        f"candidate {name} {value:.4f} does not beat champion {best:.4f} by the margin {rule.margin} ({gain:+.4f})",
     )
 
 

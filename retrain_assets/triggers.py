@@ -66,7 +66,7 @@ def decide_retrain(
     if rules.new_version.enabled and new_rows > 0 and new_rows >= rules.min_new_rows:
         fired.append(("new_data", f"new data: {new_rows} validated rows since the champion's data"))
     if fired:
-        kinds, reasons = zip(*fired)
+        kinds, reasons = zip(*fired, strict=True)
         return TriggerDecision(True, kinds, reasons)
     if new_rows and rules.new_version.enabled:
         held = f"{new_rows} new rows since the champion's data, {rules.min_new_rows} needed"

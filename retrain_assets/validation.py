@@ -18,11 +18,12 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence
 
 from retrain_assets import lake
-from retrain_assets.config import ColumnRule, RetrainConfig, Severity
+from retrain_assets.config import ColumnRule, ColumnType, RetrainConfig, Severity
 
 EXPECTED_CHECK = "values_as_expected"
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import pyarrow as pa
     from great_expectations.core import ExpectationSuite
@@ -135,8 +136,10 @@ def build_suite(
             add(gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=rule.mostly), "required_values_present",
                 rule.severity, **_mostly_meta(rule.mostly))
         else:
-            expectation = gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column=name, min_value=0, strict_min=True)
-            add(expectation, "required_values_present", rule.severity, expect="not entirely null")
+            not_all_null = gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(
+                column=name, min_value=0, strict_min=True
+            )
+            add(not_all_null, "required_values_present", rule.severity, expect="not entirely null")
         limit = rule.expected.max_null_fraction if rule.expected else None
         if limit is not None and rule.nullable and name != target:
             expect(gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column=name, min_value=1 - limit),
@@ -161,10 +164,10 @@ def build_suite(
         oldest = _epoch_us(landed - dt.timedelta(days=age)) if age is not None else None
         bounds = f"not after landing {landed:%Y-%m-%d %H:%M} UTC + 1 h" + (
             f", not older than {_number(age, '')} days" if age is not None else "")
-        expectation = gxe.ExpectColumnValuesToBeBetween(
+        in_window = gxe.ExpectColumnValuesToBeBetween(
             column=data.timestamp, min_value=oldest, max_value=_epoch_us(landed + FUTURE_TOLERANCE)
         )
-        add(expectation, "values_in_range", expect=bounds, epoch_us=True)
+        add(in_window, "values_in_range", expect=bounds, epoch_us=True)
     for name, rule in rules.columns.items():
         if rule.domain is None:
             continue
@@ -267,7 +270,7 @@ def type_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = "ba
     return outcomes
 
 
-def _of_kind(actual: "pa.DataType", kind: str) -> bool:
+def _of_kind(actual: "pa.DataType", kind: "ColumnType") -> bool:
     """Whether values of Arrow type ``actual`` belong in a column declared ``kind``."""
     import pyarrow as pa
 
@@ -358,7 +361,9 @@ def leakage_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = 
         where += ", no value or null indicator that separates it)"
         if found:
             detail = f"{where} failed: {'; '.join(found)}"
-            outcomes.append(RuleOutcome("no_target_leakage", name, LEAKAGE_RULE, False, len(target), 100.0, found, detail))
+            outcomes.append(
+                RuleOutcome("no_target_leakage", name, LEAKAGE_RULE, False, len(target), 100.0, found, detail)
+            )
         else:
             outcomes.append(RuleOutcome("no_target_leakage", name, LEAKAGE_RULE, True, 0, 0.0, [], f"{where} passed"))
     return outcomes
@@ -485,6 +490,8 @@ def _as_ge_sees(frame: "pd.DataFrame") -> "pd.DataFrame":
 def _outcome(result: "ExpectationValidationResult", batch: str, missing: set[str]) -> RuleOutcome:
     """Turn one GE result into a :class:`RuleOutcome` with a one-line detail."""
     config = result.expectation_config
+    if config is None:
+        raise ValueError(f"{batch}: a Great Expectations result without its expectation")
     meta, rule, column = config.meta, config.type, config.kwargs.get("column")
     where = f"{batch}: " + (f"column {column!r}" if column is not None else "table")
     expect = meta.get("expect", "") + (f", mostly {meta['mostly']:.2%}" if "mostly" in meta else "")
@@ -494,7 +501,8 @@ def _outcome(result: "ExpectationValidationResult", batch: str, missing: set[str
     error = _error(result.exception_info)
     if error is not None:
         reason = f"column {column!r} is missing from the batch" if column in missing else error
-        return RuleOutcome(meta["check"], column, rule, False, 1, 100.0, [], f"{what} could not run: {reason}", severity)
+        detail = f"{what} could not run: {reason}"
+        return RuleOutcome(meta["check"], column, rule, False, 1, 100.0, [], detail, severity)
     passed = bool(result.success)
     if "unexpected_count" in info and "target_class" not in meta:
         count, percent = int(info["unexpected_count"]), float(info["unexpected_percent"] or 0.0)

@@ -91,7 +91,8 @@ def test_a_webhook_that_is_down_never_fails_the_run(automated, persistent, monke
     write_config(automated, alerts={"webhook_url_env": "RETRAIN_TEST_WEBHOOK", "timeout_seconds": 0.5})
 
     assert day(automated, persistent, 0).success
-    assert {json.loads(line)["delivery"][:6] for line in automated.config.alerts_log.read_text().splitlines()} == {"failed"}
+    alerts = automated.config.alerts_log.read_text().splitlines()
+    assert {json.loads(line)["delivery"][:6] for line in alerts} == {"failed"}
 
 
 def test_drift_fires_the_trigger_and_a_clean_batch_does_not(automated, persistent):

@@ -112,7 +112,8 @@ def test_rollback_refuses_a_version_that_was_never_champion_unless_forced(projec
     assert f"v3 was never champion: it lost to v2 ({lost}); pass --force" in refused.output
     forced = retrain(project.path, "rollback", "--to", "3", "--force", "--reason", "try the challenger")
     assert forced.exit_code == 0, forced.output
-    assert "rolled back from v2 to v3" in forced.output and "(forced: v3 was never champion: it lost to v2" in forced.output
+    assert "rolled back from v2 to v3" in forced.output
+    assert "(forced: v3 was never champion: it lost to v2" in forced.output
     status = json.loads(retrain(project.path, "status", "--json").output)
     assert status["champion"]["version"] == "3"
     assert status["events"][-1]["kind"] == "rollback" and "forced" in status["events"][-1]["text"]
@@ -187,7 +188,9 @@ def test_ingest_as_of_with_an_offset_lands_at_that_utc_time(project, monkeypatch
 def test_backfill_dates_with_offsets_are_taken_as_their_utc_dates(project, monkeypatch):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
-    result = retrain(project.path, "backfill", "--start", "2030-01-01T00:30:00+01:00", "--end", "2030-01-02T23:00:00-02:00")
+    result = retrain(
+        project.path, "backfill", "--start", "2030-01-01T00:30:00+01:00", "--end", "2030-01-02T23:00:00-02:00"
+    )
 
     assert result.exit_code != 0
     assert "no weekly partition starts between 2029-12-31 and 2030-01-03" in result.output

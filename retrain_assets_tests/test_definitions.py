@@ -15,7 +15,10 @@ LINEAGE = ["raw_data", "validated_features", "candidate_model", "evaluation_repo
 
 def test_lineage_edges():
     graph = defs.resolve_asset_graph()
-    parents = {key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys} for key in graph.get_all_asset_keys()}
+    parents = {
+        key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
+        for key in graph.get_all_asset_keys()
+    }
 
     assert set(parents) == set(LINEAGE) | {"historical_model", "backtest_summary"}
     assert parents["historical_model"] == {"raw_data"} and parents["backtest_summary"] == {"historical_model"}
@@ -32,9 +35,11 @@ def test_checks_gate_where_designed():
     blocking = {name: spec.asset_key.to_user_string() for name, spec in checks.items() if spec.blocking}
     warning = {name: spec.asset_key.to_user_string() for name, spec in checks.items() if not spec.blocking}
 
-    validation = ["schema_matches", "required_values_present", "values_in_range", "categories_in_domain", "target_balanced",
-                  "batch_integrity", "no_target_leakage"]
-    assert blocking == {**{name: "validated_features" for name in validation}, "candidate_meets_minimum": "evaluation_report"}
+    validation = ["schema_matches", "required_values_present", "values_in_range", "categories_in_domain",
+                  "target_balanced", "batch_integrity", "no_target_leakage"]
+    assert blocking == {
+        **{name: "validated_features" for name in validation}, "candidate_meets_minimum": "evaluation_report"
+    }
     assert warning == {
         "values_as_expected": "validated_features",
         "feature_drift": "validated_features",

@@ -25,7 +25,8 @@ def job_on(executor: str, monkeypatch, project):
 
 def test_default_is_multiprocess(project, monkeypatch):
     monkeypatch.delenv("RETRAIN_EXECUTOR", raising=False)
-    assert build_defs(str(project.path)).resolve_job_def(RETRAIN_JOB).executor_def.name == "multi_or_in_process_executor"
+    job = build_defs(str(project.path)).resolve_job_def(RETRAIN_JOB)
+    assert job.executor_def.name == "multi_or_in_process_executor"
 
 
 def test_kubernetes_executor_config_validates(project, monkeypatch):

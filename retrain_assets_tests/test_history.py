@@ -24,7 +24,7 @@ def three_weeks(automated, persistent):
     write_config(automated, history={"partitions": "weekly", "start": START.isoformat()})
     folder = automated.path.parent / "history"
     folder.mkdir()
-    for index, (day, frame) in enumerate(synthetic.churn_days(START, 21, 200, seed=3, bad_day=9)):
+    for day, frame in synthetic.churn_days(START, 21, 200, seed=3, bad_day=9):
         path = folder / f"{day}.csv"
         frame.to_csv(path, index=False)
         ingest(automated.config, persistent, path, end_of(day))
@@ -47,7 +47,8 @@ def test_backfill_trains_as_of_each_week_and_scores_the_next(three_weeks, persis
                               progress=lambda i, n, o: seen.append((i, n, o.partition)))
 
     assert [o.partition for o in outcomes] == ["2026-01-05", "2026-01-12", "2026-01-19"]
-    assert all(o.success for o in outcomes) and seen == [(1, 3, "2026-01-05"), (2, 3, "2026-01-12"), (3, 3, "2026-01-19")]
+    assert all(o.success for o in outcomes)
+    assert seen == [(1, 3, "2026-01-05"), (2, 3, "2026-01-12"), (3, 3, "2026-01-19")]
     first, second, third = (o.row for o in outcomes)
     assert (first["delta_version"], second["delta_version"], third["delta_version"]) == (6, 13, 20)
     assert first["train_rows"] < second["train_rows"] < third["train_rows"]
@@ -65,7 +66,8 @@ def test_backfill_trains_as_of_each_week_and_scores_the_next(three_weeks, persis
     assert sorted(run.data.tags["partition"] for run in runs) == ["2026-01-05", "2026-01-12", "2026-01-19"]
     assert {run.data.tags["delta_version"] for run in runs} == {"6", "13", "20"}
     name = config.mlflow.model_name
-    assert client.search_registered_models(f"name = '{name}'") == [], "history never registers a model, let alone a champion"
+    registered = client.search_registered_models(f"name = '{name}'")
+    assert registered == [], "history never registers a model, let alone a champion"
 
     again, _ = backfill(three_weeks.path, persistent, START + dt.timedelta(days=7), START + dt.timedelta(days=7))
     assert again[0].row["metrics"] == second["metrics"] and again[0].row["oot_metrics"] == second["oot_metrics"]

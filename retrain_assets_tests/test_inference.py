@@ -25,7 +25,9 @@ def titanic_like(rows: int = 400, seed: int = 3) -> pd.DataFrame:
     tickets = [str(n) for n in rng.integers(10000, 400000, 90)] + [
         f"{p} {n}"
         for p, n in zip(
-            rng.choice(["A/5", "PC", "STON/O2.", "C.A.", "SOTON/OQ", "W./C."], 60), rng.integers(1000, 4000000, 60)
+            rng.choice(["A/5", "PC", "STON/O2.", "C.A.", "SOTON/OQ", "W./C."], 60),
+            rng.integers(1000, 4000000, 60),
+            strict=True,
         )
     ]
     cabins = [f"{deck}{number}" for deck in "ABCDEFG" for number in range(1, 120)]

@@ -2,9 +2,9 @@
 
 import pandas as pd
 import pyarrow.dataset as ds
-from pyarrow.fs import FileSystem
 import pytest
 from deltalake import DeltaTable
+from pyarrow.fs import FileSystem
 
 from retrain_assets import lake
 from retrain_assets.lake import BatchRefused, ingest_file

@@ -89,7 +89,8 @@ def test_nothing_new_retrains_the_same_data_without_promoting(project, instance)
 
     assert again.success
     validation = [check for name, check in again.checks.items() if check.blocking and name in VALIDATION]
-    assert len(validation) == len(VALIDATION) == 7 and all("nothing to validate" in check.message for check in validation)
+    assert len(validation) == len(VALIDATION) == 7
+    assert all("nothing to validate" in check.message for check in validation)
     assert again.evaluation["candidate"] == again.evaluation["champion"], "same data, same seed, same model"
     assert again.decision["promoted"] is False and again.decision["champion_version"] == "1"
 
@@ -144,7 +145,8 @@ def test_revalidate_takes_back_a_batch_a_too_tight_rule_rejected(project, instan
     blocked = materialize(project.path, instance)
     assert not blocked.success and "values_in_range" in blocked.blocking_failures
     raw_before = lake.read_table(project.config.table_uri(lake.RAW_TABLE))
-    with pytest.raises(lake.BatchRefused, match=f"rejected; after fixing the rules, `retrain revalidate {second.version}`"):
+    refusal = f"rejected; after fixing the rules, `retrain revalidate {second.version}`"
+    with pytest.raises(lake.BatchRefused, match=refusal):
         ingest_file(project.config, project.batch(1))  # landing it again would count it twice
 
     declare(project, tenure_months={"hard": {"min": 0, "max": 600}})

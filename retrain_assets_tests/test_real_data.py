@@ -203,7 +203,8 @@ def run_clean_sequence(data: Dataset, folder: Path) -> Trained:
             ticked = retrain(config_path, "tick", "--json")
             ticks.append(json.loads(ticked.stdout))
             if ticked.exit_code != 0:  # asserted in the test, after the validation log has been looked at
-                checks = [c for c in status(config_path)["latest_checks"] if not c["passed"] and c["severity"] == "ERROR"]
+                latest = status(config_path)["latest_checks"]
+                checks = [c for c in latest if not c["passed"] and c["severity"] == "ERROR"]
                 failed_ticks.append(f"tick after {[p.name for p in landing]}: " + "; ".join(
                     f"{c['name']}: {c['message']}" for c in checks))
         report = status(config_path)
@@ -389,7 +390,8 @@ def test_validate_accepts_a_clean_part_and_rejects_each_corruption(name, trained
     clean = retrain(config_path, "validate", project.parts[-1])
 
     assert clean.exit_code == 0, clean.output
-    assert clean.output.startswith(f"{project.parts[-1].name}: accepted: ") and "FAILED" not in clean.output, clean.output
+    assert clean.output.startswith(f"{project.parts[-1].name}: accepted: "), clean.output
+    assert "FAILED" not in clean.output, clean.output
     for case in project.data.corruptions:
         path = bad_file(project, case, tmp_path)
         judged = retrain(config_path, "validate", path)

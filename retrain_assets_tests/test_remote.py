@@ -77,7 +77,8 @@ def mlflow_server(tmp_path_factory):
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     command = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", str(home / "artifacts")]
+               "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+               "--artifacts-destination", str(home / "artifacts")]
     process = serve(command, f"http://127.0.0.1:{port}/health", home / "server.log", timeout=120)
     yield f"http://127.0.0.1:{port}"
     stop(process)
@@ -118,11 +119,12 @@ def test_lake_is_on_s3_and_artifacts_go_through_dagster_aws(remote_project, inst
     ingest_file(remote_project.config, remote_project.batch(0))
     import boto3
 
-    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=remote_project.config.lake_uri.split("/")[-1])["Contents"]]
+    prefix = remote_project.config.lake_uri.split("/")[-1]
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
     assert any("/raw_data/_delta_log/00000000000000000000.json" in key for key in keys)
     outcome = test_pipeline.materialize(remote_project.path, instance)
     assert outcome.success, outcome.error
-    pickled = boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"{remote_project.config.lake_uri.split('/')[-1]}/dagster")
+    pickled = boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/dagster")
     assert pickled.get("KeyCount", 0) >= 5, "each asset's output is pickled to S3 by dagster-aws"
 
 

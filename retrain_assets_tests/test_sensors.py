@@ -63,7 +63,8 @@ def test_tick_skips_a_run_key_that_already_ran(automated, persistent):
 
     save_cursor(persistent, "raw_data_version_sensor", "")  # a lost cursor: the sensor asks again
     again = tick(automated.path, persistent)
-    assert [launch.skipped for launch in again.launches] == [f"run_key 0 already ran as {first.launches[0].outcome.run_id}"]
+    first_run = first.launches[0].outcome.run_id
+    assert [launch.skipped for launch in again.launches] == [f"run_key 0 already ran as {first_run}"]
 
 
 def test_schedule_fires_once_when_due_and_retrains_without_new_data(automated, persistent):

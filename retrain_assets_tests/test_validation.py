@@ -258,7 +258,8 @@ def test_regression_with_constant_target_fails_target_balanced():
     frame = churn_frame()
     frame["churned"] = 4.2
 
-    passed, message, _ = check_results(validate_batch(frame, churn_config("regression"), "raw_data v6"))["target_balanced"]
+    results = check_results(validate_batch(frame, churn_config("regression"), "raw_data v6"))
+    passed, message, _ = results["target_balanced"]
 
     assert not passed
     assert message == (

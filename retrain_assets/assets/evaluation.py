@@ -2,8 +2,17 @@
 
 import datetime as dt
 import json
+from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, MetadataValue, Output, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    JsonMetadataValue,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from retrain_assets import lake, training
 from retrain_assets.alerts import send_alert
@@ -16,14 +25,17 @@ from retrain_assets.resources import RetrainProject
 
 @asset(group_name="retrain", kinds={"mlflow"}, code_version="1", check_specs=EVALUATION_CHECKS)
 def evaluation_report(
-    context: AssetExecutionContext, project: RetrainProject, validated_features: lake.TableRef, candidate_model: ModelRef
+    context: AssetExecutionContext,
+    project: RetrainProject,
+    validated_features: lake.TableRef,
+    candidate_model: ModelRef,
 ):
     """Loads the candidate and the current champion back from the MLflow registry, scores both on the
     candidate's holdout rows (which the champion never trained on: the split is stable), and writes the
     report under ``reports/``: JSON, and an HTML page a person reads (metrics of both, confusion matrices or
-    residuals, per-feature drift, metric history, the decision and why). Gates: ``candidate_meets_minimum`` (blocking: a candidate below the
-    floor fails the run and is recorded as rejected) and ``candidate_beats_champion`` (a warning: losing is
-    a normal outcome that ``prod_model`` records)."""
+    residuals, per-feature drift, metric history, the decision and why). Gates: ``candidate_meets_minimum``
+    (blocking: a candidate below the floor fails the run and is recorded as rejected) and
+    ``candidate_beats_champion`` (a warning: losing is a normal outcome that ``prod_model`` records)."""
     config = project.load()
     registry = project.registry(config)
     frame = lake.read_table(validated_features.uri, validated_features.version, columns=list(config.data.columns))
@@ -35,7 +47,8 @@ def evaluation_report(
     champion, champion_predictions, champion_note = None, None, "no champion yet"
     if champion_version is not None:
         try:
-            champion, champion_predictions = training.score(registry.load(str(champion_version.version)), holdout, config)
+            champion_model = registry.load(str(champion_version.version))
+            champion, champion_predictions = training.score(champion_model, holdout, config)
             champion_note = f"champion v{champion_version.version} scored on the same holdout"
         except (KeyError, ValueError) as exc:  # e.g. the feature columns changed since it was trained
             champion_note = f"champion v{champion_version.version} cannot score this holdout: {exc}"
@@ -46,7 +59,7 @@ def evaluation_report(
     floor = training.meets_minimum(candidate, config)
     comparison = training.beats_champion(candidate, champion, config)
     decision = training.decide(candidate, champion, config)
-    report = {
+    report: dict[str, Any] = {
         "candidate_version": candidate_model.version,
         "champion_version": str(champion_version.version) if champion_version is not None else None,
         "champion_note": champion_note,
@@ -59,7 +72,10 @@ def evaluation_report(
         "margin": config.promotion.margin,
         "candidate": candidate,
         "champion": champion,
-        "gates": {MINIMUM_CHECK: [floor.promote, floor.reason], COMPARISON_CHECK: [comparison.promote, comparison.reason]},
+        "gates": {
+            MINIMUM_CHECK: [floor.promote, floor.reason],
+            COMPARISON_CHECK: [comparison.promote, comparison.reason],
+        },
         "decision": {"promoted": decision.promote, "reason": decision.reason},
         "trigger_reason": candidate_model.trigger_reason,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -85,7 +101,7 @@ def evaluation_report(
             f"candidate_{metric}": candidate[metric],
             f"champion_{metric}": champion[metric] if champion else None,
             "candidate_metrics": MetadataValue.json(candidate),
-            "champion_metrics": MetadataValue.json(champion),
+            "champion_metrics": JsonMetadataValue(champion),  # MetadataValue.json takes no None
             "candidate_version": candidate_model.version,
             "champion_version": report["champion_version"],
             "holdout_rows": len(holdout),
@@ -95,11 +111,20 @@ def evaluation_report(
         },
     )
     if not floor.promote:
-        registry.record_decision(candidate_model.version, False, floor.reason, {"compared_with": report["champion_version"] or "none"})
-        send_alert(config, "rejected", f"candidate v{candidate_model.version} rejected: {floor.reason}", report["gates"])
-    yield AssetCheckResult(check_name=MINIMUM_CHECK, passed=floor.promote, severity=AssetCheckSeverity.ERROR, description=floor.reason)
+        registry.record_decision(
+            candidate_model.version, False, floor.reason, {"compared_with": report["champion_version"] or "none"}
+        )
+        send_alert(
+            config, "rejected", f"candidate v{candidate_model.version} rejected: {floor.reason}", report["gates"]
+        )
     yield AssetCheckResult(
-        check_name=COMPARISON_CHECK, passed=comparison.promote, severity=AssetCheckSeverity.WARN, description=comparison.reason
+        check_name=MINIMUM_CHECK, passed=floor.promote, severity=AssetCheckSeverity.ERROR, description=floor.reason
+    )
+    yield AssetCheckResult(
+        check_name=COMPARISON_CHECK,
+        passed=comparison.promote,
+        severity=AssetCheckSeverity.WARN,
+        description=comparison.reason,
     )
 
 

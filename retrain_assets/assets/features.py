@@ -1,6 +1,14 @@
 """``validated_features``: new raw batches validated by Great Expectations; the good ones, model-ready."""
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, DataVersion, MetadataValue, Output, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    DataVersion,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from retrain_assets import batches, lake, monitoring
 from retrain_assets.alerts import send_alert
@@ -19,8 +27,8 @@ def validated_features(context: AssetExecutionContext, project: RetrainProject, 
     suite built from ``retrain.yaml``; appends passing batches to the ``validated_features`` Delta table.
     A batch that breaks a hard rule is reported by the blocking checks (column, rule, count, sample,
     version), is not appended, and stays intact in raw_data; the run stops only when it accepted no batch.
-    Values outside what the sample showed warn (``values_as_expected``). The accepted rows are then compared with the champion: feature
-    drift and the champion's score, as warning checks that the retrain triggers read."""
+    Values outside what the sample showed warn (``values_as_expected``). The accepted rows are then compared
+    with the champion: feature drift and the champion's score, as warning checks that the retrain triggers read."""
     config = project.load()
     run = batches.validate_new_batches(config, raw_data.version)
     features = run.features
@@ -33,7 +41,7 @@ def validated_features(context: AssetExecutionContext, project: RetrainProject, 
             "batches_accepted": MetadataValue.json(run.accepted),
             "batches_rejected": MetadataValue.json(run.rejected),
             "delta_version": features.version if features else -1,
-            "rows": lake.table_summary(features.uri)["rows"] if features else 0,
+            "rows": lake.table_rows(features.uri) if features else 0,
             "uri": MetadataValue.path(config.table_uri(lake.FEATURES_TABLE)),
         },
     )
@@ -56,5 +64,7 @@ def validated_features(context: AssetExecutionContext, project: RetrainProject, 
             passed=not finding.fired,
             severity=AssetCheckSeverity.WARN,
             description=finding.message,
-            metadata={k: MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in finding.metadata.items()},
+            metadata={
+                k: MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in finding.metadata.items()
+            },
         )

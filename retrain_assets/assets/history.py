@@ -82,7 +82,9 @@ def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
         config.reports_dir.mkdir(parents=True, exist_ok=True)
         path = config.reports_dir / "backtest.html"
         path.write_text(backtest_html(rows, metric, title=f"Backtest of {config.project}"))
-        columns = ["partition", "delta_version", "train_rows", "eval_rows", metric, f"oot_{metric}", "max_psi", "drifted"]
+        columns = [
+            "partition", "delta_version", "train_rows", "eval_rows", metric, f"oot_{metric}", "max_psi", "drifted"
+        ]
         records = [
             TableRecord(
                 {
@@ -99,7 +101,7 @@ def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
             for row in rows
         ]
         kinds = ["string", "int", "int", "int", "float", "float", "float", "string"]
-        schema = TableSchema([TableColumn(name, kind) for name, kind in zip(columns, kinds)])
+        schema = TableSchema([TableColumn(name, kind) for name, kind in zip(columns, kinds, strict=True)])
         return Output(
             rows,
             metadata={

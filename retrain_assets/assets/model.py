@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, Failure, JsonMetadataValue, MetadataValue, Output, asset
 
 from retrain_assets import batches, lake, training
 from retrain_assets.alerts import send_alert
@@ -90,7 +90,7 @@ def candidate_model(context: AssetExecutionContext, project: RetrainProject, val
             "code_version": tags["code_version"],
             "rows_train": len(train_rows),
             "rows_holdout": len(holdout),
-            "data_range": MetadataValue.json(span),
+            "data_range": JsonMetadataValue(span),  # MetadataValue.json takes no None
             "trigger_reason": decision.summary,
         },
     )

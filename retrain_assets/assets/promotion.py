@@ -2,7 +2,16 @@
 
 import datetime as dt
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, DataVersion, Failure, MetadataValue, Output, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    DataVersion,
+    Failure,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from retrain_assets import training
 from retrain_assets.alerts import send_alert
@@ -46,7 +55,11 @@ def prod_model(context: AssetExecutionContext, project: RetrainProject, evaluati
         config,
         "promoted" if decision.promote else "rejected",
         f"candidate v{candidate} {'promoted' if decision.promote else 'rejected'}: {decision.reason}",
-        {"candidate_version": candidate, "champion_version": champion, "delta_version": evaluation_report["delta_version"]},
+        {
+            "candidate_version": candidate,
+            "champion_version": champion,
+            "delta_version": evaluation_report["delta_version"],
+        },
     )
     candidate_tags = registry.client.get_model_version(registry.name, candidate).tags
     yield Output(

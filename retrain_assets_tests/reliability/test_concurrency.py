@@ -39,13 +39,14 @@ def test_two_processes_appending_fifty_batches_each_lose_no_row(automated, tmp_p
     outputs = [writer.communicate(timeout=600) for writer in writers]
     assert [writer.returncode for writer in writers] == [0, 0], [err[-2000:] for _, err in outputs]
 
-    table = lake.read_table(automated.config.table_uri(lake.RAW_TABLE))
+    uri = automated.config.table_uri(lake.RAW_TABLE)
+    table = lake.read_table(uri)
     expected = {f"w{w}-b{b}-r{r}" for w in (1, 2) for b in range(50) for r in range(20)}
-    landed = set(table["customer_id"]) - set(lake.read_table(automated.config.table_uri(lake.RAW_TABLE), version=0)["customer_id"])
+    landed = set(table["customer_id"]) - set(lake.read_table(uri, version=0)["customer_id"])
     assert len(table) == 600 + 100 * 20 and landed == expected
     reported = [int(line.split("raw_data version ")[1].split()[0]) for out, _ in outputs for line in out.splitlines()]
     assert sorted(reported) == list(range(1, 101)), "each writer reports the version its own commit made"
-    history = {entry["version"]: entry.get(lake.SOURCE_KEY) for entry in lake.history(automated.config.table_uri(lake.RAW_TABLE))}
+    history = {entry["version"]: entry.get(lake.SOURCE_KEY) for entry in lake.history(uri)}
     for out, _ in outputs:
         for line in out.splitlines():
             source, rest = line.split(": raw_data version ")

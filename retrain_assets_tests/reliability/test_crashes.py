@@ -23,7 +23,8 @@ def _cli(project, *args, crash_at=None, **kwargs):
     env = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"}
     if crash_at:
         env[CRASH_ENV] = crash_at
-    return subprocess.run([*RETRAIN, "--config", str(project.path), *args], env=env, capture_output=True, text=True, **kwargs)
+    return subprocess.run([*RETRAIN, "--config", str(project.path), *args], env=env, capture_output=True, text=True,
+                          **kwargs)
 
 
 def _runs(instance, run_key):
@@ -79,7 +80,9 @@ def test_killed_tick_is_completed_exactly_once_by_the_next_tick(automated, point
     assert statuses == (["FINISHED", "KILLED"] if point == "model_logging" else ["FINISHED"])
 
 
-def test_killed_between_the_two_alias_moves_the_champion_stays_evaluated_and_the_promotion_completes(automated, monkeypatch):
+def test_killed_between_the_two_alias_moves_the_champion_stays_evaluated_and_the_promotion_completes(
+    automated, monkeypatch
+):
     """A champion trained on drifted days only, then normal days: the candidate wins. The process dies after
     ``previous_champion`` moved and before ``champion`` did; the champion is still the old, evaluated model;
     the next tick finishes this promotion, once."""
@@ -94,11 +97,13 @@ def test_killed_between_the_two_alias_moves_the_champion_stays_evaluated_and_the
     killed = _cli(automated, "tick", crash_at="alias_promotion", timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     registry = Registry(config)
-    assert str(registry.by_alias(CHAMPION).version) == "1" and str(registry.by_alias("previous_champion").version) == "1"
+    assert str(registry.by_alias(CHAMPION).version) == "1"
+    assert str(registry.by_alias("previous_champion").version) == "1"
     with project_instance(config) as instance:
         (recovery,) = tick(automated.path, instance).launches
     assert recovery.source == "recovery" and recovery.outcome.decision["promoted"]
-    assert str(registry.by_alias(CHAMPION).version) == "2" and str(registry.by_alias("previous_champion").version) == "1"
+    assert str(registry.by_alias(CHAMPION).version) == "2"
+    assert str(registry.by_alias("previous_champion").version) == "1"
     versions = registry.client.search_model_versions(f"name = '{config.mlflow.model_name}'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"]
     assert registry.client.get_model_version(config.mlflow.model_name, "2").tags["decision"] == "promoted"

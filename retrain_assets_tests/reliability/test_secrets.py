@@ -31,8 +31,8 @@ import yaml
 
 from retrain_assets import synthetic
 from retrain_assets.config import load_config
-from retrain_assets.inference import infer_config, render_config
 from retrain_assets.demo import declare_business_limits
+from retrain_assets.inference import infer_config, render_config
 from retrain_assets_tests.conftest import START
 from retrain_assets_tests.test_remote import free_port, serve, stop
 
@@ -129,7 +129,8 @@ def moto_with_auth(tmp_path_factory):
     log = tmp_path_factory.mktemp("moto-auth") / "moto.log"
     os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"  # create_user, put_user_policy, create_access_key
     try:
-        process = serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], f"{url}/moto-api/", log)
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        process = serve(command, f"{url}/moto-api/", log)
     finally:
         del os.environ["INITIAL_NO_AUTH_ACTION_COUNT"]
     iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup",
@@ -173,7 +174,8 @@ def make_store_with_champion(uri: str, model_name: str, versions: int = 3) -> No
     from sklearn.dummy import DummyClassifier
 
     client = MlflowClient(uri, uri)
-    experiment = client.create_experiment("decoy", artifact_location=(Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri())
+    artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
+    experiment = client.create_experiment("decoy", artifact_location=artifacts.as_uri())
     client.create_registered_model(model_name)
     with tempfile.TemporaryDirectory() as scratch:
         model = Path(scratch) / "model"
@@ -191,7 +193,11 @@ def make_store_with_champion(uri: str, model_name: str, versions: int = 3) -> No
 
 
 def store_fingerprint(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --- the scanned sequence ---------------------------------------------------------------------------
@@ -220,7 +226,9 @@ class Scenario:
         done = subprocess.run([str(RETRAIN), "--config", str(self.config_path), *args], cwd=self.root, env=self.env,
                               capture_output=True, text=True, timeout=600)
         self.commands.append((args, done.returncode, done.stdout, done.stderr))
-        assert done.returncode == expect, f"retrain {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr[-3000:]}"
+        assert done.returncode == expect, (
+            f"retrain {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr[-3000:]}"
+        )
         return done
 
 
@@ -343,7 +351,8 @@ def scenario(tmp_path_factory, moto_with_auth, mlflow_backend) -> Scenario:
 def test_the_canary_secrets_were_really_used(scenario):
     hook_token = scenario.canaries[WEBHOOK_ENV]
     kinds = [json.loads(body)["kind"] for _, _, body in scenario.webhook]
-    assert scenario.webhook and all(f"/hooks/{hook_token}?token={hook_token}" == path for path, _, _ in scenario.webhook)
+    assert scenario.webhook
+    assert all(f"/hooks/{hook_token}?token={hook_token}" == path for path, _, _ in scenario.webhook)
     assert {"retrain_triggered", "promoted", "check_failed", "run_failed", "rollback"} <= set(kinds), kinds
 
     token = scenario.canaries["MLFLOW_TRACKING_TOKEN"]
@@ -388,12 +397,14 @@ def test_no_canary_in_dagster_records(scenario):
             found += leaks(scenario.canaries, f"{where} tags", json.dumps(run.tags))
             found += leaks(scenario.canaries, f"{where} run config", json.dumps(run.run_config, default=str))
             found += leaks(scenario.canaries, f"{where} record", serialize_value(run))
-            found += leaks(scenario.canaries, f"{where} job snapshot", serialize_value(instance.get_job_snapshot(run.job_snapshot_id)))
+            found += leaks(scenario.canaries, f"{where} job snapshot",
+                           serialize_value(instance.get_job_snapshot(run.job_snapshot_id)))
             found += leaks(scenario.canaries, f"{where} plan snapshot",
                            serialize_value(instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)))
             for entry in instance.all_logs(run.run_id):
                 seen_events += 1
-                found += leaks(scenario.canaries, f"{where} event {entry.dagster_event_type}: message", entry.user_message or "")
+                found += leaks(scenario.canaries, f"{where} event {entry.dagster_event_type}: message",
+                               entry.user_message or "")
                 found += leaks(scenario.canaries, f"{where} event {entry.dagster_event_type}", serialize_value(entry))
         for key in ("raw_data", "validated_features", "candidate_model", "evaluation_report", "prod_model"):
             records = instance.fetch_materializations(AssetKey(key), limit=100).records
@@ -428,16 +439,18 @@ def test_no_canary_in_mlflow(scenario):
         found += leaks(scenario.canaries, f"{where} info", json.dumps(dict(run.info), default=str))
     logged = client.search_logged_models([e.experiment_id for e in experiments])
     for model in logged:
-        found += leaks(scenario.canaries, f"logged model {model.model_id}", json.dumps(model.to_dictionary(), default=str))
+        found += leaks(scenario.canaries, f"logged model {model.model_id}",
+                       json.dumps(model.to_dictionary(), default=str))
     versions = client.search_model_versions(f"name = '{config.mlflow.model_name}'")
     assert len(versions) >= 2
     registered = client.get_registered_model(config.mlflow.model_name)
-    found += leaks(scenario.canaries, "registered model", json.dumps({"tags": registered.tags, "d": registered.description}))
+    found += leaks(scenario.canaries, "registered model",
+                   json.dumps({"tags": registered.tags, "d": registered.description}))
     with tempfile.TemporaryDirectory() as scratch:
         for version in versions:
             where = f"model version {version.version}"
-            found += leaks(scenario.canaries, where, json.dumps({"tags": version.tags, "description": version.description,
-                                                                 "source": version.source}))
+            described = {"tags": version.tags, "description": version.description, "source": version.source}
+            found += leaks(scenario.canaries, where, json.dumps(described))
             local = Path(client.download_artifacts(version.run_id, "", f"{scratch}/run-{version.version}"))
             model = Path(scratch) / f"model-{version.version}"
             model.mkdir()
@@ -474,7 +487,8 @@ def test_no_canary_in_storage_home_lake_or_mlflow_store(scenario):
     for item in objects:
         body = scenario.s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
         found += leaks(scenario.canaries, f"s3 object {item['Key']}", body)
-    options = {k: scenario.env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP")}
+    options = {k: scenario.env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+                                            "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP")}
     history = DeltaTable(config.table_uri("raw_data"), storage_options=options).history()
     found += leaks(scenario.canaries, "raw_data Delta commit metadata", json.dumps(history, default=str))
     assert len(history) == 3 and len(objects) > 10
@@ -509,7 +523,8 @@ def configured(tmp_path):
     from retrain_assets.registry import LoggedModel, Registry
 
     frame = synthetic.churn_batch(START, 300, seed=3)
-    raw = yaml.safe_load(render_config(infer_config(frame, "churned", timestamp="event_time", id_column="customer_id"), "x.csv"))
+    inferred = infer_config(frame, "churned", timestamp="event_time", id_column="customer_id")
+    raw = yaml.safe_load(render_config(inferred, "x.csv"))
     config = parse_config(raw, base_dir=tmp_path)
     registry = Registry(config)
     pipeline = training.train(frame, config)
@@ -571,7 +586,9 @@ def _artifact_dir(registry, version: str) -> Path:
     return Path(unquote(urlparse(uri).path))
 
 
-@pytest.mark.parametrize("tampering", ["pickle_declared_in_mlmodel", "pickle_in_place_of_skops", "foreign_type_trusted_by_mlmodel"])
+@pytest.mark.parametrize(
+    "tampering", ["pickle_declared_in_mlmodel", "pickle_in_place_of_skops", "foreign_type_trusted_by_mlmodel"]
+)
 def test_a_tampered_model_version_is_refused(configured, tmp_path, tampering):
     import mlflow
     import skops.io
@@ -687,7 +704,8 @@ def test_run_failure_alert_does_not_copy_the_launchers_tags(project, monkeypatch
 
         started = evaluate(None)
         tags = {"launcher/api_token": secret, TRIGGER_TAG: "manual"}
-        result = defs.resolve_job_def(RETRAIN_JOB).execute_in_process(instance=instance, raise_on_error=False, tags=tags)
+        job = defs.resolve_job_def(RETRAIN_JOB)
+        result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
         assert not result.success  # nothing ingested: raw_data has no table
         evaluate(started.cursor)
 
