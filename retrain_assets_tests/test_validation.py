@@ -435,3 +435,20 @@ def test_multiclass_leak_must_separate_every_pair_of_classes():
     leaked = wine.assign(proline=wine["target"].map({0: 2, 1: 0, 2: 1}) + noise)  # intervals, not a linear copy
     verdict = check_results(validate_batch(leaked, config))["no_target_leakage"]
     assert verdict.rejects and "column 'proline'" in verdict.message and "every pair of classes" in verdict.message
+
+
+def test_event_times_after_the_landing_time_are_rejected():
+    """Ingest refuses an --as-of before a batch's own events; a batch landing without one is judged here."""
+    import datetime as dt
+
+    from retrain_assets.validation import BatchContext
+
+    frame = churn_frame()
+    landed = frame["signup_at"].max().to_pydatetime() - dt.timedelta(days=3)
+
+    results = check_results(validate_batch(frame, churn_config(), "raw_data v2", BatchContext(landed)))
+
+    verdict = results["values_in_range"]
+    assert verdict.rejects and "column 'signup_at'" in verdict.message and "not after landing" in verdict.message
+    later = BatchContext(landed + dt.timedelta(days=4))
+    assert check_results(validate_batch(frame, churn_config(), context=later))["values_in_range"].passed
