@@ -15,7 +15,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence, Union
 
 from retrain_assets import lake
 from retrain_assets.config import ColumnRule, ColumnType, RetrainConfig, Severity
@@ -321,15 +321,15 @@ def leakage_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = 
     sampled = _leakage_sample(len(target), config.model.seed)
     sample_classes = classes[sampled]
     sample_target = target.to_numpy()[sampled]
+    y = target.astype("float64").to_numpy(na_value=np.nan) if data.columns[data.target] in numeric else None
     outcomes = []
     for name, kind in data.features.items():
         if name not in frame.columns:
             continue
         feature = rows(frame[name])
+        x = feature.astype("float64").to_numpy(na_value=np.nan) if kind in numeric else None
         found = []
-        if kind in numeric and data.columns[data.target] in numeric:
-            x = feature.astype("float64").to_numpy(na_value=np.nan)
-            y = target.astype("float64").to_numpy(na_value=np.nan)
+        if x is not None and y is not None:
             both = np.isfinite(x) & np.isfinite(y)  # inf and nulls are other rules' business
             if both.sum() >= _MIN_ROWS_FOR_LEAKAGE:
                 with np.errstate(all="ignore"):  # values near the float limit overflow: no correlation then
@@ -345,9 +345,8 @@ def leakage_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = 
                 pairs = np.count_nonzero(np.bincount((codes.astype("int64") + 1) * len(levels) + classes))
                 if pairs == len(levels):
                     found.append(f"its {pairs} values map one-to-one onto the classes")
-            if kind in numeric and not found:
-                x = feature.to_numpy(dtype="float64", na_value=np.nan)[sampled]
-                worst = _worst_pair_auc(x, sample_classes, len(levels))
+            if x is not None and not found:
+                worst = _worst_pair_auc(x[sampled], sample_classes, len(levels))
                 if worst is not None and worst >= rules.max_feature_auc:
                     found.append(f"ROC AUC {worst:.4f} between every pair of classes (>= {rules.max_feature_auc})")
         missing = feature.isna().to_numpy()[sampled]
@@ -373,12 +372,13 @@ _LEAKAGE_SAMPLE_ROWS = 100_000
 _MIN_GROUP_ROWS = 20  # a class (or null group) smaller than this can be separated by chance
 
 
-def _leakage_sample(rows: int, seed: int) -> "np.ndarray":
-    """Row positions the AUC rules look at: all of them, or a seeded sample of :data:`_LEAKAGE_SAMPLE_ROWS`."""
+def _leakage_sample(rows: int, seed: int) -> Union[slice, "np.ndarray"]:
+    """Row positions the AUC rules look at: all of them (a slice, so indexing copies nothing), or a seeded
+    sample of :data:`_LEAKAGE_SAMPLE_ROWS`."""
     import numpy as np
 
     if rows <= _LEAKAGE_SAMPLE_ROWS:
-        return np.arange(rows)
+        return slice(None)
     return np.sort(np.random.default_rng(seed).choice(rows, _LEAKAGE_SAMPLE_ROWS, replace=False))
 
 
