@@ -204,13 +204,15 @@ def revalidate(ctx, versions, as_json) -> None:
     ]
     if as_json:
         click.echo(json.dumps(report, indent=2))
-    for entry in [] if as_json else report:
-        if entry["accepted"]:
-            click.echo(f"raw_data v{entry['raw_version']}: accepted now ({entry['rows']} rows appended to "
-                       "validated_features; the next training run uses them)")
-        else:
-            failed = "; ".join(check["message"] for check in entry["checks"].values() if check["severity"] == "error")
-            click.echo(f"raw_data v{entry['raw_version']}: still rejected: {failed}")
+    else:
+        for entry in report:
+            version = entry["raw_version"]
+            if entry["accepted"]:
+                click.echo(f"raw_data v{version}: accepted now ({entry['rows']} rows appended to "
+                           "validated_features; the next training run uses them)")
+            else:
+                failed = "; ".join(c["message"] for c in entry["checks"].values() if c["severity"] == "error")
+                click.echo(f"raw_data v{version}: still rejected: {failed}")
     if not all(entry["accepted"] for entry in report):
         sys.exit(1)
 
