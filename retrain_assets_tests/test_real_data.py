@@ -107,6 +107,24 @@ class Corruption:
     rule: str
 
 
+def nulls_in(column: str, step: int) -> Corruption:
+    """Nulls in a column the reviewer declared ``nullable: false``."""
+    return Corruption("nulls", every(step, column, None), "required_values_present", column,
+                      "expect_column_values_to_not_be_null")
+
+
+def past_hard_max(column: str, step: int, value: float) -> Corruption:
+    """A value past the ``hard`` maximum the reviewer declared."""
+    return Corruption("past hard max", every(step, column, value), "values_in_range", column,
+                      "expect_column_values_to_be_between")
+
+
+def new_class(step: int, value: int) -> Corruption:
+    """A target class outside ``target_classes``: always a hard failure."""
+    return Corruption("new class", every(step, TARGET, value), "categories_in_domain", TARGET,
+                      "expect_column_values_to_be_in_set")
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str
@@ -126,37 +144,21 @@ DATASETS = {
             "breast_cancer", breast_cancer, shuffle=False, task="classification", metric="roc_auc", floor=0.9,
             # a nucleus is always measured; an area in the images' units never reaches 10,000 (max 4254)
             reviewed={"mean radius": {"nullable": False}, "worst area": {"hard": {"min": 0, "max": 10_000}}},
-            corruptions=(
-                Corruption("nulls", every(10, "mean radius", None), "required_values_present", "mean radius",
-                           "expect_column_values_to_not_be_null"),
-                Corruption("past hard max", every(40, "worst area", 42_540.0), "values_in_range", "worst area",
-                           "expect_column_values_to_be_between"),
-                Corruption("new class", every(15, TARGET, 2), "categories_in_domain", TARGET,
-                           "expect_column_values_to_be_in_set"),
-            ),
+            corruptions=(nulls_in("mean radius", 10), past_hard_max("worst area", 40, 42_540.0), new_class(15, 2)),
         ),
         Dataset(
             "wine", wine, shuffle=True, task="classification", metric="roc_auc", floor=0.9,
             # every analysis reports flavanoids; no wine holds 25 % alcohol (max 14.83)
             reviewed={"flavanoids": {"nullable": False}, "alcohol": {"hard": {"min": 0, "max": 25}}},
-            corruptions=(
-                Corruption("nulls", every(6, "flavanoids", None), "required_values_present", "flavanoids",
-                           "expect_column_values_to_not_be_null"),
-                Corruption("past hard max", every(12, "alcohol", 135.0), "values_in_range", "alcohol",
-                           "expect_column_values_to_be_between"),
-                Corruption("new class", every(10, TARGET, 3), "categories_in_domain", TARGET,
-                           "expect_column_values_to_be_in_set"),
-            ),
+            corruptions=(nulls_in("flavanoids", 6), past_hard_max("alcohol", 12, 135.0), new_class(10, 3)),
         ),
         Dataset(
             "diabetes", diabetes, shuffle=True, task="regression", metric="r2", floor=0.2,
             # every patient has a BMI; nobody is 120 (max 79)
             reviewed={"bmi": {"nullable": False}, "age": {"hard": {"min": 0, "max": 120}}},
             corruptions=(
-                Corruption("nulls", every(10, "bmi", None), "required_values_present", "bmi",
-                           "expect_column_values_to_not_be_null"),
-                Corruption("past hard max", every(30, "age", 590.0), "values_in_range", "age",
-                           "expect_column_values_to_be_between"),
+                nulls_in("bmi", 10),
+                past_hard_max("age", 30, 590.0),
                 Corruption("text in a number", every(25, "bp", "101 mmHg"), None, "bp", "cannot be cast to float"),
             ),
         ),
