@@ -97,19 +97,15 @@ class ValidationRun:
 
 def last_processed_version(config: "RetrainConfig") -> Optional[int]:
     """Newest ``raw_data`` version already validated (accepted or rejected), from the validation log."""
-    uri = config.table_uri(lake.VALIDATION_LOG_TABLE)
-    if lake.latest_version(uri) is None:
-        return None
-    versions = lake.read_table(uri, columns=["raw_version"])["raw_version"]
-    return int(versions.max()) if len(versions) else None
+    log = _read_log(config, ["raw_version"])
+    return int(log["raw_version"].max()) if log is not None and len(log) else None
 
 
 def accepted_rows_after(config: "RetrainConfig", raw_version: Optional[int]) -> int:
     """Validated rows from ``raw_data`` versions after ``raw_version`` (all of them when ``None``)."""
-    uri = config.table_uri(lake.VALIDATION_LOG_TABLE)
-    if lake.latest_version(uri) is None:
+    log = _read_log(config, ["raw_version", "rows", "accepted"])
+    if log is None:
         return 0
-    log = lake.read_table(uri, columns=["raw_version", "rows", "accepted"])
     newer = log[log["accepted"] & (log["raw_version"] > (-1 if raw_version is None else raw_version))]
     return int(newer["rows"].sum())
 
@@ -177,22 +173,20 @@ def validate_file(config: "RetrainConfig", path: "Path") -> list["RuleOutcome"]:
 def verdicts(config: "RetrainConfig") -> dict[int, bool]:
     """``raw_data`` version -> accepted, for every batch the live path has judged. A batch rejected and then
     accepted by `retrain revalidate` counts as accepted; its rejection stays in the log."""
-    uri = config.table_uri(lake.VALIDATION_LOG_TABLE)
-    if lake.latest_version(uri) is None:
+    log = _read_log(config, ["raw_version", "accepted"])
+    if log is None:
         return {}
-    log = lake.read_table(uri, columns=["raw_version", "accepted"])
-    return {int(version): bool(accepted) for version, accepted in log.groupby("raw_version")["accepted"].any().items()}
+    return {int(version): bool(accepted) for version, accepted in _accepted_ever(log).items()}
 
 
 def rejected_batches(config: "RetrainConfig", limit: int = 10) -> list[dict]:
     """The newest ``limit`` batches whose standing verdict is a rejection: version, rows, failed checks, when
     and the first message (what `retrain status` lists, and what `retrain revalidate` takes)."""
-    uri = config.table_uri(lake.VALIDATION_LOG_TABLE)
-    if lake.latest_version(uri) is None:
+    log = _read_log(config, ["raw_version", "rows", "accepted", "failed_checks", "messages", "validated_at"])
+    if log is None:
         return []
-    log = lake.read_table(uri, columns=["raw_version", "rows", "accepted", "failed_checks", "messages", "validated_at"])
-    standing = log.sort_values("validated_at").groupby("raw_version").tail(1)
-    rejected = standing[~standing["raw_version"].isin(log.loc[log["accepted"], "raw_version"])]
+    newest = log.sort_values("validated_at").groupby("raw_version").tail(1)
+    rejected = newest[~newest["raw_version"].map(_accepted_ever(log))]
     rows = []
     for entry in rejected.sort_values("raw_version").tail(limit).itertuples():
         failed = [name for name in entry.failed_checks.split(",") if name]
@@ -201,6 +195,18 @@ def rejected_batches(config: "RetrainConfig", limit: int = 10) -> list[dict]:
                      "validated_at": entry.validated_at.isoformat(timespec="seconds"),
                      "message": messages.get(failed[0], "") if failed else ""})
     return rows
+
+
+def _read_log(config: "RetrainConfig", columns: list[str]) -> Optional["pd.DataFrame"]:
+    """The whole ``validation_log`` (those columns), or ``None`` before the first verdict."""
+    uri = config.table_uri(lake.VALIDATION_LOG_TABLE)
+    return lake.read_table(uri, columns=columns) if lake.latest_version(uri) is not None else None
+
+
+def _accepted_ever(log: "pd.DataFrame") -> "pd.Series":
+    """Per raw version, whether any verdict accepted it: the standing verdict (revalidate never rejects an
+    accepted batch, so a later rejection cannot follow an acceptance)."""
+    return log.groupby("raw_version")["accepted"].any()
 
 
 class RevalidationRefused(ValueError):
