@@ -8,23 +8,29 @@ warning (host only, since webhook URLs carry their secret in the path) and recor
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import http.client
 import json
 import logging
 import os
 import re
-import urllib.error
+import socket
+import threading
 import urllib.parse
 import urllib.request
-from collections import deque
 from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+from retrain_assets import statefiles
 
 if TYPE_CHECKING:
     from retrain_assets.config import RetrainConfig
 
-KINDS = ("retrain_triggered", "promoted", "rejected", "check_failed", "run_failed", "rollback")
+KINDS = (
+    "retrain_triggered", "promoted", "rejected", "check_failed", "run_failed", "rollback", "champion_unloadable"
+)
 NOT_CONFIGURED = "not configured"
+MAX_RESPONSE_BYTES = 64 * 1024  # of a webhook's answer: enough for any error text, bounded against a hostile one
 
 logger = logging.getLogger(__name__)
 
@@ -37,33 +43,108 @@ def send_alert(config: RetrainConfig, kind: str, text: str, details: Optional[di
     """
     if kind not in KINDS:
         raise ValueError(f"unknown alert kind {kind!r}; expected one of {', '.join(KINDS)}")
+    everything, id_column = config.alerts.redact_samples, None if config.validation.show_id_samples else config.data.id
     message = {
-        "text": f"[{config.project}] {text}",
+        "text": withhold_samples(f"[{config.project}] {text}", everything, id_column),
         "kind": kind,
         "project": config.project,
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "details": details or {},
+        "details": _withhold_in(details or {}, everything, id_column),
     }
     body = json.dumps(message, default=str).encode("utf-8")
     url = _webhook_url(config)
-    delivery = _post(url, body, config.alerts.timeout_seconds) if url else NOT_CONFIGURED
+    delivery = _post(url, body, config.alerts.timeout_seconds, config.alerts.https_only) if url else NOT_CONFIGURED
     message["delivery"] = delivery
     _append(config, message)
     return message
 
 
+def read_alerts(config: RetrainConfig, limit: int = 10) -> statefiles.JsonLines:
+    """The last ``limit`` alerts from ``alerts.jsonl``, oldest first, and how many torn or corrupt lines were
+    skipped (`retrain status` says so)."""
+    return statefiles.read_jsonl(config.alerts_log, limit)
+
+
 def recent_alerts(config: RetrainConfig, limit: int = 10) -> list[dict]:
-    """The last ``limit`` alerts from ``alerts.jsonl``, oldest first; lines that are not valid JSON are skipped."""
-    if limit <= 0 or not config.alerts_log.is_file():
-        return []
-    latest: deque[dict] = deque(maxlen=limit)
-    with config.alerts_log.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            try:
-                latest.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return list(latest)
+    """:func:`read_alerts`' records; skipped lines are logged as a warning."""
+    read = read_alerts(config, limit)
+    warning = read.warning(config.alerts_log)
+    if warning:
+        logger.warning(warning)
+    return read.records
+
+
+_SAMPLE_MARKERS = ("sample [", "e.g. [")  # how validation and ingest quote failing values: a Python list repr
+_COLUMN = re.compile(r"""column ('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
+def withhold_samples(text: str, everything: bool, id_column: Optional[str]) -> str:
+    """``text`` with the failing-value samples it quotes (``sample [...]``, ``e.g. [...]``) replaced by
+    ``[withheld]``: all of them when ``everything``, else those of the rule on column ``id_column`` (the
+    nearest ``column '...'`` before the sample). Counts and rule names stay. Validation already withholds
+    at the source; this is the last line before a message leaves the lake."""
+    if not everything and id_column is None:
+        return text
+    pieces, position = [], 0
+    while True:
+        starts = [found for found in (text.find(marker, position) for marker in _SAMPLE_MARKERS) if found >= 0]
+        if not starts:
+            break
+        opening = text.index("[", min(starts))
+        closing = _list_end(text, opening)
+        if everything or _column_before(text, min(starts)) == id_column:
+            pieces.append(text[position:opening] + "[withheld]")
+        else:
+            pieces.append(text[position:closing])
+        position = closing
+    return "".join(pieces) + text[position:]
+
+
+def _list_end(text: str, opening: int) -> int:
+    """The index after the ``]`` closing the list repr opened at ``opening`` (quotes and nesting respected);
+    the end of ``text`` when it is cut short."""
+    depth, quote, index = 0, None, opening
+    while index < len(text):
+        char = text[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return len(text)
+
+
+def _column_before(text: str, at: int) -> Optional[str]:
+    """The column named by the last ``column '...'`` before ``at`` (``None``: none, or a table rule is nearer)."""
+    import ast
+
+    matches = list(_COLUMN.finditer(text, 0, at))
+    if not matches or text.rfind("table: ", 0, at) > matches[-1].start():
+        return None
+    try:
+        return str(ast.literal_eval(matches[-1].group(1)))
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _withhold_in(value: Any, everything: bool, id_column: Optional[str]) -> Any:
+    """:func:`withhold_samples` over every string in a JSON-like value."""
+    if isinstance(value, str):
+        return withhold_samples(value, everything, id_column)
+    if isinstance(value, dict):
+        return {key: _withhold_in(item, everything, id_column) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_withhold_in(item, everything, id_column) for item in value]
+    return value
 
 
 def step_error(step_failures: Sequence[Any]) -> Optional[str]:
@@ -83,6 +164,8 @@ def step_error(step_failures: Sequence[Any]) -> Optional[str]:
 
 
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,:;!?)\]]")  # not the sentence's punctuation
+# urllib3 quotes the rest of the URL apart: "Max retries exceeded with url: /path?token=…"
+_URL_TAIL = re.compile(r"\burl: /[^\s'\"<>]*")
 
 
 def without_urls(text: str) -> str:
@@ -96,7 +179,7 @@ def without_urls(text: str) -> str:
         except ValueError:  # e.g. a malformed IPv6 host
             return "<URL>"
 
-    return _URL.sub(host_only, text)
+    return _URL_TAIL.sub("url: /…", _URL.sub(host_only, text))
 
 
 def _webhook_url(config: RetrainConfig) -> Optional[str]:
@@ -111,50 +194,122 @@ def _webhook_url(config: RetrainConfig) -> Optional[str]:
     return url
 
 
-def _post(url: str, body: bytes, timeout: float) -> str:
-    """POST ``body`` as JSON; ``"sent"`` or ``"failed: <reason>"``, never an exception. The URL carries a
-    secret, so neither it nor an exception message quoting it ever reaches the reason or the log."""
+def _post(url: str, body: bytes, timeout: float, https_only: bool = False) -> str:
+    """POST ``body`` as JSON; ``"sent"`` (a 2xx answer) or ``"failed: <reason>"``, never an exception. The
+    URL carries a secret, so neither it nor an exception message quoting it ever reaches the reason or the
+    log. Redirects are not followed: a 3xx is a failure that names the status."""
     try:
         parts = urllib.parse.urlsplit(url)
         host, scheme = parts.hostname or "?", parts.scheme
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:  # e.g. a malformed IPv6 host
         host, scheme = "?", None
     if scheme is None:
         reason = "invalid webhook URL (ValueError)"
     elif scheme not in ("http", "https"):
         reason = f"webhook URL scheme must be http or https, got {scheme!r}"
+    elif https_only and scheme != "https":
+        reason = "alerts.https_only is set and the webhook URL is http://; not sent"
+    elif not parts.hostname:
+        reason = "invalid webhook URL (no host)"
     else:
         try:
-            headers = {"Content-Type": "application/json"}
-            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                response.read()
-            return "sent"
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            reason = _reason(exc, timeout)
+            outcome = _deliver(parts, body, timeout)
         except Exception as exc:  # noqa: BLE001 - an alert must never fail the run that sends it
-            reason = f"{type(exc).__name__} while posting"
+            outcome = f"{type(exc).__name__} while posting"
+        if outcome is None:
+            return "sent"
+        reason = outcome
     logger.warning("alert webhook at %s failed: %s", host, reason)
     return f"failed: {reason}"
 
 
+def _deliver(parts: urllib.parse.SplitResult, body: bytes, timeout: float) -> Optional[str]:
+    """``None`` once the webhook answered 2xx, else why not. A socket timeout bounds each read, not the
+    call (a server trickling a byte at a time holds a plain call for ever), so the exchange runs in a
+    worker thread the caller waits for at most ``timeout``; at the deadline the socket is shut down, which
+    ends the worker's blocked read too. At most :data:`MAX_RESPONSE_BYTES` of the answer are read."""
+    connection, target, headers = _connection(parts, timeout)
+    box: dict[str, Any] = {}
+
+    def exchange() -> None:
+        try:
+            connection.request("POST", target, body=body, headers={"Content-Type": "application/json", **headers})
+            response = connection.getresponse()
+            box["answer"] = _answer(response.status, response.reason)
+            response.read(MAX_RESPONSE_BYTES)  # the rest is never read: the connection is closed
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            box.setdefault("error", exc)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=exchange, name="retrain-alert-webhook", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    late = worker.is_alive()
+    if late:
+        sock = connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by the worker
+                pass
+    if "answer" in box:  # the status line came in time; reading the rest of the answer does not matter
+        return box["answer"]
+    if late:
+        return f"timeout after {timeout:g}s"
+    error = box["error"]
+    if isinstance(error, (OSError, http.client.HTTPException, ValueError)):
+        return _reason(error, timeout)
+    return f"{type(error).__name__} while posting"
+
+
+def _answer(status: int, said: str) -> Optional[str]:
+    """``None`` for a 2xx status, else the failure to record (the reason phrase cut short, URLs removed)."""
+    if 200 <= status < 300:
+        return None
+    said = without_urls(" ".join(str(said).split()))[:80]
+    if 300 <= status < 400:
+        return f"HTTP {status} {said}: a redirect, not followed (the alert was not delivered)"
+    return f"HTTP {status} {said}"
+
+
+def _connection(
+    parts: urllib.parse.SplitResult, timeout: float
+) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """An unopened connection to the webhook, the request target and extra headers; through the proxy the
+    environment names for the URL (``https_proxy``/``http_proxy``, unless ``no_proxy`` covers the host), as
+    urllib would: a ``CONNECT`` tunnel for https, the absolute URL for http."""
+    https, host, port = parts.scheme == "https", parts.hostname or "", parts.port
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(host):
+        return kind(host, port, timeout=timeout), target, {}
+    via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    headers = {}
+    if via.username is not None:
+        user = f"{urllib.parse.unquote(via.username)}:{urllib.parse.unquote(via.password or '')}"
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(user.encode()).decode("ascii")
+    connection = kind(via.hostname or "", via.port or 80, timeout=timeout)
+    if https:
+        connection.set_tunnel(host, port or 443, headers=headers)
+        return connection, target, {}
+    return connection, urllib.parse.urlunsplit(parts._replace(fragment="")), headers
+
+
 def _reason(exc: Exception, timeout: float) -> str:
     """A short, secret-free description of a failed POST."""
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}"
-    cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(cause, TimeoutError):
+    if isinstance(exc, TimeoutError):
         return f"timeout after {timeout:g}s"
-    if isinstance(cause, (ValueError, http.client.InvalidURL)):  # their messages quote the URL
-        return f"invalid webhook URL ({type(cause).__name__})"
-    if isinstance(cause, OSError):  # socket errors: their text, no URL
-        return f"{type(cause).__name__}: {cause.strerror or cause}"
-    return type(cause).__name__ if isinstance(cause, BaseException) else str(cause)
+    if isinstance(exc, (ValueError, http.client.InvalidURL)):  # their messages quote the URL
+        return f"invalid webhook URL ({type(exc).__name__})"
+    if isinstance(exc, OSError):  # socket errors: their text, no URL
+        return f"{type(exc).__name__}: {without_urls(str(exc.strerror or exc))}"
+    return type(exc).__name__
 
 
 def _append(config: RetrainConfig, message: dict) -> None:
-    """Append one JSON line with a single unbuffered write, so concurrent writers never interleave a line."""
-    config.alerts_log.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(message, default=str) + "\n").encode("utf-8")
-    with open(config.alerts_log, "ab", buffering=0) as log:
-        log.write(line)
+    """Append one JSON line (:func:`statefiles.append_line`: one ``O_APPEND`` write, fsynced), so concurrent
+    writers never interleave a line."""
+    statefiles.append_line(config.alerts_log, message)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import pandas as pd
+    import pyarrow as pa
 
     from retrain_assets.config import RetrainConfig
     from retrain_assets.validation import CheckVerdict, RuleOutcome
@@ -146,10 +147,8 @@ def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
     run = ValidationRun(upto=upto, after=after)
     for commit in lake.batch_commits(raw_uri, after, upto):
         version = commit["version"]
-        batch = lake.read_batch(raw_uri, version)
-        frame = batch.to_pandas()
-        outcome = validate(config, frame, commit)
-        if outcome.accepted:
+        outcome, batch, frame = judge(config, raw_uri, commit)
+        if outcome.accepted and batch is not None and frame is not None:
             _append_features(config, batch, version)
             crash_point("features_appended")
             run.accepted_rows.append(frame)
@@ -159,13 +158,45 @@ def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
     return run
 
 
+def judge(
+    config: "RetrainConfig", raw_uri: str, commit: dict
+) -> tuple[BatchOutcome, Optional["pa.Table"], Optional["pd.DataFrame"]]:
+    """Read and validate one batch. An unexpected exception while doing so (a bug, a value the rules cannot
+    handle, ``MemoryError``) rejects the batch, naming the exception, rather than failing the run: an
+    unrecorded batch would be read again by every later run and block every batch after it. Storage and
+    installation errors (``OSError``, ``ImportError``) say nothing about the batch and still fail the run."""
+    version = commit["version"]
+    try:
+        batch = lake.read_batch(raw_uri, version)
+        frame = batch.to_pandas()
+        return validate(config, frame, commit), batch, frame
+    except (OSError, ImportError):
+        raise
+    except Exception as exc:
+        rows = int(commit.get("operationMetrics", {}).get("num_added_rows", 0))
+        return crashed(version, rows, exc), None, None
+
+
+def crashed(version: int, rows: int, exc: BaseException) -> BatchOutcome:
+    """A rejection for a batch whose validation raised: ``batch_integrity`` fails naming the exception; the
+    other checks did not judge it."""
+    from retrain_assets.validation import CHECKS, CheckVerdict
+
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    message = (f"raw_data v{version}: validation crashed with {error}; the batch is rejected so the batches "
+               f"after it go on; after a fix, `retrain revalidate {version}` judges it again")
+    checks = {name: CheckVerdict(True, f"not judged for v{version}: its validation crashed") for name in CHECKS}
+    checks["batch_integrity"] = CheckVerdict(False, message)
+    return BatchOutcome(version, rows, checks)
+
+
 def validate_file(config: "RetrainConfig", path: "Path") -> list["RuleOutcome"]:
     """`retrain validate`: one file through the same cast as `retrain ingest` and the same suite as a batch
     landing now, without writing anything. A file ingest would refuse raises ``ValueError`` with the
     refusal's message."""
     from retrain_assets.validation import BatchContext, validate_batch
 
-    frame = lake.to_table_schema(lake.read_batch_file(path), config.data.columns, path.name).to_pandas()
+    frame = lake.cast_batch_file(config, path).to_pandas()
     context = BatchContext(dt.datetime.now(dt.timezone.utc), tuple(recent_accepted_rows(config, sys.maxsize)))
     return validate_batch(frame, config, batch=path.name, context=context)
 
@@ -236,9 +267,8 @@ def revalidate(config: "RetrainConfig", versions: list[int]) -> list[BatchOutcom
             raise RevalidationRefused(f"raw_data v{version}: accepted already; it is in validated_features")
     outcomes = []
     for version in versions:
-        batch = lake.read_batch(raw_uri, version)
-        outcome = validate(config, batch.to_pandas(), commits[version])
-        if outcome.accepted:
+        outcome, batch, _ = judge(config, raw_uri, commits[version])
+        if outcome.accepted and batch is not None:
             _append_features(config, batch, version)
         _log(config, outcome, revalidated=True)
         outcomes.append(outcome)

@@ -292,6 +292,7 @@ def describe_status(report: dict) -> str:
     lines += [f"event {event['at']} {event['kind']}: {event['text']}" for event in report["events"][-5:]]
     if report["last_report"]:
         lines.append(f"latest evaluation report: {report['last_report']}")
+    lines += [f"warning: {text}" for text in report.get("state_warnings", [])]
     return "\n".join(lines)
 
 
@@ -303,7 +304,8 @@ def tick(ctx, as_json) -> None:
     from retrain_assets.ticking import quiet_since_last_tick
 
     config = _load(ctx)
-    if quiet_since_last_tick(config, ctx.obj["config"], dt.datetime.now(dt.timezone.utc)):
+    say = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731 - stderr keeps --json output JSON
+    if quiet_since_last_tick(config, ctx.obj["config"], dt.datetime.now(dt.timezone.utc), say):
         reason = "raw_data unchanged since the last tick and the schedule not due"
         click.echo(
             json.dumps({"launched": [], "skipped": {"all": reason}}) if as_json else f"nothing triggered: {reason}"
@@ -424,16 +426,22 @@ def demo(directory, fresh, days, rows_per_day, history_weeks) -> None:
 @main.command()
 @click.option("--port", default=3000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--read-only", is_flag=True, help="Serve Dagster's read-only UI: nothing can be launched or changed.")
+@click.option("--no-daemon", is_flag=True, help="Do not run the daemon here (it runs as its own service).")
+@click.option(
+    "--allowed-host", "allowed_hosts", multiple=True,
+    help="Another Host header to answer to, e.g. the name an authenticating proxy forwards (repeatable).",
+)
 @click.pass_context
-def ui(ctx, port, host) -> None:
-    """Start `dagster dev` on this project's workspace and storage home (the Dagster UI)."""
+def ui(ctx, port, host, read_only, no_daemon, allowed_hosts) -> None:
+    """The Dagster UI and daemon on this project's storage home; requests a foreign web page could send
+    (another Origin, a non-JSON GraphQL POST, a mutation over GET) are refused."""
     from retrain_assets.runner import prepare_dagster_home
+    from retrain_assets.webui import serve
 
     config = _load(ctx)
-    prepare_dagster_home(config)
-    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
-    command = [sys.executable, "-m", "dagster", "dev", "-h", host, "-p", str(port)]
-    command += ["-w", str(workspace)] if workspace.exists() else ["-m", "retrain_assets.definitions"]
-    env = {**os.environ, "RETRAIN_CONFIG": str(ctx.obj["config"])}
-    click.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={config.dagster_home}); Ctrl-C stops it")
-    os.execve(sys.executable, command, env)  # become `dagster dev`, so signals reach it directly
+    home = prepare_dagster_home(config)
+    os.environ["RETRAIN_CONFIG"] = str(ctx.obj["config"])
+    mode = " (read-only)" if read_only else ""
+    click.echo(f"Dagster UI{mode} on http://{host}:{port} (DAGSTER_HOME={home}); Ctrl-C stops it")
+    serve(config, host, port, read_only=read_only, with_daemon=not no_daemon, allowed_hosts=allowed_hosts)

@@ -49,12 +49,48 @@ class StorageConfig(_Section):
         None,
         description="Relative to the config file's folder; when set, `retrain ingest` takes files only from inside it.",
     )
+    max_file_bytes: Optional[int] = Field(
+        2 * 1024**3, ge=1, description="`retrain ingest` refuses a larger file before reading it (null: no limit)."
+    )
+    max_rows: Optional[int] = Field(
+        10_000_000,
+        ge=1,
+        description="...and a file of more rows: Parquet by its footer, before reading; CSV by reading no further "
+        "than the limit (null: no limit).",
+    )
 
 
 class MlflowConfig(_Section):
-    tracking_uri: Optional[str] = Field(None, description="Default: sqlite store under <home>/mlflow.")
+    # the refused value is never quoted in an error, since it may hold a password
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    tracking_uri: Optional[str] = Field(
+        None, description="Default: sqlite store under <home>/mlflow. Also the registry. No user:password@ in it."
+    )
     experiment: str = "retrain"
     model_name: str = Field("retrain_model", description="Registered model that carries the aliases.")
+
+    @model_validator(mode="after")
+    def _no_credentials_in_uri(self) -> "MlflowConfig":
+        """A password in the URI would be printed by ``retrain status`` and quoted in MLflow's errors."""
+        host = _host_after_userinfo(self.tracking_uri or "")
+        if host is not None:
+            raise ValueError(
+                f"mlflow.tracking_uri: credentials (user:password@) before the host {host!r} are refused: the URI "
+                "is printed and logged. Remove them and give them to MLflow in the environment: "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN (for a database "
+                "store, the driver's own, e.g. PGPASSWORD)"
+            )
+        return self
+
+
+def _host_after_userinfo(uri: str) -> Optional[str]:
+    """The host of ``scheme://userinfo@host/...``; ``None`` when the URI has no userinfo."""
+    _, sep, rest = uri.partition("://")
+    authority = rest
+    for end in "/?#":
+        authority = authority.split(end, 1)[0]
+    return authority.rpartition("@")[2] if sep and "@" in authority else None
 
 
 class DataConfig(_Section):
@@ -66,6 +102,35 @@ class DataConfig(_Section):
     ignore: list[str] = Field(
         default_factory=list, description="Columns kept in raw_data and validated, never used as model features."
     )
+    max_columns: int = Field(
+        300,
+        ge=1,
+        description="Most columns data.columns may list; a file with more is refused before its data is read "
+        "(validation time grows faster than the column count).",
+    )
+    max_category_values: Optional[int] = Field(
+        10_000, ge=1, description="A file with more distinct values in one category column is refused (null: off)."
+    )
+
+    @model_validator(mode="after")
+    def _names_are_distinct(self) -> "DataConfig":
+        """Delta Lake refuses column names that differ only in case, and an empty name cannot be validated:
+        refused here, not at every ingest with a message that blames the file."""
+        empty = [name for name in self.columns if not name.strip()]
+        if empty:
+            raise ValueError(f"data.columns: empty column names {empty} (every column needs a name)")
+        spellings: dict[str, list[str]] = {}
+        for name in self.columns:
+            spellings.setdefault(name.casefold(), []).append(name)
+        clashes = [names for names in spellings.values() if len(names) > 1]
+        if clashes:
+            listed = "; ".join(str(names) for names in clashes)
+            raise ValueError(f"data.columns: column names that differ only in case: {listed} (Delta Lake refuses "
+                             "them as duplicates, so every ingest would fail); rename one of them")
+        if len(self.columns) > self.max_columns:
+            raise ValueError(f"data.columns: {len(self.columns)} columns, more than data.max_columns "
+                             f"({self.max_columns})")
+        return self
 
     @model_validator(mode="after")
     def _roles_are_columns(self) -> "DataConfig":
@@ -181,6 +246,13 @@ class ValidationConfig(_Section):
     max_missingness_auc: float = Field(
         0.95, gt=0.5, le=1, description="...and so is a feature whose null indicator alone does this well."
     )
+    redact_samples: bool = Field(
+        False, description="Keep failing values out of rule outcomes, the validation_log and Dagster events "
+        "(counts and rule names stay)."
+    )
+    show_id_samples: bool = Field(
+        False, description="Let values of data.id appear in failing-value samples (withheld by default)."
+    )
 
 
 class ModelConfig(_Section):
@@ -254,10 +326,18 @@ class AlertsConfig(_Section):
     webhook_url_env: Optional[str] = Field(
         None, description="Name of the environment variable holding the webhook URL (kept out of files)."
     )
-    timeout_seconds: float = Field(3.0, gt=0)
+    timeout_seconds: float = Field(
+        3.0, gt=0, description="Deadline of one webhook call as a whole: connect, send and read the answer."
+    )
+    https_only: bool = Field(False, description="Refuse to send to an http:// webhook URL (only https://).")
+    redact_samples: bool = Field(
+        False, description="Withhold every failing-value sample from alert texts (counts and rule names stay)."
+    )
 
 
 class RetrainConfig(_Section):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # no password quoted (MlflowConfig)
+
     project: str = "retrain"
     storage: StorageConfig = Field(default_factory=StorageConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
@@ -377,8 +457,39 @@ def load_config(path: Optional[str | os.PathLike] = None) -> RetrainConfig:
     config_path = resolve_config_path(path)
     if not config_path.is_file():
         raise ConfigError(f"{config_path}: no such config file (run `retrain init DATA --target COL` to write one)")
+    with config_path.open("rb") as handle:
+        text = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{config_path}: larger than {MAX_CONFIG_BYTES:,} bytes, the most a config file may be")
     try:
-        raw = yaml.safe_load(config_path.read_text())
+        raw = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader, less anchors and aliases)
+    except _AliasRefused as exc:
+        raise ConfigError(
+            f"{config_path}: line {exc.line}: YAML anchors and aliases ({exc.what}) are not accepted: an alias "
+            "repeats its node wherever it is named, so a small file can expand a millionfold; write the values out"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{config_path}: not valid YAML: {exc}") from None
     return parse_config(raw, source=str(config_path), base_dir=config_path.parent)
+
+
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class _AliasRefused(yaml.YAMLError):
+    def __init__(self, what: str, line: int):
+        super().__init__(what)
+        self.what, self.line = what, line
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing anchors (``&name``) and aliases (``*name``, ``<<: *name``): the
+    "billion laughs" is a few KB of nested aliases that every later copy, dump and hash expands in full."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _AliasRefused(f"*{event.anchor}", event.start_mark.line + 1)
+        if getattr(event, "anchor", None) is not None:
+            raise _AliasRefused(f"&{event.anchor}", event.start_mark.line + 1)
+        return super().compose_node(parent, index)

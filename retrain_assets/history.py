@@ -128,8 +128,8 @@ def backtest(
         logged["max_psi"] = result.max_psi
     experiment = registry.experiment_id(config.mlflow.experiment + HISTORY_SUFFIX)
     params = {"estimator": config.model.estimator, "seed": config.model.seed, **config.model.params}
-    example = frame[list(config.data.features)].head(5)
-    result.run_id, _ = registry.log_run(experiment, LoggedModel(pipeline, example, params, logged, tags, profile))
+    inputs = frame[list(config.data.features)].head(0)  # the signature's columns and types; no rows
+    result.run_id, _ = registry.log_run(experiment, LoggedModel(pipeline, inputs, params, logged, tags, profile))
     return result
 
 

@@ -14,16 +14,19 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
-import json
+import logging
+import os
 import shutil
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from retrain_assets import statefiles
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from retrain_assets.config import ColumnType, RetrainConfig
 
@@ -37,6 +40,8 @@ LANDED_KEY = "retrain.landed_at"
 READABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
+
+logger = logging.getLogger(__name__)
 
 
 class BatchRefused(ValueError):
@@ -76,24 +81,89 @@ def arrow_type(kind: "ColumnType") -> "pa.DataType":
     }[kind]
 
 
-def read_batch_file(path: Path) -> "pd.DataFrame":
-    """Read a CSV or Parquet file into pandas; raise ``ValueError`` naming the file when it cannot be read."""
-    import pandas as pd
+class BeyondLimit(ValueError):
+    """A batch file is past an input limit; the message names the file, the limit and its config key."""
 
+
+@dataclass(frozen=True)
+class InputLimits:
+    """How big a batch file may be before it is read whole (``None``: no limit). Without limits a small,
+    highly compressed Parquet file can expand to tens of millions of rows in memory."""
+
+    max_file_bytes: Optional[int] = None
+    max_rows: Optional[int] = None
+    max_columns: Optional[int] = None
+
+    @classmethod
+    def of(cls, config: "RetrainConfig") -> "InputLimits":
+        storage = config.storage
+        return cls(storage.max_file_bytes, storage.max_rows, config.data.max_columns)
+
+    def check_size(self, path: Path) -> None:
+        """Refuse a file larger than ``storage.max_file_bytes`` (from its size alone: nothing is read)."""
+        size = path.stat().st_size
+        if self.max_file_bytes is not None and size > self.max_file_bytes:
+            raise BeyondLimit(f"{path.name}: {size:,} bytes, more than storage.max_file_bytes "
+                              f"({self.max_file_bytes:,}); not read")
+
+    def check_columns(self, path: Path, count: int) -> None:
+        if self.max_columns is not None and count > self.max_columns:
+            raise BeyondLimit(f"{path.name}: {count:,} columns, more than data.max_columns ({self.max_columns:,}); "
+                              "its data was not read")
+
+    def check_rows(self, path: Path, count: int, exact: bool) -> None:
+        if self.max_rows is not None and count > self.max_rows:
+            rows = f"{count:,}" if exact else f"more than {self.max_rows:,}"
+            raise BeyondLimit(f"{path.name}: {rows} rows, more than storage.max_rows ({self.max_rows:,}); "
+                              + ("its data was not read" if exact else "read no further"))
+
+
+def read_batch_file(path: Path, limits: InputLimits = InputLimits()) -> "pd.DataFrame":
+    """Read a CSV or Parquet file into pandas; raise ``ValueError`` naming the file when it cannot be read
+    or is beyond ``limits``: the size and, for Parquet, the row and column counts of its footer are checked
+    before any data is read; a CSV's header is read first and its rows only up to the limit (plus one)."""
     suffix = path.suffix.lower()
     if suffix not in READABLE_SUFFIXES:
         raise ValueError(f"{path.name}: unsupported file type {suffix!r} (expected CSV or Parquet)")
     if path.stat().st_size == 0:
         raise ValueError(f"{path.name}: empty file (0 bytes)")
+    limits.check_size(path)
     try:
-        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        frame = _read_csv(path, limits) if suffix == ".csv" else _read_parquet(path, limits)
     except UnicodeDecodeError:
         raise ValueError(_not_utf8(path)) from None
+    except BeyondLimit:
+        raise
     except Exception as exc:  # any parser error means the same thing to the user: unreadable
         raise ValueError(f"{path.name}: cannot be read as {suffix[1:].upper()}: {exc}") from exc
     short = _short_last_row(path) if suffix == ".csv" else None
     if short is not None:
         raise ValueError(f"{path.name}: truncated: {short}")
+    return frame
+
+
+def _read_parquet(path: Path, limits: InputLimits) -> "pd.DataFrame":
+    """The footer's column and row counts against the limits, then the data."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as parquet:
+        limits.check_columns(path, len(parquet.schema_arrow))
+        limits.check_rows(path, parquet.metadata.num_rows, exact=True)
+        return parquet.read().to_pandas()
+
+
+def _read_csv(path: Path, limits: InputLimits) -> "pd.DataFrame":
+    """The header's width against the column limit, then at most ``max_rows + 1`` rows: one more than the
+    limit shows the file is beyond it, without reading the rest."""
+    import pandas as pd
+
+    if limits.max_columns is not None:
+        try:
+            limits.check_columns(path, len(pd.read_csv(path, nrows=0).columns))
+        except pd.errors.EmptyDataError:
+            pass  # no header: the read below says so
+    frame = pd.read_csv(path, nrows=None if limits.max_rows is None else limits.max_rows + 1)
+    limits.check_rows(path, len(frame), exact=False)
     return frame
 
 
@@ -181,31 +251,70 @@ def to_table_schema(frame: "pd.DataFrame", columns: dict[str, "ColumnType"], sou
 
 def refuse(config: "RetrainConfig", path: Path, reason: str, keep: bool) -> BatchRefused:
     """Record a refusal in ``refusals.jsonl`` (and, when ``keep``, quarantine the file); the error to raise."""
-    kept = quarantine(path, reason, config.quarantine_dir) if keep else None
+    kept = None
+    if keep:
+        try:
+            kept = quarantine(path, reason, config.quarantine_dir)
+        except OSError as exc:  # a full disk or an unwritable folder must not lose the refusal itself
+            reason += f" (not quarantined: {type(exc).__name__}: {exc.strerror or exc})"
     entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "file": str(path.absolute()),
              "reason": reason, "quarantined": str(kept) if kept else None}
-    config.refusals_log.parent.mkdir(parents=True, exist_ok=True)
-    with config.refusals_log.open("a") as log:
-        log.write(json.dumps(entry) + "\n")
+    statefiles.append_line(config.refusals_log, entry)
     return BatchRefused(reason, kept)
 
 
+def read_refusals(config: "RetrainConfig", limit: int = 10) -> statefiles.JsonLines:
+    """The newest ``limit`` refusals, oldest first, and how many lines were skipped as torn or corrupt (the
+    log is append-only: a crash mid-write can leave a partial last line); `retrain status` says so."""
+    return statefiles.read_jsonl(config.refusals_log, limit)
+
+
 def recent_refusals(config: "RetrainConfig", limit: int = 10) -> list[dict]:
-    """The newest ``limit`` refusals, oldest first."""
-    if not config.refusals_log.exists():
-        return []
-    with config.refusals_log.open() as log:
-        return [json.loads(line) for line in deque(log, maxlen=limit)]
+    """:func:`read_refusals`' records; skipped lines are logged as a warning."""
+    read = read_refusals(config, limit)
+    warning = read.warning(config.refusals_log)
+    if warning:
+        logger.warning(warning)
+    return read.records
+
+
+_MAX_NAME_BYTES = 255  # NAME_MAX of ext4, xfs, btrfs, APFS and NTFS (in bytes or UTF-16 units: bytes is stricter)
+_REASON_SUFFIX = ".reason.txt"
 
 
 def quarantine(path: Path, reason: str, quarantine_dir: Path) -> Path:
-    """Copy a refused file byte for byte into quarantine, with a ``.reason.txt`` beside it."""
+    """Copy a refused file byte for byte into quarantine, with a ``.reason.txt`` beside it. The copy is
+    named ``<UTC time>-<file name>``; a name too long for the file system with the reason's suffix has its
+    stem cut and a hash of the whole name added (:func:`_quarantine_name`). The note is written first, so
+    a copy never lies there without its reason."""
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    target = quarantine_dir / f"{stamp}-{path.name}"
-    shutil.copy2(path, target)
-    target.with_name(target.name + ".reason.txt").write_text(reason + "\n")
+    target = quarantine_dir / _quarantine_name(stamp, path.name)
+    note = target.with_name(target.name + _REASON_SUFFIX)
+    renamed = target.name != f"{stamp}-{path.name}"
+    note.write_text((f"original name: {path.name}\n" if renamed else "") + reason + "\n", errors="backslashreplace")
+    try:
+        shutil.copy2(path, target)
+    except BaseException:
+        note.unlink(missing_ok=True)
+        raise
     return target
+
+
+def _quarantine_name(stamp: str, name: str) -> str:
+    """``<stamp>-<name>``, or, when that plus ``.reason.txt`` exceeds 255 bytes, the stamp, the start of the
+    stem cut at a character boundary, 12 hex digits of the name's SHA-256 and the suffix (cut too if long)."""
+    whole = f"{stamp}-{name}"
+    budget = _MAX_NAME_BYTES - len(_REASON_SUFFIX)
+    if len(os.fsencode(whole)) <= budget:
+        return whole
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
+    stem, dot, suffix = name.rpartition(".")
+    suffix = ("." + suffix if dot and stem else "")[:16]
+    stem = stem if dot and stem else name
+    room = budget - len(os.fsencode(f"{stamp}--{digest}{suffix}"))
+    cut = os.fsencode(stem)[:room].decode("utf-8", "ignore")  # at a character boundary (non-UTF-8 bytes dropped)
+    return f"{stamp}-{cut}-{digest}{suffix}"
 
 
 def _sha256(path: Path) -> str:
@@ -214,6 +323,36 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def cast_batch_file(config: "RetrainConfig", path: Path) -> "pa.Table":
+    """A file read within the input limits and cast to ``data.columns``, as it would land (what `retrain
+    ingest` and `retrain validate` share); raises ``ValueError`` naming the file for what cannot land."""
+    table = to_table_schema(read_batch_file(path, InputLimits.of(config)), config.data.columns, path.name)
+    check_cardinality(table, config, path.name)
+    return table
+
+
+def check_cardinality(table: "pa.Table", config: "RetrainConfig", source: str) -> None:
+    """Raise ``ValueError`` when a category column holds more distinct values than
+    ``data.max_category_values``: most likely an id or free text declared a category, which one-hot
+    encoding and the drift profile would turn into one column or bucket per value."""
+    import pyarrow.compute as pc
+
+    limit = config.data.max_category_values
+    if limit is None:
+        return
+    wide = {}
+    for name, kind in config.data.columns.items():
+        if kind == "category":
+            count = pc.count_distinct(table[name], mode="only_valid").as_py()
+            if count > limit:
+                wide[name] = count
+    if wide:
+        listed = ", ".join(f"{name!r} has {count:,}" for name, count in wide.items())
+        raise ValueError(f"{source}: too many distinct values in category columns: {listed}, more than "
+                         f"data.max_category_values ({limit:,}); declare such a column string or list it in "
+                         "data.ignore, or raise the limit")
 
 
 def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.datetime] = None) -> IngestResult:
@@ -230,6 +369,10 @@ def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.date
         raise refuse(config, path, reason, keep=False)
     if not path.is_file():
         raise refuse(config, path, f"{path}: no such file", keep=False)
+    try:
+        InputLimits.of(config).check_size(path)
+    except BeyondLimit as exc:  # not hashed, nor copied into quarantine: left where it is
+        raise refuse(config, path, str(exc), keep=False) from None
     sha = _sha256(path)
     entries = history(uri)
     landed = next((entry["version"] for entry in entries if entry.get(SHA_KEY) == sha), None)
@@ -237,7 +380,7 @@ def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.date
         reason = f"{path.name}: identical content already landed as raw_data version {landed}"
         raise refuse(config, path, reason + _revalidate_hint(config, landed), keep=False)
     try:
-        table = to_table_schema(read_batch_file(path), config.data.columns, path.name)
+        table = cast_batch_file(config, path)
         if landed_at is not None:
             _check_landing_time(config, path.name, table, landed_at.astimezone(dt.timezone.utc), entries)
         metadata = {SOURCE_KEY: path.name, SHA_KEY: sha}
@@ -361,11 +504,47 @@ def _is_batch(entry: dict) -> bool:
     )
 
 
-def read_table(uri: str, version: Optional[int] = None, columns: Optional[list[str]] = None) -> "pd.DataFrame":
-    """The whole table as of ``version`` (latest when ``None``), Delta time travel."""
+def read_table(
+    uri: str,
+    version: Optional[int] = None,
+    columns: Optional[list[str]] = None,
+    where: "Optional[pc.Expression]" = None,
+) -> "pd.DataFrame":
+    """The whole table as of ``version`` (latest when ``None``), Delta time travel; with ``where`` only the rows
+    it keeps, filtered in the scan (files and row groups whose statistics rule them out are not read)."""
     from deltalake import DeltaTable
 
-    return DeltaTable(uri, version=version).to_pyarrow_table(columns=columns).to_pandas()
+    table = DeltaTable(uri, version=version)
+    if where is None:
+        return table.to_pyarrow_table(columns=columns).to_pandas()
+    return table.to_pyarrow_dataset().to_table(columns=columns, filter=where).to_pandas()
+
+
+def newest_value(uri: str, version: Optional[int], column: str) -> "Optional[pa.Scalar]":
+    """The largest value of ``column`` as of ``version`` (``None``: no value). The Delta log's file statistics
+    narrow the scan to the rows at or above the newest file maximum (less a millisecond: timestamps are kept
+    there to the millisecond), so only ``column`` of the newest rows is read; without statistics, the column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri, version=version)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    where = None
+    high, nulls = f"max.{column}", f"null_count.{column}"
+    if {high, nulls} <= set(actions.column_names):
+        stats = actions.select(["num_records", nulls, high]).to_pylist()
+        if all(row[high] is not None or row[nulls] == row["num_records"] for row in stats):  # every file has stats
+            known = [row[high] for row in stats if row[high] is not None]
+            if not known:
+                return None  # every value null, or no rows
+            floor = max(known)
+            if isinstance(floor, dt.datetime):
+                floor -= dt.timedelta(milliseconds=1)
+            where = ds.field(column) >= floor
+    newest = pc.max(table.to_pyarrow_dataset().to_table(columns=[column], filter=where)[column])
+    return newest if newest.is_valid else None
 
 
 def read_batch(uri: str, version: int) -> "pa.Table":

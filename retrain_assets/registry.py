@@ -59,12 +59,19 @@ class ModelRef:
         return f"models:/{self.name}/{self.version}"
 
 
+class ModelRefused(ValueError):
+    """A registered model version that :meth:`Registry.load` will not deserialize (not skops, or holding types
+    outside :data:`SKOPS_TRUSTED_TYPES`): tampered, or not written by this project. Not the same as "no model"."""
+
+
 @dataclass(frozen=True)
 class LoggedModel:
-    """What goes into one MLflow run: the fitted pipeline, an input example and the record around it."""
+    """What goes into one MLflow run: the fitted pipeline, the record around it, and ``inputs``: training
+    rows whose column names and types become the model's signature. The rows themselves are never stored
+    (no input example): they are customer data, and MLflow would keep them beside the model."""
 
     pipeline: Any
-    example: Any
+    inputs: Any
     params: dict[str, Any]
     metrics: dict[str, float]
     tags: dict[str, str]
@@ -131,6 +138,7 @@ class Registry:
         import mlflow
         import pandas
         import sklearn
+        from mlflow.models import infer_signature
 
         requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}"]
         with mlflow.start_run(experiment_id=experiment_id, tags=model.tags) as run:
@@ -140,7 +148,7 @@ class Registry:
             info = mlflow.sklearn.log_model(
                 model.pipeline,
                 name="model",
-                input_example=model.example,
+                signature=infer_signature(model.inputs),  # the schema only: no input_example, so no rows
                 pip_requirements=requirements,
                 skops_trusted_types=SKOPS_TRUSTED_TYPES,
             )
@@ -183,7 +191,7 @@ class Registry:
         only :data:`SKOPS_TRUSTED_TYPES`: never pickle, never a type list stored beside the model.
 
         Raises:
-            ValueError: the version's artifact is not a skops file of a scikit-learn model, or it holds a
+            ModelRefused: the version's artifact is not a skops file of a scikit-learn model, or it holds a
                 type outside the trusted list; the message names the model version.
         """
         import tempfile
@@ -204,23 +212,23 @@ class Registry:
             try:
                 flavor = (yaml.safe_load((local / "MLmodel").read_text()) or {}).get("flavors", {}).get("sklearn") or {}
             except (OSError, yaml.YAMLError) as exc:
-                raise ValueError(f"{what}: refused, its MLmodel file cannot be read ({type(exc).__name__})") from None
+                raise ModelRefused(f"{what}: refused, its MLmodel file cannot be read ({type(exc).__name__})") from None
             saved_as = flavor.get("serialization_format")
             if saved_as != "skops":
-                raise ValueError(f"{what}: refused, saved as {saved_as!r}; only skops models are loaded (no pickle)")
+                raise ModelRefused(f"{what}: refused, saved as {saved_as!r}; only skops models are loaded (no pickle)")
             path = (local / str(flavor.get("pickled_model", ""))).resolve()
             if local.resolve() not in path.parents or not path.is_file():
-                raise ValueError(
+                raise ModelRefused(
                     f"{what}: refused, its model file {flavor.get('pickled_model')!r} is not in the artifact"
                 )
             try:
                 untrusted = set(skops.io.get_untrusted_types(file=path)) - set(SKOPS_TRUSTED_TYPES)
             except Exception as exc:  # anything skops cannot parse is not a model we wrote
-                raise ValueError(
+                raise ModelRefused(
                     f"{what}: refused, {path.name} is not a readable skops file ({type(exc).__name__})"
                 ) from None
             if untrusted:
-                raise ValueError(
+                raise ModelRefused(
                     f"{what}: refused, {path.name} holds types outside the trusted list: {sorted(untrusted)}"
                 )
             return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)
@@ -241,12 +249,22 @@ class Registry:
                 return None
 
     def by_alias(self, alias: str) -> Optional["ModelVersion"]:
+        """The version ``alias`` points at; ``None`` only when the registered model or the alias does not exist.
+
+        Any other failure (a store that cannot be reached, a refused request) raises: taken for "no champion",
+        it would let a candidate be promoted without the comparison.
+        """
         from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
         try:
-            return self.client.get_model_version_by_alias(self.name, alias)
-        except MlflowException:
-            return None
+            model = self.client.get_registered_model(self.name)
+        except MlflowException as exc:
+            if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                return None
+            raise
+        version = model.aliases.get(alias)
+        return None if version is None else self.client.get_model_version(self.name, str(version))
 
     def record_decision(self, version: str, promote: bool, reason: str, extra: dict[str, Any]) -> None:
         """Write the decision, its reason and the comparison onto the model version and its run."""

@@ -8,11 +8,12 @@ scikit-learn are imported inside the functions that draw, so importing this modu
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Optional, SupportsFloat
+from typing import TYPE_CHECKING, Any, Iterator, Optional, SupportsFloat
 
 from retrain_assets.config import METRICS
 
@@ -96,16 +97,17 @@ def evaluation_html(
     if champion_pred is not None:
         models.append((f"champion v{report['champion_version']}", champion_pred, CHAMPION_COLOR))
     label, tone, reason = _verdict(report)
-    body = [
-        _wrap("h1", _e(f"Evaluation of candidate v{report['candidate_version']}")),
-        _wrap("p", f"<strong>{_e(label)}</strong> — {_e(reason)}", f"verdict {tone}"),
-        _facts(report),
-        _decision_section(report),
-        _comparison_section(report, task),
-        _errors_section(task, y_true, models),
-        _drift_section(drift_scores),
-        _history_section(report, history),
-    ]
+    with _literal_text():
+        body = [
+            _wrap("h1", _e(f"Evaluation of candidate v{report['candidate_version']}")),
+            _wrap("p", f"<strong>{_e(label)}</strong> — {_e(reason)}", f"verdict {tone}"),
+            _facts(report),
+            _decision_section(report),
+            _comparison_section(report, task),
+            _errors_section(task, y_true, models),
+            _drift_section(drift_scores),
+            _history_section(report, history),
+        ]
     return _page(f"Candidate v{report['candidate_version']}: {label}", body)
 
 
@@ -134,12 +136,12 @@ def backtest_html(rows: list[dict], metric: str, title: str = "Backtest") -> str
             "note",
         )
     )
-    body.append(
-        _img(
+    with _literal_text():
+        figure = _img(
             _backtest_figure(rows, metric),
             f"Line chart of holdout and out-of-time {metric} per partition, above a bar chart of max PSI per partition",
         )
-    )
+    body.append(figure)
     body.append(_wrap("h2", "Partitions"))
     body.append(_wrap("p", "OOT: out of time, on the window after the partition; a dash where there is none.", "note"))
     body.append(_backtest_table(rows, metric))
@@ -149,8 +151,19 @@ def backtest_html(rows: list[dict], metric: str, title: str = "Backtest") -> str
 def figure_data_uri(fig: "Figure") -> str:
     """``data:image/png;base64,...`` of a matplotlib Figure at 100 dpi, cropped to its content."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    with _literal_text():
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@contextlib.contextmanager
+def _literal_text() -> Iterator[None]:
+    """Figures built and saved inside draw every string as written. Feature names, class labels and partitions
+    are data: matplotlib would read a ``$…$`` pair in one as math text, and fail on most (``revenue_$_per_$``)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        yield
 
 
 def _verdict(report: dict) -> tuple[str, str, str]:
@@ -210,7 +223,10 @@ def _comparison_section(report: dict, task: str) -> str:
     names = list(dict.fromkeys([primary, *candidate, *(champion or {})]))
     parts = [_wrap("h2", "Candidate vs champion")]
     if champion is None:
-        parts.append(_wrap("p", "There is no champion yet: the candidate only has to meet the minimum.", "note"))
+        absent = "There is no champion yet: the candidate only has to meet the minimum."
+        if report["champion_version"] is not None:  # refused as untrusted, or unable to score this holdout
+            absent = f"Champion v{report['champion_version']} was not scored: {report['champion_note']}"
+        parts.append(_wrap("p", _e(absent), "note"))
         head = ["Metric", f"Candidate v{report['candidate_version']}"]
     else:
         head = ["Metric", f"Candidate v{report['candidate_version']}", f"Champion v{report['champion_version']}",

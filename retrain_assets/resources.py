@@ -31,32 +31,31 @@ class RetrainProject(ConfigurableResource):
 
 
 def artifact_io_manager(config: Optional[RetrainConfig]):
-    """Dagster's filesystem IO manager under the instance's storage locally (also for in-process runs, so
-    a run interrupted by a crash can be re-executed from the failed step); with ``storage.lake_uri:
-    s3://bucket/prefix``, dagster-aws's S3 pickle IO manager under ``prefix/dagster``. Credentials, region and
-    endpoint come from the standard AWS environment variables, read as ``EnvVar`` when set, never from files."""
+    """Where values passed between steps are kept, as JSON (see :mod:`retrain_assets.io_managers`): under
+    the instance's storage locally (also for in-process runs, so a run interrupted by a crash can be
+    re-executed from the failed step); with ``storage.lake_uri: s3://bucket/prefix``, under ``prefix/dagster``
+    through dagster-aws's S3 resource. Only the region and the endpoint are passed to it, from the standard
+    AWS variables; credentials come from boto3's default chain, as for Delta, so temporary credentials
+    (``AWS_SESSION_TOKEN``), profiles and SSO work, and no secret is part of the resource's config."""
     if config is None:
         return None
     if not config.lake_uri.startswith("s3://"):
-        from dagster import FilesystemIOManager
+        from retrain_assets.io_managers import LocalJsonIOManager
 
-        return FilesystemIOManager(base_dir=str(config.dagster_home / "storage"))
+        return LocalJsonIOManager(base_dir=str(config.dagster_home / "storage"))
     import os
 
     from dagster import EnvVar
-    from dagster_aws.s3 import S3PickleIOManager, S3Resource
+    from dagster_aws.s3 import S3Resource
+
+    from retrain_assets.s3_io_manager import S3JsonIOManager
 
     bucket, _, prefix = config.lake_uri.removeprefix("s3://").partition("/")
-    settings: dict[str, Any] = {  # S3Resource's fields differ in type; these four are strings
+    settings: dict[str, Any] = {  # S3Resource's fields differ in type; these two are strings
         field: EnvVar(variable)
-        for field, variable in (
-            ("region_name", "AWS_REGION"),
-            ("endpoint_url", "AWS_ENDPOINT_URL"),
-            ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
-            ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-        )
+        for field, variable in (("region_name", "AWS_REGION"), ("endpoint_url", "AWS_ENDPOINT_URL"))
         if os.environ.get(variable)
     }
-    return S3PickleIOManager(
-        s3_resource=S3Resource(**settings), s3_bucket=bucket, s3_prefix=f"{prefix}/dagster".strip("/")
+    return S3JsonIOManager(
+        s3=S3Resource(**settings), s3_bucket=bucket, s3_prefix=f"{prefix}/dagster".strip("/")
     )

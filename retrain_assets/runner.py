@@ -457,7 +457,7 @@ def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
 def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterInstance") -> dict[str, Any]:
     """Where things stand: raw table, last processed version, files refused at ingest, champion, last
     decision, checks, the last run and its trigger, stale assets, and recent events (alerts, rollbacks)."""
-    from retrain_assets.alerts import recent_alerts
+    from retrain_assets.alerts import read_alerts
     from retrain_assets.definitions import build_defs
 
     raw = lake.table_summary(config.table_uri(lake.RAW_TABLE))
@@ -471,6 +471,7 @@ def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterI
             "champion": registry.describe(champion) if champion is not None else None,
             "last_decision": registry.last_decision(),
         }
+    refusals, events = lake.read_refusals(config), read_alerts(config, limit=10)  # torn lines skipped, counted
     return {
         "raw_table": {
             "uri": config.table_uri(lake.RAW_TABLE),
@@ -479,12 +480,14 @@ def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterI
         },
         "last_processed_version": batches.last_processed_version(config),
         "rejected_batches": batches.rejected_batches(config),
-        "refused_files": lake.recent_refusals(config),
+        "refused_files": refusals.records,
         **registry_status,
         "latest_checks": latest_checks(instance),
         "last_run": last_run(instance),
         "stale_assets": stale_assets(instance, build_defs(str(config_path))),
-        "events": recent_alerts(config, limit=10),
+        "events": events.records,
+        "state_warnings": [text for text in (refusals.warning(config.refusals_log),
+                                             events.warning(config.alerts_log)) if text],
         "last_report": _latest_report(instance),
         "storage": {
             "home": str(config.home),

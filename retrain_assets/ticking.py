@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
+from retrain_assets import statefiles
 from retrain_assets.runner import LAUNCHER_TAG, RunOutcome, materialize, project_lock, resume
 from retrain_assets.triggers import REASON_TAG, TRIGGER_TAG
 
@@ -34,6 +36,8 @@ INTERRUPTED_TAG = "retrain/interrupted"
 MAX_ATTEMPTS = 3  # an interrupted run is re-executed until its lineage has had this many runs
 STATE_FILE = "tick_state.json"
 
+logger = logging.getLogger(__name__)
+
 
 def load_cursor(instance: "DagsterInstance", name: str) -> Optional[str]:
     """The stored cursor of a sensor or schedule (the one place that touches Dagster's cursor storage)."""
@@ -46,23 +50,34 @@ def save_cursor(instance: "DagsterInstance", name: str, cursor: Optional[str]) -
         instance.daemon_cursor_storage.set_cursor_values({f"{_CURSOR_PREFIX}/{name}": cursor})
 
 
-def quiet_since_last_tick(config: "RetrainConfig", config_path: Path, now: dt.datetime) -> bool:
+def quiet_since_last_tick(
+    config: "RetrainConfig", config_path: Path, now: dt.datetime, say: Optional[Callable[[str], None]] = None
+) -> bool:
     """True when a tick could not do anything: ``raw_data`` is at the version the last tick's sensor saw,
     the schedule's next time has not come, the config is unchanged, and no run has been recorded since
     (a failed run elsewhere still reaches the failure alert). Reads the Delta log and one small
-    file, so `retrain tick` answers without importing Dagster; anything else takes the full path."""
+    file, so `retrain tick` answers without importing Dagster; anything else takes the full path. An empty or
+    corrupt state file (written from outside: ours are replaced atomically) is no state: ``say`` (default: a
+    logged warning) is told so, and the full tick rewrites it."""
     from retrain_assets import lake
 
     state_path = config.dagster_home / STATE_FILE
     if not state_path.is_file():
         return False
-    state = json.loads(state_path.read_text())
-    due = state.get("next_schedule")
+    state, problem = statefiles.read_json(state_path)
+    due = state.get("next_schedule") if state is not None else None
+    try:
+        due_at = dt.datetime.fromisoformat(due) if due is not None else None
+    except (TypeError, ValueError):
+        problem = f"{state_path}: next_schedule {due!r} is not an ISO time"
+    if state is None or problem is not None:  # a full tick rewrites it; the file is only a shortcut
+        (say or logger.warning)(f"ignoring {problem} and running a full tick")
+        return False
     return (
         state.get("config_mtime") == config_path.stat().st_mtime
         and state.get("runs_mtime") == _runs_mtime(config)
         and state.get("raw_version") == lake.latest_version(config.table_uri(lake.RAW_TABLE))
-        and (due is None or now < dt.datetime.fromisoformat(due))
+        and (due_at is None or now < due_at)
     )
 
 
@@ -78,7 +93,7 @@ def _remember(
         "raw_version": int(cursor) if cursor else None,
         "next_schedule": min(schedules) if schedules else None,
     }
-    (config.dagster_home / STATE_FILE).write_text(json.dumps(state))
+    statefiles.write_atomic(config.dagster_home / STATE_FILE, json.dumps(state))
 
 
 def _runs_mtime(config: "RetrainConfig") -> Optional[float]:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
     from retrain_assets.config import RetrainConfig
+    from retrain_assets.lake import TableRef
 
 _HASH_BUCKETS = 10_000
 SAMPLE_ROWS = 100_000  # enough rows for a metric estimate that only informs (train fit, champion watch)
@@ -68,6 +69,27 @@ def window(frame: "pd.DataFrame", config: "RetrainConfig") -> "pd.DataFrame":
         return frame
     stamps = frame[config.data.timestamp]
     return frame[stamps > stamps.max() - pd.Timedelta(days=days)]
+
+
+def read_window(features: "TableRef", config: "RetrainConfig") -> "pd.DataFrame":
+    """The rows of :func:`window` read from ``validated_features`` at its pinned version, with the cut-off in
+    the Delta scan: only the newest ``model.window_days`` are read, not the whole table (whose size grows
+    with every batch) to be filtered in pandas."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from retrain_assets import lake
+
+    columns = list(config.data.columns)
+    days, stamp = config.model.window_days, config.data.timestamp
+    newest = lake.newest_value(features.uri, features.version, stamp) if days is not None and stamp else None
+    if days is None or stamp is None or newest is None:  # no window, or no timestamp to cut by
+        return window(lake.read_table(features.uri, features.version, columns=columns), config)
+    cutoff = pc.subtract(newest, pa.scalar(dt.timedelta(days=days), pa.duration("us")))
+    return lake.read_table(features.uri, features.version, columns=columns, where=ds.field(stamp) > cutoff)
 
 
 def split(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame", "pd.DataFrame"]:

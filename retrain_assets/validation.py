@@ -15,7 +15,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from retrain_assets import lake
 from retrain_assets.config import ColumnRule, ColumnType, RetrainConfig, Severity
@@ -231,7 +231,7 @@ def validate_batch(
     ge_batch = _batch_definition().get_batch(batch_parameters={"dataframe": _as_ge_sees(frame)})
     results = ge_batch.validate(suite, result_format=_RESULT_FORMAT).results
     missing = set(config.data.columns) - set(frame.columns)
-    outcomes = [_outcome(result, batch, missing) for result in results]
+    outcomes = [_outcome(result, batch, missing, lambda column: withheld_because(config, column)) for result in results]
     outcomes += type_outcomes(frame, config, batch) + leakage_outcomes(frame, config, batch)
     check_order = {name: index for index, name in enumerate(CHECKS)}
     column_order = {name: index for index, name in enumerate(config.data.columns)}
@@ -263,7 +263,10 @@ def type_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = "ba
         if actual is not None and _of_kind(actual, kind):
             outcomes.append(RuleOutcome("schema_matches", name, TYPE_RULE, True, 0, 0.0, [], f"{where} passed"))
         else:
-            if series.dtype == object:
+            why = withheld_because(config, name)
+            if why is not None:
+                observed += f", sample withheld ({why})"
+            elif series.dtype == object:
                 observed += f", sample {[_plain(value) for value in series.dropna().head(3)]}"
             outcomes.append(RuleOutcome("schema_matches", name, TYPE_RULE, False, len(series), 100.0, [observed],
                                         f"{where} failed: observed {observed}"))
@@ -487,8 +490,25 @@ def _as_ge_sees(frame: "pd.DataFrame") -> "pd.DataFrame":
     return frame.assign(**converted) if converted else frame
 
 
-def _outcome(result: "ExpectationValidationResult", batch: str, missing: set[str]) -> RuleOutcome:
-    """Turn one GE result into a :class:`RuleOutcome` with a one-line detail."""
+def withheld_because(config: RetrainConfig, column: Optional[str]) -> Optional[str]:
+    """Why failing values of ``column`` stay out of outcomes, or ``None`` when they may be shown. Samples end
+    up in webhooks, ``alerts.jsonl``, Dagster events and the ``validation_log``: ids never (unless
+    ``validation.show_id_samples``), no value at all with ``validation.redact_samples``."""
+    if config.validation.redact_samples:
+        return "validation.redact_samples"
+    if column is not None and column == config.data.id and not config.validation.show_id_samples:
+        return "data.id values; validation.show_id_samples shows them"
+    return None
+
+
+def _outcome(
+    result: "ExpectationValidationResult",
+    batch: str,
+    missing: set[str],
+    withheld: Callable[[Optional[str]], Optional[str]] = lambda column: None,
+) -> RuleOutcome:
+    """Turn one GE result into a :class:`RuleOutcome` with a one-line detail; ``withheld`` says why a
+    column's failing values are not to be shown (see :func:`withheld_because`), ``None`` to show them."""
     config = result.expectation_config
     if config is None:
         raise ValueError(f"{batch}: a Great Expectations result without its expectation")
@@ -511,7 +531,10 @@ def _outcome(result: "ExpectationValidationResult", batch: str, missing: set[str
             sample = [None if value is None else _from_epoch_us(value) for value in sample]
         scope = "non-null values" if "missing_count" in info else "rows"
         judged = info["element_count"] - info.get("missing_count", 0)
-        failure = f"failed for {count} of {judged} {scope} ({percent:.1f}%), sample {sample}"
+        why = withheld(column)
+        shown = f"sample withheld ({why})" if why is not None else f"sample {sample}"
+        sample = [] if why is not None else sample
+        failure = f"failed for {count} of {judged} {scope} ({percent:.1f}%), {shown}"
     else:
         count, percent = int(not passed), 0.0 if passed else 100.0
         if "target_class" in meta:

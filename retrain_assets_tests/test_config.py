@@ -70,3 +70,91 @@ def test_config_path_resolution_order(tmp_path, monkeypatch):
     monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "from-env.yaml"))
     assert resolve_config_path() == tmp_path / "from-env.yaml"
     assert resolve_config_path(tmp_path / "explicit.yaml") == tmp_path / "explicit.yaml"
+
+
+@pytest.mark.parametrize(
+    "columns, named",
+    [
+        ({"x": "float", "Plan": "category", "plan": "category", "y": "int"}, "['Plan', 'plan']"),
+        ({"x": "float", "": "category", "y": "int"}, "empty column names ['']"),
+        ({"x": "float", "  ": "category", "y": "int"}, "empty column names ['  ']"),
+    ],
+)
+def test_column_names_that_differ_only_in_case_or_are_empty_are_refused_at_load(tmp_path, columns, named):
+    """Finding 12: `Plan` and `plan` passed the config, then every ingest failed blaming the file (Delta Lake
+    refuses case-insensitive duplicates); an empty name crashed validation."""
+    path = write(tmp_path, {"data": {**MINIMAL["data"], "columns": columns}})
+
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert f"{path}: data.columns: " in str(error.value) and named in str(error.value)
+
+
+def test_input_limits_have_defaults_and_bound_the_declared_columns(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.storage.max_file_bytes == 2 * 1024**3 and config.storage.max_rows == 10_000_000
+    assert config.data.max_columns == 300 and config.data.max_category_values == 10_000
+    unbounded = {"storage": {"max_file_bytes": None, "max_rows": None},
+                 "data": {**MINIMAL["data"], "max_category_values": None}}
+    assert load_config(write(tmp_path, unbounded)).storage.max_rows is None
+
+    with pytest.raises(ConfigError, match=r"data.columns: 3 columns, more than data.max_columns \(2\)"):
+        load_config(write(tmp_path, {"data": {**MINIMAL["data"], "max_columns": 2}}))
+    with pytest.raises(ConfigError, match="storage.max_rows"):
+        load_config(write(tmp_path, {**MINIMAL, "storage": {"max_rows": 0}}))
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["http://alice:{pw}@mlflow.internal:5000", "https://{pw}@mlflow.internal/", "postgresql://bob:{pw}@db/mlflow"],
+)
+def test_credentials_in_the_tracking_uri_are_refused_unquoted(tmp_path, uri):
+    """`status --json` prints the tracking URI and MLflow quotes it in errors: a password there leaks."""
+    password = "pw-canary-7f3a"
+    path = write(tmp_path, {**MINIMAL, "mlflow": {"tracking_uri": uri.format(pw=password)}})
+
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: mlflow.tracking_uri: credentials (user:password@) before the host")
+    assert all(name in message for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                                            "MLFLOW_TRACKING_TOKEN"))
+    assert password not in message and "alice" not in message and "bob" not in message
+    accepted = load_config(write(tmp_path, {**MINIMAL, "mlflow": {"tracking_uri": "sqlite:////srv/a@b/mlflow.db"}}))
+    assert accepted.tracking_uri == "sqlite:////srv/a@b/mlflow.db"
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """A ~1 KB retrain.yaml whose model.params expand to 10**levels strings through nested aliases."""
+    lines = ["data: {target: y, task: classification, columns: {x: float, y: int}}", "model:", "  params:",
+             "    l0: &l0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"    l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "text, line, what",
+    [
+        (billion_laughs(), 4, "&l0"),
+        ("base: &b {x: float, y: int}\ndata: {target: y, task: classification, columns: {<<: *b}}\n", 1, "&b"),
+    ],
+    ids=["billion_laughs", "merge_key"],
+)
+def test_yaml_anchors_and_aliases_are_refused(tmp_path, text, line, what):
+    """A few KB of nested aliases expand to millions of values in every copy, dump and params hash."""
+    path = tmp_path / "retrain.yaml"
+    path.write_text(text)
+
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}: line {line}: YAML anchors and aliases ({what}) are not accepted")
+
+
+def test_a_config_file_over_one_mib_is_refused_unparsed(tmp_path):
+    """Every command reads the config first: a huge one would be parsed whole by each of them."""
+    path = write(tmp_path, MINIMAL)
+    with path.open("a") as handle:
+        handle.write("# padding\n" * (1024 * 1024 // 10 + 1))
+
+    with pytest.raises(ConfigError, match=r"larger than 1,048,576 bytes, the most a config file may be"):
+        load_config(path)

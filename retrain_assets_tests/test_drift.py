@@ -42,20 +42,21 @@ def test_profile_of_200k_rows_is_plain_json_and_small(big_training):
     assert score_drift(restored, batch, **THRESHOLDS) == score_drift(profile, batch, **THRESHOLDS)
 
 
-def test_sample_is_capped_so_profile_size_does_not_follow_training_size(big_training):
+def test_sketch_is_bounded_so_profile_size_does_not_follow_training_size(big_training):
+    """Finding 7/16 of the security review: the profile was about 100 KB per numeric feature (5,000 raw
+    values); the CDF sketch keeps at most 99 quantiles, whatever the row count."""
     small = reference_profile(big_training.iloc[:10_000], FEATURES)
     big = reference_profile(big_training, FEATURES)
     for name in ("tenure_months", "monthly_charges", "support_calls"):
-        assert len(small["columns"][name]["sample"]) == len(big["columns"][name]["sample"]) == 5000
+        assert "sample" not in big["columns"][name]
+        assert len(big["columns"][name]["cdf"]["points"]) <= 99
+        assert len(json.dumps(big["columns"][name])) < 8_000
     assert len(json.dumps(big)) < 1.5 * len(json.dumps(small))
-    tiny = reference_profile(big_training.iloc[:300], FEATURES, sample_size=5000)
-    assert len(tiny["columns"]["monthly_charges"]["sample"]) == 300
 
 
-def test_sample_is_seeded():
+def test_profile_is_deterministic():
     frame = synthetic.churn_batch(START, 8000, seed=2)
-    assert reference_profile(frame, FEATURES, seed=4) == reference_profile(frame, FEATURES, seed=4)
-    assert reference_profile(frame, FEATURES, seed=4) != reference_profile(frame, FEATURES, seed=5)
+    assert reference_profile(frame, FEATURES, seed=4) == reference_profile(frame, FEATURES, seed=5)
 
 
 def test_numeric_bins_are_deduplicated_quantiles_and_shares_sum_to_one(profile):
@@ -196,7 +197,8 @@ def test_import_stays_light():
 
 def test_numeric_feature_null_throughout_training_is_scored_by_psi_alone():
     profile = reference_profile(pd.DataFrame({"x": [np.nan, np.nan, np.inf]}), {"x": "float"})
-    assert profile["columns"]["x"] == {"edges": [], "fractions": [0.0], "null_fraction": 1.0, "sample": []}
+    assert profile["columns"]["x"] == {"edges": [], "fractions": [0.0], "null_fraction": 1.0, "count": 0,
+                                       "cdf": {"points": [], "at": [], "below": []}}
     score = score_drift(profile, pd.DataFrame({"x": np.arange(50.0)}), **THRESHOLDS)["x"]
     assert score["method"] == "psi" and score["ks"] is None and score["drifted"]
     too_few = score_drift(profile, pd.DataFrame({"x": [1.0, 2.0]}), **THRESHOLDS)["x"]
@@ -219,3 +221,53 @@ def test_small_clean_batches_of_real_data_are_not_drifted_and_a_real_shift_is():
 
     shifted = score_drift(profile, parts[5].assign(alcohol=parts[5]["alcohol"] * 1.5), **THRESHOLDS)
     assert shifted["alcohol"]["drifted"] and not shifted["ash"]["drifted"]
+
+
+def test_profile_holds_no_raw_values_and_drift_still_scores_from_the_sketch():
+    """Finding 7: the profile logged to MLflow held up to 5,000 raw values per numeric feature. Distinctive
+    values in the training rows must not appear in it; a shift is still found and a clean day is not."""
+    training = synthetic.churn_batch(START, 3000, seed=7)
+    training.loc[17, "monthly_charges"] = 12345.678
+    training.loc[18, "monthly_charges"] = 54.321987
+    text = json.dumps(reference_profile(training, FEATURES))
+
+    assert "12345.678" not in text and "54.321987" not in text
+    profile = json.loads(text)
+    clean = score_drift(profile, synthetic.churn_batch(_day(10), 1500, seed=8), **THRESHOLDS)
+    assert not any(score["drifted"] for score in clean.values()), drift_summary(clean)[1]
+    shifted = score_drift(profile, synthetic.churn_batch(_day(20), 1500, seed=5, drift=0.8), **THRESHOLDS)
+    charges = shifted["monthly_charges"]
+    assert charges["drifted"] and charges["method"] == "psi+ks" and charges["ks"] > 0.15
+    assert charges["p_value"] < 1e-10
+
+
+def test_a_profile_logged_with_a_raw_sample_still_scores():
+    """Champions registered before the sketch carry ``sample`` instead of ``cdf``; they keep being scored."""
+    rng = np.random.default_rng(3)
+    profile = reference_profile(pd.DataFrame({"x": rng.normal(0, 1, 5000)}), {"x": "float"})
+    legacy = {**profile["columns"]["x"], "sample": rng.normal(0, 1, 2000).tolist()}
+    del legacy["cdf"], legacy["count"]
+    profile["columns"]["x"] = legacy
+    assert score_drift(profile, pd.DataFrame({"x": rng.normal(1, 1, 500)}), **THRESHOLDS)["x"]["drifted"]
+    assert not score_drift(profile, pd.DataFrame({"x": rng.normal(0, 1, 500)}), **THRESHOLDS)["x"]["drifted"]
+
+
+def test_entirely_new_categories_are_counted_apart_from_the_other_bucket():
+    """Finding 16: beyond MAX_CATEGORIES values, new values fell into the "other" bucket of rare training
+    values, so a batch of entirely new values scored PSI 0.00. The profile now tells a rare training value
+    (a hashed membership sketch) from a new one; a clean batch of a long-tailed column, whose share of new
+    values the profile expects (Good-Turing), stays undrifted."""
+    rng = np.random.default_rng(1)
+    training = pd.DataFrame({"city": [f"c{value}" for value in rng.integers(0, 1000, 20_000)]})
+    profile = json.loads(json.dumps(reference_profile(training, {"city": "string"})))
+    new = pd.DataFrame({"city": [f"new-{value}" for value in rng.integers(0, 1000, 2000)]})
+
+    score = score_drift(profile, new, **THRESHOLDS)["city"]
+    assert score["drifted"] and score["psi"] > 1, score["detail"]
+    assert "unseen: new-" in score["detail"]
+
+    tail = rng.zipf(1.3, 40_000)
+    long_tailed = reference_profile(pd.DataFrame({"id": [f"v{value}" for value in tail[:30_000]]}), {"id": "string"})
+    assert long_tailed["columns"]["id"]["unseen_fraction"] > 0.02
+    clean = score_drift(long_tailed, pd.DataFrame({"id": [f"v{value}" for value in tail[30_000:]]}), **THRESHOLDS)
+    assert not clean["id"]["drifted"], clean["id"]["detail"]

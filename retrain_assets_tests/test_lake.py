@@ -152,3 +152,164 @@ def test_as_of_in_the_future_is_refused_at_ingest(project):
         ingest_file(project.config, project.batch(0), tomorrow)
 
     assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None
+
+
+def unreadable_past_the_footer(path, rows: int):
+    """A Parquet file of ``rows`` constant values (a few KB: it compresses to almost nothing) whose data pages
+    are then overwritten: its footer still says how many rows it holds, but reading any data fails. A refusal
+    that names the row limit shows the limit was checked from the footer, before any data was read."""
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"tenure_months": pa.array([7] * rows, pa.int64())}), path)
+    data = bytearray(path.read_bytes())
+    footer = struct.unpack("<I", data[-8:-4])[0]
+    data[4 : len(data) - 8 - footer] = b"\xff" * (len(data) - 12 - footer)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_parquet_beyond_max_rows_is_refused_from_its_footer_before_reading(project, tmp_path):
+    """Finding 3: a 170 KB Parquet file expanded to 40M rows (+620 MB) before it was refused."""
+    from retrain_assets_tests.conftest import write_config
+
+    write_config(project, storage={"max_rows": 1000})
+    path = unreadable_past_the_footer(tmp_path / "bomb.parquet", 1_000_000)
+    assert path.stat().st_size < 10_000
+
+    with pytest.raises(BatchRefused) as refused:
+        ingest_file(project.config, path)
+
+    message = str(refused.value)
+    assert message.startswith("bomb.parquet: 1,000,000 rows, more than storage.max_rows (1,000)"), message
+    assert "its data was not read" in message
+    assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None
+    assert lake.recent_refusals(project.config)[-1]["reason"].startswith("bomb.parquet: 1,000,000 rows")
+
+
+def test_csv_beyond_max_rows_is_refused_without_reading_past_the_limit(project, tmp_path):
+    """Rows past the limit are never parsed: a malformed row after it would otherwise be the error."""
+    from retrain_assets_tests.conftest import write_config
+
+    write_config(project, storage={"max_rows": 1000})
+    text = project.batch(0).read_text()  # 600 rows
+    header, body = text.split("\n", 1)
+    path = tmp_path / "long.csv"
+    path.write_text(header + "\n" + body * 2 + "a,b,c,d,e,f,g,h,i,j,k,l,m,n\n" + body)
+
+    with pytest.raises(BatchRefused) as refused:
+        ingest_file(project.config, path)
+
+    assert str(refused.value).startswith("long.csv: more than 1,000 rows, more than storage.max_rows (1,000); read "
+                                         "no further")
+    write_config(project, storage={"max_rows": 600})
+    assert ingest_file(project.config, project.batch(0)).rows == 600, "a file at the limit lands"
+
+
+def test_file_beyond_max_file_bytes_is_refused_unread_and_not_copied(project):
+    from retrain_assets_tests.conftest import write_config
+
+    write_config(project, storage={"max_file_bytes": 1000})
+    path = project.batch(0)
+
+    with pytest.raises(BatchRefused) as refused:
+        ingest_file(project.config, path)
+
+    assert str(refused.value) == (f"{path.name}: {path.stat().st_size:,} bytes, more than storage.max_file_bytes "
+                                  "(1,000); not read")
+    assert refused.value.quarantined is None and not project.config.quarantine_dir.exists()
+    assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_file_with_more_columns_than_max_columns_is_refused_before_its_data_is_read(project, tmp_path, suffix):
+    """Validation time grows faster than the column count (50/200/400 float columns: 3.1/6.9/23.8 s per 1k
+    rows in the review): a wide file is refused from its header or footer alone."""
+    from retrain_assets_tests.conftest import write_config
+
+    write_config(project, data={"max_columns": len(project.config.data.columns)})
+    wide = pd.read_csv(project.batch(0)).assign(**{f"extra_{i}": 1.0 for i in range(50)})
+    path = tmp_path / f"wide{suffix}"
+    wide.to_csv(path, index=False) if suffix == ".csv" else wide.to_parquet(path, index=False)
+
+    with pytest.raises(BatchRefused) as refused:
+        ingest_file(project.config, path)
+
+    assert str(refused.value).startswith(f"wide{suffix}: 60 columns, more than data.max_columns (10); its data "
+                                         "was not read")
+
+
+def test_category_column_with_too_many_distinct_values_is_refused(project, tmp_path):
+    from retrain_assets_tests.conftest import write_config
+
+    write_config(project, data={"max_category_values": 2})
+    with pytest.raises(BatchRefused) as refused:
+        ingest_file(project.config, project.batch(0))
+
+    message = str(refused.value)
+    assert "'plan' has 3" in message and "more than data.max_category_values (2)" in message
+    assert project.batch(0).name in message and "'region'" in message
+
+
+def test_window_is_read_in_the_scan_with_the_same_rows_as_the_pandas_filter(project):
+    """Finding 3: training read all of validated_features, then applied model.window_days in pandas."""
+    import datetime as dt
+
+    from deltalake import write_deltalake
+
+    from retrain_assets import training
+    from retrain_assets_tests.conftest import write_config
+
+    write_config(project, model={"window_days": 2})
+    uri = project.config.table_uri(lake.FEATURES_TABLE)
+    for day in (0, 1, 3):  # one Delta file per day, as one batch per version
+        frame = lake.to_table_schema(pd.read_csv(project.batch(day)), project.config.data.columns, "day")
+        write_deltalake(uri, frame, mode="append")
+    ref = lake.TableRef(uri, lake.latest_version(uri), 2)
+    whole = lake.read_table(uri, ref.version, columns=list(project.config.data.columns))
+
+    read = training.read_window(ref, project.config)
+
+    expected = training.window(whole, project.config)
+    assert 0 < len(read) < len(whole)
+    pd.testing.assert_frame_equal(read.reset_index(drop=True), expected.reset_index(drop=True))
+    newest = whole["event_time"].max()
+    assert read["event_time"].min() > newest - dt.timedelta(days=2), "the scan returned only window rows"
+    write_config(project, model={"window_days": None})
+    assert len(training.read_window(ref, project.config)) == len(whole)
+
+
+def test_a_refused_file_with_a_240_byte_name_is_quarantined_with_its_reason(project, tmp_path):
+    """The quarantine copy's name plus ``.reason.txt`` used to exceed NAME_MAX (255 bytes): OSError, no
+    refusal recorded, a copy without its reason."""
+    path = tmp_path / ("é" * 60 + "x" * 116 + ".csv")  # 240 bytes in UTF-8, two per é
+    assert len(path.name.encode()) == 240
+    path.write_bytes(b"customer_id,tenure_months\nC1,\"unterminated\n")
+
+    with pytest.raises(BatchRefused) as refused:
+        ingest_file(project.config, path)
+
+    kept = refused.value.quarantined
+    assert kept is not None and kept.read_bytes() == path.read_bytes()
+    note = kept.with_name(kept.name + ".reason.txt")
+    assert len(note.name.encode()) <= 255 and kept.suffix == ".csv"
+    assert note.read_text().startswith(f"original name: {path.name}\n")
+    assert sorted(p.name for p in project.config.quarantine_dir.iterdir()) == sorted([kept.name, note.name])
+    [refusal] = lake.recent_refusals(project.config)
+    assert refusal["file"] == str(path) and refusal["quarantined"] == str(kept)
+
+
+def test_refusals_log_skips_a_torn_line_and_says_so(project, caplog):
+    missing = project.path.parent / "missing.csv"
+    with pytest.raises(BatchRefused):
+        ingest_file(project.config, missing)
+    with project.config.refusals_log.open("a") as log:
+        log.write('{"at": "2026-01-05T00:00:00+00:00", "file": "/tmp/torn')  # a writer died mid-line
+
+    assert [r["file"] for r in lake.recent_refusals(project.config)] == [str(missing)]
+    assert "skipped 1 unreadable line" in caplog.text
+    with pytest.raises(BatchRefused):  # the next refusal is not glued onto the torn line
+        ingest_file(project.config, missing)
+    assert [r["file"] for r in lake.recent_refusals(project.config)] == [str(missing)] * 2

@@ -111,3 +111,61 @@ def test_rollback_to_an_earlier_champion_needs_no_force(tmp_path):
     registry.rollback("3", reason="forced once", who="tester", force=True)
     assert registry.rollback("1", reason="back", who="tester")["to_version"] == "1"
     assert "override" not in registry.rollback("3", reason="it was champion once", who="tester")
+
+
+def test_a_logged_model_keeps_a_schema_and_no_customer_rows(tmp_path):
+    """MLflow would store the rows handed to it as the input example: customer data outside the lake."""
+    from urllib.parse import unquote, urlparse
+
+    import mlflow
+
+    config = parse_config(churn_config().model_dump(), base_dir=tmp_path)
+    frame = frames(1, 300)[0]
+    frame.loc[:4, "monthly_charges"] = [98765.4321, 87654.3219, 76543.2198, 65432.1987, 54321.9876]
+    pipeline = training.train(frame, config)
+    features = list(config.data.features)
+    registry = Registry(config)
+
+    ref = registry.log_candidate(
+        LoggedModel(pipeline, frame[features].head(5), {}, {"roc_auc": 0.7}, {"delta_version": "0"}, {"rows": 0})
+    )
+
+    run_files = Path(registry.client.download_artifacts(ref.run_id, "", str(tmp_path / "run")))
+    model_dir = Path(unquote(urlparse(registry.client.get_model_version_download_uri(registry.name, ref.version)).path))
+    files = [path for folder in (run_files, model_dir) for path in folder.rglob("*") if path.is_file()]
+    assert any(path.name == "MLmodel" for path in files)
+    assert [path.name for path in files if "example" in path.name] == []
+    for path in files:
+        content = path.read_bytes()
+        assert not any(value.encode() in content for value in ("98765.4321", "65432.1987", "54321.9876")), path
+    signature = mlflow.models.get_model_info(ref.uri).signature
+    assert signature is not None and signature.inputs.input_names() == features
+    loaded = registry.load(ref.version)
+    assert (loaded.predict(frame[features]) == pipeline.predict(frame[features])).all()
+
+
+def test_only_a_missing_model_or_alias_is_no_champion(tmp_path, monkeypatch):
+    """Read as "no champion", a store that cannot be reached would let a candidate skip the comparison."""
+    import socket
+
+    from mlflow.exceptions import MlflowException
+
+    config = parse_config(churn_config().model_dump(), base_dir=tmp_path)
+    registry = Registry(config)
+    assert registry.by_alias(CHAMPION) is None  # no registered model yet
+    frame = frames(1, 300)[0]
+    registry.log_candidate(LoggedModel(training.train(frame, config), frame.head(0), {}, {}, {}, {"rows": 0}))
+    assert registry.by_alias(CHAMPION) is None and str(registry.by_alias(CHALLENGER).version) == "1"
+
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    base = churn_config().model_dump()
+    base["mlflow"]["tracking_uri"] = f"http://127.0.0.1:{port}"
+    try:
+        unreachable = Registry(parse_config(base, base_dir=tmp_path / "elsewhere"))
+        with pytest.raises(MlflowException, match="failed"):
+            unreachable.by_alias(CHAMPION)
+    finally:
+        Registry(config)  # puts mlflow's process-wide URIs back on a store that exists

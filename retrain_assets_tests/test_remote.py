@@ -1,6 +1,7 @@
 """The same integration tests with the lake on S3 (a real S3 HTTP endpoint: moto's server on 127.0.0.1,
 through deltalake and dagster-aws) and MLflow behind a real `mlflow server` on 127.0.0.1."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from . import test_automation, test_history, test_lake, test_pipeline, test_sensors
 from .conftest import write_config
+from .test_ui import LINEAGE
 
 pytestmark = pytest.mark.integration
 BUCKET = "retrain-lake"
@@ -109,13 +111,12 @@ def remote_automated(automated, s3_endpoint, mlflow_server, monkeypatch):
 
 
 def test_lake_is_on_s3_and_artifacts_go_through_dagster_aws(remote_project, instance):
-    from dagster_aws.s3 import S3PickleIOManager
-
     from retrain_assets.definitions import build_defs
     from retrain_assets.lake import ingest_file
+    from retrain_assets.s3_io_manager import S3JsonIOManager
 
     assert remote_project.config.lake_uri.startswith("s3://")
-    assert isinstance(build_defs(str(remote_project.path)).resources["io_manager"], S3PickleIOManager)
+    assert isinstance(build_defs(str(remote_project.path)).resources["io_manager"], S3JsonIOManager)
     ingest_file(remote_project.config, remote_project.batch(0))
     import boto3
 
@@ -124,8 +125,11 @@ def test_lake_is_on_s3_and_artifacts_go_through_dagster_aws(remote_project, inst
     assert any("/raw_data/_delta_log/00000000000000000000.json" in key for key in keys)
     outcome = test_pipeline.materialize(remote_project.path, instance)
     assert outcome.success, outcome.error
-    pickled = boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/dagster")
-    assert pickled.get("KeyCount", 0) >= 5, "each asset's output is pickled to S3 by dagster-aws"
+    stored = boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/dagster")
+    keys = sorted(item["Key"].removeprefix(f"{prefix}/dagster/") for item in stored.get("Contents", []))
+    assert keys == [f"{asset}.json" for asset in sorted(LINEAGE)], "one JSON value per asset"
+    body = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"{prefix}/dagster/candidate_model.json")["Body"]
+    assert json.loads(body.read())["__retrain_type__"] == "ModelRef"
 
 
 def test_pipeline_clean_batch(remote_project, instance):
@@ -157,3 +161,54 @@ def test_sensor_and_tick(remote_automated, persistent):
 def test_history_backfill(remote_automated, persistent):
     history = test_history.three_weeks.__wrapped__(remote_automated, persistent)
     test_history.test_backfill_trains_as_of_each_week_and_scores_the_next(history, persistent)
+
+
+def test_temporary_credentials_reach_the_lake_and_the_step_storage(project, instance, tmp_path, monkeypatch):
+    """Review finding 8: with STS credentials (key, secret and ``AWS_SESSION_TOKEN``) and a server that checks
+    signatures, Delta worked but the step storage failed: the IO manager was given the key and secret only.
+    Both now take boto3's default chain."""
+    import os
+
+    import boto3
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "7")  # the setup calls below, up to the bucket
+    process = serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], f"{url}/moto-api/",
+                    tmp_path / "moto.log")
+    monkeypatch.delenv("INITIAL_NO_AUTH_ACTION_COUNT")
+    try:
+        setup = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "setup",
+                 "aws_secret_access_key": "setup"}
+        iam = boto3.client("iam", **setup)
+        iam.create_user(UserName="lake")
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="lake", PolicyName="lake", PolicyDocument=json.dumps(policy))
+        trust = {"Version": "2012-10-17",
+                 "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}
+        role = iam.create_role(RoleName="lake", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+        iam.put_role_policy(RoleName="lake", PolicyName="lake", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="lake")["AccessKey"]
+        boto3.client("s3", **setup).create_bucket(Bucket=BUCKET)
+        sts = boto3.client("sts", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
+                           aws_secret_access_key=key["SecretAccessKey"])
+        session = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="retrain-test")["Credentials"]
+        temporary = {"AWS_ACCESS_KEY_ID": session["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": session["SecretAccessKey"],
+                     "AWS_SESSION_TOKEN": session["SessionToken"]}
+        for name, value in {**AWS_ENV, **temporary, "AWS_ENDPOINT_URL": url, "no_proxy": "127.0.0.1"}.items():
+            monkeypatch.setenv(name, value)
+        without_token = boto3.client("s3", endpoint_url=url, aws_access_key_id=session["AccessKeyId"],
+                                     aws_secret_access_key=session["SecretAccessKey"])
+        with pytest.raises(Exception, match="InvalidAccessKeyId"):
+            without_token.list_objects_v2(Bucket=BUCKET)  # the server does check the token
+        write_config(project, storage={"lake_uri": f"s3://{BUCKET}/sts"})
+        from retrain_assets.lake import ingest_file
+
+        ingest_file(project.config, project.batch(0))
+        outcome = test_pipeline.materialize(project.path, instance)
+        assert outcome.success, outcome.error
+        fresh = boto3.session.Session().client("s3")  # boto3.client() would reuse an earlier test's credentials
+        stored = fresh.list_objects_v2(Bucket=BUCKET, Prefix="sts/dagster")["KeyCount"]
+        assert stored == len(LINEAGE) and os.environ["AWS_SESSION_TOKEN"] == session["SessionToken"]
+    finally:
+        stop(process)

@@ -1,6 +1,7 @@
 """The HTML pages: content, escaping, inlined PNG figures, and a light import."""
 
 import base64
+import html
 import math
 import re
 import subprocess
@@ -178,3 +179,16 @@ def test_import_stays_light():
     code = f"import sys, retrain_assets.report; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_dollar_signs_in_feature_names_and_class_labels_are_drawn_as_text():
+    """Names and labels are data: matplotlib would parse a ``$…$`` pair as math, and fail on most of them."""
+    names = ["cost $a$ and $b$", "revenue_$_per_$", "price $\\mathrm{x$"]
+    drift = {name: {**DRIFT["monthly_charges"], "drifted": i == 0} for i, name in enumerate(names)}
+    classes = ["$x$ stays", "$x^$ leaves"]
+    truth = [classes[i % 2] for i in range(8)]
+
+    page = pages.evaluation_html(evaluation_report(), "classification", truth, truth[::-1], truth, drift, HISTORY)
+
+    assert len(png_images(page)) == 4
+    assert all(f"<td>{html.escape(name)}</td>" in page for name in names)

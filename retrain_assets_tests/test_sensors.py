@@ -183,7 +183,8 @@ def test_run_failure_alert_names_the_failed_step_and_its_exception(project, inst
 
 
 def test_run_failure_alert_cuts_urls_to_their_host(project, instance, monkeypatch):
-    """A user-code exception quoting the MLflow URL with its password: the alert keeps the host only."""
+    """A user-code exception quoting the MLflow URL with a token in its query (userinfo is refused at config
+    load, a query is not): the alert keeps the host only."""
     import socket
 
     from retrain_assets.alerts import recent_alerts
@@ -194,7 +195,7 @@ def test_run_failure_alert_cuts_urls_to_their_host(project, instance, monkeypatc
         port = probe.getsockname()[1]
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    write_config(project, mlflow={"tracking_uri": f"http://alice:canary-password@127.0.0.1:{port}"})
+    write_config(project, mlflow={"tracking_uri": f"http://127.0.0.1:{port}/?token=canary-password"})
     lake.ingest_file(project.config, project.batch(0))
     evaluate = alert_sensor(project, instance)
     failed = materialize(project.path, instance)
@@ -203,5 +204,5 @@ def test_run_failure_alert_cuts_urls_to_their_host(project, instance, monkeypatc
     evaluate()
 
     alert = next(alert for alert in recent_alerts(project.config) if alert["kind"] == "run_failed")
-    assert "failed: candidate_model: " in alert["text"] and "http://127.0.0.1/…" in alert["text"]
+    assert "of retrain failed: validated_features: " in alert["text"] and "http://127.0.0.1/…" in alert["text"]
     assert "canary-password" not in project.config.alerts_log.read_text()

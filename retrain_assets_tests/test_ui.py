@@ -8,10 +8,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 from selenium import webdriver
@@ -150,12 +151,12 @@ def one_batch_project(root: Path) -> Project:
     return Project(config_path, load_config(config_path), [batch])
 
 
-def start_webserver(project: Project, port: int) -> subprocess.Popen:
-    """`dagster-webserver` with the repository's workspace on the project's instance: what `retrain ui`
-    serves, without the daemon, so no sensor starts runs behind the tests' backs."""
-    env = {**os.environ, "DAGSTER_HOME": str(project.config.dagster_home), "RETRAIN_CONFIG": str(project.path)}
+def start_ui(project: Project, port: int, *options: str) -> subprocess.Popen:
+    """`retrain ui` on the project, with its cross-site guard; ``--no-daemon`` keeps sensors from starting runs
+    behind the tests' backs."""
+    env = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"}
     return subprocess.Popen(
-        [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")],
+        [str(BIN / "retrain"), "--config", str(project.path), "ui", "--port", str(port), *options],
         cwd=project.path.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -174,7 +175,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             patch.setenv("DAGSTER_HOME", str(project.config.dagster_home))
             with project_instance(project.config) as instance:
                 ingest(project.config, instance, project.batch(0))  # the instance exists before the server reads it
-                server = start_webserver(project, port)
+                server = start_ui(project, port, "--no-daemon")
                 outcome = materialize(project.path, instance)
         assert outcome.success, outcome.describe("roc_auc")
         wait_for_asset_graph(port, server)
@@ -184,19 +185,94 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             stop(server)
 
 
-def test_retrain_ui_serves_the_lineage(project):
+def test_retrain_ui_read_only_serves_the_lineage_refuses_mutations_and_stops_on_sigterm(project):
     port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "retrain"), "--config", str(project.path), "ui", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    server = start_ui(project, port, "--read-only")
     try:
         nodes = wait_for_asset_graph(port, server)
+        before = graphql(port, PAUSED)["instance"]["autoMaterializePaused"]
+        status, body = send(port, "/graphql", json.dumps({"query": toggle(before)}), "application/json")
+        after = graphql(port, PAUSED)["instance"]["autoMaterializePaused"]
     finally:
-        stop(server)
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        finally:
+            leftovers = process_group(server.pid)
+            stop(server)
 
     assert_lineage(nodes)
     assert (project.config.dagster_home / "dagster.yaml").exists(), "the UI runs on the project's storage home"
+    assert after == before, "read-only: the mutation is refused"
+    assert status == 500 and "UnauthorizedError" in body or "not authorized" in body.lower(), body[:500]
+    assert server.returncode == 0 and leftovers == [], "SIGTERM stops the UI, its daemon and code servers"
+
+
+def process_group(pgid: int) -> list[str]:
+    """Commands of the processes still alive in a process group."""
+    listing = subprocess.run(["ps", "-o", "pgid=,args=", "-e"], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if line.split(maxsplit=1)[0] == str(pgid)]
+
+
+PAUSED = "{ instance { autoMaterializePaused } }"
+
+
+def toggle(paused: bool) -> str:
+    """The mutation that flips automation's paused state: any change shows the mutation ran."""
+    return f"mutation {{ setAutoMaterializePaused(paused: {str(not paused).lower()}) }}"
+
+
+def send(port: int, path: str, body: Optional[str] = None, content_type: Optional[str] = None,
+         **headers: str) -> tuple[int, str]:
+    """One HTTP request to the UI (a POST when there is a body); the status and the body, errors included."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=body.encode() if body is not None else None,
+        headers={**({"Content-Type": content_type} if content_type else {}),
+                 **{name.replace("_", "-"): value for name, value in headers.items()}},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_a_request_a_foreign_web_page_can_send_runs_no_mutation(served):
+    """Review finding 2: a ``text/plain`` POST to ``/graphql?query=mutation…`` with a foreign ``Origin`` paused
+    automation. Every shape of it a browser sends without a CORS preflight is refused, and so is a page
+    that reaches the UI under another host name (DNS rebinding); the operator's own requests still run."""
+    before = graphql(served.port, PAUSED)["instance"]["autoMaterializePaused"]
+    flip = toggle(before)
+    query = "/graphql?" + urllib.parse.urlencode({"query": flip})
+    evil = "http://evil.example"
+    refused = {
+        "text/plain with a foreign Origin": send(served.port, query, "", "text/plain", Origin=evil),
+        "a form with a foreign Referer": send(
+            served.port, query, "a=b", "application/x-www-form-urlencoded", Referer=f"{evil}/page"
+        ),
+        "multipart with no Origin": send(served.port, query, "", "multipart/form-data; boundary=x"),
+        "a mutation over GET": send(served.port, query),
+        "JSON with a foreign Origin": send(served.port, "/graphql", json.dumps({"query": flip}), "application/json",
+                                           Origin=evil),
+        "another Host header": send(served.port, "/graphql", json.dumps({"query": flip}), "application/json",
+                                    Host="evil.example"),
+    }
+    assert {name: status for name, (status, _) in refused.items()} == {
+        "text/plain with a foreign Origin": 403,
+        "a form with a foreign Referer": 403,
+        "multipart with no Origin": 415,
+        "a mutation over GET": 405,
+        "JSON with a foreign Origin": 403,
+        "another Host header": 421,
+    }
+    assert graphql(served.port, PAUSED)["instance"]["autoMaterializePaused"] == before
+
+    own = f"http://127.0.0.1:{served.port}"
+    status, body = send(served.port, "/graphql", json.dumps({"query": flip}), "application/json", Origin=own)
+    assert status == 200 and not json.loads(body).get("errors"), body[:500]
+    assert graphql(served.port, PAUSED)["instance"]["autoMaterializePaused"] == (not before)
+    graphql(served.port, toggle(not before))
+    assert send(served.port, "/graphql?query=%7B%20version%20%7D")[0] == 200, "a read over GET still answers"
 
 
 def test_graphql_shows_lineage_checks_and_materializations(served):
@@ -220,10 +296,11 @@ def graph_text(driver: webdriver.Chrome) -> set[str]:
     return {line for node in driver.find_elements(By.XPATH, GRAPH_NODE) for line in node.text.splitlines()}
 
 
-@pytest.mark.browser
-def test_chromium_renders_the_asset_graph(served, tmp_path):
+@pytest.fixture
+def chromium(tmp_path) -> Iterator[webdriver.Chrome]:
+    """Debian's headless Chromium through its chromedriver, on a fresh profile."""
     assert Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(), (
-        "needs the Debian packages chromium and chromium-driver (bash .ci/run installs them)"
+        "needs the Debian packages chromium and chromium-driver (`make test` installs them)"
     )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -232,30 +309,103 @@ def test_chromium_renders_the_asset_graph(served, tmp_path):
     # An explicit driver path means Selenium Manager is never run: nothing is downloaded.
     service = Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
     driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(30)
+    driver.set_script_timeout(30)
     try:
-        driver.set_page_load_timeout(30)
-        driver.get(f"http://127.0.0.1:{served.port}/asset-groups")
-        wait = WebDriverWait(driver, 30)
-        wait.until(expected_conditions.title_contains("Global asset lineage"))
-
-        # Once per DAGSTER_HOME (the server records it in .nux/) the UI opens this dialog over the graph.
-        skip = (By.XPATH, f"{COMMUNITY_DIALOG}//button[normalize-space()='Skip']")
-        try:
-            WebDriverWait(driver, 15).until(expected_conditions.element_to_be_clickable(skip)).click()
-        except TimeoutException:
-            pass
-        wait.until(expected_conditions.invisibility_of_element_located((By.XPATH, COMMUNITY_DIALOG)))
-
-        wait.until(graph_text)
-        if driver.find_elements(By.XPATH, COLLAPSED_GROUP):  # with several groups they start collapsed
-            # the graph's "Expand all groups" (its settings menu, or ⌥E)
-            ActionChains(driver).key_down(Keys.ALT).send_keys("e").key_up(Keys.ALT).perform()
-        wait.until(lambda d: LINEAGE <= graph_text(d))
-
-        screenshot = tmp_path / "asset-graph.png"
-        assert driver.save_screenshot(str(screenshot))
+        yield driver
     finally:
         driver.quit()
 
+
+@pytest.mark.browser
+def test_chromium_renders_the_asset_graph(served, chromium, tmp_path):
+    driver = chromium
+    driver.get(f"http://127.0.0.1:{served.port}/asset-groups")
+    wait = WebDriverWait(driver, 30)
+    wait.until(expected_conditions.title_contains("Global asset lineage"))
+
+    # Once per DAGSTER_HOME (the server records it in .nux/) the UI opens this dialog over the graph.
+    skip = (By.XPATH, f"{COMMUNITY_DIALOG}//button[normalize-space()='Skip']")
+    try:
+        WebDriverWait(driver, 15).until(expected_conditions.element_to_be_clickable(skip)).click()
+    except TimeoutException:
+        pass
+    wait.until(expected_conditions.invisibility_of_element_located((By.XPATH, COMMUNITY_DIALOG)))
+
+    wait.until(graph_text)
+    if driver.find_elements(By.XPATH, COLLAPSED_GROUP):  # with several groups they start collapsed
+        # the graph's "Expand all groups" (its settings menu, or ⌥E)
+        ActionChains(driver).key_down(Keys.ALT).send_keys("e").key_up(Keys.ALT).perform()
+    wait.until(lambda d: LINEAGE <= graph_text(d))
+
+    screenshot = tmp_path / "asset-graph.png"
+    assert driver.save_screenshot(str(screenshot))
+
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 20_000, "the screenshot looks blank"
+
+
+LAUNCH_BACKFILL = """mutation { launchPartitionBackfill(backfillParams: {
+  assetSelection: [{path: ["historical_model"]}], allPartitions: true
+}) { __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+LAUNCH = """mutation { launchRun(executionParams: {selector: {
+  repositoryLocationName: "retrain_assets", repositoryName: "__repository__", jobName: "retrain"
+}}) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+REEXECUTE = """mutation Reexecute($run: String!) { launchPipelineReexecution(reexecutionParams: {
+  parentRunId: $run, strategy: ALL_STEPS
+}) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+# What the UI's own code does for a button: a JSON POST from the page's origin (the browser sets Origin).
+IN_PAGE_GRAPHQL = """const [query, variables, done] = arguments;
+fetch("/graphql", {method: "POST", headers: {"Content-Type": "application/json"},
+                   body: JSON.stringify({query, variables})})
+  .then(response => response.json()).then(done, error => done({error: String(error)}));"""
+
+
+@pytest.mark.browser
+def test_in_chromium_the_operator_launches_and_reruns_while_a_foreign_page_changes_nothing(served, chromium):
+    """Through the guard, the operator's browser launches a backfill of the history partitions, launches
+    the retraining job and re-executes that run, as the UI's buttons do (with no daemon here they stay
+    queued); then a page on another origin, opened in the same browser,
+    sends finding 2's cross-site request, which reaches the UI and changes nothing."""
+    import http.server
+    import threading
+
+    driver, ui = chromium, f"http://127.0.0.1:{served.port}"
+    driver.get(f"{ui}/runs")
+    backfill = driver.execute_async_script(IN_PAGE_GRAPHQL, LAUNCH_BACKFILL, {})
+    launched = driver.execute_async_script(IN_PAGE_GRAPHQL, LAUNCH, {})
+    assert backfill["data"]["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", backfill
+    assert launched["data"]["launchRun"]["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["data"]["launchRun"]["run"]["runId"]
+    rerun = driver.execute_async_script(IN_PAGE_GRAPHQL, REEXECUTE, {"run": run_id})
+    assert rerun["data"]["launchPipelineReexecution"]["__typename"] == "LaunchRunSuccess", rerun
+
+    before = graphql(served.port, PAUSED)["instance"]["autoMaterializePaused"]
+    attack = f"{ui}/graphql?" + urllib.parse.urlencode({"query": toggle(before)})
+    page = f"""<html><body><script>
+fetch({json.dumps(attack)}, {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}},
+                             body: "{{}}"}})
+  .then(() => {{ document.title = "answered"; }}, () => {{ document.title = "unreachable"; }});
+</script></body></html>""".encode()
+
+    class ForeignSite(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ForeignSite)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        driver.get(f"http://127.0.0.1:{site.server_address[1]}/")
+        WebDriverWait(driver, 15).until(lambda d: d.title in ("answered", "unreachable"))
+        answered = driver.title
+    finally:
+        site.shutdown()
+
+    assert answered == "answered", "the cross-site request reached the UI (and got its refusal)"
+    assert graphql(served.port, PAUSED)["instance"]["autoMaterializePaused"] == before

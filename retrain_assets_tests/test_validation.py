@@ -452,3 +452,64 @@ def test_event_times_after_the_landing_time_are_rejected():
     assert verdict.rejects and "column 'signup_at'" in verdict.message and "not after landing" in verdict.message
     later = BatchContext(landed + dt.timedelta(days=4))
     assert check_results(validate_batch(frame, churn_config(), context=later))["values_in_range"].passed
+
+
+def test_a_duplicate_id_is_counted_but_its_value_is_withheld_by_default():
+    """Samples reach webhooks, alerts.jsonl, Dagster events and the validation_log: ids stay out of them."""
+    frame = churn_frame()
+    frame.loc[[0, 1], "customer_id"] = 4242
+    frame.loc[5, "tenure_months"] = 999
+
+    outcomes = validate_batch(frame, churn_config(), "raw_data v3")
+
+    [duplicate] = failures(outcomes, "batch_integrity")
+    assert (duplicate.column, duplicate.failing_count, duplicate.sample) == ("customer_id", 2, [])
+    assert duplicate.detail.endswith("failed for 2 of 300 non-null values (0.7%), sample withheld (data.id values; "
+                                     "validation.show_id_samples shows them)")
+    messages = json.dumps({name: verdict.message for name, verdict in check_results(outcomes).items()})
+    assert "4242" not in messages and "sample [999]" in messages
+    shown = validate_batch(frame, churn_config(show_id_samples=True), "raw_data v3")
+    assert failures(shown, "batch_integrity")[0].sample == [4242, 4242]
+
+
+def test_redact_samples_keeps_every_failing_value_out_and_counts_in():
+    frame = churn_frame()
+    frame.loc[[0, 1], "customer_id"] = 4242
+    frame.loc[5, "tenure_months"] = 999
+    frame["plan"] = frame["plan"].astype(object)
+    frame.loc[7, "plan"] = "platinum-secret"
+    frame["note"] = frame["note"].astype(object)
+    frame.loc[9, "note"] = 31337  # a mixed column: the type rule quotes values too
+
+    outcomes = validate_batch(frame, churn_config(redact_samples=True, show_id_samples=True), "raw_data v3")
+
+    failed = [outcome for outcome in outcomes if not outcome.passed]
+    assert {outcome.check for outcome in failed} >= {"batch_integrity", "values_in_range", "categories_in_domain",
+                                                     "schema_matches"}
+    text = json.dumps([[outcome.sample, outcome.detail] for outcome in outcomes])
+    for value in ("4242", "9876", "platinum-secret", "31337"):
+        assert value not in text
+    assert "sample [" not in text and text.count("sample withheld (validation.redact_samples)") >= 4
+    assert "failed for 1 of 300 non-null values (0.3%)" in text and "expect_column_values_to_be_in_set" in text
+
+
+def test_the_validation_log_never_holds_a_failing_id(project, tmp_path):
+    from retrain_assets import batches, lake
+    from retrain_assets_tests.conftest import write_config
+
+    frame = pd.read_csv(project.batch(0))
+    duplicate = frame.loc[1, "customer_id"]
+    frame.loc[0, "customer_id"] = duplicate
+    frame.loc[3, "monthly_charges"] = -123.456
+    path = tmp_path / "duplicated.csv"
+    frame.to_csv(path, index=False)
+    lake.ingest_file(project.config, path)
+
+    batches.validate_new_batches(project.config, 0)
+    write_config(project, validation={"redact_samples": True})
+    batches.revalidate(project.config, [0])
+
+    log = lake.read_table(project.config.table_uri(lake.VALIDATION_LOG_TABLE))
+    default, redacted = (log.loc[log["revalidated"] == again, "messages"].item() for again in (False, True))
+    assert duplicate not in default and "-123.456" in default and "failed for 2 of 600 non-null values" in default
+    assert duplicate not in redacted and "-123.456" not in redacted and "failed for 2 of 600 non-null" in redacted

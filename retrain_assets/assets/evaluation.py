@@ -18,7 +18,7 @@ from retrain_assets import lake, training
 from retrain_assets.alerts import send_alert
 from retrain_assets.checks import COMPARISON_CHECK, EVALUATION_CHECKS, MINIMUM_CHECK, evaluated_in_this_run
 from retrain_assets.monitoring import DRIFT_CHECK
-from retrain_assets.registry import CHAMPION, ModelRef
+from retrain_assets.registry import CHAMPION, ModelRef, ModelRefused
 from retrain_assets.report import evaluation_html
 from retrain_assets.resources import RetrainProject
 
@@ -35,23 +35,37 @@ def evaluation_report(
     report under ``reports/``: JSON, and an HTML page a person reads (metrics of both, confusion matrices or
     residuals, per-feature drift, metric history, the decision and why). Gates: ``candidate_meets_minimum``
     (blocking: a candidate below the floor fails the run and is recorded as rejected) and
-    ``candidate_beats_champion`` (a warning: losing is a normal outcome that ``prod_model`` records)."""
+    ``candidate_beats_champion`` (a warning: losing is a normal outcome that ``prod_model`` records).
+
+    A champion whose artifact the registry refuses (not skops, or untrusted types: tampered) is not "no
+    champion": the candidate cannot be compared with it, so it must not be promoted past a margin nobody
+    checked. The comparison fails (ERROR severity, naming the version and why), the alert
+    ``champion_unloadable`` goes out, and the report's ``champion_refused`` tells ``prod_model`` to keep the
+    alias where it is until an operator rolls back to a version that loads. A champion that loads but cannot
+    score the holdout (its feature columns changed) still counts as absent, as before."""
     config = project.load()
     registry = project.registry(config)
-    frame = lake.read_table(validated_features.uri, validated_features.version, columns=list(config.data.columns))
-    frame = training.window(frame, config)
+    frame = training.read_window(validated_features, config)
     _, holdout = training.split(frame, config)
     target = training.features_and_target(holdout, config)[1]
     candidate, candidate_predictions = training.score(registry.load(candidate_model.version), holdout, config)
     champion_version = registry.by_alias(CHAMPION)
     champion, champion_predictions, champion_note = None, None, "no champion yet"
+    refused = None  # why the champion's artifact was refused, when it was
     if champion_version is not None:
         try:
             champion_model = registry.load(str(champion_version.version))
-            champion, champion_predictions = training.score(champion_model, holdout, config)
-            champion_note = f"champion v{champion_version.version} scored on the same holdout"
-        except (KeyError, ValueError) as exc:  # e.g. the feature columns changed since it was trained
-            champion_note = f"champion v{champion_version.version} cannot score this holdout: {exc}"
+        except ModelRefused as exc:
+            refused = champion_note = (
+                f"champion v{champion_version.version} cannot be loaded, so the candidate was not compared with "
+                f"it and is not promoted: {exc}"
+            )
+        else:
+            try:
+                champion, champion_predictions = training.score(champion_model, holdout, config)
+                champion_note = f"champion v{champion_version.version} scored on the same holdout"
+            except (KeyError, ValueError) as exc:  # e.g. the feature columns changed since it was trained
+                champion_note = f"champion v{champion_version.version} cannot score this holdout: {exc}"
     if champion is not None:
         for name, value in champion.items():
             if value == value:
@@ -59,10 +73,14 @@ def evaluation_report(
     floor = training.meets_minimum(candidate, config)
     comparison = training.beats_champion(candidate, champion, config)
     decision = training.decide(candidate, champion, config)
+    if refused is not None:
+        comparison = training.Decision(False, refused)
+        decision = floor if not floor.promote else comparison
     report: dict[str, Any] = {
         "candidate_version": candidate_model.version,
         "champion_version": str(champion_version.version) if champion_version is not None else None,
         "champion_note": champion_note,
+        "champion_refused": refused,
         "delta_version": validated_features.raw_version,
         "features_version": validated_features.version,
         "holdout_rows": len(holdout),
@@ -110,6 +128,10 @@ def evaluation_report(
             "report_path": MetadataValue.path(str(html_path)),
         },
     )
+    if refused is not None:
+        send_alert(config, "champion_unloadable", refused, {
+            "champion_version": report["champion_version"], "candidate_version": candidate_model.version,
+        })
     if not floor.promote:
         registry.record_decision(
             candidate_model.version, False, floor.reason, {"compared_with": report["champion_version"] or "none"}
@@ -123,7 +145,7 @@ def evaluation_report(
     yield AssetCheckResult(
         check_name=COMPARISON_CHECK,
         passed=comparison.promote,
-        severity=AssetCheckSeverity.WARN,
+        severity=AssetCheckSeverity.WARN if refused is None else AssetCheckSeverity.ERROR,  # ERROR: an incident
         description=comparison.reason,
     )
 

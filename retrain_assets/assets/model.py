@@ -47,8 +47,7 @@ def candidate_model(context: AssetExecutionContext, project: RetrainProject, val
         {"trigger": trigger, "delta_version": validated_features.raw_version},
     )
 
-    frame = lake.read_table(validated_features.uri, validated_features.version, columns=list(config.data.columns))
-    frame = training.window(frame, config)
+    frame = training.read_window(validated_features, config)
     train_rows, holdout = training.split(frame, config)
     pipeline = training.train(train_rows, config)
     metrics = training.evaluate(pipeline, holdout, config)
@@ -75,7 +74,7 @@ def candidate_model(context: AssetExecutionContext, project: RetrainProject, val
 
     features = config.data.features
     profile = reference_profile(train_rows, features, bins=config.triggers.drift.bins, seed=config.model.seed)
-    ref = registry.log_candidate(LoggedModel(pipeline, frame[list(features)].head(5), params, metrics, tags, profile))
+    ref = registry.log_candidate(LoggedModel(pipeline, frame[list(features)].head(0), params, metrics, tags, profile))
     primary = config.promotion.metric
     yield Output(
         ref,

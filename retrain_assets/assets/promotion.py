@@ -26,11 +26,12 @@ RECORD_TAGS = ("delta_version", "data_min", "data_max", "rows", "params_hash", "
 def prod_model(context: AssetExecutionContext, project: RetrainProject, evaluation_report: dict):
     """Promotes the candidate when it meets the minimum and beats the champion by the margin on the same
     holdout (or there is no champion); the replaced champion keeps the alias ``previous_champion``.
-    Otherwise the champion stays. The decision, its reason and the full run record (metrics of both, Delta
-    version, data range, rows, params hash, code version, trigger reason) go on the candidate's model
-    version and on this materialization. Losing is a normal outcome: the run succeeds either way.
-    Re-executed after a crash that came after the alias moved, it finds the candidate already champion and
-    completes the same promotion (no second move)."""
+    Otherwise the champion stays, and so it does when the champion's artifact was refused as untrusted
+    (``champion_refused``: there was no honest comparison to promote on). The decision, its reason and the
+    full run record (metrics of both, Delta version, data range, rows, params hash, code version, trigger
+    reason) go on the candidate's model version and on this materialization. Losing is a normal outcome: the
+    run succeeds either way. Re-executed after a crash that came after the alias moved, it finds the
+    candidate already champion and completes the same promotion (no second move)."""
     config = project.load()
     registry = project.registry(config)
     current = registry.by_alias(CHAMPION)
@@ -41,7 +42,11 @@ def prod_model(context: AssetExecutionContext, project: RetrainProject, evaluati
             f"prod_model: the champion moved from v{compared} to v{current_version} "
             "since evaluation_report ran; materialize evaluation_report again"
         )
-    decision = training.decide(evaluation_report["candidate"], evaluation_report["champion"], config)
+    refused = evaluation_report.get("champion_refused")  # a champion that would not load: never promote past it
+    if refused:
+        decision = training.Decision(False, refused)
+    else:
+        decision = training.decide(evaluation_report["candidate"], evaluation_report["champion"], config)
     record = {
         "compared_with": compared or "none",
         **{f"candidate_{k}": v for k, v in evaluation_report["candidate"].items()},

@@ -316,3 +316,40 @@ def test_the_finite_rule_needs_no_configured_range(baseline):
     frame.loc[0, "monthly_charges"] = -np.inf
     passed, message, _ = check_results(validate_batch(frame, config, "raw_data v0"))["values_in_range"]
     assert not passed and "column 'monthly_charges'" in message and "finite" in message
+
+
+def test_a_batch_that_crashes_validation_is_rejected_and_blocks_nothing_after_it(project, tmp_path):
+    """Finding 3: a batch whose validation raised was never logged, so every later run read it again and
+    failed, and no batch after it was ever validated. The crash here is real, not patched in: a sentinel
+    event time of 9999-12-31 (how warehouse exports often write "open-ended") is a valid Parquet
+    timestamp[us], so the batch lands, and validation's conversion of timestamps for Great Expectations
+    overflows (OutOfBoundsDatetime: pandas' nanoseconds end in 2262). If that conversion is ever fixed,
+    this test needs another input that crashes validation."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from retrain_assets import batches
+    from retrain_assets.lake import ingest_file
+
+    config = project.config
+    ingest_file(config, project.batch(0))
+    table = lake.to_table_schema(pd.read_csv(project.batch(1)), config.data.columns, "day 1")
+    stamps = table["event_time"].to_pylist()
+    stamps[5] = dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc)
+    column = table.schema.get_field_index("event_time")
+    path = tmp_path / "sentinel.parquet"
+    pq.write_table(table.set_column(column, "event_time", pa.array(stamps, pa.timestamp("us", tz="UTC"))), path)
+    assert ingest_file(config, path).version == 1
+    ingest_file(config, project.batch(3))
+
+    run = batches.validate_new_batches(config, 2)
+
+    assert run.accepted == [0, 2] and run.rejected == [1]
+    verdict = run.batches[1].checks["batch_integrity"]
+    assert verdict.rejects and "raw_data v1: validation crashed with OutOfBoundsDatetime" in verdict.message
+    assert "`retrain revalidate 1`" in verdict.message
+    [rejected] = batches.rejected_batches(config)
+    assert rejected["raw_version"] == 1 and rejected["failed_checks"] == ["batch_integrity"]
+    assert rejected["rows"] == 600 and "OutOfBoundsDatetime" in rejected["message"]
+    assert lake.latest_version(config.table_uri(lake.FEATURES_TABLE)) == 1, "v0 and v2 appended, v1 not"
+    assert batches.validate_new_batches(config, 2).batches == [], "the next run does not read it again"

@@ -153,3 +153,40 @@ def test_ingest_killed_during_the_delta_commit_leaves_the_table_at_its_last_vers
     landed = lake.ingest_file(config, big)
     assert landed.version == 1
     assert len(lake.read_table(config.table_uri(lake.RAW_TABLE))) == 600 + 400_000
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: stands in for any code an attacker's pickle would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_pickle_in_the_step_storage_runs_nothing_when_the_run_is_resumed(automated, tmp_path, monkeypatch):
+    """Review finding 1: the values between steps were pickles, and re-execution loaded them. An attacker
+    who can write the storage plants a pickle where ``validated_features``' value is kept (at the JSON
+    file's path and at the path Dagster's pickling IO manager used); the recovery of the killed run refuses
+    the stored value, naming it, and no code runs."""
+    import pickle
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    config = automated.config
+    lake.ingest_file(config, automated.batch(0))
+    assert _cli(automated, "tick", crash_at="model_logging", timeout=300).returncode == -signal.SIGKILL
+    storage = config.dagster_home / "storage"
+    stored = storage / "validated_features.json"
+    assert stored.is_file() and b'"__retrain_type__": "TableRef"' in stored.read_bytes()
+    marker = tmp_path / "code-ran"
+    for path in (stored, storage / "validated_features"):
+        path.write_bytes(pickle.dumps(_Payload(marker)))
+
+    with project_instance(config) as instance:
+        (recovery,) = tick(automated.path, instance).launches
+
+    assert not marker.exists(), "the planted pickle ran"
+    assert recovery.source == "recovery" and not recovery.outcome.success
+    assert "validated_features is not a JSON value the IO manager wrote" in recovery.outcome.error
+    assert Registry(config).by_alias(CHAMPION) is None

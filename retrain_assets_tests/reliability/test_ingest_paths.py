@@ -76,3 +76,51 @@ def test_without_landing_dir_any_path_is_taken(project, monkeypatch):
     result = retrain(project.path, "ingest", project.batch(0).parent / ".." / "data" / project.batch(0).name)
 
     assert result.exit_code == 0, result.output
+
+
+def test_a_long_refused_name_neither_crashes_ingest_nor_skips_the_other_files(project, monkeypatch):
+    """A refused file named with 240 bytes used to raise OSError (name too long in quarantine): no refusal
+    recorded and the files after it in the same `ingest` never read."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    long_name = project.path.parent / ("b" * 236 + ".csv")
+    long_name.write_bytes(b"customer_id,tenure_months\nC1,\"unterminated\n")
+
+    result = retrain(project.path, "ingest", long_name, project.batch(0))
+
+    assert result.exit_code == 1
+    assert "1 of 2 files refused" in result.output and "raw_data version 0 (600 rows)" in result.output
+    report = json.loads(retrain(project.path, "status", "--json").output)
+    [refusal] = report["refused_files"]
+    kept = refusal["quarantined"]
+    assert refusal["file"] == str(long_name) and os.path.exists(kept) and os.path.exists(kept + ".reason.txt")
+
+
+def test_status_works_past_a_torn_line_in_refusals_jsonl_and_mentions_it(project, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert retrain(project.path, "ingest", project.path.parent / "missing.csv").exit_code == 1
+    with project.config.refusals_log.open("a") as log:
+        log.write('{"at": "2026-01-05T00:00:00+00:00", "fi')
+
+    result = retrain(project.path, "status")
+
+    assert result.exit_code == 0, result.output
+    assert "refused missing.csv" in result.output
+    assert f"{project.config.refusals_log}: skipped 1 unreadable line" in result.output
+
+
+@pytest.mark.parametrize("content", ["", "{\"config_mtime\": 1", "[]", "{\"next_schedule\": \"soon\"}"])
+def test_tick_runs_past_an_empty_or_corrupt_tick_state(project, monkeypatch, content):
+    """An empty tick_state.json (a crash between truncating and writing it) used to crash every tick."""
+    from retrain_assets.ticking import STATE_FILE
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    state = project.config.dagster_home / STATE_FILE
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(content)
+
+    result = retrain(project.path, "tick")
+
+    assert result.exit_code == 0, result.output
+    assert "running a full tick" in result.output and "nothing triggered" in result.output
+    assert json.loads(state.read_text())["config_mtime"] == project.path.stat().st_mtime
+    assert [p.name for p in state.parent.iterdir() if p.name.startswith(f".{STATE_FILE}")] == []

@@ -713,3 +713,55 @@ def test_run_failure_alert_does_not_copy_the_launchers_tags(project, monkeypatch
     assert [alert["kind"] for alert in alerts] == ["run_failed"]
     assert alerts[0]["details"]["run_id"] == result.run_id and alerts[0]["details"]["tags"][TRIGGER_TAG] == "manual"
     assert leaks({"tag": secret}, "run_failed alert", json.dumps(alerts)) == []
+
+
+def test_a_tampered_champion_blocks_promotion_and_alerts(project, instance, tmp_path):
+    """A champion refused as untrusted is not "no champion": skipping the comparison would promote the
+    candidate past a margin nobody checked. It stays champion, the comparison fails naming it, an alert says so."""
+    from dagster import AssetCheckSeverity, asset, materialize
+
+    from retrain_assets import lake, training
+    from retrain_assets.alerts import recent_alerts
+    from retrain_assets.assets.evaluation import evaluation_report
+    from retrain_assets.assets.promotion import prod_model
+    from retrain_assets.checks import COMPARISON_CHECK
+    from retrain_assets.registry import CHAMPION, LoggedModel, ModelRef, Registry
+    from retrain_assets.resources import RetrainProject
+
+    config = project.config
+    uri = config.table_uri(lake.FEATURES_TABLE)
+    table = lake.to_table_schema(lake.read_batch_file(project.batch(0)), config.data.columns, "day 0")
+    features = lake.TableRef(uri, lake.append(uri, table), raw_version=0)
+    frame = lake.read_table(uri, features.version, columns=list(config.data.columns))
+    registry = Registry(config)
+    logged = LoggedModel(training.train(frame, config), frame.head(0), {}, {}, {"delta_version": "0"}, {"rows": 0})
+    registry.log_candidate(logged)
+    registry.promote("1")
+    candidate = registry.log_candidate(logged)
+    marker = tmp_path / "payload-ran"
+    folder = _artifact_dir(registry, "1")
+    flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["sklearn"]
+    (folder / flavor["pickled_model"]).write_bytes(pickle.dumps(Payload(marker)))
+
+    @asset(name="validated_features")
+    def given_features() -> lake.TableRef:
+        return features
+
+    @asset(name="candidate_model")
+    def given_candidate() -> ModelRef:
+        return candidate
+
+    result = materialize([given_features, given_candidate, evaluation_report, prod_model], instance=instance,
+                         resources={"project": RetrainProject(config_path=str(project.path))})
+
+    assert not marker.exists()
+    comparison = next(c for c in result.get_asset_check_evaluations() if c.check_name == COMPARISON_CHECK)
+    assert not comparison.passed and comparison.severity == AssetCheckSeverity.ERROR
+    assert comparison.description.startswith("champion v1 cannot be loaded, so the candidate was not compared")
+    assert "refused, model.skops is not a readable skops file" in comparison.description
+    assert result.output_for_node("prod_model")["promoted"] is False
+    assert str(registry.by_alias(CHAMPION).version) == "1"
+    assert registry.client.get_model_version(registry.name, candidate.version).tags["decision"] == "rejected"
+    alerts = {alert["kind"]: alert for alert in recent_alerts(config)}
+    assert alerts["champion_unloadable"]["details"] == {"champion_version": "1", "candidate_version": "2"}
+    assert "champion v1 cannot be loaded" in alerts["rejected"]["text"]
