@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from retrain_assets.config import RetrainConfig
 
 KINDS = (
-    "retrain_triggered", "promoted", "rejected", "check_failed", "run_failed", "rollback", "champion_unloadable"
+    "retrain_triggered", "promoted", "rejected", "check_failed", "run_failed", "rollback", "champion_unloadable",
+    "stuck",
 )
 NOT_CONFIGURED = "not configured"
 MAX_RESPONSE_BYTES = 64 * 1024  # of a webhook's answer: enough for any error text, bounded against a hostile one

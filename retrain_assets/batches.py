@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Optional
 
 from retrain_assets import lake
 from retrain_assets.faults import crash_point
+from retrain_assets.locking import RunTimedOut
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -164,13 +165,14 @@ def judge(
     """Read and validate one batch. An unexpected exception while doing so (a bug, a value the rules cannot
     handle, ``MemoryError``) rejects the batch, naming the exception, rather than failing the run: an
     unrecorded batch would be read again by every later run and block every batch after it. Storage and
-    installation errors (``OSError``, ``ImportError``) say nothing about the batch and still fail the run."""
+    installation errors (``OSError``, ``ImportError``) and the run's own deadline (``RunTimedOut``) say nothing
+    about the batch and still fail the run."""
     version = commit["version"]
     try:
         batch = lake.read_batch(raw_uri, version)
         frame = batch.to_pandas()
         return validate(config, frame, commit), batch, frame
-    except (OSError, ImportError):
+    except (OSError, ImportError, RunTimedOut):
         raise
     except Exception as exc:
         rows = int(commit.get("operationMetrics", {}).get("num_added_rows", 0))

@@ -189,11 +189,12 @@ def revalidate(ctx, versions, as_json) -> None:
     verdicts stay in the validation log; a batch that passes now becomes training data for the next run.
     Nothing in raw_data is rewritten."""
     from retrain_assets.batches import RevalidationRefused
-    from retrain_assets.runner import ProjectBusy, project_instance, project_lock, revalidate as run
+    from retrain_assets.locking import ProjectBusy
+    from retrain_assets.runner import project_instance, project_lock, revalidate as run
 
     config = _load(ctx)
     try:
-        with project_lock(config), project_instance(config) as instance:
+        with project_lock(config, "retrain revalidate"), project_instance(config) as instance:
             outcomes = run(config, instance, list(versions))
     except (ProjectBusy, RevalidationRefused) as exc:
         raise click.ClickException(str(exc)) from None
@@ -221,11 +222,12 @@ def revalidate(ctx, versions, as_json) -> None:
 @click.pass_context
 def materialize(ctx) -> None:
     """Run the whole asset graph once on the latest raw_data version, in process."""
-    from retrain_assets.runner import ProjectBusy, materialize as run, project_instance, project_lock
+    from retrain_assets.locking import ProjectBusy
+    from retrain_assets.runner import materialize as run, project_instance, project_lock
 
     config = _load(ctx)
     try:
-        with project_lock(config), project_instance(config) as instance:
+        with project_lock(config, "retrain materialize"), project_instance(config) as instance:
             outcome = run(ctx.obj["config"], instance)
     except ProjectBusy as exc:
         raise click.ClickException(str(exc)) from None
@@ -257,6 +259,8 @@ def describe_status(report: dict) -> str:
         else f"raw_data: no versions yet ({raw['uri']}; land a batch with `retrain ingest FILE`)",
         f"last processed raw version: {processed if processed is not None else 'none yet'}",
     ]
+    if report["lock"]:
+        lines.append(f"busy: the project lock is held by {report['lock']['description']}")
     for batch in report["rejected_batches"][-5:]:
         lines.append(f"rejected raw_data v{batch['raw_version']} ({batch['rows']} rows, kept; `retrain revalidate "
                      f"{batch['raw_version']}` after fixing the rules): {', '.join(batch['failed_checks'])}")
@@ -311,16 +315,21 @@ def tick(ctx, as_json) -> None:
             json.dumps({"launched": [], "skipped": {"all": reason}}) if as_json else f"nothing triggered: {reason}"
         )
         return
-    from retrain_assets.runner import ProjectBusy, project_instance, project_lock
-    from retrain_assets.ticking import tick as run_tick
+    from retrain_assets.locking import ProjectBusy
+    from retrain_assets.runner import project_instance, project_lock
+    from retrain_assets.ticking import report_stuck, tick as run_tick
 
     try:
-        with project_lock(config), project_instance(config) as instance:
+        with project_lock(config, "retrain tick"), project_instance(config) as instance:
             report = run_tick(ctx.obj["config"], instance)
-    except ProjectBusy as exc:  # the other tick is doing the work: not an error
+    except ProjectBusy as exc:  # another process is doing the work: not an error, unless it has been too long
+        stuck = report_stuck(config, exc.holder)
+        message = f"{exc}; {stuck}" if stuck else str(exc)
         click.echo(
-            json.dumps({"launched": [], "skipped": {"all": str(exc)}}) if as_json else f"nothing launched: {exc}"
+            json.dumps({"launched": [], "skipped": {"all": message}}) if as_json else f"nothing launched: {message}"
         )
+        if stuck:
+            sys.exit(2)
         return
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
@@ -351,7 +360,8 @@ def tick(ctx, as_json) -> None:
 @click.pass_context
 def backfill(ctx, start, end, as_json) -> None:
     """Retrain as of every history partition from START to END (Delta time travel), then the backtest."""
-    from retrain_assets.runner import backfill as run_backfill, project_instance
+    from retrain_assets.locking import ProjectBusy
+    from retrain_assets.runner import backfill as run_backfill, project_instance, project_lock
 
     config = _load(ctx)
     metric = config.promotion.metric
@@ -370,8 +380,11 @@ def backfill(ctx, start, end, as_json) -> None:
         else:
             click.echo(f"[{index}/{total}] {outcome.partition}: FAILED {outcome.error}")
 
-    with project_instance(config) as instance:
-        outcomes, rows = run_backfill(ctx.obj["config"], instance, start.date(), end.date(), progress)
+    try:
+        with project_lock(config, "retrain backfill"), project_instance(config) as instance:
+            outcomes, rows = run_backfill(ctx.obj["config"], instance, start.date(), end.date(), progress)
+    except ProjectBusy as exc:
+        raise click.ClickException(str(exc)) from None
     if not outcomes:
         raise click.ClickException(
             f"no {config.history.partitions} partition starts between {start.date()} and {end.date()}"
@@ -393,14 +406,15 @@ def backfill(ctx, start, end, as_json) -> None:
 @click.pass_context
 def rollback(ctx, version, reason, force) -> None:
     """Point the champion alias back at the previous (or given) model version."""
-    from retrain_assets.runner import project_instance, rollback_champion
+    from retrain_assets.locking import ProjectBusy
+    from retrain_assets.runner import project_instance, project_lock, rollback_champion
 
     config = _load(ctx)
-    with project_instance(config) as instance:
-        try:
+    try:
+        with project_lock(config, "retrain rollback"), project_instance(config) as instance:
             event = rollback_champion(config, instance, version, reason, force=force)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+    except (ValueError, ProjectBusy) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(event["text"])
 
 

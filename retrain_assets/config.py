@@ -335,6 +335,25 @@ class AlertsConfig(_Section):
     )
 
 
+class RunsConfig(_Section):
+    max_runtime_minutes: float = Field(
+        120, gt=0, description="A run still going after this long is stopped and fails: in process by a timer, "
+        "under the daemon by Dagster's run monitoring (the dagster/max_runtime tag)."
+    )
+    lock_alert_minutes: Optional[float] = Field(
+        None, gt=0, description="`retrain tick` exits 2 and alerts (once per holder) when the project lock has "
+        "been held longer than this; default: max_runtime_minutes + 10."
+    )
+
+    @property
+    def max_runtime_seconds(self) -> float:
+        return self.max_runtime_minutes * 60
+
+    @property
+    def lock_alert_seconds(self) -> float:
+        return (self.lock_alert_minutes or self.max_runtime_minutes + 10) * 60
+
+
 class RetrainConfig(_Section):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # no password quoted (MlflowConfig)
 
@@ -348,6 +367,7 @@ class RetrainConfig(_Section):
     triggers: TriggersConfig = Field(default_factory=TriggersConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
+    runs: RunsConfig = Field(default_factory=RunsConfig)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 

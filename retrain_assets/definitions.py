@@ -8,7 +8,7 @@ from retrain_assets.assets import LINEAGE, candidate_model
 from retrain_assets.assets.history import build_history_assets, history_partitions
 from retrain_assets.config import RetrainConfig, load_config, resolve_config_path
 from retrain_assets.executors import executor_from_env
-from retrain_assets.jobs import history_jobs, retrain_job
+from retrain_assets.jobs import history_jobs, max_runtime_tag, retrain_job
 from retrain_assets.resources import RetrainProject, artifact_io_manager
 from retrain_assets.schedules import retrain_schedule
 from retrain_assets.sensors import alert_on_run_failure, raw_data_version_sensor
@@ -44,7 +44,7 @@ def build_defs(config_path: Optional[str] = None) -> Definitions:
         assets=assets + build_history_assets(partitions),
         jobs=[retrain_job, *history_jobs(partitions)],
         sensors=[raw_data_version_sensor, alert_on_run_failure],
-        schedules=[retrain_schedule(cron)] if cron else [],
+        schedules=[retrain_schedule(cron, max_runtime_tag(config) if config else {})] if cron else [],
         resources=_resources(config, config_path),
         executor=executor_from_env(),
     )

@@ -3,9 +3,10 @@ run artifacts go: the local filesystem, or S3 through dagster-aws when the lake 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+import contextlib
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from retrain_assets.config import RetrainConfig, load_config
@@ -23,6 +24,18 @@ class RetrainProject(ConfigurableResource):
 
     def load(self) -> RetrainConfig:
         return load_config(self.config_path)
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: InitResourceContext) -> Iterator["RetrainProject"]:
+        """Steps run holding the project lock, so a run the daemon launches and a cron `retrain tick` never
+        write at once: a step waits for the other process (up to ``runs.max_runtime_minutes``). In a run
+        that `retrain` executes in process it already holds the lock, which is re-entrant."""
+        from retrain_assets.locking import project_lock
+
+        config = self.load()
+        run = f"dagster run {context.run_id[:8]}" if context.run_id else "dagster run"
+        with project_lock(config.dagster_home, wait_seconds=config.runs.max_runtime_seconds, command=run):
+            yield self.create_resource(context)
 
     def registry(self, config: RetrainConfig) -> "Registry":
         from retrain_assets.registry import Registry

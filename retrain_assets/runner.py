@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from dagster import DagsterInstance
 
 _INSTANCE_YAML = "telemetry:\n  enabled: false\n"
-LOCK_FILE = "retrain.lock"
 # Runs this package executes in its own process carry this tag: a tick that holds the project lock and finds
 # one of them unfinished knows its process died (see ticking.recover_interrupted).
 LAUNCHER_TAG = "retrain/launcher"
@@ -60,42 +59,14 @@ def project_instance(config: RetrainConfig) -> Iterator["DagsterInstance"]:
         yield instance
 
 
-class ProjectBusy(RuntimeError):
-    """Another `retrain` process holds the project lock."""
-
-
-_HELD_LOCKS: set[Path] = set()
-
-
 @contextlib.contextmanager
-def project_lock(config: RetrainConfig) -> Iterator[None]:
-    """Hold ``<dagster home>/retrain.lock`` (an exclusive, non-blocking ``flock``) while running jobs, so two
-    `retrain tick`/`materialize` processes on one storage home never run at once. The kernel drops the lock
-    when its process dies, even by SIGKILL. Re-entrant within a process. Raises :class:`ProjectBusy` naming
-    the holder's pid."""
-    import fcntl
+def project_lock(config: RetrainConfig, command: Optional[str] = None) -> Iterator[None]:
+    """Hold the project lock (see :mod:`retrain_assets.locking`) on the project's storage home, not waiting:
+    a busy project raises :class:`~retrain_assets.locking.ProjectBusy` naming the holder and its age."""
+    from retrain_assets.locking import project_lock as lock
 
-    path = prepare_dagster_home(config) / LOCK_FILE
-    if path in _HELD_LOCKS:
+    with lock(prepare_dagster_home(config), command=command):
         yield
-        return
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise ProjectBusy(f"another retrain process (pid {holder}) is running jobs on {config.home}") from None
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        _HELD_LOCKS.add(path)
-        try:
-            yield
-        finally:
-            _HELD_LOCKS.discard(path)
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def quiet_libraries() -> None:
@@ -180,8 +151,17 @@ def materialize(config_path: Path, instance: "DagsterInstance", tags: Optional[d
     quiet_libraries()
     job = retrain_job_for(str(config_path))
     tags = {**(tags or {}), LAUNCHER_TAG: "retrain"}
-    result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS)
+    with _deadline(config_path, "the retrain run"):
+        result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS)
     return _outcome(result, instance, result.output_for_node)
+
+
+def _deadline(config_path: Path, what: str) -> contextlib.AbstractContextManager[None]:
+    """``runs.max_runtime_minutes`` for an in-process run (see :func:`locking.run_deadline`)."""
+    from retrain_assets.config import load_config
+    from retrain_assets.locking import run_deadline
+
+    return run_deadline(load_config(config_path).runs.max_runtime_seconds, what)
 
 
 def retrain_job_for(config_path: str) -> Any:
@@ -212,9 +192,10 @@ def resume(config_path: Path, instance: "DagsterInstance", run_id: str) -> RunOu
         "retrain_assets.runner", "retrain_job_for", reconstructable_args=(str(config_path),)
     )
     options = ReexecutionOptions.from_failure(run_id, instance)
-    result = execute_job(
-        job, instance, run_config=_QUIET_LOGGERS, tags={**tags, RETRY_TAG: run_id}, reexecution_options=options
-    )
+    with _deadline(config_path, f"the retry of run {run_id}"):
+        result = execute_job(
+            job, instance, run_config=_QUIET_LOGGERS, tags={**tags, RETRY_TAG: run_id}, reexecution_options=options
+        )
     defs = build_defs(str(config_path))  # asset values are read by asset key, as the IO manager stored them
     return _outcome(result, instance, lambda node: defs.load_asset_value(node, instance=instance))
 
@@ -363,9 +344,10 @@ def backfill(
     tags = {"retrain/backfill": uuid.uuid4().hex[:8], TRIGGER_TAG: "backfill"}
     outcomes = []
     for index, key in enumerate(keys, start=1):
-        result = job.execute_in_process(
-            instance=instance, partition_key=key, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS
-        )
+        with _deadline(config_path, f"the history run of {key}"):
+            result = job.execute_in_process(
+                instance=instance, partition_key=key, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS
+            )
         outcome = PartitionOutcome(key, result.success)
         if result.success:
             outcome.row = result.output_for_node("historical_model")
@@ -380,20 +362,32 @@ def backfill(
     return outcomes, summary.output_for_node("backtest_summary")
 
 
+def caller() -> str:
+    """Who runs this process, from the kernel's uid and not from ``$USER``/``$LOGNAME``, which anyone can set
+    (as ``getpass.getuser`` reads them): the account name, uid and host."""
+    import pwd
+    import socket
+
+    uid = os.getuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no passwd entry (some containers)
+        name = "?"
+    return f"{name} (uid {uid}) on {socket.gethostname()}"
+
+
 def rollback_champion(
     config: RetrainConfig, instance: "DagsterInstance", version: Optional[str], reason: str, force: bool = False
 ) -> dict[str, Any]:
     """`retrain rollback`: move the alias (registry tags say who, when, why), alert, and report the change
     to Dagster as a ``prod_model`` materialization so the asset's history in the UI shows it. A version
     that was never champion is refused unless ``force`` (see :meth:`Registry.rollback`)."""
-    import getpass
-
     from dagster import AssetMaterialization
 
     from retrain_assets.alerts import send_alert
     from retrain_assets.registry import Registry
 
-    event = Registry(config).rollback(version, reason=reason, who=getpass.getuser(), force=force)
+    event = Registry(config).rollback(version, reason=reason, who=caller(), force=force)
     text = f"champion rolled back from v{event['from_version']} to v{event['to_version']} by {event['by']}: {reason}"
     if "override" in event:
         text += f" (forced: {event['override']})"
@@ -471,7 +465,10 @@ def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterI
             "champion": registry.describe(champion) if champion is not None else None,
             "last_decision": registry.last_decision(),
         }
+    from retrain_assets.locking import current_holder
+
     refusals, events = lake.read_refusals(config), read_alerts(config, limit=10)  # torn lines skipped, counted
+    holder = current_holder(config.dagster_home)
     return {
         "raw_table": {
             "uri": config.table_uri(lake.RAW_TABLE),
@@ -489,6 +486,10 @@ def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterI
         "state_warnings": [text for text in (refusals.warning(config.refusals_log),
                                              events.warning(config.alerts_log)) if text],
         "last_report": _latest_report(instance),
+        "lock": None if holder is None else {
+            "pid": holder.pid, "host": holder.host, "command": holder.command, "since": holder.since.isoformat(),
+            "minutes": round(holder.age_seconds() / 60, 1), "description": holder.describe(),
+        },
         "storage": {
             "home": str(config.home),
             "mlflow_tracking_uri": config.tracking_uri,

@@ -6,13 +6,13 @@ from retrain_assets.jobs import retrain_job
 from retrain_assets.triggers import TRIGGER_TAG
 
 
-def retrain_schedule(cron: str) -> ScheduleDefinition:
+def retrain_schedule(cron: str, tags: dict[str, str]) -> ScheduleDefinition:
     return ScheduleDefinition(
         name="retrain_schedule",
         job=retrain_job,
         cron_schedule=cron,
         execution_timezone="UTC",
-        tags={TRIGGER_TAG: "schedule"},
+        tags={TRIGGER_TAG: "schedule", **tags},
         default_status=DefaultScheduleStatus.RUNNING,
         description="Retrain on the latest raw_data version even without a trigger (triggers.schedule).",
     )

@@ -18,7 +18,7 @@ from dagster import (
 
 from retrain_assets import lake
 from retrain_assets.assets.raw import DELTA_VERSION_TAG
-from retrain_assets.jobs import retrain_job
+from retrain_assets.jobs import max_runtime_tag, retrain_job
 from retrain_assets.resources import RetrainProject
 from retrain_assets.triggers import FIRED_TAG, REASON_TAG, TRIGGER_TAG
 
@@ -43,7 +43,10 @@ def raw_data_version_sensor(context: SensorEvaluationContext, project: RetrainPr
         return SensorResult(skip_reason=f"raw_data versions up to {latest} added no rows", cursor=str(latest))
     targets = versions[-1:] if config.triggers.new_version.coalesce else versions
     requests = [
-        RunRequest(run_key=str(version), tags={DELTA_VERSION_TAG: str(version), TRIGGER_TAG: "new_version"})
+        RunRequest(
+            run_key=str(version),
+            tags={DELTA_VERSION_TAG: str(version), TRIGGER_TAG: "new_version", **max_runtime_tag(config)},
+        )
         for version in targets
     ]
     return SensorResult(run_requests=requests, cursor=str(latest))

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from dagster import DagsterInstance, Definitions, RunRequest
 
     from retrain_assets.config import RetrainConfig
+    from retrain_assets.locking import LockHolder
 
 _CURSOR_PREFIX = "retrain_tick"
 INTERRUPTED_TAG = "retrain/interrupted"
@@ -183,13 +184,38 @@ def _strict(value):
     return value
 
 
+STUCK_FILE = "stuck_alert.json"
+
+
+def report_stuck(config: "RetrainConfig", holder: Optional["LockHolder"]) -> Optional[str]:
+    """Why the project looks stuck, when its lock has been held longer than ``runs.lock_alert_minutes``
+    (else ``None``); the first tick to see a holder stuck sends a ``stuck`` alert, later ones do not."""
+    from retrain_assets.alerts import send_alert
+
+    if holder is None or holder.age_seconds() <= config.runs.lock_alert_seconds:
+        return None
+    message = (
+        f"the project lock has been held longer than runs.lock_alert_minutes "
+        f"({config.runs.lock_alert_seconds / 60:g} min): the holder may be hung; stop pid {holder.pid} "
+        f"on {holder.host} if it is"
+    )
+    marker = config.dagster_home / STUCK_FILE
+    seen = f"{holder.pid}@{holder.host}@{holder.since.isoformat()}"
+    if (statefiles.read_json(marker)[0] or {}).get("holder") != seen:
+        send_alert(config, "stuck", f"retraining is blocked: {holder.describe()}; {message}",
+                   {"pid": holder.pid, "host": holder.host, "command": holder.command,
+                    "since": holder.since.isoformat(), "minutes": round(holder.age_seconds() / 60)})
+        statefiles.write_atomic(marker, json.dumps({"holder": seen}))
+    return message
+
+
 def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.datetime] = None) -> TickReport:
     """Resume interrupted runs, evaluate every sensor and due schedule once, execute what they request;
-    return what happened. Raises :class:`runner.ProjectBusy` when another tick holds the project lock."""
+    return what happened. Raises :class:`locking.ProjectBusy` when another process holds the project lock."""
     from retrain_assets.config import load_config
 
     config = load_config(config_path)
-    with project_lock(config):
+    with project_lock(config, "retrain tick"):
         recovered = [recover_interrupted(config, config_path, instance, run) for run in interrupted_runs(instance)]
         report = TickReport(launches=recovered)
         _tick(config, config_path, instance, now or dt.datetime.now(dt.timezone.utc), report)

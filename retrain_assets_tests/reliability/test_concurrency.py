@@ -74,3 +74,107 @@ def test_two_ticks_at_once_start_at_most_one_run_per_version(automated, monkeypa
     assert [run.tags["dagster/run_key"] for run in runs] == ["2"]
     again = subprocess.run([RETRAIN, "--config", str(automated.path), "tick", "--json"], capture_output=True, text=True)
     assert json.loads(again.stdout)["launched"] == []
+
+
+def _hold_lock(project, seconds: float, released: Path) -> subprocess.Popen:
+    """Another process holding the project lock for ``seconds``; it touches ``released`` as it lets go."""
+    script = (
+        "import sys, time; from pathlib import Path; from retrain_assets.locking import project_lock\n"
+        "with project_lock(Path(sys.argv[1]), command='a hung run'):\n"
+        "    print('held', flush=True); time.sleep(float(sys.argv[2]))\n"
+        "Path(sys.argv[3]).touch()\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(project.config.dagster_home), str(seconds),
+                               str(released)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_lock_held_too_long_makes_tick_fail_loudly_and_alert_once(automated, tmp_path):
+    """Review finding 5: a hung run held the lock and every `tick` exited 0 with "busy", silently. A holder
+    younger than ``runs.lock_alert_minutes`` is still plain busy; an older one makes `tick` exit 2 naming
+    it, with one ``stuck`` alert however many ticks see it."""
+    from retrain_assets.alerts import recent_alerts
+
+    from ..conftest import write_config
+
+    holder = _hold_lock(automated, 60, tmp_path / "released")
+    try:
+        busy = subprocess.run([RETRAIN, "--config", str(automated.path), "tick"], capture_output=True, text=True)
+        status = subprocess.run([RETRAIN, "--config", str(automated.path), "status"], capture_output=True, text=True)
+        write_config(automated, runs={"lock_alert_minutes": 0.001})
+        stuck = [subprocess.run([RETRAIN, "--config", str(automated.path), "tick"], capture_output=True, text=True)
+                 for _ in range(2)]
+    finally:
+        holder.kill()
+
+    assert busy.returncode == 0 and f"pid {holder.pid}" in busy.stdout and "a hung run" in busy.stdout
+    assert f"busy: the project lock is held by pid {holder.pid}" in status.stdout, status.stdout + status.stderr
+    for tick in stuck:
+        assert tick.returncode == 2, tick.stdout + tick.stderr
+        assert f"stop pid {holder.pid}" in tick.stdout and "runs.lock_alert_minutes" in tick.stdout
+    alerts = [alert for alert in recent_alerts(automated.config) if alert["kind"] == "stuck"]
+    assert len(alerts) == 1 and alerts[0]["details"]["pid"] == holder.pid
+
+
+def test_a_run_past_its_maximum_runtime_is_stopped_and_frees_the_project(automated):
+    """Runs get a maximum runtime: a retraining run that goes past ``runs.max_runtime_minutes`` fails with
+    that reason instead of holding the project forever, and the lock is free afterwards."""
+    from retrain_assets.batches import rejected_batches
+    from retrain_assets.locking import current_holder
+    from retrain_assets.runner import materialize
+
+    from ..conftest import write_config
+
+    write_config(automated, runs={"max_runtime_minutes": 0.02})  # 1.2 s: shorter than any training run
+    lake.ingest_file(automated.config, automated.batch(0))
+    with project_instance(automated.config) as instance:
+        outcome = materialize(automated.path, instance)
+        status = instance.get_run_by_id(outcome.run_id).status.value
+
+    assert not outcome.success and status == "FAILURE"
+    assert "ran longer than runs.max_runtime_minutes (0.02 min) and was stopped" in outcome.error
+    assert current_holder(automated.config.dagster_home) is None
+    assert rejected_batches(automated.config) == [], "running out of time says nothing against the batch"
+
+
+def test_a_run_outside_retrain_waits_for_the_project_lock(automated, tmp_path):
+    """Review finding 15: runs the daemon launches took no project lock, so they could write beside a cron
+    `tick`. Their steps now take it through the project resource: a run started while another process holds
+    the lock begins its first step only after the lock is released."""
+    from dagster import DagsterEventType
+
+    from retrain_assets.definitions import build_defs
+    from retrain_assets.jobs import RETRAIN_JOB
+
+    lake.ingest_file(automated.config, automated.batch(0))
+    released = tmp_path / "released"
+    holder = _hold_lock(automated, 3, released)
+    with project_instance(automated.config) as instance:  # as the daemon's run worker: no lock of its own
+        result = build_defs(str(automated.path)).resolve_job_def(RETRAIN_JOB).execute_in_process(instance=instance)
+        starts = instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_START)
+    holder.wait(timeout=30)
+
+    assert result.success
+    first_step = min(entry.timestamp for entry in starts)
+    assert first_step >= released.stat().st_mtime - 0.5, "the run's steps started while the lock was held"
+
+
+def test_rollback_takes_the_project_lock_and_records_the_caller_from_the_kernel(automated, tmp_path, monkeypatch):
+    """Review finding 15: `rollback` took no lock and recorded "by" from ``$USER``. It now refuses while
+    another process holds the lock, and names the caller by uid, whatever the environment says."""
+    import os
+
+    from retrain_assets.runner import caller
+
+    holder = _hold_lock(automated, 60, tmp_path / "released")
+    try:
+        refused = subprocess.run([RETRAIN, "--config", str(automated.path), "rollback"], capture_output=True,
+                                 text=True)
+    finally:
+        holder.kill()
+    assert refused.returncode == 1 and f"pid {holder.pid}" in refused.stderr
+
+    monkeypatch.setenv("USER", "mallory")
+    monkeypatch.setenv("LOGNAME", "mallory")
+    assert "mallory" not in caller() and f"(uid {os.getuid()})" in caller()
