@@ -313,4 +313,7 @@ def _reason(exc: Exception, timeout: float) -> str:
 def _append(config: RetrainConfig, message: dict) -> None:
     """Append one JSON line (:func:`statefiles.append_line`: one ``O_APPEND`` write, fsynced), so concurrent
     writers never interleave a line."""
+    from retrain_assets.lake import ensure_home
+
+    ensure_home(config)
     statefiles.append_line(config.alerts_log, message)

@@ -168,6 +168,7 @@ def judge(
     installation errors (``OSError``, ``ImportError``) and the run's own deadline (``RunTimedOut``) say nothing
     about the batch and still fail the run."""
     version = commit["version"]
+    frame: Optional["pd.DataFrame"] = None
     try:
         batch = lake.read_batch(raw_uri, version)
         frame = batch.to_pandas()
@@ -176,20 +177,45 @@ def judge(
         raise
     except Exception as exc:
         rows = int(commit.get("operationMetrics", {}).get("num_added_rows", 0))
-        return crashed(version, rows, exc), None, None
+        return crashed(config, version, rows, exc, frame), None, None
 
 
-def crashed(version: int, rows: int, exc: BaseException) -> BatchOutcome:
-    """A rejection for a batch whose validation raised: ``batch_integrity`` fails naming the exception; the
-    other checks did not judge it."""
+def crashed(
+    config: "RetrainConfig", version: int, rows: int, exc: BaseException, frame: Optional["pd.DataFrame"] = None
+) -> BatchOutcome:
+    """A rejection for a batch whose validation raised: ``batch_integrity`` fails naming the exception
+    (:func:`crash_text`, given the batch's rows ``frame`` when they were read); the other checks did not
+    judge it."""
     from retrain_assets.validation import CHECKS, CheckVerdict
 
-    error = f"{type(exc).__name__}: {exc}"[:500]
+    error = crash_text(config, exc, frame)
     message = (f"raw_data v{version}: validation crashed with {error}; the batch is rejected so the batches "
                f"after it go on; after a fix, `retrain revalidate {version}` judges it again")
     checks = {name: CheckVerdict(True, f"not judged for v{version}: its validation crashed") for name in CHECKS}
     checks["batch_integrity"] = CheckVerdict(False, message)
     return BatchOutcome(version, rows, checks)
+
+
+def crash_text(config: "RetrainConfig", exc: BaseException, frame: Optional["pd.DataFrame"] = None) -> str:
+    """``"<type>: <message>"`` of a validation crash, at most 500 characters, for the ``validation_log``
+    (and so the check, alerts and Dagster events). An exception's message can quote values: with
+    ``validation.redact_samples`` only its type stays; else, unless ``validation.show_id_samples``, every
+    ``data.id`` value of the batch (``frame``) is cut out of it, and without the batch's rows to look them up
+    in, the message is withheld."""
+    from retrain_assets.validation import withheld_because
+
+    name, message = type(exc).__name__, str(exc)[:10_000]  # cut after the ids are: no id is left half-cut
+    if config.validation.redact_samples:
+        return f"{name} (message withheld: validation.redact_samples)"
+    column = config.data.id
+    why = withheld_because(config, column) if column is not None else None
+    if why is not None and frame is None:
+        return f"{name} (message withheld: the batch was not read, so {why} could not be cut out of it)"
+    if why is not None and frame is not None and column in frame.columns:
+        quoted = {value for value in frame[column].dropna().astype(str).unique() if value and value in message}
+        for value in sorted(quoted, key=len, reverse=True):  # "12" before "1", so no part of an id is left
+            message = message.replace(value, "[withheld]")
+    return f"{name}: {message}"[:500]
 
 
 def validate_file(config: "RetrainConfig", path: "Path") -> list["RuleOutcome"]:

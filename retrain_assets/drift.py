@@ -73,7 +73,12 @@ def reference_profile(
 
 
 def score_drift(
-    profile: dict, batch: pd.DataFrame, psi_threshold: float, ks_threshold: float, ks_pvalue: float
+    profile: dict,
+    batch: pd.DataFrame,
+    psi_threshold: float,
+    ks_threshold: float,
+    ks_pvalue: float,
+    redact: bool = False,
 ) -> dict[str, dict]:
     """Score every feature of ``profile`` on ``batch``.
 
@@ -95,6 +100,8 @@ def score_drift(
         ks_threshold: KS statistic above this marks a numeric feature drifted...
         ks_pvalue: ...when the test's p-value is also below this (divided among the features); the
             significance level of the PSI, too.
+        redact: ``validation.redact_samples``: a categorical detail names no unseen value (category values are
+            customer data too), only how many there are and their share.
 
     Returns:
         ``{feature: {"method", "psi", "ks", "p_value", "drifted", "detail", "reason"}}``: ``method`` is
@@ -109,7 +116,7 @@ def score_drift(
         if kind in NUMERIC:
             scores[name] = _score_numeric(name, reference, column, psi_threshold, ks_threshold, level)
         else:
-            scores[name] = _score_categorical(name, reference, column, psi_threshold, level)
+            scores[name] = _score_categorical(name, reference, column, psi_threshold, level, redact)
     return scores
 
 
@@ -327,10 +334,16 @@ def _ks(values: np.ndarray, reference: dict) -> tuple[float, float]:
 
 
 def _score_categorical(
-    name: str, reference: dict, column: Optional[pd.Series], psi_threshold: float, significance: float
+    name: str,
+    reference: dict,
+    column: Optional[pd.Series],
+    psi_threshold: float,
+    significance: float,
+    redact: bool = False,
 ) -> dict:
     """PSI over the reference category shares plus one bucket of values unseen in training: a value not among
-    the kept shares is a rare training value (the other bucket) only when the membership sketch holds it."""
+    the kept shares is a rare training value (the other bucket) only when the membership sketch holds it.
+    The detail names up to 3 unseen values, or with ``redact`` only their count and share."""
     known = reference["fractions"]
     absent = _absent(column)
     batch = {NULL_KEY: 1.0} if absent else _category_fractions(column)
@@ -354,7 +367,10 @@ def _score_categorical(
     assert column is not None  # _absent() names a missing column
     drifted = psi > psi_threshold and _chi_square_p(expected, shares, len(column)) < significance
     detail = f"{name}: PSI {psi:.2f}" + (f" > {psi_threshold:g}" if drifted else "")
-    if unseen:
+    if unseen and redact:
+        count = f"{len(unseen)} value" + ("s" if len(unseen) > 1 else "")
+        detail += f" (unseen: {count}, {sum(unseen.values()):.0%}; withheld: validation.redact_samples)"
+    elif unseen:
         top = sorted(unseen.items(), key=lambda item: -item[1])[:3]
         detail += " (unseen: " + ", ".join(f"{key} {share:.0%}" for key, share in top) + ")"
     return _score("psi", psi, None, None, drifted, detail, f"PSI {psi:.2f}" if drifted else "")

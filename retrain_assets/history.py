@@ -96,7 +96,10 @@ def backtest(
     oot = training.evaluate(pipeline, following, config) if following is not None else {}
     rules = config.triggers.drift
     profile = reference_profile(train_rows, config.data.features, bins=rules.bins, seed=config.model.seed)
-    scores = score_drift(profile, following, rules.psi, rules.ks, rules.ks_pvalue) if following is not None else {}
+    redact = config.validation.redact_samples
+    scores = {}
+    if following is not None:
+        scores = score_drift(profile, following, rules.psi, rules.ks, rules.ks_pvalue, redact)
     result = Backtest(
         partition=partition,
         delta_version=version,

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Union
 
@@ -23,6 +21,7 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 
 from retrain_assets.lake import TableRef
 from retrain_assets.registry import ModelRef
+from retrain_assets.statefiles import write_atomic
 
 # The only classes a stored value can be decoded into; anything else is refused when it is stored.
 STORED_TYPES: dict[str, type] = {cls.__name__: cls for cls in (TableRef, ModelRef)}
@@ -97,7 +96,7 @@ class JsonIOManager(ConfigurableIOManager):
 
 
 class LocalJsonIOManager(JsonIOManager):
-    """Values as JSON files under ``base_dir``, each written to a temporary file and renamed into place."""
+    """Values as JSON files under ``base_dir``, each replaced whole (:func:`statefiles.write_atomic`)."""
 
     base_dir: str
 
@@ -106,17 +105,7 @@ class LocalJsonIOManager(JsonIOManager):
 
     def _write(self, parts: list[str], payload: bytes) -> str:
         path = self._path(parts)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(payload)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomic(path, payload.decode())
         return str(path)
 
     def _read(self, parts: list[str]) -> bytes:

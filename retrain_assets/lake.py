@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import errno
 import hashlib
 import logging
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
 from retrain_assets import statefiles
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,84 +106,164 @@ class InputLimits:
         storage = config.storage
         return cls(storage.max_file_bytes, storage.max_rows, config.data.max_columns)
 
-    def check_size(self, path: Path) -> None:
+    def check_size(self, name: str, size: int) -> None:
         """Refuse a file larger than ``storage.max_file_bytes`` (from its size alone: nothing is read)."""
-        size = path.stat().st_size
         if self.max_file_bytes is not None and size > self.max_file_bytes:
-            raise BeyondLimit(f"{path.name}: {size:,} bytes, more than storage.max_file_bytes "
+            raise BeyondLimit(f"{name}: {size:,} bytes, more than storage.max_file_bytes "
                               f"({self.max_file_bytes:,}); not read")
 
-    def check_columns(self, path: Path, count: int) -> None:
+    def check_columns(self, name: str, count: int) -> None:
         if self.max_columns is not None and count > self.max_columns:
-            raise BeyondLimit(f"{path.name}: {count:,} columns, more than data.max_columns ({self.max_columns:,}); "
+            raise BeyondLimit(f"{name}: {count:,} columns, more than data.max_columns ({self.max_columns:,}); "
                               "its data was not read")
 
-    def check_rows(self, path: Path, count: int, exact: bool) -> None:
+    def check_rows(self, name: str, count: int, exact: bool) -> None:
         if self.max_rows is not None and count > self.max_rows:
             rows = f"{count:,}" if exact else f"more than {self.max_rows:,}"
-            raise BeyondLimit(f"{path.name}: {rows} rows, more than storage.max_rows ({self.max_rows:,}); "
+            raise BeyondLimit(f"{name}: {rows} rows, more than storage.max_rows ({self.max_rows:,}); "
                               + ("its data was not read" if exact else "read no further"))
 
 
-def read_batch_file(path: Path, limits: InputLimits = InputLimits()) -> "pd.DataFrame":
-    """Read a CSV or Parquet file into pandas; raise ``ValueError`` naming the file when it cannot be read
-    or is beyond ``limits``: the size and, for Parquet, the row and column counts of its footer are checked
-    before any data is read; a CSV's header is read first and its rows only up to the limit (plus one)."""
-    suffix = path.suffix.lower()
-    if suffix not in READABLE_SUFFIXES:
-        raise ValueError(f"{path.name}: unsupported file type {suffix!r} (expected CSV or Parquet)")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path.name}: empty file (0 bytes)")
-    limits.check_size(path)
+class Unread(ValueError):
+    """A batch file refused before any byte of it was read: missing, not a regular file, or outside
+    ``storage.landing_dir`` (also when it became so while being opened)."""
+
+
+# O_NONBLOCK: opening a FIFO does not wait for a writer (it is then refused as not a regular file)
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def open_batch(path: Path, landing: Optional[Path] = None) -> BinaryIO:
+    """Open the batch file at ``path`` once, for everything read from it after (size, hash, parse,
+    quarantine copy): a name checked and then opened again can by then name another file.
+
+    With ``landing`` (``storage.landing_dir``), ``path`` must resolve inside it; the resolved path is opened
+    without following a symlink at its end (``O_NOFOLLOW``), and the opened descriptor's own location
+    (:func:`_opened_at`) must be inside too. So a file, or a folder on its way, swapped for a symlink to
+    something outside between the check and the open is refused unread. Where the system cannot say where a
+    descriptor lives (neither ``/proc/self/fd`` nor ``F_GETPATH``), only the last component is guarded.
+
+    Raises:
+        Unread: naming ``path`` and why.
+    """
+    target, flags = path, _OPEN_FLAGS
+    if landing is not None:
+        target = path.resolve()
+        if not target.is_relative_to(landing):
+            raise Unread(f"{path}: outside the landing folder {landing} (it resolves to {target})")
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        frame = _read_csv(path, limits) if suffix == ".csv" else _read_parquet(path, limits)
+        descriptor = os.open(target, flags)
+    except FileNotFoundError:
+        raise Unread(f"{path}: no such file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and landing is not None:
+            raise Unread(f"{path}: changed while being opened (now a symlink to {path.resolve()}); not read") from None
+        raise Unread(f"{path}: cannot be opened: {exc.strerror or exc}") from None
+    handle = os.fdopen(descriptor, "rb")
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise Unread(f"{path}: not a regular file")
+        where = _opened_at(descriptor) if landing is not None else None
+        if landing is not None and where is not None and not where.is_relative_to(landing):
+            raise Unread(f"{path}: changed while being opened: the file opened is {where}, outside the landing "
+                         f"folder {landing}; not read")
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _opened_at(descriptor: int) -> Optional[Path]:
+    """Where the file open as ``descriptor`` lives, as the kernel knows it (Linux ``/proc/self/fd``, macOS
+    ``F_GETPATH``), whatever names led there; ``None`` where neither exists."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+    except OSError:
+        pass
+    getpath = getattr(fcntl, "F_GETPATH", None) if fcntl is not None else None
+    if getpath is None:
+        return None
+    return Path(os.fsdecode(fcntl.fcntl(descriptor, getpath, bytes(1024)).rstrip(b"\0")))
+
+
+def read_batch_file(path: Path, limits: InputLimits = InputLimits()) -> "pd.DataFrame":
+    """Read a CSV or Parquet file into pandas (one open, :func:`open_batch`); raise ``ValueError`` naming the
+    file when it cannot be read or is beyond ``limits`` (see :func:`read_batch_from`)."""
+    _suffix(path.name)
+    with open_batch(path) as handle:
+        return read_batch_from(path.name, handle, limits)
+
+
+def _suffix(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    if suffix not in READABLE_SUFFIXES:
+        raise ValueError(f"{name}: unsupported file type {suffix!r} (expected CSV or Parquet)")
+    return suffix
+
+
+def read_batch_from(name: str, handle: BinaryIO, limits: InputLimits = InputLimits()) -> "pd.DataFrame":
+    """Read the CSV or Parquet file open as ``handle`` (named ``name``) into pandas; raise ``ValueError``
+    naming the file when it cannot be read or is beyond ``limits``: the size and, for Parquet, the row and
+    column counts of its footer are checked before any data is read; a CSV's header is read first and its
+    rows only up to the limit (plus one). Every read is from ``handle``, never by name."""
+    suffix = _suffix(name)
+    size = os.fstat(handle.fileno()).st_size
+    if size == 0:
+        raise ValueError(f"{name}: empty file (0 bytes)")
+    limits.check_size(name, size)
+    try:
+        handle.seek(0)
+        frame = _read_csv(name, handle, limits) if suffix == ".csv" else _read_parquet(name, handle, limits)
     except UnicodeDecodeError:
-        raise ValueError(_not_utf8(path)) from None
+        raise ValueError(_not_utf8(name, handle)) from None
     except BeyondLimit:
         raise
     except Exception as exc:  # any parser error means the same thing to the user: unreadable
-        raise ValueError(f"{path.name}: cannot be read as {suffix[1:].upper()}: {exc}") from exc
-    short = _short_last_row(path) if suffix == ".csv" else None
+        raise ValueError(f"{name}: cannot be read as {suffix[1:].upper()}: {exc}") from exc
+    short = _short_last_row(handle, size) if suffix == ".csv" else None
     if short is not None:
-        raise ValueError(f"{path.name}: truncated: {short}")
+        raise ValueError(f"{name}: truncated: {short}")
     return frame
 
 
-def _read_parquet(path: Path, limits: InputLimits) -> "pd.DataFrame":
+def _read_parquet(name: str, handle: BinaryIO, limits: InputLimits) -> "pd.DataFrame":
     """The footer's column and row counts against the limits, then the data."""
     import pyarrow.parquet as pq
 
-    with pq.ParquetFile(path) as parquet:
-        limits.check_columns(path, len(parquet.schema_arrow))
-        limits.check_rows(path, parquet.metadata.num_rows, exact=True)
+    with pq.ParquetFile(handle) as parquet:  # does not close ``handle``
+        limits.check_columns(name, len(parquet.schema_arrow))
+        limits.check_rows(name, parquet.metadata.num_rows, exact=True)
         return parquet.read().to_pandas()
 
 
-def _read_csv(path: Path, limits: InputLimits) -> "pd.DataFrame":
+def _read_csv(name: str, handle: BinaryIO, limits: InputLimits) -> "pd.DataFrame":
     """The header's width against the column limit, then at most ``max_rows + 1`` rows: one more than the
     limit shows the file is beyond it, without reading the rest."""
     import pandas as pd
 
     if limits.max_columns is not None:
         try:
-            limits.check_columns(path, len(pd.read_csv(path, nrows=0).columns))
+            limits.check_columns(name, len(pd.read_csv(handle, nrows=0).columns))
         except pd.errors.EmptyDataError:
             pass  # no header: the read below says so
-    frame = pd.read_csv(path, nrows=None if limits.max_rows is None else limits.max_rows + 1)
-    limits.check_rows(path, len(frame), exact=False)
+        handle.seek(0)
+    frame = pd.read_csv(handle, nrows=None if limits.max_rows is None else limits.max_rows + 1)
+    limits.check_rows(name, len(frame), exact=False)
     return frame
 
 
-def _not_utf8(path: Path) -> str:
+def _not_utf8(name: str, handle: BinaryIO) -> str:
     """Where a CSV stops being UTF-8: the byte, its line and, past the header, its column."""
-    data = path.read_bytes()
+    handle.seek(0)
+    data = handle.read()
     try:
         data.decode("utf-8")
-        return f"{path.name}: not UTF-8 text"
+        return f"{name}: not UTF-8 text"
     except UnicodeDecodeError as exc:
         start = exc.start
     line = data.count(b"\n", 0, start) + 1
-    where = f"{path.name}: not UTF-8 text: byte 0x{data[start]:02x} on line {line}"
+    where = f"{name}: not UTF-8 text: byte 0x{data[start]:02x} on line {line}"
     if line == 1:
         return where
     header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8", "replace")]))
@@ -185,13 +272,13 @@ def _not_utf8(path: Path) -> str:
     return where + (f", column {header[index]!r}" if index < len(header) else "")
 
 
-def _short_last_row(path: Path) -> Optional[str]:
+def _short_last_row(handle: BinaryIO, size: int) -> Optional[str]:
     """Why a CSV looks cut off mid-write (no final newline and a last row with fewer fields than the
     header), else ``None``. Reads only the first line and the last 64 KiB."""
-    with path.open("rb") as handle:
-        header = handle.readline()
-        handle.seek(max(0, path.stat().st_size - (1 << 16)))
-        tail = handle.read()
+    handle.seek(0)
+    header = handle.readline()
+    handle.seek(max(0, size - (1 << 16)))
+    tail = handle.read()
     if tail.endswith(b"\n") or b"\n" not in tail:
         return None
     last = tail.rsplit(b"\n", 1)[1]
@@ -220,8 +307,15 @@ def _cast_column(values: "pd.Series", kind: "ColumnType") -> "pd.Series":
     return stamps.dt.as_unit("us")
 
 
-def to_table_schema(frame: "pd.DataFrame", columns: dict[str, "ColumnType"], source: str) -> "pa.Table":
-    """Cast a batch to the configured schema, or raise ``ValueError`` naming every offending column."""
+def to_table_schema(
+    frame: "pd.DataFrame",
+    columns: dict[str, "ColumnType"],
+    source: str,
+    withheld: Callable[[str], Optional[str]] = lambda column: None,
+) -> "pa.Table":
+    """Cast a batch to the configured schema, or raise ``ValueError`` naming every offending column, with a
+    sample of the values that do not cast unless ``withheld(column)`` says why not (the reason goes into
+    ``refusals.jsonl``, the quarantine note and `retrain status`: see ``validation.withheld_because``)."""
     import pyarrow as pa
 
     if len(frame) == 0:
@@ -240,8 +334,9 @@ def to_table_schema(frame: "pd.DataFrame", columns: dict[str, "ColumnType"], sou
         cast = _cast_column(frame[name], kind)
         broken = cast.isna() & frame[name].notna()
         if broken.any():
-            sample = frame[name][broken].head(3).tolist()
-            problems.append(f"column {name!r} cannot be cast to {kind}: {int(broken.sum())} values, e.g. {sample}")
+            why = withheld(name)
+            shown = f"sample withheld ({why})" if why is not None else f"e.g. {frame[name][broken].head(3).tolist()}"
+            problems.append(f"column {name!r} cannot be cast to {kind}: {int(broken.sum())} values, {shown}")
             continue
         arrays[name] = pa.array(cast, type=arrow_type(kind), from_pandas=True)
     if problems:
@@ -249,12 +344,16 @@ def to_table_schema(frame: "pd.DataFrame", columns: dict[str, "ColumnType"], sou
     return pa.table(arrays)
 
 
-def refuse(config: "RetrainConfig", path: Path, reason: str, keep: bool) -> BatchRefused:
-    """Record a refusal in ``refusals.jsonl`` (and, when ``keep``, quarantine the file); the error to raise."""
+def refuse(
+    config: "RetrainConfig", path: Path, reason: str, keep: bool, source: Optional[BinaryIO] = None
+) -> BatchRefused:
+    """Record a refusal in ``refusals.jsonl`` (and, when ``keep``, quarantine the file, copied from
+    ``source`` when it is open already); the error to raise."""
+    ensure_home(config)
     kept = None
     if keep:
         try:
-            kept = quarantine(path, reason, config.quarantine_dir)
+            kept = quarantine(path, reason, config.quarantine_dir, source)
         except OSError as exc:  # a full disk or an unwritable folder must not lose the refusal itself
             reason += f" (not quarantined: {type(exc).__name__}: {exc.strerror or exc})"
     entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "file": str(path.absolute()),
@@ -282,11 +381,12 @@ _MAX_NAME_BYTES = 255  # NAME_MAX of ext4, xfs, btrfs, APFS and NTFS (in bytes o
 _REASON_SUFFIX = ".reason.txt"
 
 
-def quarantine(path: Path, reason: str, quarantine_dir: Path) -> Path:
-    """Copy a refused file byte for byte into quarantine, with a ``.reason.txt`` beside it. The copy is
-    named ``<UTC time>-<file name>``; a name too long for the file system with the reason's suffix has its
-    stem cut and a hash of the whole name added (:func:`_quarantine_name`). The note is written first, so
-    a copy never lies there without its reason."""
+def quarantine(path: Path, reason: str, quarantine_dir: Path, source: Optional[BinaryIO] = None) -> Path:
+    """Copy a refused file byte for byte into quarantine, with a ``.reason.txt`` beside it; from ``source``
+    (the descriptor everything else was read from, keeping its times) when given, else from ``path``. The
+    copy is named ``<UTC time>-<file name>``; a name too long for the file system with the reason's suffix
+    has its stem cut and a hash of the whole name added (:func:`_quarantine_name`). The note is written
+    first, so a copy never lies there without its reason."""
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     target = quarantine_dir / _quarantine_name(stamp, path.name)
@@ -294,7 +394,14 @@ def quarantine(path: Path, reason: str, quarantine_dir: Path) -> Path:
     renamed = target.name != f"{stamp}-{path.name}"
     note.write_text((f"original name: {path.name}\n" if renamed else "") + reason + "\n", errors="backslashreplace")
     try:
-        shutil.copy2(path, target)
+        if source is None:
+            shutil.copy2(path, target)
+        else:
+            source.seek(0)
+            with open(target, "xb") as out:
+                shutil.copyfileobj(source, out)
+            times = os.fstat(source.fileno())
+            os.utime(target, ns=(times.st_atime_ns, times.st_mtime_ns))
     except BaseException:
         note.unlink(missing_ok=True)
         raise
@@ -317,19 +424,30 @@ def _quarantine_name(stamp: str, name: str) -> str:
     return f"{stamp}-{cut}-{digest}{suffix}"
 
 
-def _sha256(path: Path) -> str:
+def _sha256(handle: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    handle.seek(0)
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
 def cast_batch_file(config: "RetrainConfig", path: Path) -> "pa.Table":
     """A file read within the input limits and cast to ``data.columns``, as it would land (what `retrain
     ingest` and `retrain validate` share); raises ``ValueError`` naming the file for what cannot land."""
-    table = to_table_schema(read_batch_file(path, InputLimits.of(config)), config.data.columns, path.name)
-    check_cardinality(table, config, path.name)
+    _suffix(path.name)
+    with open_batch(path) as handle:
+        return cast_batch(config, path.name, handle)
+
+
+def cast_batch(config: "RetrainConfig", name: str, handle: BinaryIO) -> "pa.Table":
+    """:func:`cast_batch_file` of a file already open as ``handle``; values that do not cast are quoted in
+    the error only where validation would show them (``validation.withheld_because``)."""
+    from retrain_assets.validation import withheld_because
+
+    frame = read_batch_from(name, handle, InputLimits.of(config))
+    table = to_table_schema(frame, config.data.columns, name, lambda column: withheld_because(config, column))
+    check_cardinality(table, config, name)
     return table
 
 
@@ -359,28 +477,35 @@ def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.date
     """Append one file to ``raw_data`` as one new Delta version; refuse (and quarantine) what cannot land.
 
     ``landed_at`` replays history: it is recorded in the commit as the time the batch became available,
-    which is what "the table as of date D" means for backfills (default: the commit time itself)."""
+    which is what "the table as of date D" means for backfills (default: the commit time itself). The file
+    is opened once (:func:`open_batch`, which also enforces ``storage.landing_dir``): its size, hash, rows
+    and quarantine copy all come from that one descriptor."""
+    ensure_home(config)
+    try:
+        handle = open_batch(path, config.landing_dir)
+    except Unread as exc:  # not hashed, nor copied into quarantine: left where it is
+        raise refuse(config, path, str(exc), keep=False) from None
+    with handle:
+        return _land(config, path, handle, landed_at)
+
+
+def _land(config: "RetrainConfig", path: Path, handle: BinaryIO, landed_at: Optional[dt.datetime]) -> IngestResult:
+    """:func:`ingest_file` of the file open as ``handle``."""
     from deltalake import CommitProperties, write_deltalake
 
     uri = config.table_uri(RAW_TABLE)
-    landing = config.landing_dir
-    if landing is not None and not path.resolve().is_relative_to(landing):
-        reason = f"{path}: outside the landing folder {landing} (it resolves to {path.resolve()})"
-        raise refuse(config, path, reason, keep=False)
-    if not path.is_file():
-        raise refuse(config, path, f"{path}: no such file", keep=False)
     try:
-        InputLimits.of(config).check_size(path)
+        InputLimits.of(config).check_size(path.name, os.fstat(handle.fileno()).st_size)
     except BeyondLimit as exc:  # not hashed, nor copied into quarantine: left where it is
         raise refuse(config, path, str(exc), keep=False) from None
-    sha = _sha256(path)
+    sha = _sha256(handle)
     entries = history(uri)
     landed = next((entry["version"] for entry in entries if entry.get(SHA_KEY) == sha), None)
     if landed is not None:
         reason = f"{path.name}: identical content already landed as raw_data version {landed}"
         raise refuse(config, path, reason + _revalidate_hint(config, landed), keep=False)
     try:
-        table = cast_batch_file(config, path)
+        table = cast_batch(config, path.name, handle)
         if landed_at is not None:
             _check_landing_time(config, path.name, table, landed_at.astimezone(dt.timezone.utc), entries)
         metadata = {SOURCE_KEY: path.name, SHA_KEY: sha}
@@ -389,10 +514,27 @@ def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.date
         write_deltalake(uri, table, mode="append", commit_properties=CommitProperties(custom_metadata=metadata))
     except Exception as exc:
         reason = str(exc) if isinstance(exc, ValueError) else f"{path.name}: write to {uri} failed: {exc}"
-        raise refuse(config, path, reason, keep=True) from exc
+        raise refuse(config, path, reason, keep=True, source=handle) from exc
     # not latest_version(): another writer may have committed since ours
     version = next(entry["version"] for entry in reversed(history(uri)) if entry.get(SHA_KEY) == sha)
     return IngestResult(source=path.name, version=version, rows=table.num_rows)
+
+
+def ensure_home(config: "RetrainConfig") -> Path:
+    """Create the storage home (``storage.home``) readable by its owner only (0700) if it does not exist
+    yet, and return it. It holds customer data (the lake, quarantined files, refusals), models and logs, and
+    under the usual umask 022 a folder made by ``mkdir -p`` is world-readable. A home that exists already
+    keeps its mode: an operator may have opened it up on purpose (tighten it with ``chmod 700``)."""
+    home = config.home
+    if home.is_dir():
+        return home
+    home.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(mode=0o700)
+    except FileExistsError:
+        return home
+    os.chmod(home, 0o700)  # mkdir's mode is masked by the umask (an odd one could take the owner's bits)
+    return home
 
 
 def _check_landing_time(

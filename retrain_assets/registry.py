@@ -115,6 +115,9 @@ class Registry:
         self.config = config
         self.name = config.mlflow.model_name
         if config.mlflow.tracking_uri is None:
+            from retrain_assets.lake import ensure_home
+
+            ensure_home(config)
             config.mlflow_dir.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(config.tracking_uri)
         mlflow.set_registry_uri(config.tracking_uri)

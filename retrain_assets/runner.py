@@ -32,7 +32,9 @@ _QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def prepare_dagster_home(config: RetrainConfig) -> Path:
-    """Create ``<home>/dagster`` with a ``dagster.yaml`` (if missing) and point ``DAGSTER_HOME`` at it."""
+    """Create ``<home>/dagster`` with a ``dagster.yaml`` (if missing) and point ``DAGSTER_HOME`` at it. The
+    storage home itself is created readable by its owner only (:func:`lake.ensure_home`)."""
+    lake.ensure_home(config)
     home = config.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"

@@ -78,3 +78,15 @@ def test_loading_definitions_imports_no_heavy_library():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_model_format_library_is_pinned_from_below():
+    """Review finding 18: models load only through skops with trusted types, yet skops came unpinned through
+    mlflow; a resolver could pick any old release. It is a direct dependency with a lower bound."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    (skops,) = [Requirement(line) for line in project["dependencies"] if Requirement(line).name == "skops"]
+    assert any(spec.operator == ">=" for spec in skops.specifier) and skops.specifier.contains("0.16.0")

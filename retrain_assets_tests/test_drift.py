@@ -116,6 +116,21 @@ def test_unseen_category_raises_psi(profile):
     assert drift_summary(scores) == (True, f"drift in region (PSI {scores['region']['psi']:.2f})")
 
 
+def test_unseen_category_values_are_not_named_with_redact_samples(profile):
+    """Finding 7: the drift detail (Dagster metadata, the check's text, alerts) named up to 3 unseen values,
+    and category values are customer data too: with ``validation.redact_samples`` (monitoring and backtests
+    pass it as ``redact``) only their count and share stay, and the score is the same."""
+    batch = synthetic.churn_batch(_day(12), 1500, seed=9)
+    batch.loc[batch.index[:300], "region"] = "atlantis-4242"
+    batch.loc[batch.index[300:450], "region"] = "lemuria-4242"
+
+    redacted = score_drift(profile, batch, **THRESHOLDS, redact=True)["region"]
+
+    assert "4242" not in json.dumps(redacted)
+    assert "(unseen: 2 values, 30%; withheld: validation.redact_samples)" in redacted["detail"]
+    assert redacted == {**score_drift(profile, batch, **THRESHOLDS)["region"], "detail": redacted["detail"]}
+
+
 def test_missing_and_all_null_columns_are_drifted_with_a_clear_detail(profile):
     batch = synthetic.churn_batch(_day(12), 1000, seed=9).drop(columns=["plan", "tenure_months"])
     batch["monthly_charges"] = np.nan

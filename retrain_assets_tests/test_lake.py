@@ -313,3 +313,73 @@ def test_refusals_log_skips_a_torn_line_and_says_so(project, caplog):
     with pytest.raises(BatchRefused):  # the next refusal is not glued onto the torn line
         ingest_file(project.config, missing)
     assert [r["file"] for r in lake.recent_refusals(project.config)] == [str(missing)] * 2
+
+
+@pytest.mark.parametrize(
+    "column, validation, shown",
+    [
+        ("customer_id", {}, False),  # ids are withheld by default
+        ("customer_id", {"show_id_samples": True}, True),
+        ("tenure_months", {"redact_samples": True}, False),  # every column's values with redact_samples
+        ("tenure_months", {}, True),
+    ],
+)
+def test_values_that_do_not_cast_are_quoted_in_a_refusal_only_where_validation_would_show_them(
+    project, tmp_path, column, validation, shown
+):
+    """Finding 7: a refusal quoted up to 3 values that do not cast (``e.g. [...]``), ids included, in
+    ``refusals.jsonl``, the quarantine note and `retrain status`, past ``validation.redact_samples`` and
+    ``show_id_samples``. Here the id column is declared int, and a batch arrives with one string id."""
+    from retrain_assets_tests.conftest import write_config
+
+    columns = {**project.config.data.columns, "customer_id": "int"}
+    write_config(project, data={"columns": columns}, validation=validation)
+    frame = pd.read_csv(project.batch(0))
+    frame["customer_id"] = range(len(frame))
+    frame = frame.astype({column: object})
+    frame.loc[7, column] = "DISTINCT-4242"
+    path = tmp_path / "day0.csv"
+    frame.to_csv(path, index=False)
+
+    with pytest.raises(BatchRefused) as refused:
+        ingest_file(project.config, path)
+
+    note = refused.value.quarantined.with_name(refused.value.quarantined.name + ".reason.txt").read_text()
+    for text in (str(refused.value), project.config.refusals_log.read_text(), note):
+        assert f"column {column!r} cannot be cast to int: 1 values, " in text
+        assert ("DISTINCT-4242" in text) == shown, text
+        assert ("sample withheld (" in text) != shown
+
+
+@pytest.mark.parametrize("first", ["landed", "refused", "cli"])
+def test_the_storage_home_is_created_readable_by_its_owner_only(project, first):
+    """Finding 18: under the usual umask 022 the storage home (the lake, quarantined files, refusals,
+    models) was created 0755, world-readable. The first ingest, landed or refused, now creates it 0700."""
+    import os
+    import stat
+
+    config = project.config
+    assert not config.home.exists()
+    before = os.umask(0o022)
+    try:
+        if first == "cli":  # `retrain ingest` opens the Dagster instance under the home before landing
+            import subprocess
+            import sys
+            from pathlib import Path
+
+            retrain = Path(sys.executable).parent / "retrain"
+            subprocess.run([retrain, "--config", project.path, "ingest", project.batch(0)], check=True,
+                           capture_output=True, env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"})
+        elif first == "landed":
+            ingest_file(config, project.batch(0))
+        else:
+            with pytest.raises(BatchRefused):
+                ingest_file(config, project.path.parent / "missing.csv")
+    finally:
+        os.umask(before)
+
+    assert stat.S_IMODE(config.home.stat().st_mode) == 0o700
+    if first != "refused":
+        assert lake.latest_version(config.table_uri(lake.RAW_TABLE)) == 0
+    else:
+        assert config.refusals_log.exists()

@@ -353,3 +353,39 @@ def test_a_batch_that_crashes_validation_is_rejected_and_blocks_nothing_after_it
     assert rejected["rows"] == 600 and "OutOfBoundsDatetime" in rejected["message"]
     assert lake.latest_version(config.table_uri(lake.FEATURES_TABLE)) == 1, "v0 and v2 appended, v1 not"
     assert batches.validate_new_batches(config, 2).batches == [], "the next run does not read it again"
+
+
+@pytest.mark.parametrize(
+    "validation, quoting, read, shown, expected",
+    [
+        ({}, "customer_id", True, False, "ValueError: invalid literal for int() with base 10: '[withheld]'"),
+        ({}, "customer_id", False, False, "ValueError (message withheld: the batch was not read, so data.id"),
+        ({"show_id_samples": True}, "customer_id", True, True, "ValueError: invalid literal for int()"),
+        ({"redact_samples": True}, "region", True, False, "ValueError (message withheld: validation.redact_samples)"),
+        ({}, "region", True, True, "ValueError: invalid literal for int() with base 10: "),
+    ],
+)
+def test_a_validation_crash_logs_its_exception_without_withheld_values(project, validation, quoting, read, shown,
+                                                                       expected):
+    """Finding 7: a crashed validation put the exception's text in the validation_log (and so the check,
+    alerts and Dagster events), and exception texts quote values: ``int('C20260105-00003')`` names an id.
+    The exception here is real, raised by the batch's own value; its type always stays, its values follow
+    the sample rules: ids cut out unless ``show_id_samples``, every value withheld with ``redact_samples``,
+    and the whole message withheld when the batch's rows (to find its ids in) were never read."""
+    from retrain_assets import batches
+    from retrain_assets_tests.conftest import write_config
+
+    write_config(project, validation=validation)
+    config = project.config
+    lake.ingest_file(config, project.batch(0))
+    frame = lake.read_batch(config.table_uri(lake.RAW_TABLE), 0).to_pandas()
+    value = frame[quoting].iloc[3]
+    with pytest.raises(ValueError) as raised:
+        int(value)
+
+    batches._log(config, batches.crashed(config, 0, len(frame), raised.value, frame if read else None))
+
+    [rejected] = batches.rejected_batches(config)
+    assert rejected["failed_checks"] == ["batch_integrity"] and expected in rejected["message"], rejected["message"]
+    logged = lake.read_table(config.table_uri(lake.VALIDATION_LOG_TABLE))["messages"].str.cat()
+    assert (repr(value) in logged) == shown and (value in rejected["message"]) == shown

@@ -1,9 +1,13 @@
 """`storage.landing_dir`: `retrain ingest` takes files only from inside the landing folder, whatever the path
 says (``..`` segments and symlinks are resolved first); a file outside is refused without being read."""
 
+import hashlib
+import io
 import json
 import os
+import sys
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -124,3 +128,94 @@ def test_tick_runs_past_an_empty_or_corrupt_tick_state(project, monkeypatch, con
     assert "running a full tick" in result.output and "nothing triggered" in result.output
     assert json.loads(state.read_text())["config_mtime"] == project.path.stat().st_mtime
     assert [p.name for p in state.parent.iterdir() if p.name.startswith(f".{STATE_FILE}")] == []
+
+
+_WATCH: dict = {}  # the watch armed by the running test (see `on_open`); empty: disarmed
+_HOOKED: list = []
+
+
+def _audit(event, args):
+    if event != "open" or not _WATCH or not isinstance(args[0], (str, bytes, os.PathLike)):
+        return
+    opened = os.fsdecode(args[0])
+    if opened in _WATCH["paths"]:
+        _WATCH["opens"].append(opened)
+        if len(_WATCH["opens"]) == _WATCH["at"]:
+            _WATCH["then"]()
+
+
+@pytest.fixture
+def on_open():
+    """``watch(paths, at, then)`` runs ``then`` just before the ``at``-th open of any of ``paths`` in this
+    process and returns the list of those opens. Python's audit hooks (PEP 578) see every ``open`` and
+    ``os.open`` before it happens, so a swap lands exactly between a check and an open, deterministically
+    and without patching our code. A hook cannot be removed: it is installed once and disarmed after each test."""
+    if not _HOOKED:
+        sys.addaudithook(_audit)
+        _HOOKED.append(True)
+
+    def watch(paths, at, then):
+        _WATCH.update(paths={os.fspath(path) for path in paths}, opens=[], at=at, then=then)
+        return _WATCH["opens"]
+
+    yield watch
+    _WATCH.clear()
+
+
+@pytest.mark.parametrize("swapped", ["file", "folder"])
+def test_a_batch_swapped_for_a_link_outside_between_the_check_and_the_open_is_refused(landing, on_open, swapped):
+    """Finding 11: the landing check resolved the path, then the file was opened by name (three times), so a
+    file swapped for a symlink to one outside the landing folder right after the check was read and landed.
+    The swap here happens at the very first open; the file, or the folder holding it, becomes a link to day 1
+    outside. Now the one descriptor opened is checked (no symlink followed at the end; where the kernel says
+    it lives), so nothing outside is read."""
+    project, folder, inside = landing
+    elsewhere = project.path.parent / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / inside.name).write_bytes(project.batch(1).read_bytes())
+    if swapped == "file":
+        path = inside
+
+        def swap():
+            inside.unlink()
+            os.symlink(elsewhere / inside.name, inside)
+    else:
+        (folder / "sub").mkdir()
+        path = folder / "sub" / inside.name
+        path.write_bytes(inside.read_bytes())
+
+        def swap():
+            (folder / "sub").rename(folder / "sub-before")
+            os.symlink(elsewhere, folder / "sub")
+    on_open([path, path.resolve()], at=1, then=swap)
+
+    with pytest.raises(lake.BatchRefused) as refused:
+        lake.ingest_file(project.config, path)
+
+    assert f"{path}: changed while being opened" in str(refused.value) and "not read" in str(refused.value)
+    assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None
+    assert refused.value.quarantined is None and not project.config.quarantine_dir.exists()
+    [refusal] = lake.recent_refusals(project.config)
+    assert "changed while being opened" in refusal["reason"]
+
+
+def test_a_batch_is_opened_once_so_a_swap_after_the_check_cannot_change_what_lands(landing, on_open):
+    """Finding 11: size, hash, parse and quarantine copy each opened the path again, so the bytes hashed
+    were not always the bytes landed. Here any second open of the path would find it swapped for a link to
+    day 1 outside the landing folder: there is none, and exactly day 0's bytes land under day 0's hash."""
+    project, folder, inside = landing
+    original = inside.read_bytes()
+    outside = project.batch(1)
+
+    def swap():
+        inside.unlink()
+        os.symlink(outside, inside)
+    opens = on_open([inside, inside.resolve()], at=2, then=swap)
+
+    result = lake.ingest_file(project.config, inside)
+
+    assert len(opens) == 1, opens
+    uri = project.config.table_uri(lake.RAW_TABLE)
+    landed = lake.read_batch(uri, result.version).to_pandas()
+    assert landed["customer_id"].tolist() == pd.read_csv(io.BytesIO(original))["customer_id"].tolist()
+    assert lake.history(uri)[-1][lake.SHA_KEY] == hashlib.sha256(original).hexdigest()
