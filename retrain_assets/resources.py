@@ -27,13 +27,17 @@ class RetrainProject(ConfigurableResource):
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: InitResourceContext) -> Iterator["RetrainProject"]:
-        """Steps run holding the project lock, so a run the daemon launches and a cron `retrain tick` never
+        """A run's steps hold the project lock, so a run the daemon launches and a cron `retrain tick` never
         write at once: a step waits for the other process (up to ``runs.max_runtime_minutes``). In a run
-        that `retrain` executes in process it already holds the lock, which is re-entrant."""
+        that `retrain` executes in process it already holds the lock, which is re-entrant. Sensors and
+        schedules (no run) only read, and never wait."""
         from retrain_assets.locking import project_lock
 
+        if context.run_id is None:
+            yield self.create_resource(context)
+            return
         config = self.load()
-        run = f"dagster run {context.run_id[:8]}" if context.run_id else "dagster run"
+        run = f"dagster run {context.run_id[:8]}"
         with project_lock(config.dagster_home, wait_seconds=config.runs.max_runtime_seconds, command=run):
             yield self.create_resource(context)
 

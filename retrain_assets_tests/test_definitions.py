@@ -84,7 +84,6 @@ def test_the_model_format_library_is_pinned_from_below():
     """Review finding 18: models load only through skops with trusted types, yet skops came unpinned through
     mlflow; a resolver could pick any old release. It is a direct dependency with a lower bound."""
     import tomllib
-
     from packaging.requirements import Requirement
 
     project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]

@@ -23,10 +23,9 @@ def land(project, day: int, rows: int = 200) -> int:
 
 
 def evaluate(project, cursor=None):
-    with DagsterInstance.ephemeral() as instance:
-        context = build_sensor_context(
-            instance=instance, cursor=cursor, resources={"project": RetrainProject(config_path=str(project.path))}
-        )
+    with DagsterInstance.ephemeral() as instance, build_sensor_context(
+        instance=instance, cursor=cursor, resources={"project": RetrainProject(config_path=str(project.path))}
+    ) as context:
         return raw_data_version_sensor.evaluate_tick(context)
 
 
