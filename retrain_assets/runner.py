@@ -22,7 +22,8 @@ from retrain_assets.triggers import FIRED_TAG, REASON_TAG, TRIGGER_TAG
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
-_INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+# Run monitoring makes the daemon fail a run past its dagster/max_runtime tag (runs.max_runtime_minutes).
+_INSTANCE_YAML = "telemetry:\n  enabled: false\nrun_monitoring:\n  enabled: true\n"
 # Runs this package executes in its own process carry this tag: a tick that holds the project lock and finds
 # one of them unfinished knows its process died (see ticking.recover_interrupted).
 LAUNCHER_TAG = "retrain/launcher"

@@ -60,7 +60,10 @@ def test_ingest_materialize_status_round_trip(project, tmp_path, monkeypatch):
     assert len(report["latest_checks"]) == 13 and all(c["passed"] for c in report["latest_checks"])
     assert report["last_run"]["trigger"] == "manual" and report["last_run"]["fired"] == "manual,bootstrap,new_data"
     assert [event["kind"] for event in report["events"]] == ["retrain_triggered", "promoted"]
-    assert (project.config.dagster_home / "dagster.yaml").exists()
+    import yaml
+
+    instance_settings = yaml.safe_load((project.config.dagster_home / "dagster.yaml").read_text())
+    assert instance_settings["run_monitoring"] == {"enabled": True}, "daemon runs are held to their max runtime"
     page = project.config.reports_dir / "evaluation-model-v1.html"
     assert report["last_report"] == str(page)
     html = page.read_text()

@@ -38,6 +38,7 @@ def test_sensor_requests_one_coalesced_run_per_new_version_and_skips_when_nothin
     (request,) = result.run_requests
     assert request.run_key == "2"
     assert request.tags.items() >= {"retrain/delta_version": "2", "retrain/trigger": "new_version"}.items()
+    assert request.tags["dagster/max_runtime"] == "7200", "the daemon's run monitoring stops it after 120 min"
     assert result.cursor == "2"
     assert "still at version 2" in evaluate(automated, cursor="2").skip_message
 

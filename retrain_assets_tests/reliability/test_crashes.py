@@ -135,8 +135,13 @@ def test_ingest_killed_during_the_delta_commit_leaves_the_table_at_its_last_vers
 
     config = automated.config
     lake.ingest_file(config, automated.batch(0))
-    big = tmp_path / "big.csv"
-    synthetic.churn_batch(pd.Timestamp("2026-01-06").date(), 400_000, seed=3).to_csv(big, index=False)
+    # 1.6M rows as Parquet: quick to make and to read, so the run is mostly delta-rs writing its data file,
+    # a window wide enough to be hit even when the machine is busy
+    day = synthetic.churn_batch(pd.Timestamp("2026-01-06").date(), 400_000, seed=3)
+    frame = pd.concat([day] * 4, ignore_index=True)
+    frame["customer_id"] = [f"big-{row}" for row in range(len(frame))]
+    big = tmp_path / "big.parquet"
+    frame.to_parquet(big, index=False)
     table_dir = Path(config.table_uri(lake.RAW_TABLE))
 
     process = subprocess.Popen([*RETRAIN, "--config", str(automated.path), "ingest", str(big)],
@@ -152,7 +157,7 @@ def test_ingest_killed_during_the_delta_commit_leaves_the_table_at_its_last_vers
     assert len(lake.read_table(config.table_uri(lake.RAW_TABLE))) == 600
     landed = lake.ingest_file(config, big)
     assert landed.version == 1
-    assert len(lake.read_table(config.table_uri(lake.RAW_TABLE))) == 600 + 400_000
+    assert len(lake.read_table(config.table_uri(lake.RAW_TABLE))) == 600 + len(frame)
 
 
 class _Payload:
