@@ -5,12 +5,8 @@ from typing import Optional
 
 from dagster import AssetCheckEvaluation, AssetCheckKey, AssetCheckSpec, AssetExecutionContext, AssetKey
 
-from retrain_assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
+from retrain_assets.names import COMPARISON_CHECK, DRIFT_CHECK, FRESHNESS_CHECK, MINIMUM_CHECK, PERFORMANCE_CHECK
 from retrain_assets.validation import CHECKS, EXPECTED_CHECK, HARD_CHECKS
-
-MINIMUM_CHECK = "candidate_meets_minimum"
-COMPARISON_CHECK = "candidate_beats_champion"
-FRESHNESS_CHECK = "champion_is_fresh"
 
 # Blocking: a batch that breaks a hard rule is rejected, and a run that accepted no batch stops (a run that
 # accepted others goes on, the check failing with WARN severity; see batches.ValidationRun.check_results).

@@ -4,12 +4,12 @@ from typing import TYPE_CHECKING
 
 from dagster import AssetSelection, define_asset_job
 
+from retrain_assets.names import MAX_RUNTIME_TAG
+
 if TYPE_CHECKING:
     from retrain_assets.config import RetrainConfig
 
 RETRAIN_JOB = "retrain"
-# Dagster's run monitoring (when the instance enables it) fails a run older than this many seconds.
-MAX_RUNTIME_TAG = "dagster/max_runtime"
 LINEAGE_KEYS = ["raw_data", "validated_features", "candidate_model", "evaluation_report", "prod_model"]
 
 retrain_job = define_asset_job(
@@ -17,7 +17,6 @@ retrain_job = define_asset_job(
     selection=AssetSelection.assets(*LINEAGE_KEYS),
     description="Validate new raw_data batches; if a trigger fires, train a candidate, compare, promote if better.",
 )
-
 
 
 def max_runtime_tag(config: "RetrainConfig") -> dict[str, str]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from retrain_assets import training
+from retrain_assets.names import DRIFT_CHECK, PERFORMANCE_CHECK
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,9 +19,6 @@ if TYPE_CHECKING:
 
     from retrain_assets.config import RetrainConfig
     from retrain_assets.registry import Registry
-
-DRIFT_CHECK = "feature_drift"
-PERFORMANCE_CHECK = "champion_performance"
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ def watch_champion(
     config: "RetrainConfig", registry: Optional["Registry"], accepted: Optional["pd.DataFrame"]
 ) -> dict[str, Finding]:
     """Both findings for the rows a run accepted; neither fires without accepted rows or without a champion."""
-    from retrain_assets.registry import CHAMPION
+    from retrain_assets.names import CHAMPION
 
     names = (DRIFT_CHECK, PERFORMANCE_CHECK)
     if accepted is None or registry is None:

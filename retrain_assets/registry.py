@@ -18,16 +18,13 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from retrain_assets.config import METRICS
 from retrain_assets.faults import crash_point
+from retrain_assets.names import CHALLENGER, CHAMPION, DECISION_REASON_TAG, DECISION_TAG, PREVIOUS_CHAMPION
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from retrain_assets.config import RetrainConfig
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS_CHAMPION = "previous_champion"
-DECISION_TAG = "decision"
 # MLflow 3 saves scikit-learn models with skops, which loads only audited types. These are what the
 # configurable estimators need (OneHotEncoder keeps a dtype; forests and boosting keep tree nodes; boosting
 # with native categories keeps ``partial(check_array, ...)`` for its numeric columns: skops checks what a
@@ -41,7 +38,6 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.utils.validation.check_array",
 ]
 PROFILE_ARTIFACT = "reference_profile.json"
-REASON_TAG = "decision_reason"
 
 
 @dataclass(frozen=True)
@@ -271,7 +267,7 @@ class Registry:
 
     def record_decision(self, version: str, promote: bool, reason: str, extra: dict[str, Any]) -> None:
         """Write the decision, its reason and the comparison onto the model version and its run."""
-        tags = {DECISION_TAG: "promoted" if promote else "rejected", REASON_TAG: reason, **extra}
+        tags = {DECISION_TAG: "promoted" if promote else "rejected", DECISION_REASON_TAG: reason, **extra}
         run_id = _run_id(self.client.get_model_version(self.name, version))
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, str(value))
@@ -370,7 +366,7 @@ class Registry:
         return {
             "candidate_version": str(newest.version),
             "promoted": newest.tags[DECISION_TAG] == "promoted",
-            "reason": newest.tags.get(REASON_TAG),
+            "reason": newest.tags.get(DECISION_REASON_TAG),
             "delta_version": _int_or_none(newest.tags.get("delta_version")),
         }
 
@@ -386,7 +382,7 @@ def _never_champion(version: "ModelVersion") -> Optional[str]:
     if decision == "rejected":
         compared = tags.get("compared_with", "none")
         lost = f"it lost to v{compared}" if compared != "none" else "it was rejected"
-        return f"{never}: {lost} ({tags.get(REASON_TAG, 'no reason recorded')})"
+        return f"{never}: {lost} ({tags.get(DECISION_REASON_TAG, 'no reason recorded')})"
     if decision is None:
         return f"{never}: no promotion decision was recorded for it (its run stopped before one)"
     return f"{never}: it was decided {decision}, but its promotion never completed"

@@ -17,17 +17,13 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from retrain_assets import batches, lake
 from retrain_assets.config import RetrainConfig
-from retrain_assets.triggers import FIRED_TAG, REASON_TAG, TRIGGER_TAG
+from retrain_assets.names import BACKFILL_TAG, FIRED_TAG, LAUNCHER_TAG, RETRY_TAG, RUN_REASON_TAG, TRIGGER_TAG
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
 # Run monitoring makes the daemon fail a run past its dagster/max_runtime tag (runs.max_runtime_minutes).
 _INSTANCE_YAML = "telemetry:\n  enabled: false\nrun_monitoring:\n  enabled: true\n"
-# Runs this package executes in its own process carry this tag: a tick that holds the project lock and finds
-# one of them unfinished knows its process died (see ticking.recover_interrupted).
-LAUNCHER_TAG = "retrain/launcher"
-RETRY_TAG = "retrain/retry_of"
 # The CLI prints its own summary of a run; Dagster's full event log stays in the instance (and the UI).
 _QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -133,8 +129,8 @@ class RunOutcome:
         failed = {name: check for name, check in self.checks.items() if not check.passed}
         lines.append(f"  checks: {len(self.checks) - len(failed)}/{len(self.checks)} passed")
         lines += [f"  {'FAILED' if c.stopped_the_run else 'WARNING'} {name}: {c.message}" for name, c in failed.items()]
-        if REASON_TAG in self.tags:
-            lines.append(f"  {'retrained' if self.fired != 'none' else 'not retrained'}: {self.tags[REASON_TAG]}")
+        if RUN_REASON_TAG in self.tags:
+            lines.append(f"  {'retrained' if self.fired != 'none' else 'not retrained'}: {self.tags[RUN_REASON_TAG]}")
         if self.evaluation:
             candidate, champion = self.evaluation["candidate"], self.evaluation["champion"]
             lines.append(
@@ -205,8 +201,7 @@ def resume(config_path: Path, instance: "DagsterInstance", run_id: str) -> RunOu
 
 def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcome:
     """What the CLI reports of a finished in-process run; ``output(node)`` reads an asset's value."""
-    from retrain_assets.assets.raw import DELTA_VERSION_TAG
-    from retrain_assets.monitoring import DRIFT_CHECK
+    from retrain_assets.names import DELTA_VERSION_TAG, DRIFT_CHECK
 
     run = instance.get_run_by_id(result.run_id)
     if run is None:
@@ -344,7 +339,7 @@ def backfill(
     if partitions is None:
         raise RuntimeError(f"the {HISTORY_JOB} job has no partitions (see jobs.history_jobs)")
     keys = [key for key in partitions.get_partition_keys() if start <= dt.date.fromisoformat(key[:10]) <= end]
-    tags = {"retrain/backfill": uuid.uuid4().hex[:8], TRIGGER_TAG: "backfill"}
+    tags = {BACKFILL_TAG: uuid.uuid4().hex[:8], TRIGGER_TAG: "backfill"}
     outcomes = []
     for index, key in enumerate(keys, start=1):
         with _deadline(config_path, f"the history run of {key}"):
@@ -418,8 +413,8 @@ def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
     from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
 
     from retrain_assets.alerts import step_error
-    from retrain_assets.assets.raw import DELTA_VERSION_TAG
     from retrain_assets.jobs import RETRAIN_JOB
+    from retrain_assets.names import DELTA_VERSION_TAG
 
     runs = instance.get_runs(RunsFilter(job_name=RETRAIN_JOB), limit=1)
     if not runs:
@@ -445,7 +440,7 @@ def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
         "status": run.status.value,
         "trigger": run.tags.get(TRIGGER_TAG, "manual"),
         "fired": run.tags.get(FIRED_TAG),
-        "reason": run.tags.get(REASON_TAG),
+        "reason": run.tags.get(RUN_REASON_TAG),
         "delta_version": int(version) if version is not None else None,
         "error": error,
     }
@@ -460,7 +455,8 @@ def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterI
     raw = lake.table_summary(config.table_uri(lake.RAW_TABLE))
     registry_status: dict[str, Any] = {"champion": None, "last_decision": None}
     if config.mlflow.tracking_uri is not None or (config.mlflow_dir / "mlflow.db").exists():
-        from retrain_assets.registry import CHAMPION, Registry
+        from retrain_assets.names import CHAMPION
+        from retrain_assets.registry import Registry
 
         registry = Registry(config)
         champion = registry.by_alias(CHAMPION)

@@ -3,7 +3,7 @@
 from dagster import DefaultScheduleStatus, ScheduleDefinition
 
 from retrain_assets.jobs import retrain_job
-from retrain_assets.triggers import TRIGGER_TAG
+from retrain_assets.names import TRIGGER_TAG
 
 
 def retrain_schedule(cron: str, tags: dict[str, str]) -> ScheduleDefinition:

@@ -17,13 +17,12 @@ from dagster import (
 )
 
 from retrain_assets import lake
-from retrain_assets.assets.raw import DELTA_VERSION_TAG
 from retrain_assets.jobs import max_runtime_tag, retrain_job
+from retrain_assets.names import BACKFILL_TAG, DELTA_VERSION_TAG, FIRED_TAG, RUN_REASON_TAG, TRIGGER_TAG
 from retrain_assets.resources import RetrainProject
-from retrain_assets.triggers import FIRED_TAG, REASON_TAG, TRIGGER_TAG
 
-ALERTED_RUN_TAGS = (TRIGGER_TAG, FIRED_TAG, REASON_TAG, DELTA_VERSION_TAG, "dagster/run_key", "dagster/sensor_name",
-                    "dagster/schedule_name", "dagster/partition", "retrain/backfill")
+ALERTED_RUN_TAGS = (TRIGGER_TAG, FIRED_TAG, RUN_REASON_TAG, DELTA_VERSION_TAG, "dagster/run_key", "dagster/sensor_name",
+                    "dagster/schedule_name", "dagster/partition", BACKFILL_TAG)
 
 
 @sensor(job=retrain_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from retrain_assets import statefiles
-from retrain_assets.runner import LAUNCHER_TAG, RunOutcome, materialize, project_lock, resume
-from retrain_assets.triggers import REASON_TAG, TRIGGER_TAG
+from retrain_assets.names import INTERRUPTED_TAG, LAUNCHER_TAG, RUN_REASON_TAG, TRIGGER_TAG
+from retrain_assets.runner import RunOutcome, materialize, project_lock, resume
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance, Definitions, RunRequest
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from retrain_assets.locking import LockHolder
 
 _CURSOR_PREFIX = "retrain_tick"
-INTERRUPTED_TAG = "retrain/interrupted"
 MAX_ATTEMPTS = 3  # an interrupted run is re-executed until its lineage has had this many runs
 STATE_FILE = "tick_state.json"
 
@@ -143,7 +142,7 @@ class TickReport:
                         "success": launch.outcome.success if launch.outcome else None,
                         "trigger": launch.outcome.trigger if launch.outcome else launch.tags.get(TRIGGER_TAG),
                         "fired": launch.outcome.fired if launch.outcome else None,
-                        "reason": launch.outcome.tags.get(REASON_TAG) if launch.outcome else None,
+                        "reason": launch.outcome.tags.get(RUN_REASON_TAG) if launch.outcome else None,
                         "error": launch.outcome.error if launch.outcome else None,
                         "checks": _checks(launch.outcome) if launch.outcome else [],
                         "metrics": _metrics(launch.outcome.evaluation) if launch.outcome else None,

@@ -14,12 +14,7 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:
     from retrain_assets.config import RetrainConfig
 
-TRIGGER_TAG = "retrain/trigger"
-REASON_TAG = "retrain/reason"
 ALWAYS_RETRAIN = ("schedule", "manual", "backfill")
-
-
-FIRED_TAG = "retrain/fired"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ import pytest
 
 from retrain_assets import training
 from retrain_assets.config import ESTIMATORS, parse_config
-from retrain_assets.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, LoggedModel, Registry
+from retrain_assets.names import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from retrain_assets.registry import LoggedModel, Registry
 
 from .test_training import churn_config, frames
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from retrain_assets import report as pages
-from retrain_assets.checks import COMPARISON_CHECK, MINIMUM_CHECK
+from retrain_assets.names import COMPARISON_CHECK, MINIMUM_CHECK
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]+)">')

@@ -16,9 +16,9 @@ from dagster import (
 
 from retrain_assets import lake, training
 from retrain_assets.alerts import send_alert
-from retrain_assets.checks import COMPARISON_CHECK, EVALUATION_CHECKS, MINIMUM_CHECK, evaluated_in_this_run
-from retrain_assets.monitoring import DRIFT_CHECK
-from retrain_assets.registry import CHAMPION, ModelRef, ModelRefused
+from retrain_assets.checks import EVALUATION_CHECKS, evaluated_in_this_run
+from retrain_assets.names import CHAMPION, COMPARISON_CHECK, DRIFT_CHECK, MINIMUM_CHECK
+from retrain_assets.registry import ModelRef, ModelRefused
 from retrain_assets.report import evaluation_html
 from retrain_assets.resources import RetrainProject
 

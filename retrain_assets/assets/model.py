@@ -7,10 +7,10 @@ from dagster import AssetExecutionContext, Failure, JsonMetadataValue, MetadataV
 from retrain_assets import batches, lake, training
 from retrain_assets.alerts import send_alert
 from retrain_assets.checks import evaluated_in_this_run
-from retrain_assets.monitoring import DRIFT_CHECK, PERFORMANCE_CHECK
-from retrain_assets.registry import CHAMPION, LoggedModel, code_version
+from retrain_assets.names import CHAMPION, DRIFT_CHECK, FIRED_TAG, PERFORMANCE_CHECK, RUN_REASON_TAG, TRIGGER_TAG
+from retrain_assets.registry import LoggedModel, code_version
 from retrain_assets.resources import RetrainProject
-from retrain_assets.triggers import FIRED_TAG, REASON_TAG, TRIGGER_TAG, decide_retrain
+from retrain_assets.triggers import decide_retrain
 
 
 @asset(group_name="retrain", kinds={"scikitlearn", "mlflow"}, code_version="1", output_required=False)
@@ -35,7 +35,7 @@ def candidate_model(context: AssetExecutionContext, project: RetrainProject, val
         drift=_this_run_check(context, DRIFT_CHECK),
         performance=_this_run_check(context, PERFORMANCE_CHECK),
     )
-    run_tags = {REASON_TAG: decision.summary[:4000], FIRED_TAG: ",".join(decision.fired) or "none"}
+    run_tags = {RUN_REASON_TAG: decision.summary[:4000], FIRED_TAG: ",".join(decision.fired) or "none"}
     context.instance.add_run_tags(context.run_id, run_tags)
     context.log.info(("retraining: " if decision.retrain else "not retraining: ") + decision.summary)
     if not decision.retrain:

@@ -15,11 +15,9 @@ from dagster import (
 
 from retrain_assets import training
 from retrain_assets.alerts import send_alert
-from retrain_assets.checks import FRESHNESS_CHECK, FRESHNESS_CHECKS
-from retrain_assets.registry import CHAMPION
+from retrain_assets.checks import FRESHNESS_CHECKS
+from retrain_assets.names import CHAMPION, FRESHNESS_CHECK, RECORD_TAGS
 from retrain_assets.resources import RetrainProject
-
-RECORD_TAGS = ("delta_version", "data_min", "data_max", "rows", "params_hash", "code_version", "trigger_reason")
 
 
 @asset(group_name="retrain", kinds={"mlflow"}, code_version="1", check_specs=FRESHNESS_CHECKS)

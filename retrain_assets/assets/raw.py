@@ -3,9 +3,8 @@
 from dagster import AssetExecutionContext, DataVersion, Failure, MetadataValue, Output, TableColumn, TableSchema, asset
 
 from retrain_assets import lake
+from retrain_assets.names import DELTA_VERSION_TAG
 from retrain_assets.resources import RetrainProject
-
-DELTA_VERSION_TAG = "retrain/delta_version"
 
 
 @asset(group_name="retrain", kinds={"deltalake"}, code_version="1")

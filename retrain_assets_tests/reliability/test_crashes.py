@@ -12,9 +12,10 @@ import pytest
 
 from retrain_assets import lake
 from retrain_assets.faults import CRASH_ENV
-from retrain_assets.registry import CHAMPION, Registry
+from retrain_assets.names import CHAMPION, INTERRUPTED_TAG
+from retrain_assets.registry import Registry
 from retrain_assets.runner import project_instance
-from retrain_assets.ticking import INTERRUPTED_TAG, tick
+from retrain_assets.ticking import tick
 
 RETRAIN = [str(Path(sys.executable).parent / "retrain")]
 

@@ -538,7 +538,8 @@ def configured(tmp_path):
 def test_reads_use_the_configured_registry_even_when_mlflow_points_elsewhere(configured, tmp_path, monkeypatch):
     import mlflow
 
-    from retrain_assets.registry import CHAMPION, Registry
+    from retrain_assets.names import CHAMPION
+    from retrain_assets.registry import Registry
 
     config, registry, features, pipeline = configured
     decoy = tmp_path / "decoy"
@@ -690,8 +691,8 @@ def test_run_failure_alert_does_not_copy_the_launchers_tags(project, monkeypatch
     from retrain_assets.alerts import recent_alerts
     from retrain_assets.definitions import build_defs
     from retrain_assets.jobs import RETRAIN_JOB
+    from retrain_assets.names import TRIGGER_TAG
     from retrain_assets.sensors import alert_on_run_failure
-    from retrain_assets.triggers import TRIGGER_TAG
 
     secret = f"tag-canary-{uuid.uuid4().hex}"
     defs = build_defs(str(project.path))
@@ -724,8 +725,8 @@ def test_a_tampered_champion_blocks_promotion_and_alerts(project, instance, tmp_
     from retrain_assets.alerts import recent_alerts
     from retrain_assets.assets.evaluation import evaluation_report
     from retrain_assets.assets.promotion import prod_model
-    from retrain_assets.checks import COMPARISON_CHECK
-    from retrain_assets.registry import CHAMPION, LoggedModel, ModelRef, Registry
+    from retrain_assets.names import CHAMPION, COMPARISON_CHECK
+    from retrain_assets.registry import LoggedModel, ModelRef, Registry
     from retrain_assets.resources import RetrainProject
 
     config = project.config
