@@ -6,7 +6,7 @@ read    the previously accepted data and the new batch from their Parquet files;
 validate the new batch with pandas checks equivalent to the five blocking checks built from ``retrain.yaml``
         (schema and dtypes, required values, numeric ranges, category domains and target classes, class balance
         and row count);
-train   ``retrain_assets.training.build_pipeline(config)`` (plain scikit-learn: impute, scale, one-hot, logistic
+train   ``retrain_assets.core.training.build_pipeline(config)`` (plain scikit-learn: impute, scale, one-hot, logistic
         regression) on the train split, with the same id-hash holdout rule;
 evaluate candidate and previous model (a joblib file) on the same holdout with the same four metrics;
 decide  promote when the candidate meets the minimum and beats the previous model by the margin, and write the
@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
-from retrain_assets.config import RetrainConfig
-from retrain_assets.training import build_pipeline
+from retrain_assets.core.config import RetrainConfig
+from retrain_assets.core.training import build_pipeline
 
 HASH_BUCKETS = 10_000
 

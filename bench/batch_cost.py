@@ -2,7 +2,7 @@
 
 Three projects share one MLflow store with one champion (trained by the platform on 100k rows, logged with its
 drift reference profile): a 1M-row and a 5M-row ``raw_data`` table, built from 250k-row versions written with
-``deltalake.write_deltalake`` (cast with ``lake.to_table_schema``, as ``retrain ingest`` does) and already
+``deltalake.write_deltalake`` (cast with ``delta.to_table_schema``, as ``retrain ingest`` does) and already
 validated by the platform (untimed), and, per repetition, a fresh lake.
 
 Each repetition appends a new 100k-row batch as one version to each table (untimed), then times, in an order
@@ -36,10 +36,10 @@ def _config(lake_uri: Path, tracking_uri: str):
 
 def _append(config, day_index: int, rows: int) -> int:
     """One synthetic day appended to ``raw_data`` as one version; returns the version."""
-    from retrain_assets import lake, synthetic
+    from retrain_assets.core import delta, synthetic
 
     frame = synthetic.churn_batch(START + dt.timedelta(days=day_index), rows, SEED)
-    return lake.append(config.table_uri(lake.RAW_TABLE), lake.to_table_schema(frame, config.data.columns, "bench"))
+    return delta.append(config.table_uri(delta.RAW_TABLE), delta.to_table_schema(frame, config.data.columns, "bench"))
 
 
 def _crown_champion(directory: Path, tracking_uri: str) -> None:
@@ -47,7 +47,7 @@ def _crown_champion(directory: Path, tracking_uri: str) -> None:
     of the job on a project of its own), so it carries the drift reference profile the platform logs."""
     from dagster import DagsterInstance
 
-    from retrain_assets.runner import ingest, materialize
+    from retrain_assets.app.execution import ingest, materialize
 
     config_path, config = write_project(directory, mlflow={"tracking_uri": tracking_uri})
     with DagsterInstance.ephemeral() as instance:
@@ -59,8 +59,8 @@ def _crown_champion(directory: Path, tracking_uri: str) -> None:
 
 def validate_and_score(config, upto: int) -> int:
     """The platform's per-run path for the new versions up to ``upto``; returns the rows it accepted."""
-    from retrain_assets import batches, monitoring
-    from retrain_assets.registry import Registry
+    from retrain_assets.core import batches, monitoring
+    from retrain_assets.core.registry import Registry
 
     run = batches.validate_new_batches(config, upto)
     accepted = run.accepted_frame()
@@ -72,8 +72,8 @@ def validate_and_score(config, upto: int) -> int:
 
 def in_memory(config, frame) -> None:
     """The same checks and scores on an in-memory frame: the floor of what validating a batch can cost here."""
-    from retrain_assets import monitoring, validation
-    from retrain_assets.registry import Registry
+    from retrain_assets.core import monitoring, validation
+    from retrain_assets.core.registry import Registry
 
     validation.check_results(validation.validate_batch(frame, config, batch="in memory"))
     monitoring.watch_champion(config, Registry(config), frame)
@@ -82,7 +82,7 @@ def in_memory(config, frame) -> None:
 def measure(table_rows: list[int], repetitions: int, warmup: int = 1, batch_rows: int = 100_000) -> dict:
     """``{table_rows: Measurement, "batch": Measurement, "memory": Measurement}``: :func:`validate_and_score` of
     one new batch on each table and on the batch alone, and :func:`in_memory` on the same batch."""
-    from retrain_assets import batches, lake
+    from retrain_assets.core import batches, delta
 
     results = {rows: Measurement() for rows in table_rows}
     results["batch"], results["memory"] = Measurement(), Measurement()
@@ -100,7 +100,7 @@ def measure(table_rows: list[int], repetitions: int, warmup: int = 1, batch_rows
             batches.validate_new_batches(alone, _append(alone, day - 100, 1000))
             work = {rows: (config, _append(config, day, batch_rows)) for rows, config in configs.items()}
             work["batch"] = (alone, _append(alone, day, batch_rows))
-            frame = lake.read_batch(alone.table_uri(lake.RAW_TABLE), work["batch"][1]).to_pandas()
+            frame = delta.read_batch(alone.table_uri(delta.RAW_TABLE), work["batch"][1]).to_pandas()
             order = list(work) if index % 2 == 0 else list(reversed(work))  # no side always goes first
             for key in order:
                 config, version = work[key]
@@ -113,6 +113,6 @@ def measure(table_rows: list[int], repetitions: int, warmup: int = 1, batch_rows
             if index >= warmup:
                 results["memory"].samples.append(seconds)
         results["versions"] = {
-            rows: lake.latest_version(config.table_uri(lake.RAW_TABLE)) + 1 for rows, config in configs.items()
+            rows: delta.latest_version(config.table_uri(delta.RAW_TABLE)) + 1 for rows, config in configs.items()
         }
     return results

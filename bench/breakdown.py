@@ -31,16 +31,16 @@ from bench.workload import scratch, timed  # noqa: E402
 
 # module -> functions (``Class.method`` for methods); a name the package no longer has is skipped
 WATCHED = {
-    "retrain_assets.batches": ["validate_new_batches", "ValidationRun.accepted_frame"],
-    "retrain_assets.validation": ["validate_batch"],
-    "retrain_assets.monitoring": ["drift", "performance"],
-    "retrain_assets.lake": ["read_table", "read_batch", "append", "history"],
-    "retrain_assets.training": ["split", "train", "score"],
-    "retrain_assets.drift": ["reference_profile"],
-    "retrain_assets.registry": [
+    "retrain_assets.core.batches": ["validate_new_batches", "ValidationRun.accepted_frame"],
+    "retrain_assets.core.validation": ["validate_batch"],
+    "retrain_assets.core.monitoring": ["drift", "performance"],
+    "retrain_assets.core.delta": ["read_table", "read_batch", "append", "history"],
+    "retrain_assets.core.training": ["split", "train", "score"],
+    "retrain_assets.core.drift": ["reference_profile"],
+    "retrain_assets.core.registry": [
         "Registry.log_candidate", "Registry.load", "Registry.record_decision", "Registry.promote"
     ],
-    "retrain_assets.assets.evaluation": ["evaluation_html"],
+    "retrain_assets.defs.assets.evaluation": ["evaluation_html"],
     "sklearn.pipeline": ["Pipeline.fit", "Pipeline.predict_proba", "Pipeline.predict"],
 }
 
@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--pyinstrument", action="store_true", help="print a pyinstrument profile of the cycle too")
     args = parser.parse_args(argv)
-    from retrain_assets.runner import quiet_libraries
+    from retrain_assets.app.instance import quiet_libraries
 
     quiet_libraries()
     totals: dict = collections.defaultdict(float)

@@ -5,7 +5,7 @@ a new batch of N/2 rows lands; the cycle validates the new batch, trains a candi
 split), scores candidate and champion on the same holdout and decides. Every repetition starts from a fresh
 project, so all repetitions do the same work.
 
-Platform: ``retrain_assets.ticking.tick`` (what ``retrain tick`` runs: the version sensor sees the new Delta
+Platform: ``retrain_assets.app.ticking.tick`` (what ``retrain tick`` runs: the version sensor sees the new Delta
 version and requests one run, executed in process against the project's persistent sqlite Dagster instance,
 MLflow sqlite store, Delta tables, Great Expectations). Timed from after ``retrain ingest`` landed the batch as a
 Delta version to the tick's return with the promotion decision. The ``retrain ingest`` of the new batch (hash,
@@ -40,8 +40,9 @@ class PlatformCycle:
     """A fresh project with day 0 landed and its champion trained (untimed), then day 1 landed (timed apart)."""
 
     def __init__(self, directory: Path, accepted: Path, new: Path):
-        from retrain_assets.runner import ingest, project_instance
-        from retrain_assets.ticking import tick
+        from retrain_assets.app.execution import ingest
+        from retrain_assets.app.instance import project_instance
+        from retrain_assets.app.ticking import tick
 
         self.config_path, self.config = write_project(directory)
         self._context = project_instance(self.config)
@@ -53,7 +54,7 @@ class PlatformCycle:
 
     def run(self) -> dict:
         """The timed part: one tick that runs the new version through to the promotion decision."""
-        from retrain_assets.ticking import tick
+        from retrain_assets.app.ticking import tick
 
         return _decision(tick(self.config_path, self.instance))
 
@@ -151,7 +152,7 @@ def orchestration_floor(repetitions: int, warmup: int = 1) -> Measurement:
 
 
 PLATFORM_IMPORTS = ("dagster", "mlflow.sklearn", "great_expectations", "sklearn.linear_model", "sklearn.compose",
-                    "scipy.stats", "matplotlib.pyplot", "retrain_assets.definitions", "retrain_assets.cli")
+                    "scipy.stats", "matplotlib.pyplot", "retrain_assets.definitions", "retrain_assets.app.cli")
 BASELINE_IMPORTS = ("pandas", "pyarrow.parquet", "joblib", "sklearn.linear_model", "sklearn.compose", "bench.baseline")
 
 
@@ -168,11 +169,11 @@ def rss_child(side: str, directory: Path, data: Path, rows: int) -> None:
         importlib.import_module(module)
     imports = memory_status()["VmRSS"]
     if side == "platform":
-        from retrain_assets.cli import main
+        from retrain_assets.app.cli import main
 
         main(["--config", str(directory / "retrain.yaml"), "tick"], standalone_mode=False)
     else:
-        from retrain_assets.config import load_config
+        from retrain_assets.core.config import load_config
 
         accepted, new = batches(data, rows)
         config = load_config(directory / "retrain.yaml")

@@ -7,7 +7,7 @@ version. Then:
   CLI does to find out there is nothing to do), and the runs it launched (runs in the instance before vs after);
 * process, full path: the same after touching ``retrain.yaml`` first, so that no shortcut keyed on an unchanged
   config applies and the tick opens the Dagster instance, evaluates the sensors and the schedule;
-* in process: ``retrain_assets.ticking.tick(config_path, instance)`` on an open instance (always the full path);
+* in process: ``retrain_assets.app.ticking.tick(config_path, instance)`` on an open instance (always the full path);
 * imports: ``python -X importtime`` of both kinds of process, slowest top-level imports.
 """
 
@@ -31,8 +31,9 @@ def measure(data: Path, repetitions: int, warmup: int = 1) -> dict:
     """``{"process", "full_path", "in_process"}`` Measurements; ``runs_launched``: runs the no-op ticks (all
     kinds) added to the instance; ``launch_requests``: run requests the in-process ticks returned;
     ``imports`` / ``full_path_imports``: ``[(module, seconds)]`` of the slowest top-level imports."""
-    from retrain_assets.runner import ingest, project_instance
-    from retrain_assets.ticking import tick
+    from retrain_assets.app.execution import ingest
+    from retrain_assets.app.instance import project_instance
+    from retrain_assets.app.ticking import tick
 
     results = {"process": Measurement(), "full_path": Measurement(), "in_process": Measurement()}
     with scratch("tick") as directory:

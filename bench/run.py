@@ -126,7 +126,7 @@ def log(message: str) -> None:
 
 def quiet() -> None:
     """Keep library chatter (MLflow, alembic, Dagster notices) out of the table's way."""
-    from retrain_assets.runner import quiet_libraries
+    from retrain_assets.app.instance import quiet_libraries
 
     quiet_libraries()
     for name in ("mlflow", "alembic", "great_expectations", "py.warnings"):

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from retrain_assets import synthetic
-from retrain_assets.config import RetrainConfig, load_config
-from retrain_assets.demo import declare_business_limits
-from retrain_assets.inference import infer_config, render_config
+from retrain_assets.app.demo import declare_business_limits
+from retrain_assets.core import synthetic
+from retrain_assets.core.config import RetrainConfig, load_config
+from retrain_assets.core.inference import infer_config, render_config
 
 START = dt.date(2024, 1, 1)  # far enough back that no batch of the 5M-row table lies in the future
 SEED = 7

@@ -4,14 +4,14 @@ from typing import Optional
 
 from dagster import Definitions
 
-from retrain_assets.assets import LINEAGE, candidate_model
-from retrain_assets.assets.history import build_history_assets, history_partitions
-from retrain_assets.config import RetrainConfig, load_config, resolve_config_path
-from retrain_assets.executors import executor_from_env
-from retrain_assets.jobs import history_jobs, max_runtime_tag, retrain_job
-from retrain_assets.resources import RetrainProject, artifact_io_manager
-from retrain_assets.schedules import retrain_schedule
-from retrain_assets.sensors import alert_on_run_failure, raw_data_version_sensor
+from retrain_assets.core.config import RetrainConfig, load_config, resolve_config_path
+from retrain_assets.defs.assets import LINEAGE, candidate_model
+from retrain_assets.defs.assets.history import build_history_assets, history_partitions
+from retrain_assets.defs.executors import executor_from_env
+from retrain_assets.defs.jobs import history_jobs, max_runtime_tag, retrain_job
+from retrain_assets.defs.resources import RetrainProject, artifact_io_manager
+from retrain_assets.defs.schedules import retrain_schedule
+from retrain_assets.defs.sensors import alert_on_run_failure, raw_data_version_sensor
 
 
 def _project_config(config_path: Optional[str]) -> Optional[RetrainConfig]:
@@ -28,8 +28,8 @@ def build_defs(config_path: Optional[str] = None) -> Definitions:
     ``candidate_model``'s code version, which includes the params hash so that changing model params marks
     it (and what follows) stale.
     """
-    from retrain_assets.config import HistoryConfig, TriggersConfig
-    from retrain_assets.training import params_hash
+    from retrain_assets.core.config import HistoryConfig, TriggersConfig
+    from retrain_assets.core.training import params_hash
 
     config = _project_config(config_path)
     assets = list(LINEAGE)

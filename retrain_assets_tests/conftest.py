@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from retrain_assets import synthetic
-from retrain_assets.config import RetrainConfig, load_config
-from retrain_assets.demo import declare_business_limits
-from retrain_assets.inference import infer_config, render_config
+from retrain_assets.app.demo import declare_business_limits
+from retrain_assets.core import synthetic
+from retrain_assets.core.config import RetrainConfig, load_config
+from retrain_assets.core.inference import infer_config, render_config
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
@@ -87,7 +87,7 @@ def automated(tmp_path: Path) -> Project:
 @pytest.fixture
 def persistent(automated, monkeypatch):
     """The project's own sqlite Dagster instance under its storage home (DAGSTER_HOME restored after)."""
-    from retrain_assets.runner import project_instance
+    from retrain_assets.app.instance import project_instance
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     with project_instance(automated.config) as instance:

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from retrain_assets.alerts import recent_alerts, send_alert
-from retrain_assets.config import parse_config
+from retrain_assets.core.alerts import recent_alerts, send_alert
+from retrain_assets.core.config import parse_config
 
 URL_ENV = "RETRAIN_TEST_WEBHOOK"
 
@@ -67,7 +67,7 @@ def test_delivered(tmp_path, monkeypatch, receiver, caplog):
     monkeypatch.setenv(URL_ENV, url)
     config = make_config(tmp_path, webhook_url_env=URL_ENV)
 
-    with caplog.at_level(logging.WARNING, logger="retrain_assets.alerts"):
+    with caplog.at_level(logging.WARNING, logger="retrain_assets.core.alerts"):
         message = send_alert(config, "promoted", "model v3 promoted", {"version": 3})
 
     assert message["delivery"] == "sent"
@@ -85,7 +85,7 @@ def test_http_error_is_recorded_not_raised(tmp_path, monkeypatch, receiver, capl
     monkeypatch.setenv(URL_ENV, url)
     config = make_config(tmp_path, webhook_url_env=URL_ENV)
 
-    with caplog.at_level(logging.WARNING, logger="retrain_assets.alerts"):
+    with caplog.at_level(logging.WARNING, logger="retrain_assets.core.alerts"):
         message = send_alert(config, "run_failed", "training crashed")
 
     assert message["delivery"].startswith("failed") and "500" in message["delivery"]
@@ -102,7 +102,7 @@ def test_receiver_down(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(URL_ENV, f"http://127.0.0.1:{port}/hook")
     config = make_config(tmp_path, webhook_url_env=URL_ENV)
 
-    with caplog.at_level(logging.WARNING, logger="retrain_assets.alerts"):
+    with caplog.at_level(logging.WARNING, logger="retrain_assets.core.alerts"):
         message = send_alert(config, "rejected", "candidate lost")
 
     assert message["delivery"].startswith("failed") and "refused" in message["delivery"].lower()
@@ -116,7 +116,7 @@ def test_slow_receiver_times_out(tmp_path, monkeypatch, receiver, caplog):
     config = make_config(tmp_path, webhook_url_env=URL_ENV, timeout_seconds=0.3)
 
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="retrain_assets.alerts"):
+    with caplog.at_level(logging.WARNING, logger="retrain_assets.core.alerts"):
         message = send_alert(config, "check_failed", "nulls in x")
 
     assert time.monotonic() - started < 1.5
@@ -129,7 +129,7 @@ def test_env_var_named_but_unset(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv(URL_ENV, raising=False)
     config = make_config(tmp_path, webhook_url_env=URL_ENV)
 
-    with caplog.at_level(logging.WARNING, logger="retrain_assets.alerts"):
+    with caplog.at_level(logging.WARNING, logger="retrain_assets.core.alerts"):
         message = send_alert(config, "rollback", "rolled back to v2")
 
     assert message["delivery"] == "not configured"
@@ -140,7 +140,7 @@ def test_env_var_named_but_unset(tmp_path, monkeypatch, caplog):
 def test_no_webhook_configured(tmp_path, caplog):
     config = make_config(tmp_path)
 
-    with caplog.at_level(logging.WARNING, logger="retrain_assets.alerts"):
+    with caplog.at_level(logging.WARNING, logger="retrain_assets.core.alerts"):
         message = send_alert(config, "retrain_triggered", "drift in x")
 
     assert message["delivery"] == "not configured"
@@ -206,7 +206,7 @@ def test_unknown_kind_raises(tmp_path):
     ],
 )
 def test_without_urls_keeps_scheme_and_host_only(text, cut):
-    from retrain_assets.alerts import without_urls
+    from retrain_assets.core.alerts import without_urls
 
     assert without_urls(text) == cut
 
@@ -253,7 +253,7 @@ def test_a_trickling_receiver_cannot_hold_the_call_past_its_deadline(tmp_path, m
     config = make_config(tmp_path, webhook_url_env=URL_ENV, timeout_seconds=0.5)
 
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="retrain_assets.alerts"):
+    with caplog.at_level(logging.WARNING, logger="retrain_assets.core.alerts"):
         message = send_alert(config, "run_failed", "training crashed")
 
     assert time.monotonic() - started < 0.5 + 0.4
@@ -315,7 +315,7 @@ def test_a_redirect_is_not_followed_and_not_recorded_as_sent(tmp_path, monkeypat
     monkeypatch.setenv(URL_ENV, serve(Redirect) + "/hooks/secret")
     config = make_config(tmp_path, webhook_url_env=URL_ENV)
 
-    with caplog.at_level(logging.WARNING, logger="retrain_assets.alerts"):
+    with caplog.at_level(logging.WARNING, logger="retrain_assets.core.alerts"):
         message = send_alert(config, "rollback", "rolled back to v2")
 
     assert message["delivery"].startswith("failed: HTTP 302") and "not followed" in message["delivery"]

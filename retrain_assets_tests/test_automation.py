@@ -9,11 +9,12 @@ from click.testing import CliRunner
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 
-from retrain_assets import lake
-from retrain_assets.cli import main
+from retrain_assets.app.cli import main
+from retrain_assets.app.execution import ingest, materialize
+from retrain_assets.app.status import project_status, stale_assets
+from retrain_assets.app.ticking import tick
+from retrain_assets.core import delta
 from retrain_assets.definitions import build_defs
-from retrain_assets.runner import ingest, materialize, project_status, stale_assets
-from retrain_assets.ticking import tick
 
 from .conftest import write_config
 
@@ -77,7 +78,7 @@ def test_bad_batch_is_stopped_by_the_gate_and_alerts_go_out(automated, persisten
     expected = bad.checks["values_as_expected"]  # nulls and a new region only warn: init inferred those rules
     assert not expected.passed and "tenure_months" in expected.message and "atlantis" in expected.message
     assert len(versions(automated)) == 1 and champion(automated) == "1"
-    raw = DeltaTable(automated.config.table_uri(lake.RAW_TABLE), version=1).to_pyarrow_table()
+    raw = DeltaTable(automated.config.table_uri(delta.RAW_TABLE), version=1).to_pyarrow_table()
     assert raw.num_rows == 1200 and raw.column("tenure_months").null_count > 0, "the bad batch is kept at its version"
     kinds = [message["kind"] for message in receiver]
     assert kinds == ["retrain_triggered", "promoted", "check_failed", "run_failed"]

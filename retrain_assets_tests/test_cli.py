@@ -6,7 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from retrain_assets.cli import main
+from retrain_assets.app.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ def test_rollback_refuses_a_version_that_was_never_champion_unless_forced(projec
 def test_validate_dry_runs_the_suite_on_files_without_ingesting(project, tmp_path):
     import pandas as pd
 
-    from retrain_assets import lake
+    from retrain_assets.core import delta
 
     bad = tmp_path / "bad.csv"
     frame = pd.read_csv(project.batch(1))
@@ -148,7 +148,7 @@ def test_validate_dry_runs_the_suite_on_files_without_ingesting(project, tmp_pat
     report = json.loads(retrain(project.path, "validate", "--json", str(bad)).output)
     [failed] = [rule for rule in report[0]["rules"] if not rule["passed"] and rule["severity"] == "error"]
     assert (failed["kind"], failed["column"], failed["failing_count"]) == ("hard", "churned", 5)
-    assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None, "nothing was ingested"
+    assert delta.latest_version(project.config.table_uri(delta.RAW_TABLE)) is None, "nothing was ingested"
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def test_validate_dry_runs_the_suite_on_files_without_ingesting(project, tmp_pat
     ],
 )
 def test_date_options_read_iso_8601_and_convert_offsets_to_utc(text, utc):
-    from retrain_assets.cli import UTC_DATETIME
+    from retrain_assets.app.cli import UTC_DATETIME
 
     moment = UTC_DATETIME.convert(text, None, None)
 
@@ -177,15 +177,15 @@ def test_a_date_that_is_not_iso_8601_is_a_usage_error_naming_the_forms(project):
 
 
 def test_ingest_as_of_with_an_offset_lands_at_that_utc_time(project, monkeypatch):
-    from retrain_assets import lake
+    from retrain_assets.core import delta
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
     result = retrain(project.path, "ingest", "--as-of", "2026-01-06T09:00:00+01:00", str(project.batch(0)))
 
     assert result.exit_code == 0, result.output
-    (commit,) = lake.history(project.config.table_uri(lake.RAW_TABLE))
-    assert lake.landed_at(commit) == dt.datetime(2026, 1, 6, 8, tzinfo=dt.timezone.utc)
+    (commit,) = delta.history(project.config.table_uri(delta.RAW_TABLE))
+    assert delta.landed_at(commit) == dt.datetime(2026, 1, 6, 8, tzinfo=dt.timezone.utc)
 
 
 def test_backfill_dates_with_offsets_are_taken_as_their_utc_dates(project, monkeypatch):

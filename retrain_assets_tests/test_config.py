@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retrain_assets.config import CONFIG_ENV, ConfigError, load_config, resolve_config_path
+from retrain_assets.core.config import CONFIG_ENV, ConfigError, load_config, resolve_config_path
 
 MINIMAL = {
     "data": {"target": "y", "task": "classification", "columns": {"x": "float", "plan": "category", "y": "int"}},

@@ -7,7 +7,7 @@ from pathlib import Path
 from dagster import DefaultScheduleStatus, DefaultSensorStatus
 
 from retrain_assets.definitions import defs
-from retrain_assets.jobs import RETRAIN_JOB
+from retrain_assets.defs.jobs import RETRAIN_JOB
 
 ROOT = Path(__file__).resolve().parent.parent
 LINEAGE = ["raw_data", "validated_features", "candidate_model", "evaluation_report", "prod_model"]
@@ -72,7 +72,7 @@ def test_dagster_cli_validates_the_workspace():
 
 def test_loading_definitions_imports_no_heavy_library():
     code = (
-        "import sys, retrain_assets.definitions, retrain_assets.cli;"
+        "import sys, retrain_assets.definitions, retrain_assets.app.cli;"
         "heavy = [m for m in ('mlflow', 'great_expectations', 'sklearn') if m in sys.modules];"
         "assert not heavy, heavy"
     )

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain_assets import synthetic
-from retrain_assets.drift import MAX_CATEGORIES, drift_summary, reference_profile, score_drift
+from retrain_assets.core import synthetic
+from retrain_assets.core.drift import MAX_CATEGORIES, drift_summary, reference_profile, score_drift
 
 START = datetime.date(2026, 1, 5)
 FEATURES = {k: v for k, v in synthetic.CHURN_TYPES.items() if k not in ("customer_id", "event_time", "churned")}
@@ -205,7 +205,7 @@ def test_summary_without_drift_names_the_largest_psi():
 
 def test_import_stays_light():
     heavy = "{'scipy', 'sklearn', 'mlflow', 'great_expectations', 'dagster'}"
-    code = f"import sys, retrain_assets.drift; print(sorted({heavy} & set(sys.modules)))"
+    code = f"import sys, retrain_assets.core.drift; print(sorted({heavy} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

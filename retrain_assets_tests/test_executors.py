@@ -4,7 +4,7 @@ import pytest
 from dagster import validate_run_config
 
 from retrain_assets.definitions import build_defs
-from retrain_assets.jobs import RETRAIN_JOB
+from retrain_assets.defs.jobs import RETRAIN_JOB
 
 K8S_RUN_CONFIG = {
     "execution": {

@@ -5,9 +5,9 @@ import datetime as dt
 import pytest
 from mlflow import MlflowClient
 
-from retrain_assets import lake, synthetic
-from retrain_assets.history import HISTORY_SUFFIX
-from retrain_assets.runner import backfill, ingest
+from retrain_assets.app.execution import backfill, ingest
+from retrain_assets.core import delta, synthetic
+from retrain_assets.core.backtest import HISTORY_SUFFIX
 
 from .conftest import START, write_config
 
@@ -32,11 +32,11 @@ def three_weeks(automated, persistent):
 
 
 def test_version_as_of_follows_landing_times(three_weeks):
-    uri = three_weeks.config.table_uri(lake.RAW_TABLE)
-    assert lake.version_as_of(uri, end_of(START) - dt.timedelta(minutes=1)) is None
-    assert lake.version_as_of(uri, end_of(START)) == 0
-    assert lake.version_as_of(uri, end_of(START + dt.timedelta(days=6))) == 6
-    assert lake.version_as_of(uri, dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)) == 20
+    uri = three_weeks.config.table_uri(delta.RAW_TABLE)
+    assert delta.version_as_of(uri, end_of(START) - dt.timedelta(minutes=1)) is None
+    assert delta.version_as_of(uri, end_of(START)) == 0
+    assert delta.version_as_of(uri, end_of(START + dt.timedelta(days=6))) == 6
+    assert delta.version_as_of(uri, dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)) == 20
 
 
 def test_backfill_trains_as_of_each_week_and_scores_the_next(three_weeks, persistent):

@@ -7,10 +7,10 @@ import yaml
 from click.testing import CliRunner
 from sklearn import datasets
 
-from retrain_assets.cli import main
-from retrain_assets.config import ColumnRule, load_config, parse_config
-from retrain_assets.inference import infer_config, infer_config_with_notes, render_config
-from retrain_assets.synthetic import CHURN_TYPES, churn_batch
+from retrain_assets.app.cli import main
+from retrain_assets.core.config import ColumnRule, load_config, parse_config
+from retrain_assets.core.inference import infer_config, infer_config_with_notes, render_config
+from retrain_assets.core.synthetic import CHURN_TYPES, churn_batch
 
 DAY = datetime.date(2026, 1, 5)
 SURNAMES = ["Braund", "Cumings", "Heikkinen", "Futrelle", "Allen", "Moran", "McCarthy", "Palsson", "Johnson", "Nasser"]

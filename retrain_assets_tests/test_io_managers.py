@@ -3,9 +3,9 @@ be stored, and a stored value can only become one of the listed types."""
 
 import pytest
 
-from retrain_assets.io_managers import STORED_TYPES, decode, encode
-from retrain_assets.lake import TableRef
-from retrain_assets.registry import ModelRef
+from retrain_assets.core.delta import TableRef
+from retrain_assets.core.registry import ModelRef
+from retrain_assets.defs.io_managers import STORED_TYPES, decode, encode
 
 
 def test_the_values_of_the_lineage_round_trip():

@@ -6,12 +6,12 @@ import pytest
 from deltalake import DeltaTable
 from pyarrow.fs import FileSystem
 
-from retrain_assets import lake
-from retrain_assets.lake import BatchRefused, ingest_file
+from retrain_assets.core import delta, landing
+from retrain_assets.core.landing import BatchRefused, ingest_file
 
 
 def test_each_file_is_one_version_readable_by_plain_readers(project):
-    uri = project.config.table_uri(lake.RAW_TABLE)
+    uri = project.config.table_uri(delta.RAW_TABLE)
     results = [ingest_file(project.config, project.batch(day)) for day in (0, 1, 3)]
 
     assert [r.version for r in results] == [0, 1, 2]
@@ -22,17 +22,17 @@ def test_each_file_is_one_version_readable_by_plain_readers(project):
         paths = [FileSystem.from_uri(uri)[1] for uri in table.file_uris()]
         assert ds.dataset(paths, format="parquet", filesystem=filesystem).count_rows() == 600 * (result.version + 1)
     original = pd.read_csv(project.batch(1))
-    landed = lake.read_batch(uri, 1).to_pandas()
+    landed = delta.read_batch(uri, 1).to_pandas()
     assert landed["customer_id"].tolist() == original["customer_id"].tolist()
     assert landed["monthly_charges"].tolist() == pytest.approx(original["monthly_charges"].tolist())
     assert str(landed["event_time"].dtype) == "datetime64[us, UTC]"
-    assert DeltaTable(uri).history(1)[0][lake.SOURCE_KEY] == project.batch(3).name
+    assert DeltaTable(uri).history(1)[0][delta.SOURCE_KEY] == project.batch(3).name
 
 
 def test_bad_values_land_in_raw(project):
     result = ingest_file(project.config, project.batch(2))  # nulls, out-of-range charges, unknown region
 
-    landed = lake.read_batch(project.config.table_uri(lake.RAW_TABLE), result.version).to_pandas()
+    landed = delta.read_batch(project.config.table_uri(delta.RAW_TABLE), result.version).to_pandas()
     assert landed["tenure_months"].isna().sum() > 0
     assert "atlantis" in set(landed["region"])
 
@@ -70,7 +70,7 @@ def test_refused_file_is_quarantined_byte_identical_and_writes_nothing(project, 
     assert refused.value.quarantined.parent == config.quarantine_dir
     assert named in refused.value.quarantined.with_name(refused.value.quarantined.name + ".reason.txt").read_text()
     assert path.read_bytes() == before, "the source file is left alone"
-    assert DeltaTable(config.table_uri(lake.RAW_TABLE)).version() == 0
+    assert DeltaTable(config.table_uri(delta.RAW_TABLE)).version() == 0
 
 
 def test_same_content_twice_is_refused_without_quarantine(project):
@@ -82,16 +82,16 @@ def test_same_content_twice_is_refused_without_quarantine(project):
 
 
 def test_batches_are_appends_only_and_a_compaction_is_not_a_batch(project):
-    uri = project.config.table_uri(lake.RAW_TABLE)
+    uri = project.config.table_uri(delta.RAW_TABLE)
     for day in (0, 1):
         ingest_file(project.config, project.batch(day))
     DeltaTable(uri).optimize.compact()
     ingest_file(project.config, project.batch(3))
 
-    assert lake.latest_version(uri) == 3
-    assert lake.batch_versions(uri, None, 3) == [0, 1, 3]
-    assert lake.batch_versions(uri, 1, 3) == [3]
-    assert lake.read_batch(uri, 3).num_rows == 600
+    assert delta.latest_version(uri) == 3
+    assert delta.batch_versions(uri, None, 3) == [0, 1, 3]
+    assert delta.batch_versions(uri, 1, 3) == [3]
+    assert delta.read_batch(uri, 3).num_rows == 600
 
 
 def newest_event(path):
@@ -112,9 +112,9 @@ def test_as_of_before_the_batchs_own_events_is_refused_at_ingest(project):
     assert message.startswith(f"{path.name}: --as-of {early:%Y-%m-%dT%H:%M:%SZ} is 5 h before the batch's own newest "
                               f"'event_time' value {newest:%Y-%m-%dT%H:%M:%SZ}, more than the 1 h of clock skew")
     assert refused.value.quarantined.read_bytes() == path.read_bytes()
-    (refusal,) = lake.recent_refusals(config)
+    (refusal,) = landing.recent_refusals(config)
     assert refusal["file"] == str(path) and "'event_time'" in refusal["reason"]
-    assert lake.latest_version(config.table_uri(lake.RAW_TABLE)) is None
+    assert delta.latest_version(config.table_uri(delta.RAW_TABLE)) is None
     within_skew = newest - dt.timedelta(minutes=59)
     assert ingest_file(config, path, within_skew).version == 0
 
@@ -123,7 +123,7 @@ def test_as_of_before_the_newest_landed_batch_is_refused_at_ingest(project):
     import datetime as dt
 
     config = project.config
-    uri = config.table_uri(lake.RAW_TABLE)
+    uri = config.table_uri(delta.RAW_TABLE)
     first_landed = dt.datetime(2026, 1, 6, 23, 59, tzinfo=dt.timezone.utc)
     ingest_file(config, project.batch(0), first_landed)
     earlier = first_landed - dt.timedelta(minutes=29)
@@ -136,8 +136,8 @@ def test_as_of_before_the_newest_landed_batch_is_refused_at_ingest(project):
         f"{project.batch(1).name}: --as-of 2026-01-06T23:30:00Z is before raw_data version 0 "
         f"({project.batch(0).name}) landed, at 2026-01-06T23:59:00Z: landing times must not go backwards"
     )
-    assert refused.value.quarantined is not None and lake.recent_refusals(config)[-1]["reason"] in str(refused.value)
-    assert lake.latest_version(uri) == 0
+    assert refused.value.quarantined is not None and landing.recent_refusals(config)[-1]["reason"] in str(refused.value)
+    assert delta.latest_version(uri) == 0
     assert ingest_file(config, project.batch(1), first_landed).version == 1, "the same landing time is not going back"
     DeltaTable(uri).optimize.compact()  # a rewrite lands no batch: its commit time (now) does not count
     assert ingest_file(config, project.batch(3), dt.datetime(2026, 1, 8, 23, 59, tzinfo=dt.timezone.utc)).version == 3
@@ -151,7 +151,7 @@ def test_as_of_in_the_future_is_refused_at_ingest(project):
     with pytest.raises(BatchRefused, match=r"--as-of .* is in the future \(now "):
         ingest_file(project.config, project.batch(0), tomorrow)
 
-    assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None
+    assert delta.latest_version(project.config.table_uri(delta.RAW_TABLE)) is None
 
 
 def unreadable_past_the_footer(path, rows: int):
@@ -185,8 +185,8 @@ def test_parquet_beyond_max_rows_is_refused_from_its_footer_before_reading(proje
     message = str(refused.value)
     assert message.startswith("bomb.parquet: 1,000,000 rows, more than storage.max_rows (1,000)"), message
     assert "its data was not read" in message
-    assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None
-    assert lake.recent_refusals(project.config)[-1]["reason"].startswith("bomb.parquet: 1,000,000 rows")
+    assert delta.latest_version(project.config.table_uri(delta.RAW_TABLE)) is None
+    assert landing.recent_refusals(project.config)[-1]["reason"].startswith("bomb.parquet: 1,000,000 rows")
 
 
 def test_csv_beyond_max_rows_is_refused_without_reading_past_the_limit(project, tmp_path):
@@ -220,7 +220,7 @@ def test_file_beyond_max_file_bytes_is_refused_unread_and_not_copied(project):
     assert str(refused.value) == (f"{path.name}: {path.stat().st_size:,} bytes, more than storage.max_file_bytes "
                                   "(1,000); not read")
     assert refused.value.quarantined is None and not project.config.quarantine_dir.exists()
-    assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None
+    assert delta.latest_version(project.config.table_uri(delta.RAW_TABLE)) is None
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -259,16 +259,16 @@ def test_window_is_read_in_the_scan_with_the_same_rows_as_the_pandas_filter(proj
 
     from deltalake import write_deltalake
 
-    from retrain_assets import training
+    from retrain_assets.core import training
     from retrain_assets_tests.conftest import write_config
 
     write_config(project, model={"window_days": 2})
-    uri = project.config.table_uri(lake.FEATURES_TABLE)
+    uri = project.config.table_uri(delta.FEATURES_TABLE)
     for day in (0, 1, 3):  # one Delta file per day, as one batch per version
-        frame = lake.to_table_schema(pd.read_csv(project.batch(day)), project.config.data.columns, "day")
+        frame = delta.to_table_schema(pd.read_csv(project.batch(day)), project.config.data.columns, "day")
         write_deltalake(uri, frame, mode="append")
-    ref = lake.TableRef(uri, lake.latest_version(uri), 2)
-    whole = lake.read_table(uri, ref.version, columns=list(project.config.data.columns))
+    ref = delta.TableRef(uri, delta.latest_version(uri), 2)
+    whole = delta.read_table(uri, ref.version, columns=list(project.config.data.columns))
 
     read = training.read_window(ref, project.config)
 
@@ -297,7 +297,7 @@ def test_a_refused_file_with_a_240_byte_name_is_quarantined_with_its_reason(proj
     assert len(note.name.encode()) <= 255 and kept.suffix == ".csv"
     assert note.read_text().startswith(f"original name: {path.name}\n")
     assert sorted(p.name for p in project.config.quarantine_dir.iterdir()) == sorted([kept.name, note.name])
-    [refusal] = lake.recent_refusals(project.config)
+    [refusal] = landing.recent_refusals(project.config)
     assert refusal["file"] == str(path) and refusal["quarantined"] == str(kept)
 
 
@@ -308,11 +308,11 @@ def test_refusals_log_skips_a_torn_line_and_says_so(project, caplog):
     with project.config.refusals_log.open("a") as log:
         log.write('{"at": "2026-01-05T00:00:00+00:00", "file": "/tmp/torn')  # a writer died mid-line
 
-    assert [r["file"] for r in lake.recent_refusals(project.config)] == [str(missing)]
+    assert [r["file"] for r in landing.recent_refusals(project.config)] == [str(missing)]
     assert "skipped 1 unreadable line" in caplog.text
     with pytest.raises(BatchRefused):  # the next refusal is not glued onto the torn line
         ingest_file(project.config, missing)
-    assert [r["file"] for r in lake.recent_refusals(project.config)] == [str(missing)] * 2
+    assert [r["file"] for r in landing.recent_refusals(project.config)] == [str(missing)] * 2
 
 
 @pytest.mark.parametrize(
@@ -380,6 +380,6 @@ def test_the_storage_home_is_created_readable_by_its_owner_only(project, first):
 
     assert stat.S_IMODE(config.home.stat().st_mode) == 0o700
     if first != "refused":
-        assert lake.latest_version(config.table_uri(lake.RAW_TABLE)) == 0
+        assert delta.latest_version(config.table_uri(delta.RAW_TABLE)) == 0
     else:
         assert config.refusals_log.exists()

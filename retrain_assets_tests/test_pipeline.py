@@ -4,10 +4,11 @@ import pytest
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 
-from retrain_assets import lake
-from retrain_assets.lake import ingest_file
-from retrain_assets.runner import materialize, project_status
-from retrain_assets.validation import HARD_CHECKS as VALIDATION
+from retrain_assets.app.execution import materialize
+from retrain_assets.app.status import project_status
+from retrain_assets.core import delta, landing
+from retrain_assets.core.landing import ingest_file
+from retrain_assets.core.validation import HARD_CHECKS as VALIDATION
 
 pytestmark = pytest.mark.integration
 
@@ -58,17 +59,17 @@ def test_bad_batch_is_stopped_kept_and_later_batches_still_train(project, instan
     name = config.mlflow.model_name
     assert len(client.search_model_versions(f"name = '{name}'")) == 1, "the bad batch must train nothing"
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
-    raw = DeltaTable(config.table_uri(lake.RAW_TABLE))
+    raw = DeltaTable(config.table_uri(delta.RAW_TABLE))
     assert raw.version() == bad.version and raw.to_pyarrow_table().num_rows == 1200, "bad rows stay in raw_data"
-    features = lake.read_table(config.table_uri(lake.FEATURES_TABLE))
-    assert set(features[lake.RAW_VERSION_COLUMN]) == {0}
+    features = delta.read_table(config.table_uri(delta.FEATURES_TABLE))
+    assert set(features[delta.RAW_VERSION_COLUMN]) == {0}
 
     good = ingest_file(config, project.batch(3))
     after = materialize(project.path, instance)
 
     assert after.success, after.error
-    features = lake.read_table(config.table_uri(lake.FEATURES_TABLE))
-    assert set(features[lake.RAW_VERSION_COLUMN]) == {0, good.version}
+    features = delta.read_table(config.table_uri(delta.FEATURES_TABLE))
+    assert set(features[delta.RAW_VERSION_COLUMN]) == {0, good.version}
     assert after.evaluation["champion_version"] == "1" and after.evaluation["champion"] is not None
     assert after.evaluation["holdout_rows"] == pytest.approx(0.2 * 1200, rel=0.25)
     status = project_status(config, project.path, instance)
@@ -97,8 +98,8 @@ def test_nothing_new_retrains_the_same_data_without_promoting(project, instance)
 
 def declare(project, **rules) -> None:
     """Rewrite the project's retrain.yaml with some validation.columns rules replaced (what a reviewer edits)."""
-    from retrain_assets.config import ColumnRule, load_config
-    from retrain_assets.inference import render_config
+    from retrain_assets.core.config import ColumnRule, load_config
+    from retrain_assets.core.inference import render_config
 
     config = load_config(project.path)
     for name, rule in rules.items():
@@ -121,21 +122,21 @@ def test_one_bad_batch_among_good_ones_still_trains_on_the_good_ones(project, in
         assert check.severity == "WARN"
         assert f"raw_data v{versions[2]}" in check.message
         assert f"this run trains on the accepted v{versions[0]}, v{versions[1]}, v{versions[3]}" in check.message
-    features = lake.read_table(project.config.table_uri(lake.FEATURES_TABLE))
-    assert set(features[lake.RAW_VERSION_COLUMN]) == {versions[0], versions[1], versions[3]}
+    features = delta.read_table(project.config.table_uri(delta.FEATURES_TABLE))
+    assert set(features[delta.RAW_VERSION_COLUMN]) == {versions[0], versions[1], versions[3]}
     assert outcome.evaluation is not None and outcome.decision["promoted"] is True
     champion = registry_client(project).get_model_version_by_alias(project.config.mlflow.model_name, "champion")
     assert champion.tags["rows"] == "1800", "trained on the three accepted batches only"
     status = project_status(project.config, project.path, instance)
     [rejected] = status["rejected_batches"]
     assert rejected["raw_version"] == versions[2] and "values_in_range" in rejected["failed_checks"]
-    assert DeltaTable(project.config.table_uri(lake.RAW_TABLE)).to_pyarrow_table().num_rows == 2400, "nothing lost"
+    assert DeltaTable(project.config.table_uri(delta.RAW_TABLE)).to_pyarrow_table().num_rows == 2400, "nothing lost"
 
 
 def test_revalidate_takes_back_a_batch_a_too_tight_rule_rejected(project, instance, monkeypatch):
     from click.testing import CliRunner
 
-    from retrain_assets.cli import main
+    from retrain_assets.app.cli import main
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     ingest_file(project.config, project.batch(0))
@@ -144,9 +145,9 @@ def test_revalidate_takes_back_a_batch_a_too_tight_rule_rejected(project, instan
     second = ingest_file(project.config, project.batch(1))
     blocked = materialize(project.path, instance)
     assert not blocked.success and "values_in_range" in blocked.blocking_failures
-    raw_before = lake.read_table(project.config.table_uri(lake.RAW_TABLE))
+    raw_before = delta.read_table(project.config.table_uri(delta.RAW_TABLE))
     refusal = f"rejected; after fixing the rules, `retrain revalidate {second.version}`"
-    with pytest.raises(lake.BatchRefused, match=refusal):
+    with pytest.raises(landing.BatchRefused, match=refusal):
         ingest_file(project.config, project.batch(1))  # landing it again would count it twice
 
     declare(project, tenure_months={"hard": {"min": 0, "max": 600}})
@@ -154,15 +155,15 @@ def test_revalidate_takes_back_a_batch_a_too_tight_rule_rejected(project, instan
 
     assert result.exit_code == 0, result.output
     assert f"raw_data v{second.version}: accepted now (600 rows" in result.output
-    log = lake.read_table(project.config.table_uri(lake.VALIDATION_LOG_TABLE))
+    log = delta.read_table(project.config.table_uri(delta.VALIDATION_LOG_TABLE))
     verdicts = log[log["raw_version"] == second.version].sort_values("validated_at")
     assert verdicts["accepted"].tolist() == [False, True] and verdicts["revalidated"].tolist() == [False, True]
     assert "values_in_range" in verdicts["failed_checks"].iloc[0], "the first verdict stays as an audit trail"
-    features = lake.read_table(project.config.table_uri(lake.FEATURES_TABLE))
-    assert set(features[lake.RAW_VERSION_COLUMN]) == {0, second.version}
+    features = delta.read_table(project.config.table_uri(delta.FEATURES_TABLE))
+    assert set(features[delta.RAW_VERSION_COLUMN]) == {0, second.version}
     import pandas as pd
 
-    pd.testing.assert_frame_equal(lake.read_table(project.config.table_uri(lake.RAW_TABLE)), raw_before)
+    pd.testing.assert_frame_equal(delta.read_table(project.config.table_uri(delta.RAW_TABLE)), raw_before)
 
     again = CliRunner().invoke(main, ["--config", str(project.path), "revalidate", str(second.version)])
     assert again.exit_code == 1 and "accepted already" in again.output
@@ -177,7 +178,7 @@ def test_evaluation_report_says_what_triggered_the_candidate(project, instance):
     import html
     import json
 
-    from retrain_assets.names import RUN_REASON_TAG
+    from retrain_assets.core.names import RUN_REASON_TAG
 
     ingest_file(project.config, project.batch(0))
 

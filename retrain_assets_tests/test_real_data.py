@@ -35,9 +35,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from retrain_assets import lake
-from retrain_assets.cli import main
-from retrain_assets.config import load_config
+from retrain_assets.app.cli import main
+from retrain_assets.core import delta
+from retrain_assets.core.config import load_config
 
 pytestmark = pytest.mark.integration
 
@@ -211,12 +211,12 @@ def run_clean_sequence(data: Dataset, folder: Path) -> Trained:
                     f"{c['name']}: {c['message']}" for c in checks))
         report = status(config_path)
     config = load_config(config_path)
-    features_uri = config.table_uri(lake.FEATURES_TABLE)
+    features_uri = config.table_uri(delta.FEATURES_TABLE)
     return Trained(
         data, folder, parts, ticks, failed_ticks, report,
-        log=lake.read_table(config.table_uri(lake.VALIDATION_LOG_TABLE)),
-        features_version=lake.latest_version(features_uri),
-        features_rows=len(lake.read_table(features_uri)),
+        log=delta.read_table(config.table_uri(delta.VALIDATION_LOG_TABLE)),
+        features_version=delta.latest_version(features_uri),
+        features_rows=len(delta.read_table(features_uri)),
         seconds=time.monotonic() - started,
     )
 
@@ -331,7 +331,7 @@ def stopped(trained, tmp_path_factory) -> Callable[[str], Stopped]:
             tick = retrain(config_path, "tick", "--json")
             report = status(config_path)
         config = load_config(config_path)
-        log = lake.read_table(config.table_uri(lake.VALIDATION_LOG_TABLE))
+        log = delta.read_table(config.table_uri(delta.VALIDATION_LOG_TABLE))
         done[name] = Stopped(config_path, files, ingested, versions, tick, report, log)
         return done[name]
 
@@ -342,7 +342,7 @@ def stopped(trained, tmp_path_factory) -> Callable[[str], Stopped]:
 def test_corrupted_batch_is_stopped_and_the_champion_stays(name, case, trained, stopped):
     project, after = trained(name), stopped(name)
     config = load_config(after.config_path)
-    raw_uri, features_uri = config.table_uri(lake.RAW_TABLE), config.table_uri(lake.FEATURES_TABLE)
+    raw_uri, features_uri = config.table_uri(delta.RAW_TABLE), config.table_uri(delta.FEATURES_TABLE)
     path, ingested = after.files[case.name], after.ingested[case.name]
 
     if case.check is None:
@@ -350,7 +350,7 @@ def test_corrupted_batch_is_stopped_and_the_champion_stays(name, case, trained, 
         refusal = ingested.output.split("refused ", 1)[1]
         assert path.name in refusal and repr(case.column) in refusal and case.rule in refusal, refusal
         assert [r for r in after.status["refused_files"] if r["file"] == str(path)], after.status["refused_files"]
-        assert lake.latest_version(raw_uri) == PARTS - 1 + len(after.versions), "a refused file writes no version"
+        assert delta.latest_version(raw_uri) == PARTS - 1 + len(after.versions), "a refused file writes no version"
     else:
         version = after.versions[case.name]
         assert ingested.exit_code == 0 and f"raw_data version {version}" in ingested.output, ingested.output
@@ -362,12 +362,12 @@ def test_corrupted_batch_is_stopped_and_the_champion_stays(name, case, trained, 
         [check] = [c for c in after.status["latest_checks"] if c["name"] == case.check]
         assert not check["passed"] and check["blocking"] and check["severity"] == "ERROR", check
         assert check["asset"] == "validated_features" and all(text in check["message"] for text in named), check
-        assert len(lake.read_batch(raw_uri, version)) == len(pd.read_csv(path)), "the batch stays intact in raw_data"
+        assert len(delta.read_batch(raw_uri, version)) == len(pd.read_csv(path)), "the batch stays intact in raw_data"
 
     assert after.status["champion"]["version"] == project.champion["version"]
     assert after.status["champion"]["delta_version"] == project.champion["delta_version"]
-    assert lake.latest_version(features_uri) == project.features_version, "validated_features gained nothing"
-    assert len(lake.read_table(features_uri)) == project.features_rows
+    assert delta.latest_version(features_uri) == project.features_version, "validated_features gained nothing"
+    assert len(delta.read_table(features_uri)) == project.features_rows
 
 
 @pytest.mark.parametrize("name", DATASETS)

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from retrain_assets import training
-from retrain_assets.config import ESTIMATORS, parse_config
-from retrain_assets.names import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
-from retrain_assets.registry import LoggedModel, Registry
+from retrain_assets.core import training
+from retrain_assets.core.config import ESTIMATORS, parse_config
+from retrain_assets.core.names import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from retrain_assets.core.registry import LoggedModel, Registry
 
 from .test_training import churn_config, frames
 

@@ -111,9 +111,9 @@ def remote_automated(automated, s3_endpoint, mlflow_server, monkeypatch):
 
 
 def test_lake_is_on_s3_and_artifacts_go_through_dagster_aws(remote_project, instance):
+    from retrain_assets.core.landing import ingest_file
     from retrain_assets.definitions import build_defs
-    from retrain_assets.lake import ingest_file
-    from retrain_assets.s3_io_manager import S3JsonIOManager
+    from retrain_assets.defs.s3_io_manager import S3JsonIOManager
 
     assert remote_project.config.lake_uri.startswith("s3://")
     assert isinstance(build_defs(str(remote_project.path)).resources["io_manager"], S3JsonIOManager)
@@ -202,7 +202,7 @@ def test_temporary_credentials_reach_the_lake_and_the_step_storage(project, inst
         with pytest.raises(Exception, match="InvalidAccessKeyId"):
             without_token.list_objects_v2(Bucket=BUCKET)  # the server does check the token
         write_config(project, storage={"lake_uri": f"s3://{BUCKET}/sts"})
-        from retrain_assets.lake import ingest_file
+        from retrain_assets.core.landing import ingest_file
 
         ingest_file(project.config, project.batch(0))
         outcome = test_pipeline.materialize(project.path, instance)

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from retrain_assets import report as pages
-from retrain_assets.names import COMPARISON_CHECK, MINIMUM_CHECK
+from retrain_assets.core import report as pages
+from retrain_assets.core.names import COMPARISON_CHECK, MINIMUM_CHECK
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]+)">')
@@ -176,7 +176,7 @@ def test_figure_data_uri_is_a_png():
 
 def test_import_stays_light():
     heavy = ("matplotlib", "sklearn", "mlflow", "great_expectations", "numpy", "dagster")
-    code = f"import sys, retrain_assets.report; print([m for m in {heavy!r} if m in sys.modules])"
+    code = f"import sys, retrain_assets.core.report; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

@@ -7,10 +7,10 @@ import sys
 from dagster import DagsterInstance, build_sensor_context
 from deltalake import DeltaTable
 
-from retrain_assets import lake, synthetic
-from retrain_assets.resources import RetrainProject
-from retrain_assets.sensors import raw_data_version_sensor
-from retrain_assets.ticking import next_fire_time, tick
+from retrain_assets.app.ticking import next_fire_time, tick
+from retrain_assets.core import delta, landing, synthetic
+from retrain_assets.defs.resources import RetrainProject
+from retrain_assets.defs.sensors import raw_data_version_sensor
 
 from .conftest import START, write_config
 
@@ -19,7 +19,7 @@ def land(project, day: int, rows: int = 200) -> int:
     """Append one small synthetic batch straight to raw_data (as any Delta writer could)."""
     path = project.path.parent / f"batch-{day}.csv"
     synthetic.churn_batch(START + dt.timedelta(days=day), rows, seed=day).to_csv(path, index=False)
-    return lake.ingest_file(project.config, path).version
+    return landing.ingest_file(project.config, path).version
 
 
 def evaluate(project, cursor=None):
@@ -49,7 +49,7 @@ def test_sensor_can_request_one_run_per_version_and_ignores_compactions(automate
         land(automated, day)
 
     assert [r.run_key for r in evaluate(automated, cursor="0").run_requests] == ["1", "2"]
-    DeltaTable(automated.config.table_uri(lake.RAW_TABLE)).optimize.compact()
+    DeltaTable(automated.config.table_uri(delta.RAW_TABLE)).optimize.compact()
     compacted = evaluate(automated, cursor="2")
     assert not compacted.run_requests and compacted.cursor == "3" and "added no rows" in compacted.skip_message
 
@@ -59,7 +59,7 @@ def test_tick_skips_a_run_key_that_already_ran(automated, persistent):
     first = tick(automated.path, persistent)
     assert [launch.run_key for launch in first.launches] == ["0"]
 
-    from retrain_assets.ticking import save_cursor
+    from retrain_assets.app.ticking import save_cursor
 
     save_cursor(persistent, "raw_data_version_sensor", "")  # a lost cursor: the sensor asks again
     again = tick(automated.path, persistent)
@@ -94,9 +94,9 @@ def test_a_tick_with_nothing_new_launches_nothing_and_imports_nothing_heavy(auto
     tick(automated.path, persistent)
     code = f"""
 import sys, time
-from retrain_assets.config import load_config
-from retrain_assets.runner import project_instance
-from retrain_assets.ticking import tick
+from retrain_assets.core.config import load_config
+from retrain_assets.app.instance import project_instance
+from retrain_assets.app.ticking import tick
 config = load_config({str(automated.path)!r})
 with project_instance(config) as instance:
     report = tick(config.home.parent / "retrain.yaml", instance)
@@ -109,7 +109,7 @@ assert not heavy, heavy
 
 
 def test_cli_answers_a_quiet_tick_without_loading_dagster(automated, persistent):
-    from retrain_assets.ticking import quiet_since_last_tick
+    from retrain_assets.app.ticking import quiet_since_last_tick
 
     land(automated, 0)
     tick(automated.path, persistent)
@@ -118,7 +118,7 @@ def test_cli_answers_a_quiet_tick_without_loading_dagster(automated, persistent)
     assert not quiet_since_last_tick(automated.config, automated.path, now + dt.timedelta(days=8)), "schedule due"
     code = f"""
 import sys
-from retrain_assets.cli import main
+from retrain_assets.app.cli import main
 main(["--config", {str(automated.path)!r}, "tick"], standalone_mode=False)
 assert "dagster" not in sys.modules and "mlflow" not in sys.modules
 """
@@ -136,8 +136,8 @@ assert "dagster" not in sys.modules and "mlflow" not in sys.modules
 
 
 def test_a_run_recorded_since_the_last_tick_needs_the_full_tick(automated, persistent):
-    from retrain_assets.runner import materialize
-    from retrain_assets.ticking import quiet_since_last_tick
+    from retrain_assets.app.execution import materialize
+    from retrain_assets.app.ticking import quiet_since_last_tick
 
     land(automated, 0)
     tick(automated.path, persistent)
@@ -150,7 +150,7 @@ def test_a_run_recorded_since_the_last_tick_needs_the_full_tick(automated, persi
 def alert_sensor(project, instance):
     """Evaluates the run-failure sensor like a daemon tick, keeping its cursor between calls."""
     from retrain_assets.definitions import build_defs
-    from retrain_assets.sensors import alert_on_run_failure
+    from retrain_assets.defs.sensors import alert_on_run_failure
 
     defs = build_defs(str(project.path))
     cursor = None
@@ -166,8 +166,8 @@ def alert_sensor(project, instance):
 
 
 def test_run_failure_alert_names_the_failed_step_and_its_exception(project, instance):
-    from retrain_assets.alerts import recent_alerts
-    from retrain_assets.runner import materialize
+    from retrain_assets.app.execution import materialize
+    from retrain_assets.core.alerts import recent_alerts
 
     evaluate = alert_sensor(project, instance)
     failed = materialize(project.path, instance)  # no batch landed: raw_data has no table to read
@@ -176,7 +176,7 @@ def test_run_failure_alert_names_the_failed_step_and_its_exception(project, inst
     evaluate()
 
     (alert,) = recent_alerts(project.config)
-    error = f"raw_data: no Delta table at {project.config.table_uri(lake.RAW_TABLE)}; land a batch first"
+    error = f"raw_data: no Delta table at {project.config.table_uri(delta.RAW_TABLE)}; land a batch first"
     assert alert["kind"] == "run_failed"
     assert alert["text"].startswith(f"[churn] run {failed.run_id[:8]} of retrain failed")
     assert f"failed: raw_data: {error}" in alert["text"] and error in alert["details"]["error"]
@@ -187,8 +187,8 @@ def test_run_failure_alert_cuts_urls_to_their_host(project, instance, monkeypatc
     load, a query is not): the alert keeps the host only."""
     import socket
 
-    from retrain_assets.alerts import recent_alerts
-    from retrain_assets.runner import materialize
+    from retrain_assets.app.execution import materialize
+    from retrain_assets.core.alerts import recent_alerts
 
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
@@ -196,7 +196,7 @@ def test_run_failure_alert_cuts_urls_to_their_host(project, instance, monkeypatc
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     write_config(project, mlflow={"tracking_uri": f"http://127.0.0.1:{port}/?token=canary-password"})
-    lake.ingest_file(project.config, project.batch(0))
+    landing.ingest_file(project.config, project.batch(0))
     evaluate = alert_sensor(project, instance)
     failed = materialize(project.path, instance)
     assert not failed.success and "canary-password" in failed.error, "the exception itself quotes the URL"

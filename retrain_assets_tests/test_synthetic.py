@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from retrain_assets.synthetic import CHURN_COLUMNS, churn_batch, churn_days, corrupt_batch
+from retrain_assets.core.synthetic import CHURN_COLUMNS, churn_batch, churn_days, corrupt_batch
 
 DAY = datetime.date(2026, 1, 5)
 NUMERIC = ["tenure_months", "monthly_charges", "support_calls"]

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from retrain_assets import synthetic, training
-from retrain_assets.config import parse_config
+from retrain_assets.core import synthetic, training
+from retrain_assets.core.config import parse_config
 
 from .conftest import START
 

@@ -24,10 +24,11 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from retrain_assets import synthetic
-from retrain_assets.config import load_config
-from retrain_assets.inference import infer_config, render_config
-from retrain_assets.runner import ingest, materialize, project_instance
+from retrain_assets.app.execution import ingest, materialize
+from retrain_assets.app.instance import project_instance
+from retrain_assets.core import synthetic
+from retrain_assets.core.config import load_config
+from retrain_assets.core.inference import infer_config, render_config
 
 from .conftest import START, Project
 

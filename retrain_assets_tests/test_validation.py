@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from retrain_assets.config import parse_config
-from retrain_assets.validation import CHECKS, CheckVerdict, build_suite, check_results, validate_batch
+from retrain_assets.core.config import parse_config
+from retrain_assets.core.validation import CHECKS, CheckVerdict, build_suite, check_results, validate_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 300
@@ -295,14 +295,14 @@ def test_check_results_reports_checks_without_rules():
 
 
 def test_import_does_not_load_great_expectations():
-    code = "import retrain_assets.validation, sys; assert 'great_expectations' not in sys.modules"
+    code = "import retrain_assets.core.validation, sys; assert 'great_expectations' not in sys.modules"
 
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
 def test_ge_does_not_fingerprint_the_frame():
     """GE hashes every row of a frame to label the batch unless its HASH_THRESHOLD is lowered (validation does)."""
-    from retrain_assets.validation import _batch_definition
+    from retrain_assets.core.validation import _batch_definition
 
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": churn_frame()})
 
@@ -441,7 +441,7 @@ def test_event_times_after_the_landing_time_are_rejected():
     """Ingest refuses an --as-of before a batch's own events; a batch landing without one is judged here."""
     import datetime as dt
 
-    from retrain_assets.validation import BatchContext
+    from retrain_assets.core.validation import BatchContext
 
     frame = churn_frame()
     landed = frame["signup_at"].max().to_pydatetime() - dt.timedelta(days=3)
@@ -494,7 +494,7 @@ def test_redact_samples_keeps_every_failing_value_out_and_counts_in():
 
 
 def test_the_validation_log_never_holds_a_failing_id(project, tmp_path):
-    from retrain_assets import batches, lake
+    from retrain_assets.core import batches, delta, landing
     from retrain_assets_tests.conftest import write_config
 
     frame = pd.read_csv(project.batch(0))
@@ -503,13 +503,13 @@ def test_the_validation_log_never_holds_a_failing_id(project, tmp_path):
     frame.loc[3, "monthly_charges"] = -123.456
     path = tmp_path / "duplicated.csv"
     frame.to_csv(path, index=False)
-    lake.ingest_file(project.config, path)
+    landing.ingest_file(project.config, path)
 
     batches.validate_new_batches(project.config, 0)
     write_config(project, validation={"redact_samples": True})
     batches.revalidate(project.config, [0])
 
-    log = lake.read_table(project.config.table_uri(lake.VALIDATION_LOG_TABLE))
+    log = delta.read_table(project.config.table_uri(delta.VALIDATION_LOG_TABLE))
     default, redacted = (log.loc[log["revalidated"] == again, "messages"].item() for again in (False, True))
     assert duplicate not in default and "-123.456" in default and "failed for 2 of 600 non-null values" in default
     assert duplicate not in redacted and "-123.456" not in redacted and "failed for 2 of 600 non-null" in redacted

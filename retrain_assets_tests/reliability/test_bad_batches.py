@@ -26,10 +26,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from retrain_assets import lake, synthetic
-from retrain_assets.cli import describe_status, main
-from retrain_assets.config import Bounds, ColumnRule
-from retrain_assets.inference import infer_config, render_config
+from retrain_assets.app.cli import describe_status, main
+from retrain_assets.core import delta, landing, synthetic
+from retrain_assets.core.config import Bounds, ColumnRule
+from retrain_assets.core.inference import infer_config, render_config
 
 START = dt.date(2026, 1, 5)
 GOOD_DAYS = 3
@@ -92,14 +92,14 @@ def baseline(tmp_path_factory) -> Baseline:
     config = lake_config(config_path)
     return Baseline(
         folder,
-        raw=[lake.read_table(config.table_uri(lake.RAW_TABLE), v) for v in range(GOOD_DAYS)],
-        features=[lake.read_table(config.table_uri(lake.FEATURES_TABLE), v) for v in range(GOOD_DAYS)],
+        raw=[delta.read_table(config.table_uri(delta.RAW_TABLE), v) for v in range(GOOD_DAYS)],
+        features=[delta.read_table(config.table_uri(delta.FEATURES_TABLE), v) for v in range(GOOD_DAYS)],
         champion=status["champion"]["version"],
     )
 
 
 def lake_config(config_path: Path):
-    from retrain_assets.config import load_config
+    from retrain_assets.core.config import load_config
 
     return load_config(config_path)
 
@@ -254,7 +254,7 @@ def copy(baseline, tmp_path, monkeypatch) -> Path:
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_batch_is_refused_or_blocked_and_nothing_else_changes(case, baseline, copy, tmp_path):
     config = lake_config(copy)
-    raw_uri, features_uri = config.table_uri(lake.RAW_TABLE), config.table_uri(lake.FEATURES_TABLE)
+    raw_uri, features_uri = config.table_uri(delta.RAW_TABLE), config.table_uri(delta.FEATURES_TABLE)
     good = synthetic.churn_batch(BAD_DAY, ROWS, SEED)
     path = case.make(good, tmp_path / case.file)
     named = [text for text in (case.column, case.rule) if text]
@@ -266,7 +266,7 @@ def test_bad_batch_is_refused_or_blocked_and_nothing_else_changes(case, baseline
         assert "1 of 1 files refused" in ingested.output
         refusal = ingested.output.split("refused ", 1)[1]
         assert case.file in refusal and all(text in refusal for text in named), refusal
-        assert lake.latest_version(raw_uri) == GOOD_DAYS - 1
+        assert delta.latest_version(raw_uri) == GOOD_DAYS - 1
     else:
         assert ingested.exit_code == 0, ingested.output
         assert f"raw_data version {GOOD_DAYS}" in ingested.output
@@ -275,15 +275,15 @@ def test_bad_batch_is_refused_or_blocked_and_nothing_else_changes(case, baseline
         failed = [line.strip() for line in materialized.output.splitlines() if line.strip().startswith("FAILED ")]
         assert [line.split(":")[0] for line in failed] == [f"FAILED {case.check}"], materialized.output
         assert f"raw_data v{GOOD_DAYS}" in failed[0] and all(text in failed[0] for text in named), failed[0]
-        landed = lake.read_batch(raw_uri, GOOD_DAYS).to_pandas()
+        landed = delta.read_batch(raw_uri, GOOD_DAYS).to_pandas()
         source = pd.read_csv(path)
         assert landed["customer_id"].tolist() == source["customer_id"].tolist(), "the batch stays intact in raw_data"
 
     for version, content in enumerate(baseline.raw):
-        pd.testing.assert_frame_equal(lake.read_table(raw_uri, version), content)
-    assert lake.latest_version(features_uri) == GOOD_DAYS - 1, "nothing appended to validated_features"
+        pd.testing.assert_frame_equal(delta.read_table(raw_uri, version), content)
+    assert delta.latest_version(features_uri) == GOOD_DAYS - 1, "nothing appended to validated_features"
     for version, content in enumerate(baseline.features):
-        pd.testing.assert_frame_equal(lake.read_table(features_uri, version), content)
+        pd.testing.assert_frame_equal(delta.read_table(features_uri, version), content)
 
     report = json.loads(retrain(copy, "status", "--json").output)
     assert report["champion"]["version"] == baseline.champion
@@ -307,10 +307,10 @@ def test_bad_batch_is_refused_or_blocked_and_nothing_else_changes(case, baseline
 
 def test_the_finite_rule_needs_no_configured_range(baseline):
     """``monthly_charges`` has no range in the baseline config: 1e308 passes, -inf does not."""
-    from retrain_assets.validation import check_results, validate_batch
+    from retrain_assets.core.validation import check_results, validate_batch
 
     config = lake_config(baseline.folder / "retrain.yaml")
-    frame = lake.read_table(config.table_uri(lake.RAW_TABLE), 0)
+    frame = delta.read_table(config.table_uri(delta.RAW_TABLE), 0)
     frame.loc[0, "monthly_charges"] = 1e308
     assert check_results(validate_batch(frame, config, "raw_data v0"))["values_in_range"].passed
     frame.loc[0, "monthly_charges"] = -np.inf
@@ -328,12 +328,12 @@ def test_a_batch_that_crashes_validation_is_rejected_and_blocks_nothing_after_it
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from retrain_assets import batches
-    from retrain_assets.lake import ingest_file
+    from retrain_assets.core import batches
+    from retrain_assets.core.landing import ingest_file
 
     config = project.config
     ingest_file(config, project.batch(0))
-    table = lake.to_table_schema(pd.read_csv(project.batch(1)), config.data.columns, "day 1")
+    table = delta.to_table_schema(pd.read_csv(project.batch(1)), config.data.columns, "day 1")
     stamps = table["event_time"].to_pylist()
     stamps[5] = dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc)
     column = table.schema.get_field_index("event_time")
@@ -351,7 +351,7 @@ def test_a_batch_that_crashes_validation_is_rejected_and_blocks_nothing_after_it
     [rejected] = batches.rejected_batches(config)
     assert rejected["raw_version"] == 1 and rejected["failed_checks"] == ["batch_integrity"]
     assert rejected["rows"] == 600 and "OutOfBoundsDatetime" in rejected["message"]
-    assert lake.latest_version(config.table_uri(lake.FEATURES_TABLE)) == 1, "v0 and v2 appended, v1 not"
+    assert delta.latest_version(config.table_uri(delta.FEATURES_TABLE)) == 1, "v0 and v2 appended, v1 not"
     assert batches.validate_new_batches(config, 2).batches == [], "the next run does not read it again"
 
 
@@ -372,13 +372,13 @@ def test_a_validation_crash_logs_its_exception_without_withheld_values(project, 
     The exception here is real, raised by the batch's own value; its type always stays, its values follow
     the sample rules: ids cut out unless ``show_id_samples``, every value withheld with ``redact_samples``,
     and the whole message withheld when the batch's rows (to find its ids in) were never read."""
-    from retrain_assets import batches
+    from retrain_assets.core import batches
     from retrain_assets_tests.conftest import write_config
 
     write_config(project, validation=validation)
     config = project.config
-    lake.ingest_file(config, project.batch(0))
-    frame = lake.read_batch(config.table_uri(lake.RAW_TABLE), 0).to_pandas()
+    landing.ingest_file(config, project.batch(0))
+    frame = delta.read_batch(config.table_uri(delta.RAW_TABLE), 0).to_pandas()
     value = frame[quoting].iloc[3]
     with pytest.raises(ValueError) as raised:
         int(value)
@@ -387,5 +387,5 @@ def test_a_validation_crash_logs_its_exception_without_withheld_values(project, 
 
     [rejected] = batches.rejected_batches(config)
     assert rejected["failed_checks"] == ["batch_integrity"] and expected in rejected["message"], rejected["message"]
-    logged = lake.read_table(config.table_uri(lake.VALIDATION_LOG_TABLE))["messages"].str.cat()
+    logged = delta.read_table(config.table_uri(delta.VALIDATION_LOG_TABLE))["messages"].str.cat()
     assert (repr(value) in logged) == shown and (value in rejected["message"]) == shown

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from dagster import RunsFilter
 
-from retrain_assets import lake, synthetic
-from retrain_assets.runner import project_instance
+from retrain_assets.app.instance import project_instance
+from retrain_assets.core import delta, landing, synthetic
 
 from ..conftest import START
 
@@ -29,7 +29,7 @@ def _batches(folder: Path, writer: int, count: int, rows: int) -> list[Path]:
 
 
 def test_two_processes_appending_fifty_batches_each_lose_no_row(automated, tmp_path):
-    lake.ingest_file(automated.config, automated.batch(0))  # the table exists before the race
+    landing.ingest_file(automated.config, automated.batch(0))  # the table exists before the race
     files = {writer: _batches(tmp_path / f"w{writer}", writer, 50, 20) for writer in (1, 2)}
     writers = [
         subprocess.Popen([RETRAIN, "--config", str(automated.path), "ingest", *map(str, paths)],
@@ -39,14 +39,14 @@ def test_two_processes_appending_fifty_batches_each_lose_no_row(automated, tmp_p
     outputs = [writer.communicate(timeout=600) for writer in writers]
     assert [writer.returncode for writer in writers] == [0, 0], [err[-2000:] for _, err in outputs]
 
-    uri = automated.config.table_uri(lake.RAW_TABLE)
-    table = lake.read_table(uri)
+    uri = automated.config.table_uri(delta.RAW_TABLE)
+    table = delta.read_table(uri)
     expected = {f"w{w}-b{b}-r{r}" for w in (1, 2) for b in range(50) for r in range(20)}
-    landed = set(table["customer_id"]) - set(lake.read_table(uri, version=0)["customer_id"])
+    landed = set(table["customer_id"]) - set(delta.read_table(uri, version=0)["customer_id"])
     assert len(table) == 600 + 100 * 20 and landed == expected
     reported = [int(line.split("raw_data version ")[1].split()[0]) for out, _ in outputs for line in out.splitlines()]
     assert sorted(reported) == list(range(1, 101)), "each writer reports the version its own commit made"
-    history = {entry["version"]: entry.get(lake.SOURCE_KEY) for entry in lake.history(uri)}
+    history = {entry["version"]: entry.get(delta.SOURCE_KEY) for entry in delta.history(uri)}
     for out, _ in outputs:
         for line in out.splitlines():
             source, rest = line.split(": raw_data version ")
@@ -57,7 +57,7 @@ def test_two_ticks_at_once_start_at_most_one_run_per_version(automated, monkeypa
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     config = automated.config
     for day in range(3):
-        lake.ingest_file(config, automated.batch(day))
+        landing.ingest_file(config, automated.batch(day))
     ticks = [
         subprocess.Popen([RETRAIN, "--config", str(automated.path), "tick", "--json"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -79,7 +79,7 @@ def test_two_ticks_at_once_start_at_most_one_run_per_version(automated, monkeypa
 def _hold_lock(project, seconds: float, released: Path) -> subprocess.Popen:
     """Another process holding the project lock for ``seconds``; it touches ``released`` as it lets go."""
     script = (
-        "import sys, time; from pathlib import Path; from retrain_assets.locking import project_lock\n"
+        "import sys, time; from pathlib import Path; from retrain_assets.core.locking import project_lock\n"
         "with project_lock(Path(sys.argv[1]), command='a hung run'):\n"
         "    print('held', flush=True); time.sleep(float(sys.argv[2]))\n"
         "Path(sys.argv[3]).touch()\n"
@@ -94,7 +94,7 @@ def test_a_lock_held_too_long_makes_tick_fail_loudly_and_alert_once(automated, t
     """Review finding 5: a hung run held the lock and every `tick` exited 0 with "busy", silently. A holder
     younger than ``runs.lock_alert_minutes`` is still plain busy; an older one makes `tick` exit 2 naming
     it, with one ``stuck`` alert however many ticks see it."""
-    from retrain_assets.alerts import recent_alerts
+    from retrain_assets.core.alerts import recent_alerts
 
     from ..conftest import write_config
 
@@ -120,14 +120,14 @@ def test_a_lock_held_too_long_makes_tick_fail_loudly_and_alert_once(automated, t
 def test_a_run_past_its_maximum_runtime_is_stopped_and_frees_the_project(automated):
     """Runs get a maximum runtime: a retraining run that goes past ``runs.max_runtime_minutes`` fails with
     that reason instead of holding the project forever, and the lock is free afterwards."""
-    from retrain_assets.batches import rejected_batches
-    from retrain_assets.locking import current_holder
-    from retrain_assets.runner import materialize
+    from retrain_assets.app.execution import materialize
+    from retrain_assets.core.batches import rejected_batches
+    from retrain_assets.core.locking import current_holder
 
     from ..conftest import write_config
 
     write_config(automated, runs={"max_runtime_minutes": 0.02})  # 1.2 s: shorter than any training run
-    lake.ingest_file(automated.config, automated.batch(0))
+    landing.ingest_file(automated.config, automated.batch(0))
     with project_instance(automated.config) as instance:
         outcome = materialize(automated.path, instance)
         status = instance.get_run_by_id(outcome.run_id).status.value
@@ -145,9 +145,9 @@ def test_a_run_outside_retrain_waits_for_the_project_lock(automated, tmp_path):
     from dagster import DagsterEventType
 
     from retrain_assets.definitions import build_defs
-    from retrain_assets.jobs import RETRAIN_JOB
+    from retrain_assets.defs.jobs import RETRAIN_JOB
 
-    lake.ingest_file(automated.config, automated.batch(0))
+    landing.ingest_file(automated.config, automated.batch(0))
     released = tmp_path / "released"
     holder = _hold_lock(automated, 3, released)
     with project_instance(automated.config) as instance:  # as the daemon's run worker: no lock of its own
@@ -165,7 +165,7 @@ def test_rollback_takes_the_project_lock_and_records_the_caller_from_the_kernel(
     another process holds the lock, and names the caller by uid, whatever the environment says."""
     import os
 
-    from retrain_assets.runner import caller
+    from retrain_assets.app.instance import caller
 
     holder = _hold_lock(automated, 60, tmp_path / "released")
     try:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from retrain_assets import lake
-from retrain_assets.faults import CRASH_ENV
-from retrain_assets.names import CHAMPION, INTERRUPTED_TAG
-from retrain_assets.registry import Registry
-from retrain_assets.runner import project_instance
-from retrain_assets.ticking import tick
+from retrain_assets.app.instance import project_instance
+from retrain_assets.app.ticking import tick
+from retrain_assets.core import delta, landing
+from retrain_assets.core.faults import CRASH_ENV
+from retrain_assets.core.names import CHAMPION, INTERRUPTED_TAG
+from retrain_assets.core.registry import Registry
 
 RETRAIN = [str(Path(sys.executable).parent / "retrain")]
 
@@ -44,16 +44,16 @@ def test_killed_tick_is_completed_exactly_once_by_the_next_tick(automated, point
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     config = automated.config
     with project_instance(config) as instance:
-        version = lake.ingest_file(config, automated.batch(0)).version
+        version = landing.ingest_file(config, automated.batch(0)).version
 
     killed = _cli(automated, "tick", crash_at=point, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
     # after the crash: every table reads whole at its last committed version; no champion is unevaluated
-    raw = lake.read_table(config.table_uri(lake.RAW_TABLE))
+    raw = delta.read_table(config.table_uri(delta.RAW_TABLE))
     assert len(raw) == 600
-    features_uri = config.table_uri(lake.FEATURES_TABLE)
-    assert len(lake.read_table(features_uri)) == 600  # every crash point comes after the batch was appended
+    features_uri = config.table_uri(delta.FEATURES_TABLE)
+    assert len(delta.read_table(features_uri)) == 600  # every crash point comes after the batch was appended
     registry = Registry(config)
     assert registry.by_alias(CHAMPION) is None, "the only candidate never finished evaluation and promotion"
     with project_instance(config) as instance:
@@ -70,9 +70,9 @@ def test_killed_tick_is_completed_exactly_once_by_the_next_tick(automated, point
         assert tick(automated.path, instance).launches == []  # done: nothing more to do
 
     # exactly once: one log entry and one copy of the batch; one registered model, the champion
-    log = lake.read_table(config.table_uri(lake.VALIDATION_LOG_TABLE))
+    log = delta.read_table(config.table_uri(delta.VALIDATION_LOG_TABLE))
     assert log["raw_version"].tolist() == [version]
-    assert len(lake.read_table(features_uri)) == 600
+    assert len(delta.read_table(features_uri)) == 600
     versions = registry.client.search_model_versions(f"name = '{config.mlflow.model_name}'")
     assert len(versions) == 1 and versions[0].tags["delta_version"] == str(version)
     champion = registry.by_alias(CHAMPION)
@@ -89,11 +89,11 @@ def test_killed_between_the_two_alias_moves_the_champion_stays_evaluated_and_the
     the next tick finishes this promotion, once."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     config = automated.config
-    lake.ingest_file(config, automated.batch(7))
+    landing.ingest_file(config, automated.batch(7))
     with project_instance(config) as instance:
         assert tick(automated.path, instance).launches[0].outcome.decision["promoted"]
     for day in range(3):
-        lake.ingest_file(config, automated.batch(day))
+        landing.ingest_file(config, automated.batch(day))
 
     killed = _cli(automated, "tick", crash_at="alias_promotion", timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -114,7 +114,7 @@ def test_second_crash_of_the_same_run_is_resumed_from_the_first_retry(automated,
     """A run killed twice: the second retry starts from the first retry's failed step."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     config = automated.config
-    lake.ingest_file(config, automated.batch(0))
+    landing.ingest_file(config, automated.batch(0))
     assert _cli(automated, "tick", crash_at="features_appended", timeout=300).returncode == -signal.SIGKILL
     assert _cli(automated, "tick", crash_at="model_logging", timeout=300).returncode == -signal.SIGKILL
     finished = _cli(automated, "tick", timeout=300)
@@ -132,10 +132,10 @@ def test_ingest_killed_during_the_delta_commit_leaves_the_table_at_its_last_vers
     no version, and ingesting the file again lands it exactly once."""
     import pandas as pd
 
-    from retrain_assets import synthetic
+    from retrain_assets.core import synthetic
 
     config = automated.config
-    lake.ingest_file(config, automated.batch(0))
+    landing.ingest_file(config, automated.batch(0))
     # 1.6M rows as Parquet: quick to make and to read, so the run is mostly delta-rs writing its data file,
     # a window wide enough to be hit even when the machine is busy
     day = synthetic.churn_batch(pd.Timestamp("2026-01-06").date(), 400_000, seed=3)
@@ -143,7 +143,7 @@ def test_ingest_killed_during_the_delta_commit_leaves_the_table_at_its_last_vers
     frame["customer_id"] = [f"big-{row}" for row in range(len(frame))]
     big = tmp_path / "big.parquet"
     frame.to_parquet(big, index=False)
-    table_dir = Path(config.table_uri(lake.RAW_TABLE))
+    table_dir = Path(config.table_uri(delta.RAW_TABLE))
 
     process = subprocess.Popen([*RETRAIN, "--config", str(automated.path), "ingest", str(big)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -154,11 +154,11 @@ def test_ingest_killed_during_the_delta_commit_leaves_the_table_at_its_last_vers
     process.wait()
 
     assert set(table_dir.glob("*.parquet#*")), "the kill did not come while the data file was being written"
-    assert lake.latest_version(config.table_uri(lake.RAW_TABLE)) == 0
-    assert len(lake.read_table(config.table_uri(lake.RAW_TABLE))) == 600
-    landed = lake.ingest_file(config, big)
+    assert delta.latest_version(config.table_uri(delta.RAW_TABLE)) == 0
+    assert len(delta.read_table(config.table_uri(delta.RAW_TABLE))) == 600
+    landed = landing.ingest_file(config, big)
     assert landed.version == 1
-    assert len(lake.read_table(config.table_uri(lake.RAW_TABLE))) == 600 + len(frame)
+    assert len(delta.read_table(config.table_uri(delta.RAW_TABLE))) == 600 + len(frame)
 
 
 class _Payload:
@@ -180,7 +180,7 @@ def test_a_planted_pickle_in_the_step_storage_runs_nothing_when_the_run_is_resum
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     config = automated.config
-    lake.ingest_file(config, automated.batch(0))
+    landing.ingest_file(config, automated.batch(0))
     assert _cli(automated, "tick", crash_at="model_logging", timeout=300).returncode == -signal.SIGKILL
     storage = config.dagster_home / "storage"
     stored = storage / "validated_features.json"

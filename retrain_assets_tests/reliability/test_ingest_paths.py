@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from retrain_assets import lake
-from retrain_assets.cli import main
+from retrain_assets.app.cli import main
+from retrain_assets.core import delta, landing as landing_files
 from retrain_assets_tests.conftest import write_config
 
 
@@ -53,7 +53,7 @@ def test_a_path_resolving_outside_the_landing_dir_is_refused_unread(landing, esc
     assert result.exit_code == 1
     assert f"{path}: outside the landing folder {folder.resolve()}" in result.output
     assert f"resolves to {outside.resolve()}" in result.output
-    assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None
+    assert delta.latest_version(project.config.table_uri(delta.RAW_TABLE)) is None
     assert not project.config.quarantine_dir.exists(), "a file outside the landing folder is not copied anywhere"
     report = json.loads(retrain(project.path, "status", "--json").output)
     [refusal] = report["refused_files"]
@@ -115,7 +115,7 @@ def test_status_works_past_a_torn_line_in_refusals_jsonl_and_mentions_it(project
 @pytest.mark.parametrize("content", ["", "{\"config_mtime\": 1", "[]", "{\"next_schedule\": \"soon\"}"])
 def test_tick_runs_past_an_empty_or_corrupt_tick_state(project, monkeypatch, content):
     """An empty tick_state.json (a crash between truncating and writing it) used to crash every tick."""
-    from retrain_assets.ticking import STATE_FILE
+    from retrain_assets.app.ticking import STATE_FILE
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     state = project.config.dagster_home / STATE_FILE
@@ -189,13 +189,13 @@ def test_a_batch_swapped_for_a_link_outside_between_the_check_and_the_open_is_re
             os.symlink(elsewhere, folder / "sub")
     on_open([path, path.resolve()], at=1, then=swap)
 
-    with pytest.raises(lake.BatchRefused) as refused:
-        lake.ingest_file(project.config, path)
+    with pytest.raises(landing_files.BatchRefused) as refused:
+        landing_files.ingest_file(project.config, path)
 
     assert f"{path}: changed while being opened" in str(refused.value) and "not read" in str(refused.value)
-    assert lake.latest_version(project.config.table_uri(lake.RAW_TABLE)) is None
+    assert delta.latest_version(project.config.table_uri(delta.RAW_TABLE)) is None
     assert refused.value.quarantined is None and not project.config.quarantine_dir.exists()
-    [refusal] = lake.recent_refusals(project.config)
+    [refusal] = landing_files.recent_refusals(project.config)
     assert "changed while being opened" in refusal["reason"]
 
 
@@ -212,10 +212,10 @@ def test_a_batch_is_opened_once_so_a_swap_after_the_check_cannot_change_what_lan
         os.symlink(outside, inside)
     opens = on_open([inside, inside.resolve()], at=2, then=swap)
 
-    result = lake.ingest_file(project.config, inside)
+    result = landing_files.ingest_file(project.config, inside)
 
     assert len(opens) == 1, opens
-    uri = project.config.table_uri(lake.RAW_TABLE)
-    landed = lake.read_batch(uri, result.version).to_pandas()
+    uri = project.config.table_uri(delta.RAW_TABLE)
+    landed = delta.read_batch(uri, result.version).to_pandas()
     assert landed["customer_id"].tolist() == pd.read_csv(io.BytesIO(original))["customer_id"].tolist()
-    assert lake.history(uri)[-1][lake.SHA_KEY] == hashlib.sha256(original).hexdigest()
+    assert delta.history(uri)[-1][delta.SHA_KEY] == hashlib.sha256(original).hexdigest()

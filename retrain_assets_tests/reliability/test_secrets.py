@@ -29,10 +29,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retrain_assets import synthetic
-from retrain_assets.config import load_config
-from retrain_assets.demo import declare_business_limits
-from retrain_assets.inference import infer_config, render_config
+from retrain_assets.app.demo import declare_business_limits
+from retrain_assets.core import synthetic
+from retrain_assets.core.config import load_config
+from retrain_assets.core.inference import infer_config, render_config
 from retrain_assets_tests.conftest import START
 from retrain_assets_tests.test_remote import free_port, serve, stop
 
@@ -518,9 +518,9 @@ def test_the_environment_registry_is_never_used(scenario):
 @pytest.fixture
 def configured(tmp_path):
     """A project whose registry (the default sqlite store under its home) holds one real model, the champion."""
-    from retrain_assets import training
-    from retrain_assets.config import parse_config
-    from retrain_assets.registry import LoggedModel, Registry
+    from retrain_assets.core import training
+    from retrain_assets.core.config import parse_config
+    from retrain_assets.core.registry import LoggedModel, Registry
 
     frame = synthetic.churn_batch(START, 300, seed=3)
     inferred = infer_config(frame, "churned", timestamp="event_time", id_column="customer_id")
@@ -538,8 +538,8 @@ def configured(tmp_path):
 def test_reads_use_the_configured_registry_even_when_mlflow_points_elsewhere(configured, tmp_path, monkeypatch):
     import mlflow
 
-    from retrain_assets.names import CHAMPION
-    from retrain_assets.registry import Registry
+    from retrain_assets.core.names import CHAMPION
+    from retrain_assets.core.registry import Registry
 
     config, registry, features, pipeline = configured
     decoy = tmp_path / "decoy"
@@ -594,7 +594,7 @@ def test_a_tampered_model_version_is_refused(configured, tmp_path, tampering):
     import mlflow
     import skops.io
 
-    from retrain_assets.registry import SKOPS_TRUSTED_TYPES
+    from retrain_assets.core.registry import SKOPS_TRUSTED_TYPES
 
     config, registry, *_ = configured
     folder = _artifact_dir(registry, "1")
@@ -648,8 +648,8 @@ def test_a_tampered_model_version_is_refused(configured, tmp_path, tampering):
 def test_failed_webhook_delivery_never_quotes_the_url(tmp_path, monkeypatch, caplog, shape):
     import logging
 
-    from retrain_assets.alerts import send_alert
-    from retrain_assets.config import parse_config
+    from retrain_assets.core.alerts import send_alert
+    from retrain_assets.core.config import parse_config
 
     class Refuse(BaseHTTPRequestHandler):
         def do_POST(self):
@@ -688,11 +688,11 @@ def test_run_failure_alert_does_not_copy_the_launchers_tags(project, monkeypatch
     alert names the run, not every tag it carries."""
     from dagster import build_sensor_context, instance_for_test
 
-    from retrain_assets.alerts import recent_alerts
+    from retrain_assets.core.alerts import recent_alerts
+    from retrain_assets.core.names import TRIGGER_TAG
     from retrain_assets.definitions import build_defs
-    from retrain_assets.jobs import RETRAIN_JOB
-    from retrain_assets.names import TRIGGER_TAG
-    from retrain_assets.sensors import alert_on_run_failure
+    from retrain_assets.defs.jobs import RETRAIN_JOB
+    from retrain_assets.defs.sensors import alert_on_run_failure
 
     secret = f"tag-canary-{uuid.uuid4().hex}"
     defs = build_defs(str(project.path))
@@ -721,19 +721,19 @@ def test_a_tampered_champion_blocks_promotion_and_alerts(project, instance, tmp_
     candidate past a margin nobody checked. It stays champion, the comparison fails naming it, an alert says so."""
     from dagster import AssetCheckSeverity, asset, materialize
 
-    from retrain_assets import lake, training
-    from retrain_assets.alerts import recent_alerts
-    from retrain_assets.assets.evaluation import evaluation_report
-    from retrain_assets.assets.promotion import prod_model
-    from retrain_assets.names import CHAMPION, COMPARISON_CHECK
-    from retrain_assets.registry import LoggedModel, ModelRef, Registry
-    from retrain_assets.resources import RetrainProject
+    from retrain_assets.core import delta, landing, training
+    from retrain_assets.core.alerts import recent_alerts
+    from retrain_assets.core.names import CHAMPION, COMPARISON_CHECK
+    from retrain_assets.core.registry import LoggedModel, ModelRef, Registry
+    from retrain_assets.defs.assets.evaluation import evaluation_report
+    from retrain_assets.defs.assets.promotion import prod_model
+    from retrain_assets.defs.resources import RetrainProject
 
     config = project.config
-    uri = config.table_uri(lake.FEATURES_TABLE)
-    table = lake.to_table_schema(lake.read_batch_file(project.batch(0)), config.data.columns, "day 0")
-    features = lake.TableRef(uri, lake.append(uri, table), raw_version=0)
-    frame = lake.read_table(uri, features.version, columns=list(config.data.columns))
+    uri = config.table_uri(delta.FEATURES_TABLE)
+    table = delta.to_table_schema(landing.read_batch_file(project.batch(0)), config.data.columns, "day 0")
+    features = delta.TableRef(uri, delta.append(uri, table), raw_version=0)
+    frame = delta.read_table(uri, features.version, columns=list(config.data.columns))
     registry = Registry(config)
     logged = LoggedModel(training.train(frame, config), frame.head(0), {}, {}, {"delta_version": "0"}, {"rows": 0})
     registry.log_candidate(logged)
@@ -745,7 +745,7 @@ def test_a_tampered_champion_blocks_promotion_and_alerts(project, instance, tmp_
     (folder / flavor["pickled_model"]).write_bytes(pickle.dumps(Payload(marker)))
 
     @asset(name="validated_features")
-    def given_features() -> lake.TableRef:
+    def given_features() -> delta.TableRef:
         return features
 
     @asset(name="candidate_model")

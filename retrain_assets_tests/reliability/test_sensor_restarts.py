@@ -10,9 +10,9 @@ from pathlib import Path
 
 from dagster import RunsFilter
 
-from retrain_assets import lake, synthetic
-from retrain_assets.runner import project_instance
-from retrain_assets.ticking import tick
+from retrain_assets.app.instance import project_instance
+from retrain_assets.app.ticking import tick
+from retrain_assets.core import landing, synthetic
 
 from ..conftest import START, write_config
 
@@ -40,7 +40,7 @@ def test_hundred_ticks_over_twenty_versions_with_restarts_run_each_new_version_o
             for _ in range(landing_ticks.count(index)):
                 path = automated.path.parent / f"v{versions}.csv"
                 synthetic.churn_batch(START + dt.timedelta(days=versions), 60, seed=versions).to_csv(path, index=False)
-                lake.ingest_file(config, path)
+                landing.ingest_file(config, path)
                 versions += 1
             if landing_ticks.count(index):
                 expected.append(str(versions - 1))  # coalesced: one run on the newest version

@@ -1,0 +1,467 @@
+"""The ``retrain`` command: init, ingest, materialize, status, demo, ui.
+
+Heavy libraries (mlflow, great_expectations, sklearn, dagster) are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from retrain_assets.core.config import ConfigError, RetrainConfig, load_config, resolve_config_path
+
+
+class UtcDateTime(click.ParamType):
+    """An ISO 8601 date or date-time as an aware UTC datetime: ``2026-01-05``, ``2026-01-05T23:00:00``,
+    ``2026-01-05T23:00:00Z`` or ``2026-01-05T23:00:00+01:00``. An offset converts to UTC; a time without
+    one is UTC, as every time the project records is."""
+
+    name = "datetime"
+
+    def convert(self, value, param, ctx) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            moment = value
+        else:
+            text = str(value).strip()
+            try:  # Python 3.10's fromisoformat does not read "Z"
+                moment = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+            except ValueError:
+                self.fail(
+                    f"{value!r} is not an ISO 8601 date or time, e.g. 2026-01-05, 2026-01-05T23:00:00, "
+                    "2026-01-05T23:00:00Z or 2026-01-05T23:00:00+01:00",
+                    param,
+                    ctx,
+                )
+        return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
+
+
+UTC_DATETIME = UtcDateTime()
+
+
+def _load(ctx: click.Context) -> RetrainConfig:
+    try:
+        return load_config(ctx.obj["config"])
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Project file (default: $RETRAIN_CONFIG, else ./retrain.yaml).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_path: Optional[Path]) -> None:
+    """Keep a scikit-learn model fresh on Delta Lake data, orchestrated by Dagster."""
+    ctx.obj = {"config": resolve_config_path(config_path)}
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target", required=True, help="Column the model predicts.")
+@click.option("--task", type=click.Choice(["classification", "regression"]), default=None, help="Default: inferred.")
+@click.option("--timestamp", default=None, help="Event-time column (gives data ranges and, later, backfills).")
+@click.option("--id", "id_column", default=None, help="Row id column (keeps the holdout split stable).")
+@click.option("--project", default=None, help="Project name (default: the folder's name).")
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.pass_context
+def init(ctx, data, target, task, timestamp, id_column, project, force) -> None:
+    """Write retrain.yaml inferred from a CSV/Parquet sample DATA, then say each choice made; review it
+    before the first run."""
+    from retrain_assets.core.inference import infer_config_with_notes, render_config
+    from retrain_assets.core.landing import read_batch_file
+
+    path: Path = ctx.obj["config"]
+    if path.exists() and not force:
+        raise click.ClickException(f"{path} exists; pass --force to overwrite it")
+    try:
+        frame = read_batch_file(data)
+        inferred = infer_config_with_notes(
+            frame, target, task=task, timestamp=timestamp, id_column=id_column, project=project or path.parent.name
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    config = inferred.config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_config(config, str(data)))
+    click.echo(f"wrote {path}: {len(config.data.columns)} columns, task {config.data.task}, target {target!r}")
+    for note in inferred.notes:
+        click.echo(f"  {note}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--as-of",
+    "landed_at",
+    type=UTC_DATETIME,
+    default=None,
+    help="Replaying history: when these batches originally landed (ISO 8601; no offset means UTC); backfills "
+    "time-travel by it.",
+)
+@click.pass_context
+def ingest(ctx, files, landed_at) -> None:
+    """Append each CSV/Parquet FILE to raw_data as one new Delta version (refused files go to quarantine)."""
+    from retrain_assets.app.execution import ingest as ingest_one
+    from retrain_assets.app.instance import project_instance
+    from retrain_assets.core.landing import BatchRefused
+
+    config = _load(ctx)
+    refused = 0
+    with project_instance(config) as instance:
+        for path in files:
+            try:
+                result = ingest_one(config, instance, path, landed_at)
+            except BatchRefused as exc:
+                refused += 1
+                click.echo(f"refused {exc}", err=True)
+                continue
+            click.echo(f"{result.source}: raw_data version {result.version} ({result.rows} rows)")
+    if refused:
+        raise click.ClickException(f"{refused} of {len(files)} files refused; nothing of them was written")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def validate(ctx, files, as_json) -> None:
+    """Run the validation suite on each FILE without ingesting it, judged as a batch landing now: every
+    rule's outcome, hard or expected. Exit status 1 when a hard rule fails (or ingest would refuse the file)."""
+    from retrain_assets.core.batches import validate_file
+    from retrain_assets.core.validation import check_results
+
+    config = _load(ctx)
+    report, rejected = [], 0
+    for path in files:
+        try:
+            outcomes = validate_file(config, path)
+        except (ValueError, OSError) as exc:
+            rejected += 1
+            report.append({"file": str(path), "refused": str(exc), "accepted": False, "rules": []})
+            continue
+        accepted = not any(verdict.rejects for verdict in check_results(outcomes).values())
+        rejected += not accepted
+        rules = [{"kind": o.kind, "check": o.check, "column": o.column, "rule": o.rule, "passed": o.passed,
+                  "severity": o.severity, "failing_count": o.failing_count, "failing_percent": o.failing_percent,
+                  "sample": o.sample, "detail": o.detail} for o in outcomes]
+        report.append({"file": str(path), "refused": None, "accepted": accepted, "rules": rules})
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else describe_validation(report))
+    if rejected:
+        sys.exit(1)
+
+
+def describe_validation(report: list[dict]) -> str:
+    """Per file: one line per rule (failures first, with count and sample), then the verdict."""
+    lines = []
+    for entry in report:
+        name = Path(entry["file"]).name
+        if entry["refused"]:
+            lines.append(f"{name}: REFUSED, ingest would not land it: {entry['refused']}")
+            continue
+        rules = sorted(entry["rules"], key=lambda rule: rule["passed"])
+        for rule in rules:
+            outcome = "passed" if rule["passed"] else ("FAILED" if rule["severity"] == "error" else "warn")
+            detail = rule["detail"].removeprefix(name + ": ")
+            lines.append(f"  {rule['kind']:<8} {outcome:<6} {rule['check']}: {detail}")
+        failed = [rule for rule in rules if not rule["passed"]]
+        hard = sum(rule["severity"] == "error" for rule in failed)
+        verdict = "REJECTED" if hard else "accepted"
+        lines.insert(len(lines) - len(rules), f"{name}: {verdict}: {len(rules) - len(failed)} of {len(rules)} rules "
+                     f"passed, {hard} hard failed, {len(failed) - hard} warned")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("versions", nargs=-1, required=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def revalidate(ctx, versions, as_json) -> None:
+    """Validate rejected raw_data VERSIONS again with the current rules (after fixing retrain.yaml). Both
+    verdicts stay in the validation log; a batch that passes now becomes training data for the next run.
+    Nothing in raw_data is rewritten."""
+    from retrain_assets.app.execution import revalidate as run
+    from retrain_assets.app.instance import project_instance, project_lock
+    from retrain_assets.core.batches import RevalidationRefused
+    from retrain_assets.core.locking import ProjectBusy
+
+    config = _load(ctx)
+    try:
+        with project_lock(config, "retrain revalidate"), project_instance(config) as instance:
+            outcomes = run(config, instance, list(versions))
+    except (ProjectBusy, RevalidationRefused) as exc:
+        raise click.ClickException(str(exc)) from None
+    report: list[dict[str, Any]] = [
+        {"raw_version": o.raw_version, "rows": o.rows, "accepted": o.accepted,
+         "checks": {name: verdict._asdict() for name, verdict in o.checks.items() if not verdict.passed}}
+        for o in outcomes
+    ]
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for entry in report:
+            version = entry["raw_version"]
+            if entry["accepted"]:
+                click.echo(f"raw_data v{version}: accepted now ({entry['rows']} rows appended to "
+                           "validated_features; the next training run uses them)")
+            else:
+                failed = "; ".join(c["message"] for c in entry["checks"].values() if c["severity"] == "error")
+                click.echo(f"raw_data v{version}: still rejected: {failed}")
+    if not all(entry["accepted"] for entry in report):
+        sys.exit(1)
+
+
+@main.command()
+@click.pass_context
+def materialize(ctx) -> None:
+    """Run the whole asset graph once on the latest raw_data version, in process."""
+    from retrain_assets.app.execution import materialize as run
+    from retrain_assets.app.instance import project_instance, project_lock
+    from retrain_assets.core.locking import ProjectBusy
+
+    config = _load(ctx)
+    try:
+        with project_lock(config, "retrain materialize"), project_instance(config) as instance:
+            outcome = run(ctx.obj["config"], instance)
+    except ProjectBusy as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(outcome.describe(config.promotion.metric))
+    if not outcome.success:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx, as_json) -> None:
+    """Where things stand: raw table, last processed version, files refused at ingest, champion, last decision,
+    checks."""
+    from retrain_assets.app.instance import project_instance
+    from retrain_assets.app.status import project_status
+
+    config = _load(ctx)
+    with project_instance(config) as instance:
+        report = project_status(config, ctx.obj["config"], instance)
+    click.echo(json.dumps(report, indent=2) if as_json else describe_status(report))
+
+
+def describe_status(report: dict) -> str:
+    """`retrain status` for a person: what is missing is said in words or left out, never printed as None."""
+    raw, champion, decision = report["raw_table"], report["champion"], report["last_decision"]
+    processed = report["last_processed_version"]
+    lines = [
+        f"raw_data: {raw['uri']} version {raw['version']} ({raw['rows']} rows)" if raw["version"] is not None
+        else f"raw_data: no versions yet ({raw['uri']}; land a batch with `retrain ingest FILE`)",
+        f"last processed raw version: {processed if processed is not None else 'none yet'}",
+    ]
+    if report["lock"]:
+        lines.append(f"busy: the project lock is held by {report['lock']['description']}")
+    for batch in report["rejected_batches"][-5:]:
+        lines.append(f"rejected raw_data v{batch['raw_version']} ({batch['rows']} rows, kept; `retrain revalidate "
+                     f"{batch['raw_version']}` after fixing the rules): {', '.join(batch['failed_checks'])}")
+    for refusal in report["refused_files"][-5:]:
+        kept = f" (kept in {refusal['quarantined']})" if refusal["quarantined"] else ""
+        lines.append(f"refused {Path(refusal['file']).name} at {refusal['at']}: {refusal['reason']}{kept}")
+    if champion:
+        known = {"delta v": champion["delta_version"], "trained ": champion["trained_at"],
+                 "params ": champion["params_hash"], "code ": champion["code_version"]}
+        provenance = ", ".join(f"{label}{value}" for label, value in known.items() if value is not None)
+        provenance = f" ({provenance})" if provenance else ""
+        lines.append(f"champion: {champion['name']} v{champion['version']}{provenance}")
+        if champion["metrics"]:
+            lines.append("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(champion["metrics"].items())))
+    else:
+        lines.append("champion: none")
+    if decision:
+        verdict = "promoted" if decision["promoted"] else "rejected"
+        why = f": {decision['reason']}" if decision["reason"] else ""
+        lines.append(f"last decision: candidate v{decision['candidate_version']} {verdict}{why}")
+    run = report["last_run"]
+    if run:
+        read = f" on raw_data v{run['delta_version']}" if run["delta_version"] is not None else ""
+        said = "; ".join(text for text in (run["reason"], run["error"] and f"error: {run['error']}") if text)
+        lines.append(f"last run: {run['status']} ({run['trigger']}{read})" + (f": {said}" if said else ""))
+    for check in report["latest_checks"]:
+        stopped = check["blocking"] and check["severity"] == "ERROR"
+        verdict = "passed" if check["passed"] else ("FAILED" if stopped else "WARNING")
+        message = f" - {check['message']}" if check["message"] else ""
+        lines.append(f"check {check['asset']}/{check['name']}: {verdict}{message}")
+    for asset, causes in report["stale_assets"].items():
+        lines.append(f"stale: {asset} ({'; '.join(causes)})")
+    lines += [f"event {event['at']} {event['kind']}: {event['text']}" for event in report["events"][-5:]]
+    if report["last_report"]:
+        lines.append(f"latest evaluation report: {report['last_report']}")
+    lines += [f"warning: {text}" for text in report.get("state_warnings", [])]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def tick(ctx, as_json) -> None:
+    """Evaluate every sensor and due schedule once and run what they request, in process (for cron/CI)."""
+    from retrain_assets.app.ticking import quiet_since_last_tick
+
+    config = _load(ctx)
+    say = lambda text: click.echo(f"warning: {text}", err=True)  # noqa: E731 - stderr keeps --json output JSON
+    if quiet_since_last_tick(config, ctx.obj["config"], dt.datetime.now(dt.timezone.utc), say):
+        reason = "raw_data unchanged since the last tick and the schedule not due"
+        click.echo(
+            json.dumps({"launched": [], "skipped": {"all": reason}}) if as_json else f"nothing triggered: {reason}"
+        )
+        return
+    from retrain_assets.app.instance import project_instance, project_lock
+    from retrain_assets.app.ticking import report_stuck, tick as run_tick
+    from retrain_assets.core.locking import ProjectBusy
+
+    try:
+        with project_lock(config, "retrain tick"), project_instance(config) as instance:
+            report = run_tick(ctx.obj["config"], instance)
+    except ProjectBusy as exc:  # another process is doing the work: not an error, unless it has been too long
+        stuck = report_stuck(config, exc.holder)
+        message = f"{exc}; {stuck}" if stuck else str(exc)
+        click.echo(
+            json.dumps({"launched": [], "skipped": {"all": message}}) if as_json else f"nothing launched: {message}"
+        )
+        if stuck:
+            sys.exit(2)
+        return
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for launch in report.launches:
+            if launch.outcome is None:
+                click.echo(f"{launch.source}: skipped ({launch.skipped})")
+            else:
+                described = launch.outcome.describe(config.promotion.metric)
+                click.echo(f"{launch.source} (run_key {launch.run_key}): {described}")
+        if not report.launches:
+            click.echo("nothing triggered: " + "; ".join(f"{name}: {why}" for name, why in report.skips.items()))
+    if any(launch.outcome and not launch.outcome.success for launch in report.launches):
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--start",
+    type=UTC_DATETIME,
+    required=True,
+    help="First partition: an ISO 8601 date, or a time whose UTC date counts.",
+)
+@click.option(
+    "--end", type=UTC_DATETIME, required=True, help="Last partition: an ISO 8601 date, or a time whose UTC date counts."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def backfill(ctx, start, end, as_json) -> None:
+    """Retrain as of every history partition from START to END (Delta time travel), then the backtest."""
+    from retrain_assets.app.execution import backfill as run_backfill
+    from retrain_assets.app.instance import project_instance, project_lock
+    from retrain_assets.core.locking import ProjectBusy
+
+    config = _load(ctx)
+    metric = config.promotion.metric
+
+    def progress(index, total, outcome) -> None:
+        if as_json:
+            return
+        if outcome.success:
+            row = outcome.row
+            oot = row["oot_metrics"].get(metric)
+            click.echo(
+                f"[{index}/{total}] {outcome.partition}: raw_data v{row['delta_version']}, {row['train_rows']} rows, "
+                f"{metric} {row['metrics'][metric]:.4f}, out-of-time "
+                + (f"{oot:.4f}" if oot is not None else "- (no later data)")
+            )
+        else:
+            click.echo(f"[{index}/{total}] {outcome.partition}: FAILED {outcome.error}")
+
+    try:
+        with project_lock(config, "retrain backfill"), project_instance(config) as instance:
+            outcomes, rows = run_backfill(ctx.obj["config"], instance, start.date(), end.date(), progress)
+    except ProjectBusy as exc:
+        raise click.ClickException(str(exc)) from None
+    if not outcomes:
+        raise click.ClickException(
+            f"no {config.history.partitions} partition starts between {start.date()} and {end.date()}"
+        )
+    report = config.reports_dir / "backtest.html"
+    if as_json:
+        payload = {"partitions": [o.__dict__ for o in outcomes], "backtest": rows, "report": str(report)}
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        click.echo(f"backtest of {len(rows or [])} partitions: {report}")
+    if not all(outcome.success for outcome in outcomes):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--to", "version", default=None, help="Registered model version (default: the previous champion).")
+@click.option("--reason", default="manual rollback", show_default=True, help="Why; recorded on the model version.")
+@click.option("--force", is_flag=True, help="Also to a version that was never champion (e.g. a rejected candidate).")
+@click.pass_context
+def rollback(ctx, version, reason, force) -> None:
+    """Point the champion alias back at the previous (or given) model version."""
+    from retrain_assets.app.execution import rollback_champion
+    from retrain_assets.app.instance import project_instance, project_lock
+    from retrain_assets.core.locking import ProjectBusy
+
+    config = _load(ctx)
+    try:
+        with project_lock(config, "retrain rollback"), project_instance(config) as instance:
+            event = rollback_champion(config, instance, version, reason, force=force)
+    except (ValueError, ProjectBusy) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(event["text"])
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
+@click.option("--fresh", is_flag=True, help="Start over: remove a previous demo in --dir first.")
+@click.option("--days", default=10, show_default=True, help="Daily batches to ingest.")
+@click.option("--rows-per-day", default=1000, show_default=True)
+@click.option("--history-weeks", default=8, show_default=True, help="Weeks of past data landed before the live days.")
+def demo(directory, fresh, days, rows_per_day, history_weeks) -> None:
+    """The whole product on synthetic churn data: history, daily batches through `retrain tick` (one bad,
+    the last ones drifted), a backfill, a rollback and the status."""
+    from retrain_assets.app.demo import run_demo
+
+    try:
+        run_demo(
+            directory, fresh=fresh, days=days, rows_per_day=rows_per_day, history_weeks=history_weeks, echo=click.echo
+        )
+    except (ValueError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--read-only", is_flag=True, help="Serve Dagster's read-only UI: nothing can be launched or changed.")
+@click.option("--no-daemon", is_flag=True, help="Do not run the daemon here (it runs as its own service).")
+@click.option(
+    "--allowed-host", "allowed_hosts", multiple=True,
+    help="Another Host header to answer to, e.g. the name an authenticating proxy forwards (repeatable).",
+)
+@click.pass_context
+def ui(ctx, port, host, read_only, no_daemon, allowed_hosts) -> None:
+    """The Dagster UI and daemon on this project's storage home; requests a foreign web page could send
+    (another Origin, a non-JSON GraphQL POST, a mutation over GET) are refused."""
+    from retrain_assets.app.instance import prepare_dagster_home
+    from retrain_assets.app.webui import serve
+
+    config = _load(ctx)
+    home = prepare_dagster_home(config)
+    os.environ["RETRAIN_CONFIG"] = str(ctx.obj["config"])
+    mode = " (read-only)" if read_only else ""
+    click.echo(f"Dagster UI{mode} on http://{host}:{port} (DAGSTER_HOME={home}); Ctrl-C stops it")
+    serve(config, host, port, read_only=read_only, with_daemon=not no_daemon, allowed_hosts=allowed_hosts)

@@ -1,0 +1,202 @@
+"""``retrain demo``: the main job on the embedded synthetic churn data, one day at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+from retrain_assets.core import delta, landing, synthetic
+from retrain_assets.core.config import Bounds, RetrainConfig, load_config
+from retrain_assets.core.validation import CHECKS
+
+MARKER = ".retrain-demo"
+START = dt.date(2026, 1, 5)
+# What a person reviewing the inferred retrain.yaml would declare: the business limits, not one day's sample.
+BUSINESS_RANGES = {"tenure_months": (0, 120), "monthly_charges": (0, 500), "support_calls": (0, 30)}
+
+
+def declare_business_limits(config: RetrainConfig) -> None:
+    """The review `retrain init` asks for: the churn columns' business limits become hard rules (blocking);
+    the ranges the sample showed stay as expected values (warning)."""
+    for column, (low, high) in BUSINESS_RANGES.items():
+        config.validation.columns[column].hard = Bounds(min=low, max=high)
+
+
+def prepare(directory: Path, fresh: bool) -> None:
+    """Create the demo folder; ``fresh`` removes a previous demo, but only one this command made."""
+    if directory.exists() and any(directory.iterdir()):
+        if not (directory / MARKER).exists():
+            raise FileExistsError(f"{directory} is not empty and was not made by `retrain demo`; choose another --dir")
+        if not fresh:
+            raise FileExistsError(f"{directory} holds a previous demo; pass --fresh to start over")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MARKER).write_text("made by `retrain demo`; `retrain demo --fresh` may delete this folder\n")
+
+
+def write_batches(directory: Path, history_days: int, days: int, rows_per_day: int) -> list[tuple[dt.date, Path]]:
+    """One CSV per day: ``history_days`` of clean history, then ``days`` live days of which the fifth is
+    corrupted and the last three have drifted."""
+    data = directory / "data"
+    data.mkdir(exist_ok=True)
+    bad = history_days + 4
+    batches = synthetic.churn_days(
+        START, history_days + days, rows_per_day, bad_day=bad, drift_from_day=history_days + days - 3, drift=0.8
+    )
+    files = []
+    for index, (day, frame) in enumerate(batches):
+        path = data / f"churn-{day.isoformat()}{'-bad' if index == bad else ''}.csv"
+        frame.to_csv(path, index=False)
+        files.append((day, path))
+    return files
+
+
+def partition_line(row: dict, metric: str) -> str:
+    """One backfilled partition: its version, in-time and out-of-time scores (the newest has no later data)."""
+    oot = row["oot_metrics"].get(metric)
+    later = f"{oot:.4f}" if oot is not None else "- (no later data)"
+    return f"raw_data v{row['delta_version']}, {metric} {row['metrics'][metric]:.4f}, out-of-time {later}"
+
+
+def end_of(day: dt.date) -> dt.datetime:
+    """When a day's batch lands: the end of that day, UTC (the demo replays history with --as-of)."""
+    return dt.datetime.combine(day, dt.time(23, 59), dt.timezone.utc)
+
+
+def run_demo(
+    directory: Path,
+    fresh: bool,
+    days: int,
+    rows_per_day: int,
+    history_weeks: int = 8,
+    echo: Callable[[str], None] = print,
+) -> list[dict]:
+    """The whole product on synthetic churn data, through the same commands a user runs.
+
+    1. `retrain init` on the first day's sample (then the review a person would do: business ranges,
+       `triggers.min_new_rows`), and `retrain ingest --as-of` of ``history_weeks`` of past days.
+    2. `retrain tick`: the sensor sees the history, the first champion is trained.
+    3. Each live day: `retrain ingest`, `retrain tick`. Small days are only validated until enough new
+       rows have landed; a bad batch is stopped by the blocking checks (kept in raw_data, champion
+       untouched); on drifted days drift and performance trigger retrains, and a candidate is promoted only
+       when it beats the champion by the margin.
+    4. `retrain backfill` over every weekly partition: models as of each past week (Delta time travel),
+       scored out of time, gathered in the backtest table and plot.
+    5. `retrain rollback` and `retrain status`.
+    """
+    from retrain_assets.app.cli import describe_status
+    from retrain_assets.app.execution import backfill, ingest, rollback_champion
+    from retrain_assets.app.instance import project_instance
+    from retrain_assets.app.status import project_status
+    from retrain_assets.app.ticking import tick
+    from retrain_assets.core.inference import infer_config, render_config
+    from retrain_assets.core.registry import Registry
+
+    if days < 6:
+        raise ValueError("--days must be at least 6 (a bad day and drifted days among good ones)")
+    directory = directory.resolve()
+    prepare(directory, fresh)
+    history_days = 7 * history_weeks
+    files = write_batches(directory, history_days, days, rows_per_day)
+    config_path = directory / "retrain.yaml"
+    inferred = infer_config(landing.read_batch_file(files[0][1]), "churned", timestamp="event_time",
+                            id_column="customer_id", project="churn")
+    declare_business_limits(inferred)
+    inferred.triggers.min_new_rows = int(2.5 * rows_per_day)  # retrain on volume every few days
+    inferred.model.window_days = 7  # learn from (and compare on) the last week
+    inferred.history.start = START
+    config_path.write_text(render_config(inferred, files[0][1].name))
+    echo(f"retrain init {files[0][1].name} --target churned -> {config_path}")
+    echo(f"  reviewed: hard limits {BUSINESS_RANGES}; triggers.min_new_rows {inferred.triggers.min_new_rows}; "
+         f"model.window_days 7; history.start {START}")
+    config = load_config(config_path)
+    metric = config.promotion.metric
+    rows = []
+    with project_instance(config) as instance:
+        for history_day, history_file in files[:history_days]:
+            ingest(config, instance, history_file, end_of(history_day))
+        echo(f"retrain ingest --as-of ... x{history_days}: {history_weeks} weeks of history, "
+             f"raw_data v0-v{history_days - 1}")
+        live: list[tuple[Optional[dt.date], Optional[Path]]] = [(None, None), *files[history_days:]]
+        for day, path in live:
+            if day is None or path is None:
+                echo("\nretrain tick (the sensor finds the history)")
+                ingested = None
+            else:
+                ingested = ingest(config, instance, path, end_of(day))
+                echo(f"\nday {day}: retrain ingest {path.name} -> raw_data v{ingested.version}; retrain tick")
+            for launch in tick(config_path, instance).launches:
+                echo("  " + (launch.outcome.describe(metric).replace("\n", "\n  ")
+                             if launch.outcome else str(launch.skipped)))
+                if launch.outcome:
+                    version = launch.outcome.raw_version
+                    landed = ingested.rows if ingested else delta.table_rows(config.table_uri(delta.RAW_TABLE), version)
+                    rows.append(table_row(day, version, landed, launch.outcome, metric, Registry(config)))
+        echo("\n" + format_table(rows, metric))
+
+        last_day = files[-1][0]
+        echo(f"\nretrain backfill --start {START} --end {last_day}")
+        outcomes, backtest = backfill(config_path, instance, START, last_day, progress=lambda i, n, o: echo(
+            f"  [{i}/{n}] {o.partition}: " + (partition_line(o.row, metric) if o.success else f"FAILED {o.error}")))
+        echo(f"  backtest table of {len(backtest or [])} weeks and plots: {config.reports_dir / 'backtest.html'}")
+
+        if Registry(config).by_alias("previous_champion") is not None:
+            event = rollback_champion(config, instance, None, reason="demo: a rollback is one command")
+            echo(f"\nretrain rollback\n{event['text']}")
+        echo("\nretrain status\n" + describe_status(project_status(config, config_path, instance)))
+    echo("")
+    echo(f"MLflow store:  {config.tracking_uri}  (artifacts under {config.mlflow_dir / 'artifacts'})")
+    echo(f"Dagster home:  {config.dagster_home}")
+    echo(f"Delta tables:  {config.lake_uri}")
+    echo(f"Reports:       {config.reports_dir}")
+    echo(f"Open the UI:   make ui   (or: retrain --config {config_path} ui; then http://127.0.0.1:3000)")
+    return rows
+
+
+def table_row(day: Optional[dt.date], version: Optional[int], rows: int, outcome, metric: str, registry) -> dict:
+    """One line of the demo's table from a run's outcome."""
+    evaluation, decision = outcome.evaluation or {}, outcome.decision or {}
+    warnings = sum(1 for c in outcome.checks.values() if not c.passed and not c.stopped_the_run)
+    if outcome.blocking_failures:
+        verdict = "batch rejected" if any(n in CHECKS for n in outcome.blocking_failures) else "candidate rejected"
+    elif outcome.fired in ("none", ""):
+        verdict = "validated only"
+    elif decision:
+        verdict = (
+            f"promoted v{decision['champion_version']}"
+            if decision["promoted"]
+            else f"kept (v{evaluation['candidate_version']} lost)"
+        )
+    else:
+        verdict = "failed"
+    champion = registry.by_alias("champion")
+    passed = f"{sum(c.passed for c in outcome.checks.values())}/{len(outcome.checks)}"
+    return {
+        "day": day.isoformat() if day else "history",
+        "delta_version": version,
+        "rows": rows,
+        "checks": passed + (f" ({warnings} warn)" if warnings else ""),
+        "trigger": outcome.fired or "-",
+        "decision": verdict,
+        "candidate": evaluation.get("candidate", {}).get(metric),
+        "champion": (evaluation.get("champion") or {}).get(metric),
+        "champion_version": f"v{champion.version}" if champion is not None else "-",
+    }
+
+
+def format_table(rows: list[dict], metric: str) -> str:
+    def number(value) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    header = ["day", "delta v", "rows", "checks passed", "triggers fired", "decision",
+              f"candidate {metric}", f"champion {metric}", "champion"]
+    body = [
+        [r["day"], str(r["delta_version"]), str(r["rows"]), r["checks"], r["trigger"], r["decision"],
+         number(r["candidate"]), number(r["champion"]), r["champion_version"]]
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    render = lambda line: "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, body)])

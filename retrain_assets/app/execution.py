@@ -1,0 +1,275 @@
+"""Running the job in process against the project's instance: materialize, resume, backfill, rollback."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from retrain_assets.app.instance import _QUIET_LOGGERS, caller, quiet_libraries
+from retrain_assets.core import batches, landing
+from retrain_assets.core.config import RetrainConfig
+from retrain_assets.core.names import BACKFILL_TAG, FIRED_TAG, LAUNCHER_TAG, RETRY_TAG, RUN_REASON_TAG, TRIGGER_TAG
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    message: str
+    blocking: bool
+    severity: str = "ERROR"
+
+    @property
+    def stopped_the_run(self) -> bool:
+        """A blocking check fails the run only with ERROR severity (WARN: a batch rejected among accepted ones)."""
+        return self.blocking and not self.passed and self.severity == "ERROR"
+
+
+@dataclass
+class RunOutcome:
+    """What one run of the retraining job did, in the terms the CLI and the demo print."""
+
+    run_id: str
+    success: bool
+    raw_version: Optional[int] = None
+    checks: dict[str, CheckOutcome] = field(default_factory=dict)
+    evaluation: Optional[dict[str, Any]] = None
+    decision: Optional[dict[str, Any]] = None
+    error: Optional[str] = None
+    tags: dict[str, str] = field(default_factory=dict)
+    drift_scores: Optional[dict[str, dict[str, Any]]] = None  # per feature, when the drift check measured any
+
+    @property
+    def trigger(self) -> str:
+        return self.tags.get(TRIGGER_TAG, "manual")
+
+    @property
+    def fired(self) -> str:
+        """Kinds of triggers that fired, or ``none`` (empty when the run stopped before deciding)."""
+        return self.tags.get(FIRED_TAG, "")
+
+    @property
+    def blocking_failures(self) -> dict[str, CheckOutcome]:
+        return {name: check for name, check in self.checks.items() if check.stopped_the_run}
+
+    def describe(self, metric: str) -> str:
+        """A few lines a person reads: version, checks, scores, decision."""
+        read = f"raw_data v{self.raw_version}" if self.raw_version is not None else "no raw_data version read"
+        lines = [f"{read}: {self.trigger} run {'succeeded' if self.success else 'FAILED'} ({self.run_id})"]
+        failed = {name: check for name, check in self.checks.items() if not check.passed}
+        lines.append(f"  checks: {len(self.checks) - len(failed)}/{len(self.checks)} passed")
+        lines += [f"  {'FAILED' if c.stopped_the_run else 'WARNING'} {name}: {c.message}" for name, c in failed.items()]
+        if RUN_REASON_TAG in self.tags:
+            lines.append(f"  {'retrained' if self.fired != 'none' else 'not retrained'}: {self.tags[RUN_REASON_TAG]}")
+        if self.evaluation:
+            candidate, champion = self.evaluation["candidate"], self.evaluation["champion"]
+            lines.append(
+                f"  candidate v{self.evaluation['candidate_version']} {metric} {candidate[metric]:.4f}"
+                + (f", champion {champion[metric]:.4f} on the same holdout" if champion else ", no champion yet")
+            )
+        if self.decision:
+            verdict = "promoted" if self.decision["promoted"] else "not promoted"
+            lines.append(f"  {verdict}: {self.decision['reason']}; champion is v{self.decision['champion_version']}")
+        if self.error and not self.blocking_failures:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
+
+
+def materialize(config_path: Path, instance: "DagsterInstance", tags: Optional[dict[str, str]] = None) -> RunOutcome:
+    """Run the whole asset graph once, in process; a failing blocking check gives ``success=False``."""
+    quiet_libraries()
+    job = retrain_job_for(str(config_path))
+    tags = {**(tags or {}), LAUNCHER_TAG: "retrain"}
+    with _deadline(config_path, "the retrain run"):
+        result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS)
+    return _outcome(result, instance, result.output_for_node)
+
+
+def _deadline(config_path: Path, what: str) -> contextlib.AbstractContextManager[None]:
+    """``runs.max_runtime_minutes`` for an in-process run (see :func:`locking.run_deadline`)."""
+    from retrain_assets.core.config import load_config
+    from retrain_assets.core.locking import run_deadline
+
+    return run_deadline(load_config(config_path).runs.max_runtime_seconds, what)
+
+
+def retrain_job_for(config_path: str) -> Any:
+    """The retraining job of the project at ``config_path``, every step in this process."""
+    from dagster import in_process_executor
+
+    from retrain_assets.definitions import build_defs
+    from retrain_assets.defs.jobs import RETRAIN_JOB
+
+    return build_defs(config_path).resolve_job_def(RETRAIN_JOB).with_executor_def(in_process_executor)
+
+
+def resume(config_path: Path, instance: "DagsterInstance", run_id: str) -> RunOutcome:
+    """Re-execute a failed run from its failed steps, in process (Dagster's re-execution "from failure"):
+    the steps that finished are not run again; their outputs are loaded from the IO manager's storage."""
+    from dagster import ReexecutionOptions, build_reconstructable_job, execute_job
+
+    from retrain_assets.definitions import build_defs
+
+    quiet_libraries()
+    parent = instance.get_run_by_id(run_id)
+    if parent is None:
+        raise ValueError(f"cannot resume run {run_id}: the Dagster instance has no such run")
+    tags = {
+        key: value for key, value in parent.tags.items() if not key.startswith("dagster/") or key == "dagster/run_key"
+    }
+    job = build_reconstructable_job(
+        "retrain_assets.app.execution", "retrain_job_for", reconstructable_args=(str(config_path),)
+    )
+    options = ReexecutionOptions.from_failure(run_id, instance)
+    with _deadline(config_path, f"the retry of run {run_id}"):
+        result = execute_job(
+            job, instance, run_config=_QUIET_LOGGERS, tags={**tags, RETRY_TAG: run_id}, reexecution_options=options
+        )
+    defs = build_defs(str(config_path))  # asset values are read by asset key, as the IO manager stored them
+    return _outcome(result, instance, lambda node: defs.load_asset_value(node, instance=instance))
+
+
+def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcome:
+    """What the CLI reports of a finished in-process run; ``output(node)`` reads an asset's value."""
+    from retrain_assets.core.names import DELTA_VERSION_TAG, DRIFT_CHECK
+
+    run = instance.get_run_by_id(result.run_id)
+    if run is None:
+        raise RuntimeError(f"run {result.run_id} finished but the Dagster instance has no record of it")
+    outcome = RunOutcome(run_id=result.run_id, success=result.success, tags=dict(run.tags))
+    for evaluation in result.get_asset_check_evaluations():
+        outcome.checks[evaluation.check_name] = CheckOutcome(
+            evaluation.passed, evaluation.description or "", bool(evaluation.blocking), evaluation.severity.value
+        )
+        if evaluation.check_name == DRIFT_CHECK and "scores" in evaluation.metadata:
+            outcome.drift_scores = evaluation.metadata["scores"].value
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        if materialization.asset_key.to_user_string() == "raw_data":
+            outcome.raw_version = int(materialization.metadata["delta_version"].value)
+    if outcome.raw_version is None and DELTA_VERSION_TAG in outcome.tags:  # a resumed run skips raw_data
+        outcome.raw_version = int(outcome.tags[DELTA_VERSION_TAG])
+    outputs = {node: output(node) for node in ("evaluation_report", "prod_model") if _has_output(result, node)}
+    outcome.evaluation, outcome.decision = outputs.get("evaluation_report"), outputs.get("prod_model")
+    outcome.error = _first_error(result)
+    return outcome
+
+
+def _first_error(result: Any) -> Optional[str]:
+    """The first failed step and the user code's exception (not Dagster's wrapper around it)."""
+    from retrain_assets.core.alerts import step_error
+
+    return step_error([event for event in result.all_events if event.is_step_failure])
+
+
+def _has_output(result: Any, node: str) -> bool:
+    return any(e.is_successful_output and e.step_key == node for e in result.all_events)
+
+
+def ingest(
+    config: RetrainConfig, instance: "DagsterInstance", path: Path, landed_at: Optional["dt.datetime"] = None
+) -> "landing.IngestResult":
+    """`retrain ingest` for one file: land it in Delta, then tell Dagster that ``raw_data`` has a new data
+    version, so the UI shows what depends on it as stale until the sensor's run catches up."""
+    from dagster import AssetMaterialization
+
+    result = landing.ingest_file(config, path, landed_at)
+    materialization = AssetMaterialization(
+        "raw_data",
+        description=f"{result.source} landed as Delta version {result.version}",
+        metadata={"delta_version": result.version, "rows_added": result.rows, "source_file": result.source},
+        tags={"dagster/data_version": str(result.version)},
+    )
+    instance.report_runless_asset_event(materialization)
+    return result
+
+
+@dataclass
+class PartitionOutcome:
+    partition: str
+    success: bool
+    row: Optional[dict[str, Any]] = None
+    error: Optional[str] = None
+
+
+def backfill(
+    config_path: Path, instance: "DagsterInstance", start: "dt.date", end: "dt.date", progress: Any = None
+) -> tuple[list[PartitionOutcome], Optional[list[dict[str, Any]]]]:
+    """Run the ``history`` job for every partition starting in ``[start, end]``, in process and in order,
+    then the ``backtest`` summary; ``progress(index, total, outcome)`` is called after each partition."""
+    import uuid
+
+    from retrain_assets.definitions import build_defs
+    from retrain_assets.defs.jobs import BACKTEST_JOB, HISTORY_JOB
+
+    quiet_libraries()
+    defs = build_defs(str(config_path))
+    job = defs.resolve_job_def(HISTORY_JOB)
+    partitions = job.partitions_def
+    if partitions is None:
+        raise RuntimeError(f"the {HISTORY_JOB} job has no partitions (see jobs.history_jobs)")
+    keys = [key for key in partitions.get_partition_keys() if start <= dt.date.fromisoformat(key[:10]) <= end]
+    tags = {BACKFILL_TAG: uuid.uuid4().hex[:8], TRIGGER_TAG: "backfill"}
+    outcomes = []
+    for index, key in enumerate(keys, start=1):
+        with _deadline(config_path, f"the history run of {key}"):
+            result = job.execute_in_process(
+                instance=instance, partition_key=key, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS
+            )
+        outcome = PartitionOutcome(key, result.success)
+        if result.success:
+            outcome.row = result.output_for_node("historical_model")
+        else:
+            outcome.error = _first_error(result)
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(index, len(keys), outcome)
+    if not any(outcome.success for outcome in outcomes):
+        return outcomes, None
+    summary = defs.resolve_job_def(BACKTEST_JOB).execute_in_process(instance=instance, run_config=_QUIET_LOGGERS)
+    return outcomes, summary.output_for_node("backtest_summary")
+
+
+def rollback_champion(
+    config: RetrainConfig, instance: "DagsterInstance", version: Optional[str], reason: str, force: bool = False
+) -> dict[str, Any]:
+    """`retrain rollback`: move the alias (registry tags say who, when, why), alert, and report the change
+    to Dagster as a ``prod_model`` materialization so the asset's history in the UI shows it. A version
+    that was never champion is refused unless ``force`` (see :meth:`Registry.rollback`)."""
+    from dagster import AssetMaterialization
+
+    from retrain_assets.core.alerts import send_alert
+    from retrain_assets.core.registry import Registry
+
+    event = Registry(config).rollback(version, reason=reason, who=caller(), force=force)
+    text = f"champion rolled back from v{event['from_version']} to v{event['to_version']} by {event['by']}: {reason}"
+    if "override" in event:
+        text += f" (forced: {event['override']})"
+    send_alert(config, "rollback", text, event)
+    metadata = {"champion_version": event["to_version"], "promoted": False, "reason": f"rollback: {reason}",
+                "rolled_back_from": event["from_version"], "by": event["by"]}
+    instance.report_runless_asset_event(AssetMaterialization("prod_model", metadata=metadata))
+    return {**event, "text": text}
+
+
+def revalidate(config: RetrainConfig, instance: "DagsterInstance", versions: list[int]) -> list["batches.BatchOutcome"]:
+    """`retrain revalidate`: judge rejected batches again (:func:`batches.revalidate`), and tell Dagster when
+    ``validated_features`` gained rows, so the UI shows the new data version and what is now stale."""
+    from dagster import AssetMaterialization
+
+    outcomes = batches.revalidate(config, versions)
+    accepted = [outcome.raw_version for outcome in outcomes if outcome.accepted]
+    features = batches.current_features(config)
+    if accepted and features is not None:
+        metadata: dict[str, Any] = {"revalidated": accepted, "delta_version": features.version, "rows_added": sum(
+            outcome.rows for outcome in outcomes if outcome.accepted)}
+        revalidated = ", ".join(f"v{v}" for v in accepted)
+        instance.report_runless_asset_event(AssetMaterialization(
+            "validated_features", description=f"raw_data {revalidated} accepted on revalidation",
+            metadata=metadata, tags={"dagster/data_version": str(features.version)},
+        ))
+    return outcomes

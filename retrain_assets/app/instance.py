@@ -1,0 +1,92 @@
+"""The project's persistent Dagster instance under ``<home>/dagster`` and the project lock.
+
+The CLI points ``DAGSTER_HOME`` there, so ``retrain ui``, ``retrain materialize`` and ``retrain status`` all
+see the same runs, materializations and checks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Optional
+
+from retrain_assets.core import landing
+from retrain_assets.core.config import RetrainConfig
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+# Run monitoring makes the daemon fail a run past its dagster/max_runtime tag (runs.max_runtime_minutes).
+_INSTANCE_YAML = "telemetry:\n  enabled: false\nrun_monitoring:\n  enabled: true\n"
+# The CLI prints its own summary of a run; Dagster's full event log stays in the instance (and the UI).
+_QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+def prepare_dagster_home(config: RetrainConfig) -> Path:
+    """Create ``<home>/dagster`` with a ``dagster.yaml`` (if missing) and point ``DAGSTER_HOME`` at it. The
+    storage home itself is created readable by its owner only (:func:`landing.ensure_home`)."""
+    landing.ensure_home(config)
+    home = config.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text(_INSTANCE_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+@contextlib.contextmanager
+def project_instance(config: RetrainConfig) -> Iterator["DagsterInstance"]:
+    """The project's Dagster instance. Opening it creates its sqlite storage the first time, which two
+    processes must not do at once: the opening is serialised by a blocking ``flock``."""
+    import fcntl
+
+    from dagster import DagsterInstance
+
+    home = prepare_dagster_home(config)
+    with open(home / "instance.lock", "a") as opening:
+        fcntl.flock(opening, fcntl.LOCK_EX)
+        instance = DagsterInstance.get()
+        fcntl.flock(opening, fcntl.LOCK_UN)
+    with instance:
+        yield instance
+
+
+@contextlib.contextmanager
+def project_lock(config: RetrainConfig, command: Optional[str] = None) -> Iterator[None]:
+    """Hold the project lock (see :mod:`retrain_assets.core.locking`) on the project's storage home, not waiting:
+    a busy project raises :class:`~retrain_assets.core.locking.ProjectBusy` naming the holder and its age."""
+    from retrain_assets.core.locking import project_lock as lock
+
+    with lock(prepare_dagster_home(config), command=command):
+        yield
+
+
+def quiet_libraries() -> None:
+    """Keep MLflow's registration chatter and Dagster's beta notices out of the CLI's output."""
+    from dagster import BetaWarning
+
+    warnings.filterwarnings("ignore", category=BetaWarning)  # Output(data_version=...) is marked beta
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # When a run decides not to retrain, evaluation_report is skipped and Dagster warns that its blocking
+    # check "emitted no result" before skipping prod_model as well: expected, so not worth printing.
+    logging.getLogger("dagster._core.execution.plan.active").setLevel(logging.ERROR)
+
+
+def caller() -> str:
+    """Who runs this process, from the kernel's uid and not from ``$USER``/``$LOGNAME``, which anyone can set
+    (as ``getpass.getuser`` reads them): the account name, uid and host."""
+    import pwd
+    import socket
+
+    uid = os.getuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no passwd entry (some containers)
+        name = "?"
+    return f"{name} (uid {uid}) on {socket.gethostname()}"

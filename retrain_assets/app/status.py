@@ -1,0 +1,175 @@
+"""What `retrain status` reads: the latest checks, stale assets, the last run and the project summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from retrain_assets.core import batches, delta, landing
+from retrain_assets.core.config import RetrainConfig
+from retrain_assets.core.names import FIRED_TAG, RUN_REASON_TAG, TRIGGER_TAG
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+def latest_checks(instance: "DagsterInstance") -> list[dict[str, Any]]:
+    """The newest evaluation of every asset check in the code location (a check the latest run planned but
+    did not reach is left out)."""
+    from dagster import AssetCheckEvaluation
+
+    from retrain_assets.definitions import defs
+
+    checks = []
+    for key in sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string()):
+        record = instance.get_latest_asset_check_evaluation_record(key)
+        # no record, or planned in the latest run and not evaluated
+        if record is None or not isinstance(record.evaluation, AssetCheckEvaluation):
+            continue
+        evaluation = record.evaluation
+        checks.append(
+            {
+                "name": key.name,
+                "asset": key.asset_key.to_user_string(),
+                "passed": evaluation.passed,
+                "blocking": bool(evaluation.blocking),
+                "severity": evaluation.severity.value,
+                "message": evaluation.description,
+                "run_id": record.run_id,
+            }
+        )
+    return checks
+
+
+def stale_assets(instance: "DagsterInstance", defs: Any) -> dict[str, list[str]]:
+    """Assets that are stale, with why: Dagster's own causes (a new upstream data version, a changed code
+    version, which includes the params hash), passed on downstream, since a stale model also makes the
+    report and the production decision built on it stale (Dagster 1.13 reports only the first asset).
+
+    Dagster exposes staleness publicly only through its GraphQL API; this is the one place that uses its
+    internal resolver, so an upgrade that moves it breaks here and in its test.
+    """
+    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._time import get_current_datetime
+
+    graph = defs.resolve_asset_graph()
+    view = AssetGraphView(
+        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+        instance=instance,
+        asset_graph=graph,
+    )
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    stale: dict[str, list[str]] = {}
+    for key in graph.toposorted_asset_keys:
+        causes = set()
+        if resolver.get_status(key) == StaleStatus.STALE:
+            causes |= {cause.reason for cause in resolver.get_stale_causes(key)}
+        causes |= {
+            f"upstream {p.to_user_string()} is stale" for p in graph.get(key).parent_keys if p.to_user_string() in stale
+        }
+        if causes:
+            stale[key.to_user_string()] = sorted(causes)
+    return stale
+
+
+def _latest_report(instance: "DagsterInstance") -> Optional[str]:
+    """Path of the newest evaluation report page (from the latest ``evaluation_report`` materialization)."""
+    from dagster import AssetKey
+
+    event = instance.get_latest_materialization_event(AssetKey("evaluation_report"))
+    materialization = event.asset_materialization if event is not None else None
+    metadata = materialization.metadata if materialization is not None else {}
+    return str(metadata["report_path"].value) if "report_path" in metadata else None  # a MetadataValue.path
+
+
+def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
+    """The newest run of the retraining job: status, how it started, the raw_data version it read, what its
+    triggers decided and, if it failed, why (the failed step and its exception). A part the run never got
+    to (a decision, a version) is ``None``."""
+    from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
+
+    from retrain_assets.core.alerts import step_error
+    from retrain_assets.core.names import DELTA_VERSION_TAG
+    from retrain_assets.defs.jobs import RETRAIN_JOB
+
+    runs = instance.get_runs(RunsFilter(job_name=RETRAIN_JOB), limit=1)
+    if not runs:
+        return None
+    run = runs[0]
+
+    def events(kind: "DagsterEventType") -> list:
+        records = instance.get_records_for_run(run.run_id, of_type=kind).records
+        return [record.event_log_entry.dagster_event for record in records]
+
+    version = run.tags.get(DELTA_VERSION_TAG)
+    if version is None:  # a manual run reads the latest version; its raw_data materialization says which
+        landed = [e.step_materialization_data.materialization for e in events(DagsterEventType.ASSET_MATERIALIZATION)]
+        raw = [m.metadata["delta_version"].value for m in landed if m.asset_key.to_user_string() == "raw_data"]
+        version = raw[0] if raw else None
+    error = None
+    if run.status == DagsterRunStatus.FAILURE:  # without a failed step (e.g. interrupted), the run says why itself
+        error = step_error(events(DagsterEventType.STEP_FAILURE)) or next(
+            (event.message for event in events(DagsterEventType.RUN_FAILURE) if event.message), "failed"
+        )
+    return {
+        "run_id": run.run_id,
+        "status": run.status.value,
+        "trigger": run.tags.get(TRIGGER_TAG, "manual"),
+        "fired": run.tags.get(FIRED_TAG),
+        "reason": run.tags.get(RUN_REASON_TAG),
+        "delta_version": int(version) if version is not None else None,
+        "error": error,
+    }
+
+
+def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterInstance") -> dict[str, Any]:
+    """Where things stand: raw table, last processed version, files refused at ingest, champion, last
+    decision, checks, the last run and its trigger, stale assets, and recent events (alerts, rollbacks)."""
+    from retrain_assets.core.alerts import read_alerts
+    from retrain_assets.definitions import build_defs
+
+    raw = delta.table_summary(config.table_uri(delta.RAW_TABLE))
+    registry_status: dict[str, Any] = {"champion": None, "last_decision": None}
+    if config.mlflow.tracking_uri is not None or (config.mlflow_dir / "mlflow.db").exists():
+        from retrain_assets.core.names import CHAMPION
+        from retrain_assets.core.registry import Registry
+
+        registry = Registry(config)
+        champion = registry.by_alias(CHAMPION)
+        registry_status = {
+            "champion": registry.describe(champion) if champion is not None else None,
+            "last_decision": registry.last_decision(),
+        }
+    from retrain_assets.core.locking import current_holder
+
+    refusals, events = landing.read_refusals(config), read_alerts(config, limit=10)  # torn lines skipped, counted
+    holder = current_holder(config.dagster_home)
+    return {
+        "raw_table": {
+            "uri": config.table_uri(delta.RAW_TABLE),
+            "version": raw["version"] if raw else None,
+            "rows": raw["rows"] if raw else 0,
+        },
+        "last_processed_version": batches.last_processed_version(config),
+        "rejected_batches": batches.rejected_batches(config),
+        "refused_files": refusals.records,
+        **registry_status,
+        "latest_checks": latest_checks(instance),
+        "last_run": last_run(instance),
+        "stale_assets": stale_assets(instance, build_defs(str(config_path))),
+        "events": events.records,
+        "state_warnings": [text for text in (refusals.warning(config.refusals_log),
+                                             events.warning(config.alerts_log)) if text],
+        "last_report": _latest_report(instance),
+        "lock": None if holder is None else {
+            "pid": holder.pid, "host": holder.host, "command": holder.command, "since": holder.since.isoformat(),
+            "minutes": round(holder.age_seconds() / 60, 1), "description": holder.describe(),
+        },
+        "storage": {
+            "home": str(config.home),
+            "mlflow_tracking_uri": config.tracking_uri,
+            "dagster_home": str(config.dagster_home),
+            "reports": str(config.reports_dir),
+            "quarantine": str(config.quarantine_dir),
+        },
+    }

@@ -1,0 +1,345 @@
+"""`retrain tick`: what the Dagster daemon does, once, in process — for cron, CI or a laptop.
+
+Every sensor is evaluated with its cursor, every schedule whose time has come is evaluated, and each
+requested run is executed to completion against the project's persistent instance. Cursors live in the
+instance's cursor storage, so a later tick (or a new process over the same ``DAGSTER_HOME``) resumes where
+this one stopped. A request whose ``run_key`` already has a run from the same sensor or schedule is skipped,
+as the daemon does, so a version never runs twice.
+
+A tick holds the project lock (:func:`instance.project_lock`): a second tick at the same time launches
+nothing. Holding it, a tick knows that any run this package started and that is still marked as running
+lost its process (killed, machine lost): it marks that run failed, closes the MLflow runs it left open and
+re-executes it from the failed step, so the interrupted work completes exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
+
+from retrain_assets.app.execution import RunOutcome, materialize, resume
+from retrain_assets.app.instance import project_lock
+from retrain_assets.core import statefiles
+from retrain_assets.core.names import INTERRUPTED_TAG, LAUNCHER_TAG, RUN_REASON_TAG, TRIGGER_TAG
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance, Definitions, RunRequest
+
+    from retrain_assets.core.config import RetrainConfig
+    from retrain_assets.core.locking import LockHolder
+
+_CURSOR_PREFIX = "retrain_tick"
+MAX_ATTEMPTS = 3  # an interrupted run is re-executed until its lineage has had this many runs
+STATE_FILE = "tick_state.json"
+
+logger = logging.getLogger(__name__)
+
+
+def load_cursor(instance: "DagsterInstance", name: str) -> Optional[str]:
+    """The stored cursor of a sensor or schedule (the one place that touches Dagster's cursor storage)."""
+    key = f"{_CURSOR_PREFIX}/{name}"
+    return instance.daemon_cursor_storage.get_cursor_values({key}).get(key)
+
+
+def save_cursor(instance: "DagsterInstance", name: str, cursor: Optional[str]) -> None:
+    if cursor is not None:
+        instance.daemon_cursor_storage.set_cursor_values({f"{_CURSOR_PREFIX}/{name}": cursor})
+
+
+def quiet_since_last_tick(
+    config: "RetrainConfig", config_path: Path, now: dt.datetime, say: Optional[Callable[[str], None]] = None
+) -> bool:
+    """True when a tick could not do anything: ``raw_data`` is at the version the last tick's sensor saw,
+    the schedule's next time has not come, the config is unchanged, and no run has been recorded since
+    (a failed run elsewhere still reaches the failure alert). Reads the Delta log and one small
+    file, so `retrain tick` answers without importing Dagster; anything else takes the full path. An empty or
+    corrupt state file (written from outside: ours are replaced atomically) is no state: ``say`` (default: a
+    logged warning) is told so, and the full tick rewrites it."""
+    from retrain_assets.core import delta
+
+    state_path = config.dagster_home / STATE_FILE
+    if not state_path.is_file():
+        return False
+    state, problem = statefiles.read_json(state_path)
+    due = state.get("next_schedule") if state is not None else None
+    try:
+        due_at = dt.datetime.fromisoformat(due) if due is not None else None
+    except (TypeError, ValueError):
+        problem = f"{state_path}: next_schedule {due!r} is not an ISO time"
+    if state is None or problem is not None:  # a full tick rewrites it; the file is only a shortcut
+        (say or logger.warning)(f"ignoring {problem} and running a full tick")
+        return False
+    return (
+        state.get("config_mtime") == config_path.stat().st_mtime
+        and state.get("runs_mtime") == _runs_mtime(config)
+        and state.get("raw_version") == delta.latest_version(config.table_uri(delta.RAW_TABLE))
+        and (due_at is None or now < due_at)
+    )
+
+
+def _remember(
+    config: "RetrainConfig", config_path: Path, defs: "Definitions", instance: "DagsterInstance", now: dt.datetime
+) -> None:
+    """After a full tick: what the next one needs to know to answer quickly (see quiet_since_last_tick)."""
+    cursor = load_cursor(instance, "raw_data_version_sensor")
+    schedules = [_next(schedule_def, now) for schedule_def in defs.schedules or []]
+    state = {
+        "config_mtime": config_path.stat().st_mtime,
+        "runs_mtime": _runs_mtime(config),
+        "raw_version": int(cursor) if cursor else None,
+        "next_schedule": min(schedules) if schedules else None,
+    }
+    statefiles.write_atomic(config.dagster_home / STATE_FILE, json.dumps(state))
+
+
+def _runs_mtime(config: "RetrainConfig") -> Optional[float]:
+    """When the local instance's run storage last changed (``None`` without one, e.g. on Postgres)."""
+    runs = config.dagster_home / "history" / "runs.db"
+    return runs.stat().st_mtime if runs.exists() else None
+
+
+def next_fire_time(cron: str, timezone: str, after: dt.datetime) -> dt.datetime:
+    """The first time strictly after ``after`` at which the cron schedule fires."""
+    from dagster._utils.schedules import cron_string_iterator
+
+    for moment in cron_string_iterator(after.timestamp(), cron, timezone):
+        if moment.timestamp() > after.timestamp():
+            return moment
+    raise ValueError(f"cron {cron!r} never fires")  # pragma: no cover - the iterator is infinite
+
+
+@dataclass
+class Launch:
+    """One run request of this tick and what became of it."""
+
+    source: str
+    run_key: Optional[str]
+    tags: dict[str, str]
+    outcome: Optional[RunOutcome] = None
+    skipped: Optional[str] = None
+
+
+@dataclass
+class TickReport:
+    launches: list[Launch] = field(default_factory=list)
+    skips: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """Per launch: how it started and, if it ran, its checks, the evaluation's metrics of both models, the
+        decision and the drift scores. Undefined metrics (NaN) are null, so the output is strict JSON."""
+        return _strict(
+            {
+                "launched": [
+                    {
+                        "source": launch.source,
+                        "run_key": launch.run_key,
+                        "skipped": launch.skipped,
+                        "run_id": launch.outcome.run_id if launch.outcome else None,
+                        "success": launch.outcome.success if launch.outcome else None,
+                        "trigger": launch.outcome.trigger if launch.outcome else launch.tags.get(TRIGGER_TAG),
+                        "fired": launch.outcome.fired if launch.outcome else None,
+                        "reason": launch.outcome.tags.get(RUN_REASON_TAG) if launch.outcome else None,
+                        "error": launch.outcome.error if launch.outcome else None,
+                        "checks": _checks(launch.outcome) if launch.outcome else [],
+                        "metrics": _metrics(launch.outcome.evaluation) if launch.outcome else None,
+                        "decision": launch.outcome.decision if launch.outcome else None,
+                        "drift_scores": launch.outcome.drift_scores if launch.outcome else None,
+                    }
+                    for launch in self.launches
+                ],
+                "skipped": self.skips,
+            }
+        )
+
+
+def _checks(outcome: RunOutcome) -> list[dict]:
+    return [
+        {"name": name, "passed": check.passed, "blocking": check.blocking, "severity": check.severity,
+         "message": check.message}
+        for name, check in outcome.checks.items()
+    ]
+
+
+def _metrics(evaluation: Optional[dict]) -> Optional[dict]:
+    """Both models' holdout metrics from the run's evaluation report (``None`` when it did not evaluate)."""
+    if evaluation is None:
+        return None
+    keys = ("metric", "candidate_version", "candidate", "champion_version", "champion", "holdout_rows")
+    return {key: evaluation[key] for key in keys}
+
+
+def _strict(value):
+    """``value`` with every NaN or infinite float as ``None`` (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    return value
+
+
+STUCK_FILE = "stuck_alert.json"
+
+
+def report_stuck(config: "RetrainConfig", holder: Optional["LockHolder"]) -> Optional[str]:
+    """Why the project looks stuck, when its lock has been held longer than ``runs.lock_alert_minutes``
+    (else ``None``); the first tick to see a holder stuck sends a ``stuck`` alert, later ones do not."""
+    from retrain_assets.core.alerts import send_alert
+
+    if holder is None or holder.age_seconds() <= config.runs.lock_alert_seconds:
+        return None
+    message = (
+        f"the project lock has been held longer than runs.lock_alert_minutes "
+        f"({config.runs.lock_alert_seconds / 60:g} min): the holder may be hung; stop pid {holder.pid} "
+        f"on {holder.host} if it is"
+    )
+    marker = config.dagster_home / STUCK_FILE
+    seen = f"{holder.pid}@{holder.host}@{holder.since.isoformat()}"
+    if (statefiles.read_json(marker)[0] or {}).get("holder") != seen:
+        send_alert(config, "stuck", f"retraining is blocked: {holder.describe()}; {message}",
+                   {"pid": holder.pid, "host": holder.host, "command": holder.command,
+                    "since": holder.since.isoformat(), "minutes": round(holder.age_seconds() / 60)})
+        statefiles.write_atomic(marker, json.dumps({"holder": seen}))
+    return message
+
+
+def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.datetime] = None) -> TickReport:
+    """Resume interrupted runs, evaluate every sensor and due schedule once, execute what they request;
+    return what happened. Raises :class:`locking.ProjectBusy` when another process holds the project lock."""
+    from retrain_assets.core.config import load_config
+
+    config = load_config(config_path)
+    with project_lock(config, "retrain tick"):
+        recovered = [recover_interrupted(config, config_path, instance, run) for run in interrupted_runs(instance)]
+        report = TickReport(launches=recovered)
+        _tick(config, config_path, instance, now or dt.datetime.now(dt.timezone.utc), report)
+    return report
+
+
+def interrupted_runs(instance: "DagsterInstance") -> list:
+    """Retraining runs this package started that are still marked queued or running. Only meaningful while
+    holding the project lock: then no process of ours is running them."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from retrain_assets.defs.jobs import RETRAIN_JOB
+
+    unfinished = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+    records = instance.get_run_records(
+        RunsFilter(job_name=RETRAIN_JOB, statuses=unfinished, tags={LAUNCHER_TAG: "retrain"})
+    )
+    return [record.dagster_run for record in sorted(records, key=lambda record: record.create_timestamp)]
+
+
+def recover_interrupted(config: "RetrainConfig", config_path: Path, instance: "DagsterInstance", run) -> Launch:
+    """Mark an interrupted run failed, close the MLflow runs it left open, and re-execute it from failure."""
+    from dagster import RunsFilter
+
+    from retrain_assets.core.registry import Registry
+
+    message = f"interrupted: the process running {run.run_id} stopped before the run finished"
+    instance.report_run_failed(run, message=message)
+    instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: "true"})
+    Registry(config).close_interrupted(run.run_id)
+    launch = Launch(source="recovery", run_key=run.tags.get("dagster/run_key"), tags=dict(run.tags))
+    if run.root_run_id:
+        attempts = len(instance.get_runs(RunsFilter(tags={"dagster/root_run_id": run.root_run_id}))) + 1
+    else:
+        attempts = 1
+    if attempts >= MAX_ATTEMPTS:
+        launch.skipped = f"{message}; not resumed again after {attempts} attempts"
+        return launch
+    launch.outcome = resume(config_path, instance, run.run_id)
+    return launch
+
+
+def _tick(
+    config: "RetrainConfig", config_path: Path, instance: "DagsterInstance", now: dt.datetime, report: TickReport
+) -> None:
+    from dagster import RunStatusSensorDefinition
+
+    from retrain_assets.definitions import build_defs
+
+    defs = build_defs(str(config_path))
+    sensors = list(defs.sensors or [])
+    status_sensors = [s for s in sensors if isinstance(s, RunStatusSensorDefinition)]
+    for status_sensor in status_sensors:  # first evaluation starts their cursor before this tick's runs
+        _evaluate_sensor(defs, status_sensor, instance, report)
+    for sensor_def in sensors:
+        if sensor_def not in status_sensors:
+            for request in _evaluate_sensor(defs, sensor_def, instance, report):
+                report.launches.append(_launch(config_path, instance, sensor_def.name, "dagster/sensor_name", request))
+    for schedule_def in defs.schedules or []:
+        for request in _due_schedule_requests(schedule_def, instance, now, report):
+            report.launches.append(_launch(config_path, instance, schedule_def.name, "dagster/schedule_name", request))
+    for status_sensor in status_sensors:
+        _evaluate_sensor(defs, status_sensor, instance, report)
+    _remember(config, config_path, defs, instance, now)
+
+
+def _evaluate_sensor(
+    defs: "Definitions", sensor_def, instance: "DagsterInstance", report: TickReport
+) -> list["RunRequest"]:
+    from dagster import RunStatusSensorDefinition, build_sensor_context
+
+    with build_sensor_context(
+        instance=instance,
+        cursor=load_cursor(instance, sensor_def.name),
+        definitions=defs,
+        sensor_name=sensor_def.name,
+        resources=defs.resources,
+    ) as context:
+        result = sensor_def.evaluate_tick(context)
+    save_cursor(instance, sensor_def.name, result.cursor)
+    if not result.run_requests and result.skip_message and not isinstance(sensor_def, RunStatusSensorDefinition):
+        report.skips[sensor_def.name] = result.skip_message
+    return list(result.run_requests or [])
+
+
+def _due_schedule_requests(schedule_def, instance: "DagsterInstance", now: dt.datetime, report: TickReport):
+    """Requests of the latest due time since the last tick; the first tick only starts the clock."""
+    from dagster import build_schedule_context
+
+    last = load_cursor(instance, schedule_def.name)
+    save_cursor(instance, schedule_def.name, now.isoformat())
+    if last is None:
+        report.skips[schedule_def.name] = f"started; first run at {_next(schedule_def, now)}"
+        return []
+    due, moment = None, dt.datetime.fromisoformat(last)
+    timezone = schedule_def.execution_timezone or "UTC"
+    while (moment := next_fire_time(schedule_def.cron_schedule, timezone, moment)) <= now:
+        due = moment
+    if due is None:
+        report.skips[schedule_def.name] = f"not due; next run at {_next(schedule_def, now)}"
+        return []
+    result = schedule_def.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=due))
+    return [
+        request.with_replaced_attrs(run_key=request.run_key or f"schedule@{due.isoformat()}")
+        for request in result.run_requests or []
+    ]
+
+
+def _next(schedule_def, now: dt.datetime) -> str:
+    return next_fire_time(schedule_def.cron_schedule, schedule_def.execution_timezone or "UTC", now).isoformat()
+
+
+def _launch(
+    config_path: Path, instance: "DagsterInstance", source: str, source_tag: str, request: "RunRequest"
+) -> Launch:
+    from dagster import RunsFilter
+
+    tags = {**request.tags, source_tag: source}
+    launch = Launch(source=source, run_key=request.run_key, tags=tags)
+    if request.run_key is not None:
+        tags["dagster/run_key"] = request.run_key
+        earlier = instance.get_runs(RunsFilter(tags={"dagster/run_key": request.run_key, source_tag: source}), limit=1)
+        if earlier:
+            launch.skipped = f"run_key {request.run_key} already ran as {earlier[0].run_id}"
+            return launch
+    launch.outcome = materialize(config_path, instance, tags=tags)
+    return launch

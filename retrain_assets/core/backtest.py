@@ -1,0 +1,166 @@
+"""Historical retrains: the model as it would have been trained at the end of a past window, from
+``raw_data`` as it was then (Delta time travel to the version that had landed by the window's end), and
+how it did on the window that followed (out-of-time evaluation).
+
+A batch counts as the live path decided (its standing verdict in the ``validation_log``, revalidations
+included); only batches the live path has not judged yet are validated here, with the current rules.
+Historical models are logged to the MLflow experiment ``<experiment>-history``, tagged with their
+partition and Delta version; they are never registered and never touch the ``champion`` alias.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+from retrain_assets.core import delta, training
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from retrain_assets.core.config import RetrainConfig
+    from retrain_assets.core.registry import Registry
+
+HISTORY_SUFFIX = "-history"
+# (table, version, rules) -> accepted, for batches the live path has not judged; the same rules give the same verdict
+_verdicts: dict[tuple, bool] = {}
+
+
+@dataclass
+class Backtest:
+    """One partition's historical retrain, as the backtest table shows it."""
+
+    partition: str
+    delta_version: int
+    train_rows: int
+    eval_rows: int
+    metrics: dict[str, float]
+    oot_metrics: dict[str, float]
+    max_psi: Optional[float]
+    drifted: list[str]
+    rejected_versions: list[int]
+    run_id: str = ""
+    drift_scores: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key != "drift_scores"}
+
+
+def accepted_rows(
+    config: "RetrainConfig", after: Optional[int], upto: int
+) -> tuple[Optional["pd.DataFrame"], list[int]]:
+    """Rows of the accepted batches in ``(after, upto]``, and the rejected versions."""
+    import pandas as pd
+
+    from retrain_assets.core.batches import validate, verdicts
+
+    uri = config.table_uri(delta.RAW_TABLE)
+    rules = json.dumps([config.data.model_dump(), config.validation.model_dump()], sort_keys=True, default=str)
+    judged = verdicts(config)
+    frames, rejected = [], []
+    for commit in delta.batch_commits(uri, after, upto):
+        version = commit["version"]
+        frame = delta.read_batch(uri, version).to_pandas()
+        key = (uri, version, rules)
+        if version not in judged and key not in _verdicts:
+            _verdicts[key] = validate(config, frame, commit).accepted
+        if judged[version] if version in judged else _verdicts[key]:
+            frames.append(frame)
+        else:
+            rejected.append(version)
+    return (pd.concat(frames, ignore_index=True) if frames else None), rejected
+
+
+def backtest(
+    config: "RetrainConfig", registry: "Registry", partition: str, end: dt.datetime, eval_end: dt.datetime
+) -> Backtest:
+    """Train as of ``end`` and evaluate on what landed in ``(end, eval_end]``; log the run to MLflow."""
+    from retrain_assets.core.drift import drift_summary, reference_profile, score_drift
+    from retrain_assets.core.registry import LoggedModel, code_version
+
+    uri = config.table_uri(delta.RAW_TABLE)
+    version = delta.version_as_of(uri, end)
+    if version is None:
+        raise ValueError(f"partition {partition}: no raw_data version had landed by {end.isoformat()}")
+    frame, rejected = accepted_rows(config, None, version)
+    if frame is None:
+        raise ValueError(f"partition {partition}: every batch up to raw_data v{version} fails validation")
+    frame = training.window(frame, config)
+    train_rows, holdout = training.split(frame, config)
+    pipeline = training.train(train_rows, config)
+    metrics = training.evaluate(pipeline, holdout, config)
+    eval_version = delta.version_as_of(uri, eval_end)
+    following, _ = accepted_rows(config, version, eval_version) if eval_version not in (None, version) else (None, [])
+    oot = training.evaluate(pipeline, following, config) if following is not None else {}
+    rules = config.triggers.drift
+    profile = reference_profile(train_rows, config.data.features, bins=rules.bins, seed=config.model.seed)
+    redact = config.validation.redact_samples
+    scores = {}
+    if following is not None:
+        scores = score_drift(profile, following, rules.psi, rules.ks, rules.ks_pvalue, redact)
+    result = Backtest(
+        partition=partition,
+        delta_version=version,
+        train_rows=len(train_rows),
+        eval_rows=0 if following is None else len(following),
+        metrics=metrics,
+        oot_metrics=oot,
+        max_psi=max((s["psi"] for s in scores.values()), default=None),
+        drifted=sorted(name for name, s in scores.items() if s["drifted"]),
+        rejected_versions=rejected,
+        drift_scores=scores,
+    )
+    span = training.data_range(frame, config)
+    tags = {
+        "partition": partition,
+        "delta_version": str(version),
+        "as_of": end.isoformat(),
+        "code_version": code_version(),
+        "params_hash": training.params_hash(config),
+        "rows": str(len(frame)),
+        "train_rows": str(result.train_rows),
+        "eval_rows": str(result.eval_rows),
+        "drift": drift_summary(scores)[1] if scores else "no following window yet",
+        "drifted": ",".join(result.drifted),
+        **({"data_min": span["min"], "data_max": span["max"]} if span else {}),
+    }
+    logged = {**metrics, **{f"oot_{name}": value for name, value in oot.items()}}
+    if result.max_psi is not None:
+        logged["max_psi"] = result.max_psi
+    experiment = registry.experiment_id(config.mlflow.experiment + HISTORY_SUFFIX)
+    params = {"estimator": config.model.estimator, "seed": config.model.seed, **config.model.params}
+    inputs = frame[list(config.data.features)].head(0)  # the signature's columns and types; no rows
+    result.run_id, _ = registry.log_run(experiment, LoggedModel(pipeline, inputs, params, logged, tags, profile))
+    return result
+
+
+def backtest_rows(config: "RetrainConfig", registry: "Registry") -> list[dict[str, Any]]:
+    """The newest historical run of every partition, from MLflow, in partition order."""
+    experiment = registry.client.get_experiment_by_name(config.mlflow.experiment + HISTORY_SUFFIX)
+    if experiment is None:
+        return []
+    runs = registry.client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    newest: dict[str, Any] = {}
+    for run in runs:
+        newest.setdefault(run.data.tags["partition"], run)
+    rows = []
+    for partition in sorted(newest):
+        run = newest[partition]
+        metrics = run.data.metrics
+        rows.append(
+            {
+                "partition": partition,
+                "delta_version": int(run.data.tags["delta_version"]),
+                "train_rows": int(run.data.tags["train_rows"]),
+                "eval_rows": int(run.data.tags["eval_rows"]),
+                "metrics": {k: v for k, v in metrics.items() if not k.startswith("oot_") and k != "max_psi"},
+                "oot_metrics": {k[4:]: v for k, v in metrics.items() if k.startswith("oot_")},
+                "max_psi": metrics.get("max_psi"),
+                "drifted": [name for name in run.data.tags.get("drifted", "").split(",") if name],
+                "drift": run.data.tags.get("drift", ""),
+                "run_id": run.info.run_id,
+            }
+        )
+    return rows

@@ -1,0 +1,270 @@
+"""Delta Lake tables of a project: the table names, the schema, and reading any version back."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from retrain_assets.core.config import ColumnType
+
+RAW_TABLE = "raw_data"
+FEATURES_TABLE = "validated_features"
+VALIDATION_LOG_TABLE = "validation_log"
+RAW_VERSION_COLUMN = "_raw_version"
+SOURCE_KEY = "retrain.source_file"
+SHA_KEY = "retrain.source_sha256"
+LANDED_KEY = "retrain.landed_at"
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A Delta table pinned at a version; ``raw_version`` is the ``raw_data`` version its content reflects."""
+
+    uri: str
+    version: int
+    raw_version: int
+
+
+def arrow_type(kind: "ColumnType") -> "pa.DataType":
+    import pyarrow as pa
+
+    return {
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "category": pa.string(),
+        "string": pa.string(),
+        "bool": pa.bool_(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+    }[kind]
+
+
+def to_table_schema(
+    frame: "pd.DataFrame",
+    columns: dict[str, "ColumnType"],
+    source: str,
+    withheld: Callable[[str], Optional[str]] = lambda column: None,
+) -> "pa.Table":
+    """Cast a batch to the configured schema, or raise ``ValueError`` naming every offending column, with a
+    sample of the values that do not cast unless ``withheld(column)`` says why not (the reason goes into
+    ``refusals.jsonl``, the quarantine note and `retrain status`: see ``validation.withheld_because``)."""
+    import pyarrow as pa
+
+    if len(frame) == 0:
+        raise ValueError(f"{source}: no rows (only a header)")
+    missing = [name for name in columns if name not in frame.columns]
+    unknown = [name for name in frame.columns if name not in columns]
+    problems = []
+    if missing:
+        problems.append(f"missing columns {missing}")
+    if unknown:
+        problems.append(f"columns not in data.columns of retrain.yaml {unknown}")
+    arrays = {}
+    for name, kind in columns.items():
+        if name in missing:
+            continue
+        cast = _cast_column(frame[name], kind)
+        broken = cast.isna() & frame[name].notna()
+        if broken.any():
+            why = withheld(name)
+            shown = f"sample withheld ({why})" if why is not None else f"e.g. {frame[name][broken].head(3).tolist()}"
+            problems.append(f"column {name!r} cannot be cast to {kind}: {int(broken.sum())} values, {shown}")
+            continue
+        arrays[name] = pa.array(cast, type=arrow_type(kind), from_pandas=True)
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems))
+    return pa.table(arrays)
+
+
+def latest_version(uri: str) -> Optional[int]:
+    """Current version of the table at ``uri``, or ``None`` when no table exists there yet."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(uri):
+        return None
+    return DeltaTable(uri).version()
+
+
+def history(uri: str) -> list[dict]:
+    """Commit log entries (oldest first), each with its ``version`` and custom metadata; empty if no table.
+
+    delta-rs numbers history entries down from the version it loaded, yet also reads commits that land
+    while it reads, which shifts every number. So the log is read again until no commit landed meanwhile.
+    """
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(uri):
+        return []
+    while True:
+        table = DeltaTable(uri)
+        entries = table.history()
+        if DeltaTable(uri).version() == table.version():
+            return sorted(entries, key=lambda entry: entry["version"])
+
+
+def landed_at(entry: dict) -> dt.datetime:
+    """When a version's batch became available: the recorded landing time, else the commit time."""
+    if LANDED_KEY in entry:
+        return dt.datetime.fromisoformat(entry[LANDED_KEY])
+    return dt.datetime.fromtimestamp(entry["timestamp"] / 1000, dt.timezone.utc)
+
+
+def version_as_of(uri: str, moment: dt.datetime) -> Optional[int]:
+    """The newest version whose batch had landed by ``moment`` (``None`` if none had)."""
+    landed = [entry["version"] for entry in history(uri) if landed_at(entry) <= moment]
+    return max(landed) if landed else None
+
+
+def batch_versions(uri: str, after: Optional[int], upto: int) -> list[int]:
+    """Versions in ``(after, upto]`` that appended rows (a batch); compactions and other rewrites are not."""
+    return [entry["version"] for entry in batch_commits(uri, after, upto)]
+
+
+def batch_commits(uri: str, after: Optional[int], upto: int) -> list[dict]:
+    """The commit log entries of :func:`batch_versions`, oldest first (one read of the log)."""
+    start = -1 if after is None else after
+    return [entry for entry in history(uri) if start < entry["version"] <= upto and _is_batch(entry)]
+
+
+def _is_batch(entry: dict) -> bool:
+    """Whether a commit appended rows: a batch (a compaction or another rewrite is not)."""
+    return (
+        entry.get("operation") == "WRITE"
+        and entry.get("operationParameters", {}).get("mode") != "Overwrite"
+        and entry.get("operationMetrics", {}).get("num_added_rows", 0) > 0
+    )
+
+
+def read_table(
+    uri: str,
+    version: Optional[int] = None,
+    columns: Optional[list[str]] = None,
+    where: "Optional[pc.Expression]" = None,
+) -> "pd.DataFrame":
+    """The whole table as of ``version`` (latest when ``None``), Delta time travel; with ``where`` only the rows
+    it keeps, filtered in the scan (files and row groups whose statistics rule them out are not read)."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri, version=version)
+    if where is None:
+        return table.to_pyarrow_table(columns=columns).to_pandas()
+    return table.to_pyarrow_dataset().to_table(columns=columns, filter=where).to_pandas()
+
+
+def newest_value(uri: str, version: Optional[int], column: str) -> "Optional[pa.Scalar]":
+    """The largest value of ``column`` as of ``version`` (``None``: no value). The Delta log's file statistics
+    narrow the scan to the rows at or above the newest file maximum (less a millisecond: timestamps are kept
+    there to the millisecond), so only ``column`` of the newest rows is read; without statistics, the column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri, version=version)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    where = None
+    high, nulls = f"max.{column}", f"null_count.{column}"
+    if {high, nulls} <= set(actions.column_names):
+        stats = actions.select(["num_records", nulls, high]).to_pylist()
+        if all(row[high] is not None or row[nulls] == row["num_records"] for row in stats):  # every file has stats
+            known = [row[high] for row in stats if row[high] is not None]
+            if not known:
+                return None  # every value null, or no rows
+            floor = max(known)
+            if isinstance(floor, dt.datetime):
+                floor -= dt.timedelta(milliseconds=1)
+            where = ds.field(column) >= floor
+    newest = pc.max(table.to_pyarrow_dataset().to_table(columns=[column], filter=where)[column])
+    return newest if newest.is_valid else None
+
+
+def read_batch(uri: str, version: int) -> "pa.Table":
+    """Only the rows that ``version`` appended (the data files it added), so cost follows the batch size."""
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    current = DeltaTable(uri, version=version)
+    before = {Path(path).name for path in DeltaTable(uri, version=version - 1).file_uris()} if version > 0 else set()
+    added = {Path(path).name for path in current.file_uris()} - before
+    dataset = current.to_pyarrow_dataset()
+    fragments = [fragment for fragment in dataset.get_fragments() if Path(fragment.path).name in added]
+    return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem).to_table()
+
+
+def read_newest_files(uri: str, key: str, below: int, files: int, columns: list[str]) -> "pd.DataFrame":
+    """Rows of the ``files`` data files with the highest ``max(key)`` among those holding a ``key`` below
+    ``below``: chosen from the file statistics in the Delta log, so only those files are read."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri)
+    stats = pa.table(table.get_add_actions(flatten=True)).select(["path", f"min.{key}", f"max.{key}"]).to_pandas()
+    newest = stats[stats[f"min.{key}"] < below].nlargest(files, f"max.{key}")
+    chosen = {Path(path).name for path in newest["path"]}
+    dataset = table.to_pyarrow_dataset()
+    fragments = [fragment for fragment in dataset.get_fragments() if Path(fragment.path).name in chosen]
+    chosen_files = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+    return chosen_files.to_table(columns=columns).to_pandas()
+
+
+def table_summary(uri: str, version: Optional[int] = None) -> Optional[dict]:
+    """``{"uri", "version", "rows", "files"}`` of the table as of ``version``; ``None`` if it does not exist."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(uri):
+        return None
+    table = DeltaTable(uri, version=version)
+    actions = table.get_add_actions(flatten=True)
+    rows = int(sum(actions.column("num_records").to_pylist())) if actions.num_rows else 0
+    return {"uri": uri, "version": table.version(), "rows": rows, "files": actions.num_rows}
+
+
+def table_rows(uri: str, version: Optional[int] = None) -> int:
+    """Rows of the table at ``uri`` as of ``version`` (see :func:`table_summary`); raises if there is none."""
+    summary = table_summary(uri, version)
+    if summary is None:
+        raise FileNotFoundError(f"no Delta table at {uri}")
+    return summary["rows"]
+
+
+def append(uri: str, table: "pa.Table", metadata: Optional[dict[str, str]] = None, merge_schema: bool = False) -> int:
+    """Append an Arrow table as one new version (``metadata`` goes into the commit) and return the version.
+    ``merge_schema`` adds columns the table does not have yet (tables written by an older release)."""
+    from deltalake import CommitProperties, write_deltalake
+
+    write_deltalake(uri, table, mode="append", commit_properties=CommitProperties(custom_metadata=metadata or {}),
+                    schema_mode="merge" if merge_schema else None)
+    version = latest_version(uri)
+    if version is None:
+        raise RuntimeError(f"{uri}: no Delta table after appending to it")
+    return version
+
+
+def _cast_column(values: "pd.Series", kind: "ColumnType") -> "pd.Series":
+    """Cast one column to its declared type; values that do not convert become ``<NA>`` (detected by caller)."""
+    import pandas as pd
+
+    if kind in ("int", "float"):
+        numbers = pd.to_numeric(values, errors="coerce")
+        if kind == "int":  # inf and magnitudes beyond int64 do not convert either
+            whole = numbers.isna() | ((numbers == numbers.round()) & (numbers.abs() < 2.0**63))
+            return numbers.where(whole).astype("Int64")
+        return numbers.astype("float64")
+    if kind in ("category", "string"):
+        return values.astype("string")
+    if kind == "bool":
+        if pd.api.types.is_bool_dtype(values):
+            return values.astype("boolean")
+        text = values.astype("string").str.strip().str.lower()
+        return text.map(lambda v: True if v in _TRUE else False if v in _FALSE else pd.NA).astype("boolean")
+    stamps = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    return stamps.dt.as_unit("us")

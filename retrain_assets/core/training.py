@@ -1,0 +1,273 @@
+"""Model logic without Dagster: the stable holdout split, the scikit-learn Pipeline, metrics, the decision.
+
+scikit-learn is imported inside the functions that need it, so importing this module stays cheap.
+
+The holdout is chosen by hashing each row's id (or, without an id column, the row itself). A row therefore
+lands in the holdout in every version of the table, so the champion never trained on any row of the
+candidate's holdout and the two are compared fairly on the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from retrain_assets.core.config import RetrainConfig
+    from retrain_assets.core.delta import TableRef
+
+_HASH_BUCKETS = 10_000
+SAMPLE_ROWS = 100_000  # enough rows for a metric estimate that only informs (train fit, champion watch)
+_CATEGORICAL = ("category", "string", "bool")
+_MAX_CATEGORIES = 50  # per categorical feature; the rarer ones are pooled as "infrequent"
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def params_hash(config: "RetrainConfig") -> str:
+    """Short, stable hash of everything that defines a model besides its data."""
+    spec = {
+        "estimator": config.model.estimator,
+        "params": config.model.params,
+        "seed": config.model.seed,
+        "holdout_fraction": config.model.holdout_fraction,
+        "features": config.data.features,
+        "target": config.data.target,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def holdout_mask(frame: "pd.DataFrame", config: "RetrainConfig") -> "np.ndarray":
+    """Boolean mask of holdout rows, stable across table versions (hash of the id column or of the row)."""
+    import pandas as pd
+
+    keys = [config.data.id] if config.data.id else list(config.data.columns)
+    hashes = pd.util.hash_pandas_object(frame[keys], index=False).to_numpy()
+    return (hashes % _HASH_BUCKETS) < round(config.model.holdout_fraction * _HASH_BUCKETS)
+
+
+def window(frame: "pd.DataFrame", config: "RetrainConfig") -> "pd.DataFrame":
+    """The rows a model learns from and is judged on: the newest ``model.window_days`` (all without it).
+
+    After drift, a window lets a candidate learn the new behaviour and be compared with the champion on
+    recent holdout rows rather than on a holdout dominated by the old data."""
+    import pandas as pd
+
+    days = config.model.window_days
+    if days is None or frame.empty:
+        return frame
+    stamps = frame[config.data.timestamp]
+    return frame[stamps > stamps.max() - pd.Timedelta(days=days)]
+
+
+def read_window(features: "TableRef", config: "RetrainConfig") -> "pd.DataFrame":
+    """The rows of :func:`window` read from ``validated_features`` at its pinned version, with the cut-off in
+    the Delta scan: only the newest ``model.window_days`` are read, not the whole table (whose size grows
+    with every batch) to be filtered in pandas."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from retrain_assets.core import delta
+
+    columns = list(config.data.columns)
+    days, stamp = config.model.window_days, config.data.timestamp
+    newest = delta.newest_value(features.uri, features.version, stamp) if days is not None and stamp else None
+    if days is None or stamp is None or newest is None:  # no window, or no timestamp to cut by
+        return window(delta.read_table(features.uri, features.version, columns=columns), config)
+    cutoff = pc.subtract(newest, pa.scalar(dt.timedelta(days=days), pa.duration("us")))
+    return delta.read_table(features.uri, features.version, columns=columns, where=ds.field(stamp) > cutoff)
+
+
+def split(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """``(train, holdout)``; raises when either side is empty, naming the row count."""
+    mask = holdout_mask(frame, config)
+    train, holdout = frame[~mask], frame[mask]
+    if train.empty or holdout.empty:
+        raise ValueError(
+            f"cannot split {len(frame)} rows into train ({len(train)}) and holdout ({len(holdout)}): "
+            f"need more data or another model.holdout_fraction"
+        )
+    return train, holdout
+
+
+def build_pipeline(config: "RetrainConfig") -> "Pipeline":
+    """Preprocessing and estimator in one Pipeline, so serving applies exactly what training did.
+
+    Categories are one-hot encoded, except for ``hist_gradient_boosting``, which gets one ordinal code per
+    category and splits on them natively (``categorical_features``): it accepts only dense input, and a dense
+    one-hot of many levels costs a float per level and row, where its native categories cost one column."""
+    import numpy as np
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    features = config.data.features
+    numeric = [name for name, kind in features.items() if kind in ("int", "float")]
+    categorical = [name for name, kind in features.items() if kind in _CATEGORICAL]
+    native = config.model.estimator == "hist_gradient_boosting"
+    if native:
+        # missing values become a category of their own; unseen ones encode as NaN, the booster's missing bin;
+        # the booster allows at most max_bins categories per feature
+        levels = min(_MAX_CATEGORIES, config.model.params.get("max_bins", 255))
+        encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, max_categories=levels)
+    else:
+        # missing values become a category of their own; unseen categories encode as all zeros
+        encoder = OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=_MAX_CATEGORIES)
+    preprocess = ColumnTransformer(
+        [
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric),
+            ("categorical", encoder, categorical),
+        ]
+    )
+    # the transformer's output holds the numeric columns, then the categorical ones
+    native_categories = {"categorical_features": [False] * len(numeric) + [True] * len(categorical)} if native else {}
+    return Pipeline([("preprocess", preprocess), ("estimator", _estimator(config, native_categories))])
+
+
+def _estimator(config: "RetrainConfig", defaults: dict):
+    from sklearn import ensemble, linear_model
+
+    classification = config.data.task == "classification"
+    classes = {
+        "logistic_regression": linear_model.LogisticRegression,
+        "ridge": linear_model.Ridge,
+        "random_forest": ensemble.RandomForestClassifier if classification else ensemble.RandomForestRegressor,
+        "hist_gradient_boosting": (
+            ensemble.HistGradientBoostingClassifier if classification else ensemble.HistGradientBoostingRegressor
+        ),
+    }
+    params = {"random_state": config.model.seed, **defaults, **config.model.params}
+    try:
+        return classes[config.model.estimator](**params)
+    except TypeError as exc:
+        raise ValueError(f"model.params: {exc}") from exc
+
+
+def sample(frame: "pd.DataFrame", config: "RetrainConfig", rows: int = SAMPLE_ROWS) -> "pd.DataFrame":
+    """At most ``rows`` rows, drawn with the model seed: for metrics that inform but do not decide."""
+    return frame if len(frame) <= rows else frame.sample(n=rows, random_state=config.model.seed)
+
+
+def features_and_target(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame", "pd.Series"]:
+    return frame[list(config.data.features)], frame[config.data.target]
+
+
+def train(frame: "pd.DataFrame", config: "RetrainConfig") -> "Pipeline":
+    """Fit a fresh pipeline on ``frame`` (the train split)."""
+    pipeline = build_pipeline(config)
+    features, target = features_and_target(frame, config)
+    pipeline.fit(features, target)
+    return pipeline
+
+
+def evaluate(pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig") -> dict[str, float]:
+    """All metrics of the task on ``frame``; a metric that is undefined there (one class only) is NaN."""
+    return score(pipeline, frame, config)[0]
+
+
+def score(
+    pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig"
+) -> tuple[dict[str, float], "np.ndarray"]:
+    """``(metrics, predictions)`` on ``frame`` from one pass of the model (see :func:`evaluate`)."""
+    from sklearn import metrics
+
+    features, target = features_and_target(frame, config)
+    if config.data.task == "regression":
+        predicted = pipeline.predict(features)
+        return {
+            "r2": float(metrics.r2_score(target, predicted)),
+            "rmse": float(metrics.root_mean_squared_error(target, predicted)),
+            "mae": float(metrics.mean_absolute_error(target, predicted)),
+        }, predicted
+    classes = list(pipeline.classes_)
+    proba = pipeline.predict_proba(features)
+    predicted = pipeline.classes_[proba.argmax(axis=1)]
+    binary = len(classes) == 2
+    f1_options = {"pos_label": classes[-1]} if binary else {"average": "macro"}
+    result = {
+        "accuracy": float(metrics.accuracy_score(target, predicted)),
+        "f1": float(metrics.f1_score(target, predicted, **f1_options)),
+        "log_loss": float(metrics.log_loss(target, proba, labels=classes)),
+    }
+    result["roc_auc"] = _roc_auc(target.to_numpy(), proba, classes)
+    return result, predicted
+
+
+def _roc_auc(target: "np.ndarray", proba: "np.ndarray", classes: list) -> float:
+    """ROC AUC: binary, or the mean one-vs-rest AUC over the classes present in ``target``. A small holdout
+    (its rows are chosen by id hash, not stratified) can miss a class; that class cannot be scored there, the
+    others still can. NaN when fewer than two classes are present."""
+    from sklearn import metrics
+
+    present = [index for index, label in enumerate(classes) if (target == label).any()]
+    if len(present) < 2:
+        return math.nan
+    if len(classes) == 2:
+        return float(metrics.roc_auc_score(target == classes[1], proba[:, 1]))
+    return float(sum(metrics.roc_auc_score(target == classes[i], proba[:, i]) for i in present) / len(present))
+
+
+def meets_minimum(candidate: dict[str, float], config: "RetrainConfig") -> Decision:
+    """The floor (a ceiling for error metrics) of ``promotion.minimum``; passes when none is set."""
+    rule, name = config.promotion, config.promotion.metric
+    value = candidate.get(name, math.nan)
+    if math.isnan(value):
+        return Decision(False, f"candidate {name} is undefined on the holdout")
+    if rule.minimum is not None and (value < rule.minimum if config.higher_is_better else value > rule.minimum):
+        bound = "minimum" if config.higher_is_better else "maximum"
+        return Decision(False, f"candidate {name} {value:.4f} misses the {bound} {rule.minimum:.4f}")
+    return Decision(True, f"candidate {name} {value:.4f} meets the minimum {rule.minimum}")
+
+
+def beats_champion(
+    candidate: dict[str, float], champion: Optional[dict[str, float]], config: "RetrainConfig"
+) -> Decision:
+    """Better than the champion by at least ``promotion.margin`` on the same holdout; a tie never is."""
+    rule, name = config.promotion, config.promotion.metric
+    value = candidate.get(name, math.nan)
+    if champion is None:
+        return Decision(True, f"no champion yet; candidate {name} {value:.4f}")
+    best = champion.get(name, math.nan)
+    gain = (value - best) if config.higher_is_better else (best - value)
+    if math.isnan(best) or (gain > 0 and gain >= rule.margin):
+        return Decision(
+            True, f"candidate {name} {value:.4f} beats champion {best:.4f} by {gain:+.4f} (margin {rule.margin})"
+        )
+    return Decision(
+        False,
+        f"candidate {name} {value:.4f} does not beat champion {best:.4f} by the margin {rule.margin} ({gain:+.4f})",
+    )
+
+
+def decide(candidate: dict[str, float], champion: Optional[dict[str, float]], config: "RetrainConfig") -> Decision:
+    """Promote when the candidate meets the minimum and (if there is a champion) beats it by the margin."""
+    floor = meets_minimum(candidate, config)
+    if not floor.promote:
+        return floor
+    comparison = beats_champion(candidate, champion, config)
+    if comparison.promote and champion is None:
+        return Decision(True, f"no champion yet; {floor.reason}")
+    return comparison
+
+
+def data_range(frame: "pd.DataFrame", config: "RetrainConfig") -> Optional[dict[str, str]]:
+    """ISO ``{"min", "max"}`` of the timestamp column, or ``None`` without one."""
+    column = config.data.timestamp
+    if not column or frame.empty:
+        return None
+    return {"min": frame[column].min().isoformat(), "max": frame[column].max().isoformat()}

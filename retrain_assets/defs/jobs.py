@@ -1,0 +1,47 @@
+"""The retraining job: the whole lineage, validated first, trained only when a trigger fires."""
+
+from typing import TYPE_CHECKING
+
+from dagster import AssetSelection, define_asset_job
+
+from retrain_assets.core.names import MAX_RUNTIME_TAG
+
+if TYPE_CHECKING:
+    from retrain_assets.core.config import RetrainConfig
+
+RETRAIN_JOB = "retrain"
+LINEAGE_KEYS = ["raw_data", "validated_features", "candidate_model", "evaluation_report", "prod_model"]
+
+retrain_job = define_asset_job(
+    RETRAIN_JOB,
+    selection=AssetSelection.assets(*LINEAGE_KEYS),
+    description="Validate new raw_data batches; if a trigger fires, train a candidate, compare, promote if better.",
+)
+
+
+def max_runtime_tag(config: "RetrainConfig") -> dict[str, str]:
+    """``runs.max_runtime_minutes`` as the tag Dagster's run monitoring enforces on daemon-launched runs."""
+    return {MAX_RUNTIME_TAG: str(int(config.runs.max_runtime_seconds))}
+
+
+HISTORY_JOB = "history"
+BACKTEST_JOB = "backtest"
+
+
+def history_jobs(partitions) -> list:
+    """The backfillable ``history`` job (one run per partition) and the ``backtest`` summary job."""
+    return [
+        define_asset_job(
+            HISTORY_JOB,
+            selection=AssetSelection.assets("historical_model"),
+            partitions_def=partitions,
+            description=(
+                "Retrain as of one past window (Delta time travel) and score on the next; backfill it over a range."
+            ),
+        ),
+        define_asset_job(
+            BACKTEST_JOB,
+            selection=AssetSelection.assets("backtest_summary"),
+            description="Gather the backtest table and plots.",
+        ),
+    ]

@@ -1,0 +1,70 @@
+"""Sensors: one run per new ``raw_data`` Delta version, and an alert for every failed run.
+
+The version sensor's tick reads only the Delta log (no mlflow, scikit-learn or Great Expectations), so a
+tick with nothing new costs milliseconds. Its cursor is the last table version it has handled; ``run_key``
+is the version, so no version can start two runs, whether ticks come from the daemon or `retrain tick`.
+"""
+
+from dagster import (
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
+
+from retrain_assets.core import delta
+from retrain_assets.core.names import BACKFILL_TAG, DELTA_VERSION_TAG, FIRED_TAG, RUN_REASON_TAG, TRIGGER_TAG
+from retrain_assets.defs.jobs import max_runtime_tag, retrain_job
+from retrain_assets.defs.resources import RetrainProject
+
+ALERTED_RUN_TAGS = (TRIGGER_TAG, FIRED_TAG, RUN_REASON_TAG, DELTA_VERSION_TAG, "dagster/run_key", "dagster/sensor_name",
+                    "dagster/schedule_name", "dagster/partition", BACKFILL_TAG)
+
+
+@sensor(job=retrain_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
+def raw_data_version_sensor(context: SensorEvaluationContext, project: RetrainProject):
+    """Requests the retraining job for each new raw_data version (coalesced into one run on the newest
+    version unless ``triggers.new_version.coalesce`` is false), tagged with the version and trigger."""
+    config = project.load()
+    uri = config.table_uri(delta.RAW_TABLE)
+    latest = delta.latest_version(uri)
+    seen = int(context.cursor) if context.cursor else None
+    if latest is None:
+        return SkipReason(f"no raw_data table at {uri} yet")
+    if seen is not None and latest <= seen:
+        return SkipReason(f"raw_data is still at version {latest}")
+    versions = delta.batch_versions(uri, seen, latest)
+    if not versions:
+        return SensorResult(skip_reason=f"raw_data versions up to {latest} added no rows", cursor=str(latest))
+    targets = versions[-1:] if config.triggers.new_version.coalesce else versions
+    requests = [
+        RunRequest(
+            run_key=str(version),
+            tags={DELTA_VERSION_TAG: str(version), TRIGGER_TAG: "new_version", **max_runtime_tag(config)},
+        )
+        for version in targets
+    ]
+    return SensorResult(run_requests=requests, cursor=str(latest))
+
+
+@run_failure_sensor(default_status=DefaultSensorStatus.RUNNING, monitored_jobs=[retrain_job])
+def alert_on_run_failure(context: RunFailureSensorContext, project: RetrainProject):
+    """Sends a ``run_failed`` alert (webhook and alerts.jsonl) for every failed retraining run, naming the
+    failed step and its exception, with URLs cut to their host (they can carry credentials)."""
+    from retrain_assets.core.alerts import send_alert, step_error, without_urls
+
+    run = context.dagster_run
+    error = step_error(context.get_step_failure_events())
+    message = without_urls(error or context.failure_event.message or "run failed")
+    # only the tags this project sets: a run's tags can hold anything its launcher put there (tokens included)
+    tags = {key: run.tags[key] for key in ALERTED_RUN_TAGS if key in run.tags}
+    send_alert(
+        project.load(),
+        "run_failed",
+        f"run {run.run_id[:8]} of {run.job_name} failed: {message}",
+        {"run_id": run.run_id, "error": message, "tags": tags},
+    )
