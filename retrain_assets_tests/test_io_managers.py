@@ -3,7 +3,10 @@ be stored, and a stored value can only become one of the listed types."""
 
 import pytest
 
+from retrain_assets.core.batches import ValidatedBatches
+from retrain_assets.core.decision import Decision, EvaluationReport
 from retrain_assets.core.delta import TableRef
+from retrain_assets.core.monitoring import Finding
 from retrain_assets.core.registry import ModelRef
 from retrain_assets.defs.io_managers import STORED_TYPES, decode, encode
 
@@ -17,6 +20,16 @@ def test_the_values_of_the_lineage_round_trip():
         {"candidate": {"roc_auc": 0.91, "f1": float("nan")}, "champion": None, "gates": {"floor": [True, "ok"]}},
         [{"partition": "2026-01-05", "drifted": ["tenure"], "rows": np.int64(600)}],
         None,
+        ValidatedBatches(
+            TableRef("lake/validated_features", 2, 5), 5, [4, 5], [3], 1200,
+            Finding(True, "tenure drifted", {"scores": {"tenure": {"psi": 0.4, "drifted": True}}}),
+            Finding(False, "champion roc_auc 0.9000", {"roc_auc": 0.9}),
+        ),
+        EvaluationReport(
+            "3", "2", "champion v2 scored on the same holdout", None, 5, 2, 240, "roc_auc", True, 0.6, 0.01,
+            {"roc_auc": 0.91}, {"roc_auc": 0.88}, Decision(True, "meets"), Decision(True, "beats"),
+            Decision(True, "beats"), "new data", "2026-01-05T00:00:00+00:00",
+        ),
     ]
     for value in values:
         back = decode(encode(value, "value"), "value")
@@ -24,7 +37,9 @@ def test_the_values_of_the_lineage_round_trip():
             assert back["candidate"]["f1"] != back["candidate"]["f1"]  # NaN stays NaN
             back["candidate"]["f1"] = value["candidate"]["f1"] = 0.0
         assert back == value and type(back) is type(value)
-    assert set(STORED_TYPES) == {"TableRef", "ModelRef"}
+    assert set(STORED_TYPES) == {
+        "TableRef", "ModelRef", "ValidatedBatches", "Finding", "EvaluationReport", "Decision"
+    }
 
 
 def test_an_object_json_cannot_hold_is_refused_naming_the_output():

@@ -178,14 +178,12 @@ def test_evaluation_report_says_what_triggered_the_candidate(project, instance):
     import html
     import json
 
-    from retrain_assets.core.names import RUN_REASON_TAG
-
     ingest_file(project.config, project.batch(0))
 
     outcome = materialize(project.path, instance)
 
     assert outcome.success, outcome.error
-    reason = outcome.tags[RUN_REASON_TAG]
+    reason = outcome.reason
     assert "no champion yet" in reason and "600 validated rows" in reason
     stem = project.config.reports_dir / "evaluation-model-v1"
     assert json.loads(stem.with_suffix(".json").read_text())["trigger_reason"] == reason

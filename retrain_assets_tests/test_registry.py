@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain_assets.core import training
+from retrain_assets.core import decision, training
 from retrain_assets.core.config import ESTIMATORS, parse_config
 from retrain_assets.core.names import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 from retrain_assets.core.registry import LoggedModel, Registry
@@ -76,7 +76,7 @@ def decided_registry(config):
     registry.promote("1")
     registry.record_decision("2", True, "candidate roc_auc 0.8300 beats champion 0.8000", {"compared_with": "1"})
     registry.promote("2")
-    lost = training.decide({"roc_auc": 0.81}, {"roc_auc": 0.83}, config).reason
+    lost = decision.decide({"roc_auc": 0.81}, {"roc_auc": 0.83}, config).reason
     registry.record_decision("3", False, lost, {"compared_with": "2"})
     return registry, lost
 

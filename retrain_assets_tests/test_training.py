@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from retrain_assets.core import synthetic, training
+from retrain_assets.core import decision, synthetic, training
 from retrain_assets.core.config import parse_config
 
 from .conftest import START
@@ -117,8 +117,8 @@ def test_params_hash_follows_params_only():
 )
 def test_decision(candidate, champion, promote, words):
     config = churn_config()
-    decision = training.decide({"roc_auc": candidate}, None if champion is None else {"roc_auc": champion}, config)
-    assert decision.promote is promote and words in decision.reason
+    verdict = decision.decide({"roc_auc": candidate}, None if champion is None else {"roc_auc": champion}, config)
+    assert verdict.promote is promote and words in verdict.reason
 
 
 def test_error_metrics_decide_in_the_other_direction():
@@ -129,9 +129,9 @@ def test_error_metrics_decide_in_the_other_direction():
             "promotion": {"metric": "rmse", "minimum": 2.0, "margin": 0.1},
         }
     )
-    assert training.decide({"rmse": 1.0}, {"rmse": 1.2}, config).promote
-    assert not training.decide({"rmse": 1.15}, {"rmse": 1.2}, config).promote
-    assert "maximum" in training.decide({"rmse": 2.5}, None, config).reason
+    assert decision.decide({"rmse": 1.0}, {"rmse": 1.2}, config).promote
+    assert not decision.decide({"rmse": 1.15}, {"rmse": 1.2}, config).promote
+    assert "maximum" in decision.decide({"rmse": 2.5}, None, config).reason
 
 
 def test_regression_pipeline_metrics():

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import click
 
+from retrain_assets.app import render
 from retrain_assets.core.config import ConfigError, RetrainConfig, load_config, resolve_config_path
 
 
@@ -155,30 +156,9 @@ def validate(ctx, files, as_json) -> None:
                   "severity": o.severity, "failing_count": o.failing_count, "failing_percent": o.failing_percent,
                   "sample": o.sample, "detail": o.detail} for o in outcomes]
         report.append({"file": str(path), "refused": None, "accepted": accepted, "rules": rules})
-    click.echo(json.dumps(report, indent=2, default=str) if as_json else describe_validation(report))
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else render.describe_validation(report))
     if rejected:
         sys.exit(1)
-
-
-def describe_validation(report: list[dict]) -> str:
-    """Per file: one line per rule (failures first, with count and sample), then the verdict."""
-    lines = []
-    for entry in report:
-        name = Path(entry["file"]).name
-        if entry["refused"]:
-            lines.append(f"{name}: REFUSED, ingest would not land it: {entry['refused']}")
-            continue
-        rules = sorted(entry["rules"], key=lambda rule: rule["passed"])
-        for rule in rules:
-            outcome = "passed" if rule["passed"] else ("FAILED" if rule["severity"] == "error" else "warn")
-            detail = rule["detail"].removeprefix(name + ": ")
-            lines.append(f"  {rule['kind']:<8} {outcome:<6} {rule['check']}: {detail}")
-        failed = [rule for rule in rules if not rule["passed"]]
-        hard = sum(rule["severity"] == "error" for rule in failed)
-        verdict = "REJECTED" if hard else "accepted"
-        lines.insert(len(lines) - len(rules), f"{name}: {verdict}: {len(rules) - len(failed)} of {len(rules)} rules "
-                     f"passed, {hard} hard failed, {len(failed) - hard} warned")
-    return "\n".join(lines)
 
 
 @main.command()
@@ -205,17 +185,7 @@ def revalidate(ctx, versions, as_json) -> None:
          "checks": {name: verdict._asdict() for name, verdict in o.checks.items() if not verdict.passed}}
         for o in outcomes
     ]
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        for entry in report:
-            version = entry["raw_version"]
-            if entry["accepted"]:
-                click.echo(f"raw_data v{version}: accepted now ({entry['rows']} rows appended to "
-                           "validated_features; the next training run uses them)")
-            else:
-                failed = "; ".join(c["message"] for c in entry["checks"].values() if c["severity"] == "error")
-                click.echo(f"raw_data v{version}: still rejected: {failed}")
+    click.echo(json.dumps(report, indent=2) if as_json else render.describe_revalidation(report))
     if not all(entry["accepted"] for entry in report):
         sys.exit(1)
 
@@ -226,15 +196,16 @@ def materialize(ctx) -> None:
     """Run the whole asset graph once on the latest raw_data version, in process."""
     from retrain_assets.app.execution import materialize as run
     from retrain_assets.app.instance import project_instance, project_lock
+    from retrain_assets.app.project import load_project
     from retrain_assets.core.locking import ProjectBusy
 
     config = _load(ctx)
     try:
         with project_lock(config, "retrain materialize"), project_instance(config) as instance:
-            outcome = run(ctx.obj["config"], instance)
+            outcome = run(load_project(ctx.obj["config"], config), instance)
     except ProjectBusy as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(outcome.describe(config.promotion.metric))
+    click.echo(render.describe_run(outcome, config.promotion.metric))
     if not outcome.success:
         sys.exit(1)
 
@@ -251,57 +222,7 @@ def status(ctx, as_json) -> None:
     config = _load(ctx)
     with project_instance(config) as instance:
         report = project_status(config, ctx.obj["config"], instance)
-    click.echo(json.dumps(report, indent=2) if as_json else describe_status(report))
-
-
-def describe_status(report: dict) -> str:
-    """`retrain status` for a person: what is missing is said in words or left out, never printed as None."""
-    raw, champion, decision = report["raw_table"], report["champion"], report["last_decision"]
-    processed = report["last_processed_version"]
-    lines = [
-        f"raw_data: {raw['uri']} version {raw['version']} ({raw['rows']} rows)" if raw["version"] is not None
-        else f"raw_data: no versions yet ({raw['uri']}; land a batch with `retrain ingest FILE`)",
-        f"last processed raw version: {processed if processed is not None else 'none yet'}",
-    ]
-    if report["lock"]:
-        lines.append(f"busy: the project lock is held by {report['lock']['description']}")
-    for batch in report["rejected_batches"][-5:]:
-        lines.append(f"rejected raw_data v{batch['raw_version']} ({batch['rows']} rows, kept; `retrain revalidate "
-                     f"{batch['raw_version']}` after fixing the rules): {', '.join(batch['failed_checks'])}")
-    for refusal in report["refused_files"][-5:]:
-        kept = f" (kept in {refusal['quarantined']})" if refusal["quarantined"] else ""
-        lines.append(f"refused {Path(refusal['file']).name} at {refusal['at']}: {refusal['reason']}{kept}")
-    if champion:
-        known = {"delta v": champion["delta_version"], "trained ": champion["trained_at"],
-                 "params ": champion["params_hash"], "code ": champion["code_version"]}
-        provenance = ", ".join(f"{label}{value}" for label, value in known.items() if value is not None)
-        provenance = f" ({provenance})" if provenance else ""
-        lines.append(f"champion: {champion['name']} v{champion['version']}{provenance}")
-        if champion["metrics"]:
-            lines.append("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(champion["metrics"].items())))
-    else:
-        lines.append("champion: none")
-    if decision:
-        verdict = "promoted" if decision["promoted"] else "rejected"
-        why = f": {decision['reason']}" if decision["reason"] else ""
-        lines.append(f"last decision: candidate v{decision['candidate_version']} {verdict}{why}")
-    run = report["last_run"]
-    if run:
-        read = f" on raw_data v{run['delta_version']}" if run["delta_version"] is not None else ""
-        said = "; ".join(text for text in (run["reason"], run["error"] and f"error: {run['error']}") if text)
-        lines.append(f"last run: {run['status']} ({run['trigger']}{read})" + (f": {said}" if said else ""))
-    for check in report["latest_checks"]:
-        stopped = check["blocking"] and check["severity"] == "ERROR"
-        verdict = "passed" if check["passed"] else ("FAILED" if stopped else "WARNING")
-        message = f" - {check['message']}" if check["message"] else ""
-        lines.append(f"check {check['asset']}/{check['name']}: {verdict}{message}")
-    for asset, causes in report["stale_assets"].items():
-        lines.append(f"stale: {asset} ({'; '.join(causes)})")
-    lines += [f"event {event['at']} {event['kind']}: {event['text']}" for event in report["events"][-5:]]
-    if report["last_report"]:
-        lines.append(f"latest evaluation report: {report['last_report']}")
-    lines += [f"warning: {text}" for text in report.get("state_warnings", [])]
-    return "\n".join(lines)
+    click.echo(json.dumps(report, indent=2) if as_json else render.describe_status(report))
 
 
 @main.command()
@@ -319,13 +240,14 @@ def tick(ctx, as_json) -> None:
             json.dumps({"launched": [], "skipped": {"all": reason}}) if as_json else f"nothing triggered: {reason}"
         )
         return
-    from retrain_assets.app.instance import project_instance, project_lock
+    from retrain_assets.app.instance import project_instance
+    from retrain_assets.app.project import load_project
     from retrain_assets.app.ticking import report_stuck, tick as run_tick
     from retrain_assets.core.locking import ProjectBusy
 
-    try:
-        with project_lock(config, "retrain tick"), project_instance(config) as instance:
-            report = run_tick(ctx.obj["config"], instance)
+    try:  # the tick takes the project lock itself
+        with project_instance(config) as instance:
+            report = run_tick(load_project(ctx.obj["config"], config), instance)
     except ProjectBusy as exc:  # another process is doing the work: not an error, unless it has been too long
         stuck = report_stuck(config, exc.holder)
         message = f"{exc}; {stuck}" if stuck else str(exc)
@@ -335,17 +257,8 @@ def tick(ctx, as_json) -> None:
         if stuck:
             sys.exit(2)
         return
-    if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
-    else:
-        for launch in report.launches:
-            if launch.outcome is None:
-                click.echo(f"{launch.source}: skipped ({launch.skipped})")
-            else:
-                described = launch.outcome.describe(config.promotion.metric)
-                click.echo(f"{launch.source} (run_key {launch.run_key}): {described}")
-        if not report.launches:
-            click.echo("nothing triggered: " + "; ".join(f"{name}: {why}" for name, why in report.skips.items()))
+    metric = config.promotion.metric
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else render.describe_tick(report, metric))
     if any(launch.outcome and not launch.outcome.success for launch in report.launches):
         sys.exit(1)
 
@@ -366,28 +279,19 @@ def backfill(ctx, start, end, as_json) -> None:
     """Retrain as of every history partition from START to END (Delta time travel), then the backtest."""
     from retrain_assets.app.execution import backfill as run_backfill
     from retrain_assets.app.instance import project_instance, project_lock
+    from retrain_assets.app.project import load_project
     from retrain_assets.core.locking import ProjectBusy
 
     config = _load(ctx)
-    metric = config.promotion.metric
 
     def progress(index, total, outcome) -> None:
-        if as_json:
-            return
-        if outcome.success:
-            row = outcome.row
-            oot = row["oot_metrics"].get(metric)
-            click.echo(
-                f"[{index}/{total}] {outcome.partition}: raw_data v{row['delta_version']}, {row['train_rows']} rows, "
-                f"{metric} {row['metrics'][metric]:.4f}, out-of-time "
-                + (f"{oot:.4f}" if oot is not None else "- (no later data)")
-            )
-        else:
-            click.echo(f"[{index}/{total}] {outcome.partition}: FAILED {outcome.error}")
+        if not as_json:
+            click.echo(render.backfill_progress(index, total, outcome, config.promotion.metric))
 
     try:
         with project_lock(config, "retrain backfill"), project_instance(config) as instance:
-            outcomes, rows = run_backfill(ctx.obj["config"], instance, start.date(), end.date(), progress)
+            project = load_project(ctx.obj["config"], config)
+            outcomes, rows = run_backfill(project, instance, start.date(), end.date(), progress)
     except ProjectBusy as exc:
         raise click.ClickException(str(exc)) from None
     if not outcomes:
@@ -399,7 +303,7 @@ def backfill(ctx, start, end, as_json) -> None:
         payload = {"partitions": [o.__dict__ for o in outcomes], "backtest": rows, "report": str(report)}
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
-        click.echo(f"backtest of {len(rows or [])} partitions: {report}")
+        click.echo(render.backfill_summary(rows, report))
     if not all(outcome.success for outcome in outcomes):
         sys.exit(1)
 

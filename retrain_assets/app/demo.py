@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
+from retrain_assets.app import render
 from retrain_assets.core import delta, landing, synthetic
 from retrain_assets.core.config import Bounds, RetrainConfig, load_config
-from retrain_assets.core.validation import CHECKS
 
 MARKER = ".retrain-demo"
 START = dt.date(2026, 1, 5)
@@ -53,13 +53,6 @@ def write_batches(directory: Path, history_days: int, days: int, rows_per_day: i
     return files
 
 
-def partition_line(row: dict, metric: str) -> str:
-    """One backfilled partition: its version, in-time and out-of-time scores (the newest has no later data)."""
-    oot = row["oot_metrics"].get(metric)
-    later = f"{oot:.4f}" if oot is not None else "- (no later data)"
-    return f"raw_data v{row['delta_version']}, {metric} {row['metrics'][metric]:.4f}, out-of-time {later}"
-
-
 def end_of(day: dt.date) -> dt.datetime:
     """When a day's batch lands: the end of that day, UTC (the demo replays history with --as-of)."""
     return dt.datetime.combine(day, dt.time(23, 59), dt.timezone.utc)
@@ -86,9 +79,9 @@ def run_demo(
        scored out of time, gathered in the backtest table and plot.
     5. `retrain rollback` and `retrain status`.
     """
-    from retrain_assets.app.cli import describe_status
     from retrain_assets.app.execution import backfill, ingest, rollback_champion
-    from retrain_assets.app.instance import project_instance
+    from retrain_assets.app.instance import project_instance, project_lock
+    from retrain_assets.app.project import load_project
     from retrain_assets.app.status import project_status
     from retrain_assets.app.ticking import tick
     from retrain_assets.core.inference import infer_config, render_config
@@ -112,6 +105,7 @@ def run_demo(
     echo(f"  reviewed: hard limits {BUSINESS_RANGES}; triggers.min_new_rows {inferred.triggers.min_new_rows}; "
          f"model.window_days 7; history.start {START}")
     config = load_config(config_path)
+    project = load_project(config_path, config)
     metric = config.promotion.metric
     rows = []
     with project_instance(config) as instance:
@@ -127,25 +121,28 @@ def run_demo(
             else:
                 ingested = ingest(config, instance, path, end_of(day))
                 echo(f"\nday {day}: retrain ingest {path.name} -> raw_data v{ingested.version}; retrain tick")
-            for launch in tick(config_path, instance).launches:
-                echo("  " + (launch.outcome.describe(metric).replace("\n", "\n  ")
+            for launch in tick(project, instance).launches:
+                echo("  " + (render.describe_run(launch.outcome, metric).replace("\n", "\n  ")
                              if launch.outcome else str(launch.skipped)))
                 if launch.outcome:
                     version = launch.outcome.raw_version
                     landed = ingested.rows if ingested else delta.table_rows(config.table_uri(delta.RAW_TABLE), version)
-                    rows.append(table_row(day, version, landed, launch.outcome, metric, Registry(config)))
-        echo("\n" + format_table(rows, metric))
+                    champion = Registry(config).by_alias("champion")
+                    rows.append(render.demo_row(day, version, landed, launch.outcome, metric,
+                                                champion.version if champion is not None else None))
+        echo("\n" + render.format_table(rows, metric))
 
         last_day = files[-1][0]
         echo(f"\nretrain backfill --start {START} --end {last_day}")
-        outcomes, backtest = backfill(config_path, instance, START, last_day, progress=lambda i, n, o: echo(
-            f"  [{i}/{n}] {o.partition}: " + (partition_line(o.row, metric) if o.success else f"FAILED {o.error}")))
+        with project_lock(config, "retrain demo"):  # as `retrain backfill` does; a tick takes it itself
+            outcomes, backtest = backfill(project, instance, START, last_day, progress=lambda i, n, o: echo(
+                "  " + render.backfill_progress(i, n, o, metric, with_rows=False)))
         echo(f"  backtest table of {len(backtest or [])} weeks and plots: {config.reports_dir / 'backtest.html'}")
 
         if Registry(config).by_alias("previous_champion") is not None:
             event = rollback_champion(config, instance, None, reason="demo: a rollback is one command")
             echo(f"\nretrain rollback\n{event['text']}")
-        echo("\nretrain status\n" + describe_status(project_status(config, config_path, instance)))
+        echo("\nretrain status\n" + render.describe_status(project_status(config, project, instance)))
     echo("")
     echo(f"MLflow store:  {config.tracking_uri}  (artifacts under {config.mlflow_dir / 'artifacts'})")
     echo(f"Dagster home:  {config.dagster_home}")
@@ -153,50 +150,3 @@ def run_demo(
     echo(f"Reports:       {config.reports_dir}")
     echo(f"Open the UI:   make ui   (or: retrain --config {config_path} ui; then http://127.0.0.1:3000)")
     return rows
-
-
-def table_row(day: Optional[dt.date], version: Optional[int], rows: int, outcome, metric: str, registry) -> dict:
-    """One line of the demo's table from a run's outcome."""
-    evaluation, decision = outcome.evaluation or {}, outcome.decision or {}
-    warnings = sum(1 for c in outcome.checks.values() if not c.passed and not c.stopped_the_run)
-    if outcome.blocking_failures:
-        verdict = "batch rejected" if any(n in CHECKS for n in outcome.blocking_failures) else "candidate rejected"
-    elif outcome.fired in ("none", ""):
-        verdict = "validated only"
-    elif decision:
-        verdict = (
-            f"promoted v{decision['champion_version']}"
-            if decision["promoted"]
-            else f"kept (v{evaluation['candidate_version']} lost)"
-        )
-    else:
-        verdict = "failed"
-    champion = registry.by_alias("champion")
-    passed = f"{sum(c.passed for c in outcome.checks.values())}/{len(outcome.checks)}"
-    return {
-        "day": day.isoformat() if day else "history",
-        "delta_version": version,
-        "rows": rows,
-        "checks": passed + (f" ({warnings} warn)" if warnings else ""),
-        "trigger": outcome.fired or "-",
-        "decision": verdict,
-        "candidate": evaluation.get("candidate", {}).get(metric),
-        "champion": (evaluation.get("champion") or {}).get(metric),
-        "champion_version": f"v{champion.version}" if champion is not None else "-",
-    }
-
-
-def format_table(rows: list[dict], metric: str) -> str:
-    def number(value) -> str:
-        return "-" if value is None else f"{value:.4f}"
-
-    header = ["day", "delta v", "rows", "checks passed", "triggers fired", "decision",
-              f"candidate {metric}", f"champion {metric}", "champion"]
-    body = [
-        [r["day"], str(r["delta_version"]), str(r["rows"]), r["checks"], r["trigger"], r["decision"],
-         number(r["candidate"]), number(r["champion"]), r["champion_version"]]
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    render = lambda line: "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, body)])

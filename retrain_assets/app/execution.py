@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from retrain_assets.app.instance import _QUIET_LOGGERS, caller, quiet_libraries
+from retrain_assets.app.instance import caller, quiet_libraries
+from retrain_assets.app.project import LoadedProject, ProjectSource, as_loaded
 from retrain_assets.core import batches, landing
 from retrain_assets.core.config import RetrainConfig
-from retrain_assets.core.names import BACKFILL_TAG, FIRED_TAG, LAUNCHER_TAG, RETRY_TAG, RUN_REASON_TAG, TRIGGER_TAG
+from retrain_assets.core.names import BACKFILL_TAG, LAUNCHER_TAG, RETRY_TAG, TRIGGER_TAG
 
 if TYPE_CHECKING:
-    from dagster import DagsterInstance
+    from dagster import DagsterInstance, Definitions
+
+# The CLI prints its own summary of a run; Dagster's full event log stays in the instance (and the UI).
+_QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
 
 @dataclass(frozen=True)
 class CheckOutcome:
@@ -42,6 +47,7 @@ class RunOutcome:
     error: Optional[str] = None
     tags: dict[str, str] = field(default_factory=dict)
     drift_scores: Optional[dict[str, dict[str, Any]]] = None  # per feature, when the drift check measured any
+    retrain: Optional[dict[str, Any]] = None  # what candidate_model decided: {"retrain", "fired", "reason"}
 
     @property
     def trigger(self) -> str:
@@ -50,69 +56,68 @@ class RunOutcome:
     @property
     def fired(self) -> str:
         """Kinds of triggers that fired, or ``none`` (empty when the run stopped before deciding)."""
-        return self.tags.get(FIRED_TAG, "")
+        return self.retrain["fired"] if self.retrain else ""
+
+    @property
+    def reason(self) -> Optional[str]:
+        """Why the run retrained or not, in words (``None`` when it stopped before deciding)."""
+        return self.retrain["reason"] if self.retrain else None
 
     @property
     def blocking_failures(self) -> dict[str, CheckOutcome]:
         return {name: check for name, check in self.checks.items() if check.stopped_the_run}
 
     def describe(self, metric: str) -> str:
-        """A few lines a person reads: version, checks, scores, decision."""
-        read = f"raw_data v{self.raw_version}" if self.raw_version is not None else "no raw_data version read"
-        lines = [f"{read}: {self.trigger} run {'succeeded' if self.success else 'FAILED'} ({self.run_id})"]
-        failed = {name: check for name, check in self.checks.items() if not check.passed}
-        lines.append(f"  checks: {len(self.checks) - len(failed)}/{len(self.checks)} passed")
-        lines += [f"  {'FAILED' if c.stopped_the_run else 'WARNING'} {name}: {c.message}" for name, c in failed.items()]
-        if RUN_REASON_TAG in self.tags:
-            lines.append(f"  {'retrained' if self.fired != 'none' else 'not retrained'}: {self.tags[RUN_REASON_TAG]}")
-        if self.evaluation:
-            candidate, champion = self.evaluation["candidate"], self.evaluation["champion"]
-            lines.append(
-                f"  candidate v{self.evaluation['candidate_version']} {metric} {candidate[metric]:.4f}"
-                + (f", champion {champion[metric]:.4f} on the same holdout" if champion else ", no champion yet")
-            )
-        if self.decision:
-            verdict = "promoted" if self.decision["promoted"] else "not promoted"
-            lines.append(f"  {verdict}: {self.decision['reason']}; champion is v{self.decision['champion_version']}")
-        if self.error and not self.blocking_failures:
-            lines.append(f"  error: {self.error}")
-        return "\n".join(lines)
+        """:func:`render.describe_run`; kept as a method for scripts (``bench/``) and test failure messages,
+        which print an outcome they hold as ``outcome.describe(metric)``."""
+        from retrain_assets.app.render import describe_run
+
+        return describe_run(self, metric)
 
 
-def materialize(config_path: Path, instance: "DagsterInstance", tags: Optional[dict[str, str]] = None) -> RunOutcome:
-    """Run the whole asset graph once, in process; a failing blocking check gives ``success=False``."""
+def materialize(
+    project: ProjectSource, instance: "DagsterInstance", tags: Optional[dict[str, str]] = None
+) -> RunOutcome:
+    """Run the whole asset graph once, in process, for a caller that holds the project lock (or needs none:
+    a test); a failing blocking check gives ``success=False``."""
+    project = as_loaded(project)
     quiet_libraries()
-    job = retrain_job_for(str(config_path))
+    job = _retrain_job(project.defs)
     tags = {**(tags or {}), LAUNCHER_TAG: "retrain"}
-    with _deadline(config_path, "the retrain run"):
+    with _deadline(project.config, "the retrain run"):
         result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS)
     return _outcome(result, instance, result.output_for_node)
 
 
-def _deadline(config_path: Path, what: str) -> contextlib.AbstractContextManager[None]:
+def _deadline(config: RetrainConfig, what: str) -> contextlib.AbstractContextManager[None]:
     """``runs.max_runtime_minutes`` for an in-process run (see :func:`locking.run_deadline`)."""
-    from retrain_assets.core.config import load_config
     from retrain_assets.core.locking import run_deadline
 
-    return run_deadline(load_config(config_path).runs.max_runtime_seconds, what)
+    return run_deadline(config.runs.max_runtime_seconds, what)
+
+
+def _retrain_job(defs: "Definitions") -> Any:
+    """The retraining job, every step in this process."""
+    from dagster import in_process_executor
+
+    from retrain_assets.defs.jobs import RETRAIN_JOB
+
+    return defs.resolve_job_def(RETRAIN_JOB).with_executor_def(in_process_executor)
 
 
 def retrain_job_for(config_path: str) -> Any:
-    """The retraining job of the project at ``config_path``, every step in this process."""
-    from dagster import in_process_executor
+    """The retraining job of the project at ``config_path``, every step in this process: what Dagster
+    reconstructs a re-executed run from (:func:`resume`), so it starts from the path, as a new process does.
+    The process re-executing holds the project lock (the tick), so the run does not take it."""
+    from retrain_assets.defs.build import build_defs
 
-    from retrain_assets.definitions import build_defs
-    from retrain_assets.defs.jobs import RETRAIN_JOB
-
-    return build_defs(config_path).resolve_job_def(RETRAIN_JOB).with_executor_def(in_process_executor)
+    return _retrain_job(build_defs(config_path, hold_project_lock=False))
 
 
-def resume(config_path: Path, instance: "DagsterInstance", run_id: str) -> RunOutcome:
+def resume(project: LoadedProject, instance: "DagsterInstance", run_id: str) -> RunOutcome:
     """Re-execute a failed run from its failed steps, in process (Dagster's re-execution "from failure"):
     the steps that finished are not run again; their outputs are loaded from the IO manager's storage."""
     from dagster import ReexecutionOptions, build_reconstructable_job, execute_job
-
-    from retrain_assets.definitions import build_defs
 
     quiet_libraries()
     parent = instance.get_run_by_id(run_id)
@@ -122,20 +127,21 @@ def resume(config_path: Path, instance: "DagsterInstance", run_id: str) -> RunOu
         key: value for key, value in parent.tags.items() if not key.startswith("dagster/") or key == "dagster/run_key"
     }
     job = build_reconstructable_job(
-        "retrain_assets.app.execution", "retrain_job_for", reconstructable_args=(str(config_path),)
+        "retrain_assets.app.execution", "retrain_job_for", reconstructable_args=(str(project.path),)
     )
     options = ReexecutionOptions.from_failure(run_id, instance)
-    with _deadline(config_path, f"the retry of run {run_id}"):
+    with _deadline(project.config, f"the retry of run {run_id}"):
         result = execute_job(
             job, instance, run_config=_QUIET_LOGGERS, tags={**tags, RETRY_TAG: run_id}, reexecution_options=options
         )
-    defs = build_defs(str(config_path))  # asset values are read by asset key, as the IO manager stored them
-    return _outcome(result, instance, lambda node: defs.load_asset_value(node, instance=instance))
+    # asset values are read by asset key, as the IO manager stored them
+    return _outcome(result, instance, lambda node: project.defs.load_asset_value(node, instance=instance))
 
 
 def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcome:
     """What the CLI reports of a finished in-process run; ``output(node)`` reads an asset's value."""
     from retrain_assets.core.names import DELTA_VERSION_TAG, DRIFT_CHECK
+    from retrain_assets.defs.assets.model import retrain_decision
 
     run = instance.get_run_by_id(result.run_id)
     if run is None:
@@ -154,7 +160,10 @@ def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcom
     if outcome.raw_version is None and DELTA_VERSION_TAG in outcome.tags:  # a resumed run skips raw_data
         outcome.raw_version = int(outcome.tags[DELTA_VERSION_TAG])
     outputs = {node: output(node) for node in ("evaluation_report", "prod_model") if _has_output(result, node)}
-    outcome.evaluation, outcome.decision = outputs.get("evaluation_report"), outputs.get("prod_model")
+    report = outputs.get("evaluation_report")  # a core.decision.EvaluationReport
+    outcome.evaluation = report.as_dict() if report is not None else None
+    outcome.decision = outputs.get("prod_model")
+    outcome.retrain = retrain_decision(instance, run)
     outcome.error = _first_error(result)
     return outcome
 
@@ -197,17 +206,18 @@ class PartitionOutcome:
 
 
 def backfill(
-    config_path: Path, instance: "DagsterInstance", start: "dt.date", end: "dt.date", progress: Any = None
+    project: ProjectSource, instance: "DagsterInstance", start: "dt.date", end: "dt.date", progress: Any = None
 ) -> tuple[list[PartitionOutcome], Optional[list[dict[str, Any]]]]:
     """Run the ``history`` job for every partition starting in ``[start, end]``, in process and in order,
-    then the ``backtest`` summary; ``progress(index, total, outcome)`` is called after each partition."""
+    then the ``backtest`` summary; ``progress(index, total, outcome)`` is called after each partition. The
+    caller holds the project lock (or needs none: a test), as for :func:`materialize`."""
     import uuid
 
-    from retrain_assets.definitions import build_defs
     from retrain_assets.defs.jobs import BACKTEST_JOB, HISTORY_JOB
 
+    project = as_loaded(project)
     quiet_libraries()
-    defs = build_defs(str(config_path))
+    defs = project.defs
     job = defs.resolve_job_def(HISTORY_JOB)
     partitions = job.partitions_def
     if partitions is None:
@@ -216,7 +226,7 @@ def backfill(
     tags = {BACKFILL_TAG: uuid.uuid4().hex[:8], TRIGGER_TAG: "backfill"}
     outcomes = []
     for index, key in enumerate(keys, start=1):
-        with _deadline(config_path, f"the history run of {key}"):
+        with _deadline(project.config, f"the history run of {key}"):
             result = job.execute_in_process(
                 instance=instance, partition_key=key, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS
             )

@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
 # Run monitoring makes the daemon fail a run past its dagster/max_runtime tag (runs.max_runtime_minutes).
 _INSTANCE_YAML = "telemetry:\n  enabled: false\nrun_monitoring:\n  enabled: true\n"
-# The CLI prints its own summary of a run; Dagster's full event log stays in the instance (and the UI).
-_QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def prepare_dagster_home(config: RetrainConfig) -> Path:
@@ -57,7 +55,9 @@ def project_instance(config: RetrainConfig) -> Iterator["DagsterInstance"]:
 @contextlib.contextmanager
 def project_lock(config: RetrainConfig, command: Optional[str] = None) -> Iterator[None]:
     """Hold the project lock (see :mod:`retrain_assets.core.locking`) on the project's storage home, not waiting:
-    a busy project raises :class:`~retrain_assets.core.locking.ProjectBusy` naming the holder and its age."""
+    a busy project raises :class:`~retrain_assets.core.locking.ProjectBusy` naming the holder and its age.
+    The lock is not re-entrant: runs executed while holding it are built not to take it again
+    (:class:`~retrain_assets.app.project.LoadedProject`)."""
     from retrain_assets.core.locking import project_lock as lock
 
     with lock(prepare_dagster_home(config), command=command):
@@ -68,6 +68,8 @@ def quiet_libraries() -> None:
     """Keep MLflow's registration chatter and Dagster's beta notices out of the CLI's output."""
     from dagster import BetaWarning
 
+    from retrain_assets.app.compat import missing_check_result_logger
+
     warnings.filterwarnings("ignore", category=BetaWarning)  # Output(data_version=...) is marked beta
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -75,7 +77,7 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # When a run decides not to retrain, evaluation_report is skipped and Dagster warns that its blocking
     # check "emitted no result" before skipping prod_model as well: expected, so not worth printing.
-    logging.getLogger("dagster._core.execution.plan.active").setLevel(logging.ERROR)
+    missing_check_result_logger().setLevel(logging.ERROR)
 
 
 def caller() -> str:

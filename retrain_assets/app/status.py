@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from retrain_assets.app.project import ProjectSource, as_loaded
 from retrain_assets.core import batches, delta, landing
 from retrain_assets.core.config import RetrainConfig
-from retrain_assets.core.names import FIRED_TAG, RUN_REASON_TAG, TRIGGER_TAG
+from retrain_assets.core.names import TRIGGER_TAG
 
 if TYPE_CHECKING:
-    from dagster import DagsterInstance
+    from dagster import DagsterInstance, Definitions
 
-def latest_checks(instance: "DagsterInstance") -> list[dict[str, Any]]:
-    """The newest evaluation of every asset check in the code location (a check the latest run planned but
-    did not reach is left out)."""
+
+def latest_checks(instance: "DagsterInstance", defs: "Definitions") -> list[dict[str, Any]]:
+    """The newest evaluation of every asset check in ``defs`` (a check the latest run planned but did not
+    reach is left out)."""
     from dagster import AssetCheckEvaluation
-
-    from retrain_assets.definitions import defs
 
     checks = []
     for key in sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string()):
@@ -40,30 +39,18 @@ def latest_checks(instance: "DagsterInstance") -> list[dict[str, Any]]:
     return checks
 
 
-def stale_assets(instance: "DagsterInstance", defs: Any) -> dict[str, list[str]]:
+def stale_assets(instance: "DagsterInstance", defs: "Definitions") -> dict[str, list[str]]:
     """Assets that are stale, with why: Dagster's own causes (a new upstream data version, a changed code
-    version, which includes the params hash), passed on downstream, since a stale model also makes the
-    report and the production decision built on it stale (Dagster 1.13 reports only the first asset).
-
-    Dagster exposes staleness publicly only through its GraphQL API; this is the one place that uses its
-    internal resolver, so an upgrade that moves it breaks here and in its test.
-    """
-    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-    from dagster._time import get_current_datetime
+    version, which includes the params hash; read through :func:`compat.stale_causes`), passed on
+    downstream, since a stale model also makes the report and the production decision built on it stale
+    (Dagster 1.13 reports only the first asset)."""
+    from retrain_assets.app.compat import stale_causes
 
     graph = defs.resolve_asset_graph()
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
-    )
-    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    own = stale_causes(instance, graph)
     stale: dict[str, list[str]] = {}
     for key in graph.toposorted_asset_keys:
-        causes = set()
-        if resolver.get_status(key) == StaleStatus.STALE:
-            causes |= {cause.reason for cause in resolver.get_stale_causes(key)}
+        causes = set(own.get(key, ()))
         causes |= {
             f"upstream {p.to_user_string()} is stale" for p in graph.get(key).parent_keys if p.to_user_string() in stale
         }
@@ -90,6 +77,7 @@ def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
 
     from retrain_assets.core.alerts import step_error
     from retrain_assets.core.names import DELTA_VERSION_TAG
+    from retrain_assets.defs.assets.model import retrain_decision
     from retrain_assets.defs.jobs import RETRAIN_JOB
 
     runs = instance.get_runs(RunsFilter(job_name=RETRAIN_JOB), limit=1)
@@ -111,22 +99,25 @@ def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
         error = step_error(events(DagsterEventType.STEP_FAILURE)) or next(
             (event.message for event in events(DagsterEventType.RUN_FAILURE) if event.message), "failed"
         )
+    decided = retrain_decision(instance, run)
     return {
         "run_id": run.run_id,
         "status": run.status.value,
         "trigger": run.tags.get(TRIGGER_TAG, "manual"),
-        "fired": run.tags.get(FIRED_TAG),
-        "reason": run.tags.get(RUN_REASON_TAG),
+        "fired": decided["fired"] if decided else None,
+        "reason": decided["reason"] if decided else None,
         "delta_version": int(version) if version is not None else None,
         "error": error,
     }
 
 
-def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterInstance") -> dict[str, Any]:
+def project_status(config: RetrainConfig, project: ProjectSource, instance: "DagsterInstance") -> dict[str, Any]:
     """Where things stand: raw table, last processed version, files refused at ingest, champion, last
-    decision, checks, the last run and its trigger, stale assets, and recent events (alerts, rollbacks)."""
+    decision, checks, the last run and its trigger, stale assets, and recent events (alerts, rollbacks).
+    ``project`` is the loaded project, or its config path, whose definitions are then built from ``config``."""
     from retrain_assets.core.alerts import read_alerts
-    from retrain_assets.definitions import build_defs
+
+    defs = as_loaded(project, config).defs
 
     raw = delta.table_summary(config.table_uri(delta.RAW_TABLE))
     registry_status: dict[str, Any] = {"champion": None, "last_decision": None}
@@ -154,9 +145,9 @@ def project_status(config: RetrainConfig, config_path: Path, instance: "DagsterI
         "rejected_batches": batches.rejected_batches(config),
         "refused_files": refusals.records,
         **registry_status,
-        "latest_checks": latest_checks(instance),
+        "latest_checks": latest_checks(instance, defs),
         "last_run": last_run(instance),
-        "stale_assets": stale_assets(instance, build_defs(str(config_path))),
+        "stale_assets": stale_assets(instance, defs),
         "events": events.records,
         "state_warnings": [text for text in (refusals.warning(config.refusals_log),
                                              events.warning(config.alerts_log)) if text],

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from retrain_assets.app.execution import RunOutcome, materialize, resume
 from retrain_assets.app.instance import project_lock
+from retrain_assets.app.project import LoadedProject, ProjectSource, as_loaded
 from retrain_assets.core import statefiles
-from retrain_assets.core.names import INTERRUPTED_TAG, LAUNCHER_TAG, RUN_REASON_TAG, TRIGGER_TAG
+from retrain_assets.core.names import INTERRUPTED_TAG, LAUNCHER_TAG, TRIGGER_TAG
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance, Definitions, RunRequest
@@ -82,19 +83,17 @@ def quiet_since_last_tick(
     )
 
 
-def _remember(
-    config: "RetrainConfig", config_path: Path, defs: "Definitions", instance: "DagsterInstance", now: dt.datetime
-) -> None:
+def _remember(project: LoadedProject, instance: "DagsterInstance", now: dt.datetime) -> None:
     """After a full tick: what the next one needs to know to answer quickly (see quiet_since_last_tick)."""
     cursor = load_cursor(instance, "raw_data_version_sensor")
-    schedules = [_next(schedule_def, now) for schedule_def in defs.schedules or []]
+    schedules = [_next(schedule_def, now) for schedule_def in project.defs.schedules or []]
     state = {
-        "config_mtime": config_path.stat().st_mtime,
-        "runs_mtime": _runs_mtime(config),
+        "config_mtime": project.path.stat().st_mtime,
+        "runs_mtime": _runs_mtime(project.config),
         "raw_version": int(cursor) if cursor else None,
         "next_schedule": min(schedules) if schedules else None,
     }
-    statefiles.write_atomic(config.dagster_home / STATE_FILE, json.dumps(state))
+    statefiles.write_atomic(project.config.dagster_home / STATE_FILE, json.dumps(state))
 
 
 def _runs_mtime(config: "RetrainConfig") -> Optional[float]:
@@ -105,9 +104,9 @@ def _runs_mtime(config: "RetrainConfig") -> Optional[float]:
 
 def next_fire_time(cron: str, timezone: str, after: dt.datetime) -> dt.datetime:
     """The first time strictly after ``after`` at which the cron schedule fires."""
-    from dagster._utils.schedules import cron_string_iterator
+    from retrain_assets.app.compat import cron_fire_times
 
-    for moment in cron_string_iterator(after.timestamp(), cron, timezone):
+    for moment in cron_fire_times(cron, timezone, after):
         if moment.timestamp() > after.timestamp():
             return moment
     raise ValueError(f"cron {cron!r} never fires")  # pragma: no cover - the iterator is infinite
@@ -143,7 +142,7 @@ class TickReport:
                         "success": launch.outcome.success if launch.outcome else None,
                         "trigger": launch.outcome.trigger if launch.outcome else launch.tags.get(TRIGGER_TAG),
                         "fired": launch.outcome.fired if launch.outcome else None,
-                        "reason": launch.outcome.tags.get(RUN_REASON_TAG) if launch.outcome else None,
+                        "reason": launch.outcome.reason if launch.outcome else None,
                         "error": launch.outcome.error if launch.outcome else None,
                         "checks": _checks(launch.outcome) if launch.outcome else [],
                         "metrics": _metrics(launch.outcome.evaluation) if launch.outcome else None,
@@ -209,16 +208,15 @@ def report_stuck(config: "RetrainConfig", holder: Optional["LockHolder"]) -> Opt
     return message
 
 
-def tick(config_path: Path, instance: "DagsterInstance", now: Optional[dt.datetime] = None) -> TickReport:
+def tick(project: ProjectSource, instance: "DagsterInstance", now: Optional[dt.datetime] = None) -> TickReport:
     """Resume interrupted runs, evaluate every sensor and due schedule once, execute what they request;
-    return what happened. Raises :class:`locking.ProjectBusy` when another process holds the project lock."""
-    from retrain_assets.core.config import load_config
-
-    config = load_config(config_path)
-    with project_lock(config, "retrain tick"):
-        recovered = [recover_interrupted(config, config_path, instance, run) for run in interrupted_runs(instance)]
+    return what happened. Holds the project lock throughout; raises :class:`locking.ProjectBusy` when
+    another process holds it."""
+    project = as_loaded(project)
+    with project_lock(project.config, "retrain tick"):
+        recovered = [recover_interrupted(project, instance, run) for run in interrupted_runs(instance)]
         report = TickReport(launches=recovered)
-        _tick(config, config_path, instance, now or dt.datetime.now(dt.timezone.utc), report)
+        _tick(project, instance, now or dt.datetime.now(dt.timezone.utc), report)
     return report
 
 
@@ -236,7 +234,7 @@ def interrupted_runs(instance: "DagsterInstance") -> list:
     return [record.dagster_run for record in sorted(records, key=lambda record: record.create_timestamp)]
 
 
-def recover_interrupted(config: "RetrainConfig", config_path: Path, instance: "DagsterInstance", run) -> Launch:
+def recover_interrupted(project: LoadedProject, instance: "DagsterInstance", run) -> Launch:
     """Mark an interrupted run failed, close the MLflow runs it left open, and re-execute it from failure."""
     from dagster import RunsFilter
 
@@ -245,7 +243,7 @@ def recover_interrupted(config: "RetrainConfig", config_path: Path, instance: "D
     message = f"interrupted: the process running {run.run_id} stopped before the run finished"
     instance.report_run_failed(run, message=message)
     instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: "true"})
-    Registry(config).close_interrupted(run.run_id)
+    Registry(project.config).close_interrupted(run.run_id)
     launch = Launch(source="recovery", run_key=run.tags.get("dagster/run_key"), tags=dict(run.tags))
     if run.root_run_id:
         attempts = len(instance.get_runs(RunsFilter(tags={"dagster/root_run_id": run.root_run_id}))) + 1
@@ -254,18 +252,14 @@ def recover_interrupted(config: "RetrainConfig", config_path: Path, instance: "D
     if attempts >= MAX_ATTEMPTS:
         launch.skipped = f"{message}; not resumed again after {attempts} attempts"
         return launch
-    launch.outcome = resume(config_path, instance, run.run_id)
+    launch.outcome = resume(project, instance, run.run_id)
     return launch
 
 
-def _tick(
-    config: "RetrainConfig", config_path: Path, instance: "DagsterInstance", now: dt.datetime, report: TickReport
-) -> None:
+def _tick(project: LoadedProject, instance: "DagsterInstance", now: dt.datetime, report: TickReport) -> None:
     from dagster import RunStatusSensorDefinition
 
-    from retrain_assets.definitions import build_defs
-
-    defs = build_defs(str(config_path))
+    defs = project.defs
     sensors = list(defs.sensors or [])
     status_sensors = [s for s in sensors if isinstance(s, RunStatusSensorDefinition)]
     for status_sensor in status_sensors:  # first evaluation starts their cursor before this tick's runs
@@ -273,13 +267,13 @@ def _tick(
     for sensor_def in sensors:
         if sensor_def not in status_sensors:
             for request in _evaluate_sensor(defs, sensor_def, instance, report):
-                report.launches.append(_launch(config_path, instance, sensor_def.name, "dagster/sensor_name", request))
+                report.launches.append(_launch(project, instance, sensor_def.name, "dagster/sensor_name", request))
     for schedule_def in defs.schedules or []:
         for request in _due_schedule_requests(schedule_def, instance, now, report):
-            report.launches.append(_launch(config_path, instance, schedule_def.name, "dagster/schedule_name", request))
+            report.launches.append(_launch(project, instance, schedule_def.name, "dagster/schedule_name", request))
     for status_sensor in status_sensors:
         _evaluate_sensor(defs, status_sensor, instance, report)
-    _remember(config, config_path, defs, instance, now)
+    _remember(project, instance, now)
 
 
 def _evaluate_sensor(
@@ -329,7 +323,7 @@ def _next(schedule_def, now: dt.datetime) -> str:
 
 
 def _launch(
-    config_path: Path, instance: "DagsterInstance", source: str, source_tag: str, request: "RunRequest"
+    project: LoadedProject, instance: "DagsterInstance", source: str, source_tag: str, request: "RunRequest"
 ) -> Launch:
     from dagster import RunsFilter
 
@@ -341,5 +335,5 @@ def _launch(
         if earlier:
             launch.skipped = f"run_key {request.run_key} already ran as {earlier[0].run_id}"
             return launch
-    launch.outcome = materialize(config_path, instance, tags=tags)
+    launch.outcome = materialize(project, instance, tags=tags)
     return launch

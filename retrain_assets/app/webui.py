@@ -24,7 +24,6 @@ import contextlib
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, MutableMapping, Optional
 from urllib.parse import parse_qs, urlsplit
@@ -127,7 +126,9 @@ def write_workspace(dagster_home: Path) -> Path:
 @contextlib.contextmanager
 def daemon(workspace: Path) -> Iterator[subprocess.Popen]:
     """``dagster-daemon run`` (sensors, schedules, the run queue) for as long as the UI is up."""
-    process = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace)])
+    from retrain_assets.app.compat import daemon_command
+
+    process = subprocess.Popen(daemon_command(workspace))
     try:
         yield process
     finally:
@@ -142,19 +143,13 @@ def daemon(workspace: Path) -> Iterator[subprocess.Popen]:
 def guarded_app(
     instance: "DagsterInstance", workspace: Path, read_only: bool, allowed_hosts: frozenset[str]
 ) -> Iterator[ASGIApp]:
-    """The webserver's own ASGI app on ``instance``, behind :class:`CrossSiteGuard`.
-
-    Dagster publishes the app factory (``dagster_webserver.app``) but not the workspace context it takes;
-    this is the one place that builds one, so an upgrade that moves it breaks here and in its test."""
-    from dagster._core.workspace.context import WorkspaceProcessContext
-    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    """The webserver's own ASGI app on ``instance``, behind :class:`CrossSiteGuard` (the workspace context
+    the app factory takes is a Dagster internal: :func:`compat.workspace_process_context`)."""
     from dagster_webserver.app import create_app_from_workspace_process_context
-    from dagster_webserver.version import __version__
 
-    target = WorkspaceFileTarget([str(workspace)])
-    with WorkspaceProcessContext(
-        instance, version=__version__, read_only=read_only, workspace_load_target=target
-    ) as context:
+    from retrain_assets.app.compat import workspace_process_context
+
+    with workspace_process_context(instance, workspace, read_only) as context:
         yield CrossSiteGuard(create_app_from_workspace_process_context(context), allowed_hosts)
 
 

@@ -77,8 +77,7 @@ def backtest(
     config: "RetrainConfig", registry: "Registry", partition: str, end: dt.datetime, eval_end: dt.datetime
 ) -> Backtest:
     """Train as of ``end`` and evaluate on what landed in ``(end, eval_end]``; log the run to MLflow."""
-    from retrain_assets.core.drift import drift_summary, reference_profile, score_drift
-    from retrain_assets.core.registry import LoggedModel, code_version
+    from retrain_assets.core.drift import drift_summary, score_drift
 
     uri = config.table_uri(delta.RAW_TABLE)
     version = delta.version_as_of(uri, end)
@@ -88,51 +87,41 @@ def backtest(
     if frame is None:
         raise ValueError(f"partition {partition}: every batch up to raw_data v{version} fails validation")
     frame = training.window(frame, config)
-    train_rows, holdout = training.split(frame, config)
-    pipeline = training.train(train_rows, config)
-    metrics = training.evaluate(pipeline, holdout, config)
+    fitted = training.fit_and_record(frame, config, version)
+    logged = fitted.logged
     eval_version = delta.version_as_of(uri, eval_end)
     following, _ = accepted_rows(config, version, eval_version) if eval_version not in (None, version) else (None, [])
-    oot = training.evaluate(pipeline, following, config) if following is not None else {}
+    oot = training.evaluate(logged.pipeline, following, config) if following is not None else {}
     rules = config.triggers.drift
-    profile = reference_profile(train_rows, config.data.features, bins=rules.bins, seed=config.model.seed)
-    redact = config.validation.redact_samples
     scores = {}
     if following is not None:
-        scores = score_drift(profile, following, rules.psi, rules.ks, rules.ks_pvalue, redact)
+        scores = score_drift(logged.profile, following, rules.psi, rules.ks, rules.ks_pvalue,
+                             config.validation.redact_samples)
     result = Backtest(
         partition=partition,
         delta_version=version,
-        train_rows=len(train_rows),
+        train_rows=len(fitted.train_rows),
         eval_rows=0 if following is None else len(following),
-        metrics=metrics,
+        metrics=dict(logged.metrics),
         oot_metrics=oot,
         max_psi=max((s["psi"] for s in scores.values()), default=None),
         drifted=sorted(name for name, s in scores.items() if s["drifted"]),
         rejected_versions=rejected,
         drift_scores=scores,
     )
-    span = training.data_range(frame, config)
-    tags = {
+    logged.tags.update({
         "partition": partition,
-        "delta_version": str(version),
         "as_of": end.isoformat(),
-        "code_version": code_version(),
-        "params_hash": training.params_hash(config),
-        "rows": str(len(frame)),
         "train_rows": str(result.train_rows),
         "eval_rows": str(result.eval_rows),
         "drift": drift_summary(scores)[1] if scores else "no following window yet",
         "drifted": ",".join(result.drifted),
-        **({"data_min": span["min"], "data_max": span["max"]} if span else {}),
-    }
-    logged = {**metrics, **{f"oot_{name}": value for name, value in oot.items()}}
+    })
+    logged.metrics.update({f"oot_{name}": value for name, value in oot.items()})
     if result.max_psi is not None:
-        logged["max_psi"] = result.max_psi
+        logged.metrics["max_psi"] = result.max_psi
     experiment = registry.experiment_id(config.mlflow.experiment + HISTORY_SUFFIX)
-    params = {"estimator": config.model.estimator, "seed": config.model.seed, **config.model.params}
-    inputs = frame[list(config.data.features)].head(0)  # the signature's columns and types; no rows
-    result.run_id, _ = registry.log_run(experiment, LoggedModel(pipeline, inputs, params, logged, tags, profile))
+    result.run_id, _ = registry.log_run(experiment, logged)
     return result
 
 

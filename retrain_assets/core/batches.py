@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 from retrain_assets.core import delta, landing
 from retrain_assets.core.faults import crash_point
 from retrain_assets.core.locking import RunTimedOut
+from retrain_assets.core.monitoring import Finding
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -95,6 +96,22 @@ class ValidationRun:
                 message += f" (rejected, kept in raw_data; this run trains on the accepted {kept})"
             results[name] = CheckVerdict(False, message, "error" if rejects and not accepted else "warn")
         return results
+
+
+@dataclass(frozen=True)
+class ValidatedBatches:
+    """What ``validated_features`` found in one run, handed to ``candidate_model`` and ``evaluation_report``
+    as their input: the features table (``None`` while no batch was ever accepted), the batches it accepted
+    and rejected, and how the champion looks on the accepted rows (the drift and performance findings, as
+    the checks report them)."""
+
+    features: Optional[delta.TableRef]
+    raw_version: int
+    accepted: list[int]
+    rejected: list[int]
+    accepted_rows: int
+    drift: Finding
+    performance: Finding
 
 
 def last_processed_version(config: "RetrainConfig") -> Optional[int]:

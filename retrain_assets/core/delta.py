@@ -1,4 +1,5 @@
-"""Delta Lake tables of a project: the table names, the schema, and reading any version back."""
+"""Delta Lake tables of a project: their names, the schema a batch is cast to, appending, and reading any
+version back (the commit log, time travel, the newest files)."""
 
 from __future__ import annotations
 

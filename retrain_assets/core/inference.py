@@ -115,11 +115,65 @@ def infer_config_with_notes(
             the target or has repeated or null values, no feature is left, or the task is unknown or does
             not suit the target.
     """
+    _check_roles_exist(frame, target, timestamp, id_column)
+    notes: list[str] = []
+    roles = _infer_roles(frame, target, timestamp, id_column, max_categories, notes)
+    task = _resolve_task(frame[target], target, roles.columns[target], task, notes)
+    validation = _validation(frame, roles, target, task, tolerance, notes)
+    history = _history(frame, roles.timestamp, notes)
+    notes.append(f"triggers.min_new_rows {len(frame)}: retrain on new data once about one sample's worth is validated")
+    raw = {
+        "project": project,
+        "mlflow": {"experiment": project, "model_name": project},
+        "data": {
+            "target": target,
+            "task": task,
+            "timestamp": roles.timestamp,
+            "id": roles.id_column,
+            "columns": roles.columns,
+            "ignore": list(roles.ignore),
+        },
+        "validation": validation,
+        "triggers": {"min_new_rows": len(frame)},
+        "history": history,
+        **_MODEL[task],
+    }
+    return Inference(parse_config(raw, source="inferred config"), tuple(notes))
+
+
+@dataclass
+class _Roles:
+    """What each sample column is: its config type, and which ones are the event time, the row id, or kept
+    out of the features (with the reason, which becomes a note)."""
+
+    columns: dict[str, ColumnType]
+    timestamp: Optional[str]
+    id_column: Optional[str]
+    ignore: dict[str, str]
+
+
+def _check_roles_exist(frame: pd.DataFrame, target: str, timestamp: Optional[str], id_column: Optional[str]) -> None:
+    """Refuse a role naming a column the sample lacks, before anything is inferred from the others."""
     for flag, name in (("--target", target), ("--timestamp", timestamp), ("--id", id_column)):
         if name is not None and name not in frame.columns:
             known = ", ".join(map(str, frame.columns))
             raise ValueError(f"{flag}: column {name!r} is not in the sample (columns: {known})")
-    notes: list[str] = []
+
+
+def _infer_roles(
+    frame: pd.DataFrame,
+    target: str,
+    timestamp: Optional[str],
+    id_column: Optional[str],
+    max_categories: int,
+    notes: list[str],
+) -> _Roles:
+    """Column types, the event time and the row id (given or inferred), and the columns that are no feature.
+
+    Datetimes are settled first, since a text column of them is no category and no id; ids next, since a
+    unique code is no free text. A note is added for each ignored column; a sample that leaves no feature
+    is refused, as no model could be trained on it.
+    """
     ignore: dict[str, str] = {}  # column -> why it is no feature
     columns = {name: _column_type(frame[name], max_categories) for name in frame.columns}
     text_dates = _text_datetimes(frame, columns, target, timestamp, ignore)
@@ -134,24 +188,38 @@ def infer_config_with_notes(
     notes += [f"column {name!r}: {why}" for name, why in ignore.items()]
     if not [name for name in columns if name not in (target, timestamp, id_column, *ignore)]:
         raise ValueError(f"data.columns: no feature columns left besides the target: {'; '.join(notes)}")
+    return _Roles(columns, timestamp, id_column, ignore)
 
+
+def _resolve_task(labels: pd.Series, target: str, kind: ColumnType, task: Optional[str], notes: list[str]) -> str:
+    """The given task, else the one the target suggests (with a note); either way refused when the target's
+    type cannot serve it, since training would fail on the first run."""
     if task is None:
-        task = _infer_task(frame[target], columns[target])
-        notes.append(
-            f"task {task}: target {target!r} is {columns[target]} with {frame[target].nunique()} distinct values"
-        )
+        task = _infer_task(labels, kind)
+        notes.append(f"task {task}: target {target!r} is {kind} with {labels.nunique()} distinct values")
     if task not in METRICS:
         raise ValueError(f"--task: {task!r} is not one of {', '.join(METRICS)}")
-    if task == "regression" and columns[target] not in ("int", "float"):
-        raise ValueError(f"--task: regression needs a numeric target, column {target!r} is {columns[target]}")
-    if task == "classification" and columns[target] == "float":
+    if task == "regression" and kind not in ("int", "float"):
+        raise ValueError(f"--task: regression needs a numeric target, column {target!r} is {kind}")
+    if task == "classification" and kind == "float":
         raise ValueError(f"--task: classification needs discrete target values, column {target!r} is float")
+    return task
 
+
+def _validation(
+    frame: pd.DataFrame, roles: _Roles, target: str, task: str, tolerance: float, notes: list[str]
+) -> dict[str, Any]:
+    """``validation``: a rule per column, and for classification the classes and their smallest share.
+
+    ``data.timestamp`` gets no column rule (it is judged against the landing time); the id and the target
+    must be set; a regression target keeps its value rule, a class label needs none beyond its classes;
+    features also get an expected null rate.
+    """
     rules: dict[str, dict[str, Any]] = {}
-    for name, kind in columns.items():
-        if name == timestamp:
+    for name, kind in roles.columns.items():
+        if name == roles.timestamp:
             continue
-        if name == id_column:
+        if name == roles.id_column:
             rules[name] = {"nullable": False}
         elif name == target:
             rules[name] = {
@@ -166,34 +234,30 @@ def infer_config_with_notes(
         notes.append(f"hard min 0 (counts and amounts), no hard max, on {floored}")
     validation: dict[str, Any] = {"columns": rules, "min_rows": 1}
     if task == "classification":
-        labels = frame[target].dropna()
-        smallest = float(labels.value_counts(normalize=True).min())
-        validation["target_classes"] = sorted(_plain(value, columns[target]) for value in labels.unique())
-        validation["min_class_fraction"] = max(0.01, math.floor(smallest / 2 * 100 + 1e-9) / 100)
+        validation.update(_class_rules(frame[target], roles.columns[target]))
+    return validation
 
+
+def _class_rules(target: pd.Series, kind: ColumnType) -> dict[str, Any]:
+    """``target_classes`` as the sample shows them, and ``min_class_fraction`` at half the rarest class's
+    share (rounded down to a percent, at least 1%): only a class far rarer than in the sample warns."""
+    labels = target.dropna()
+    smallest = float(labels.value_counts(normalize=True).min())
+    return {
+        "target_classes": sorted(_plain(value, kind) for value in labels.unique()),
+        "min_class_fraction": max(0.01, math.floor(smallest / 2 * 100 + 1e-9) / 100),
+    }
+
+
+def _history(frame: pd.DataFrame, timestamp: Optional[str], notes: list[str]) -> dict[str, Any]:
+    """``history``: its start is the date of the earliest event time, the first partition holding data.
+    Without an event time in the sample it is left out, and the config's default start applies."""
     history: dict[str, Any] = {}
     first = pd.to_datetime(frame[timestamp], utc=True, format="mixed").min() if timestamp else pd.NaT
     if not pd.isna(first):
         history["start"] = first.date()
         notes.append(f"history.start {history['start']} from the earliest event time in the sample")
-    notes.append(f"triggers.min_new_rows {len(frame)}: retrain on new data once about one sample's worth is validated")
-    raw = {
-        "project": project,
-        "mlflow": {"experiment": project, "model_name": project},
-        "data": {
-            "target": target,
-            "task": task,
-            "timestamp": timestamp,
-            "id": id_column,
-            "columns": columns,
-            "ignore": list(ignore),
-        },
-        "validation": validation,
-        "triggers": {"min_new_rows": len(frame)},
-        "history": history,
-        **_MODEL[task],
-    }
-    return Inference(parse_config(raw, source="inferred config"), tuple(notes))
+    return history
 
 
 def render_config(config: RetrainConfig, source: str) -> str:

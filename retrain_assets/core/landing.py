@@ -1,4 +1,4 @@
-"""Delta Lake tables of a project: landing batches in ``raw_data`` and reading any version back.
+"""Landing files in ``raw_data``: read within the input limits, cast to the schema, or refused and quarantined.
 
 Every ingested file becomes exactly one new version of ``raw_data``. A file that cannot be read or cast to
 the schema in ``retrain.yaml`` (or is empty, header only, truncated, not UTF-8) is refused whole: nothing is

@@ -1,4 +1,4 @@
-"""Model logic without Dagster: the stable holdout split, the scikit-learn Pipeline, metrics, the decision.
+"""Model logic without Dagster: the stable holdout split, the scikit-learn Pipeline, metrics, one fit routine.
 
 scikit-learn is imported inside the functions that need it, so importing this module stays cheap.
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from retrain_assets.core.config import RetrainConfig
     from retrain_assets.core.delta import TableRef
+    from retrain_assets.core.registry import LoggedModel
 
 _HASH_BUCKETS = 10_000
 SAMPLE_ROWS = 100_000  # enough rows for a metric estimate that only informs (train fit, champion watch)
@@ -29,10 +30,6 @@ _CATEGORICAL = ("category", "string", "bool")
 _MAX_CATEGORIES = 50  # per categorical feature; the rarer ones are pooled as "infrequent"
 
 
-@dataclass(frozen=True)
-class Decision:
-    promote: bool
-    reason: str
 
 
 def params_hash(config: "RetrainConfig") -> str:
@@ -222,47 +219,10 @@ def _roc_auc(target: "np.ndarray", proba: "np.ndarray", classes: list) -> float:
     return float(sum(metrics.roc_auc_score(target == classes[i], proba[:, i]) for i in present) / len(present))
 
 
-def meets_minimum(candidate: dict[str, float], config: "RetrainConfig") -> Decision:
-    """The floor (a ceiling for error metrics) of ``promotion.minimum``; passes when none is set."""
-    rule, name = config.promotion, config.promotion.metric
-    value = candidate.get(name, math.nan)
-    if math.isnan(value):
-        return Decision(False, f"candidate {name} is undefined on the holdout")
-    if rule.minimum is not None and (value < rule.minimum if config.higher_is_better else value > rule.minimum):
-        bound = "minimum" if config.higher_is_better else "maximum"
-        return Decision(False, f"candidate {name} {value:.4f} misses the {bound} {rule.minimum:.4f}")
-    return Decision(True, f"candidate {name} {value:.4f} meets the minimum {rule.minimum}")
 
 
-def beats_champion(
-    candidate: dict[str, float], champion: Optional[dict[str, float]], config: "RetrainConfig"
-) -> Decision:
-    """Better than the champion by at least ``promotion.margin`` on the same holdout; a tie never is."""
-    rule, name = config.promotion, config.promotion.metric
-    value = candidate.get(name, math.nan)
-    if champion is None:
-        return Decision(True, f"no champion yet; candidate {name} {value:.4f}")
-    best = champion.get(name, math.nan)
-    gain = (value - best) if config.higher_is_better else (best - value)
-    if math.isnan(best) or (gain > 0 and gain >= rule.margin):
-        return Decision(
-            True, f"candidate {name} {value:.4f} beats champion {best:.4f} by {gain:+.4f} (margin {rule.margin})"
-        )
-    return Decision(
-        False,
-        f"candidate {name} {value:.4f} does not beat champion {best:.4f} by the margin {rule.margin} ({gain:+.4f})",
-    )
 
 
-def decide(candidate: dict[str, float], champion: Optional[dict[str, float]], config: "RetrainConfig") -> Decision:
-    """Promote when the candidate meets the minimum and (if there is a champion) beats it by the margin."""
-    floor = meets_minimum(candidate, config)
-    if not floor.promote:
-        return floor
-    comparison = beats_champion(candidate, champion, config)
-    if comparison.promote and champion is None:
-        return Decision(True, f"no champion yet; {floor.reason}")
-    return comparison
 
 
 def data_range(frame: "pd.DataFrame", config: "RetrainConfig") -> Optional[dict[str, str]]:
@@ -271,3 +231,41 @@ def data_range(frame: "pd.DataFrame", config: "RetrainConfig") -> Optional[dict[
     if not column or frame.empty:
         return None
     return {"min": frame[column].min().isoformat(), "max": frame[column].max().isoformat()}
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """A pipeline trained on the stable train split of a frame, with the MLflow record every model of the
+    project carries (:func:`fit_and_record`); ``train_rows`` and ``holdout`` are the two sides of the split."""
+
+    logged: "LoggedModel"
+    train_rows: "pd.DataFrame"
+    holdout: "pd.DataFrame"
+
+
+def fit_and_record(frame: "pd.DataFrame", config: "RetrainConfig", delta_version: int) -> FittedModel:
+    """Split, train with the fixed seed, score on the holdout and describe: params (with the holdout
+    fraction), the provenance tags (Delta version, code version, params hash, rows, data range) and the
+    drift reference profile. The one routine behind ``candidate_model`` and the history backtest; callers
+    add their own metrics and tags before logging ``logged``."""
+    from retrain_assets.core.drift import reference_profile
+    from retrain_assets.core.registry import LoggedModel, code_version
+
+    train_rows, holdout = split(frame, config)
+    pipeline = train(train_rows, config)
+    metrics = evaluate(pipeline, holdout, config)
+    span = data_range(frame, config)
+    tags = {
+        "delta_version": str(delta_version),
+        "code_version": code_version(),
+        "params_hash": params_hash(config),
+        "rows": str(len(frame)),
+        **({"data_min": span["min"], "data_max": span["max"]} if span else {}),
+    }
+    model = config.model
+    params = {"estimator": model.estimator, "seed": model.seed, "holdout_fraction": model.holdout_fraction,
+              **model.params}
+    features = config.data.features
+    profile = reference_profile(train_rows, features, bins=config.triggers.drift.bins, seed=model.seed)
+    inputs = frame[list(features)].head(0)  # the signature's columns and types; no rows
+    return FittedModel(LoggedModel(pipeline, inputs, params, metrics, tags, profile), train_rows, holdout)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from retrain_assets.core.config import RetrainConfig
+    from retrain_assets.core.monitoring import Finding
 
 ALWAYS_RETRAIN = ("schedule", "manual", "backfill")
 
@@ -36,8 +37,8 @@ def decide_retrain(
     trigger: str,
     has_champion: bool,
     new_rows: int,
-    drift: Optional[tuple[bool, str]] = None,
-    performance: Optional[tuple[bool, str]] = None,
+    drift: Optional["Finding"] = None,
+    performance: Optional["Finding"] = None,
 ) -> TriggerDecision:
     """Collect every trigger that fires; retrain when at least one does.
 
@@ -45,8 +46,8 @@ def decide_retrain(
         trigger: How the run started (run tag ``retrain/trigger``).
         has_champion: Whether a champion exists (without one, any validated data trains).
         new_rows: Validated rows that landed after the champion's data.
-        drift: ``(drifted, message)`` of this run's drift check, if it ran.
-        performance: ``(dropped, message)`` of this run's champion-performance check, if it ran.
+        drift: This run's drift finding, if it measured one.
+        performance: This run's champion-performance finding, if it measured one.
     """
     rules = config.triggers
     fired: list[tuple[str, str]] = []
@@ -54,10 +55,10 @@ def decide_retrain(
         fired.append((trigger, f"{trigger} run"))
     if not has_champion:
         fired.append(("bootstrap", "no champion yet"))
-    if rules.drift.enabled and drift and drift[0]:
-        fired.append(("drift", f"drift: {drift[1]}"))
-    if rules.performance.enabled and performance and performance[0]:
-        fired.append(("performance", f"performance: {performance[1]}"))
+    if rules.drift.enabled and drift and drift.fired:
+        fired.append(("drift", f"drift: {drift.message}"))
+    if rules.performance.enabled and performance and performance.fired:
+        fired.append(("performance", f"performance: {performance.message}"))
     if rules.new_version.enabled and new_rows > 0 and new_rows >= rules.min_new_rows:
         fired.append(("new_data", f"new data: {new_rows} validated rows since the champion's data"))
     if fired:

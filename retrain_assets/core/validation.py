@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from retrain_assets.core import delta
-from retrain_assets.core.config import ColumnRule, ColumnType, RetrainConfig, Severity
+from retrain_assets.core.config import ColumnRule, ColumnType, RetrainConfig, Severity, ValidationConfig
 
 EXPECTED_CHECK = "values_as_expected"
 
@@ -116,95 +116,144 @@ def build_suite(
     import great_expectations.expectations as gxe
 
     _batch_definition()  # a suite needs an active context even to add expectations
-    data, rules = config.data, config.validation
-    target, classification = data.target, data.task == "classification"
     suite = gx.ExpectationSuite(name=f"{config.project}.raw_data")
+    columns = gxe.ExpectTableColumnsToMatchSet(column_set=list(config.data.columns), exact_match=True)
+    _add(suite, columns, "schema_matches")
+    _add_null_rules(suite, config)
+    _add_range_rules(suite, config)
+    _add_event_time_rule(suite, config, context)
+    _add_domain_rules(suite, config, classes)
+    _add_batch_shape_rules(suite, config, context)
+    return suite
 
-    def add(expectation: Any, check: str, severity: Severity = "error", **meta: Any) -> None:
-        expectation.meta = {"check": check, "severity": severity, **meta}
-        suite.add_expectation(expectation)
 
-    def expect(expectation: Any, **meta: Any) -> None:
-        add(expectation, EXPECTED_CHECK, "warn", **meta)
+def _add(suite: "ExpectationSuite", expectation: Any, check: str, severity: Severity = "error", **meta: Any) -> None:
+    """Add ``expectation`` tagged with the check it belongs to, its severity and what :func:`_outcome` shows."""
+    expectation.meta = {"check": check, "severity": severity, **meta}
+    suite.add_expectation(expectation)
 
-    add(gxe.ExpectTableColumnsToMatchSet(column_set=list(data.columns), exact_match=True), "schema_matches")
+
+def _expect(suite: "ExpectationSuite", expectation: Any, **meta: Any) -> None:
+    """Add an expectation of what the sample showed: it only ever warns."""
+    _add(suite, expectation, EXPECTED_CHECK, "warn", **meta)
+
+
+def _add_null_rules(suite: "ExpectationSuite", config: RetrainConfig) -> None:
+    """Per column: the target and non-nullable columns hold no nulls, any other is not entirely null (a column
+    lost upstream), and at most its expected null fraction (warns)."""
+    import great_expectations.expectations as gxe
+
+    data, rules = config.data, config.validation
     for name in data.columns:
         rule = rules.columns.get(name) or ColumnRule()
-        if name == target:
-            add(gxe.ExpectColumnValuesToNotBeNull(column=name), "required_values_present")
+        if name == data.target:
+            _add(suite, gxe.ExpectColumnValuesToNotBeNull(column=name), "required_values_present")
         elif not rule.nullable:
-            add(gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=rule.mostly), "required_values_present",
-                rule.severity, **_mostly_meta(rule.mostly))
+            _add(suite, gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=rule.mostly), "required_values_present",
+                 rule.severity, **_mostly_meta(rule.mostly))
         else:
             not_all_null = gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(
                 column=name, min_value=0, strict_min=True
             )
-            add(not_all_null, "required_values_present", rule.severity, expect="not entirely null")
+            _add(suite, not_all_null, "required_values_present", rule.severity, expect="not entirely null")
         limit = rule.expected.max_null_fraction if rule.expected else None
-        if limit is not None and rule.nullable and name != target:
-            expect(gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column=name, min_value=1 - limit),
-                   expect=f"at most {limit:.1%} null, as in the sample")
-    for name, kind in data.columns.items():
-        rule = rules.columns.get(name) or ColumnRule()
+        if limit is not None and rule.nullable and name != data.target:
+            _expect(suite, gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column=name, min_value=1 - limit),
+                    expect=f"at most {limit:.1%} null, as in the sample")
+
+
+def _add_range_rules(suite: "ExpectationSuite", config: RetrainConfig) -> None:
+    """Per column: values within the hard limits, floats also finite (inf is out of range even where no range
+    is configured); then within the expected range the sample showed (warns)."""
+    import great_expectations.expectations as gxe
+
+    for name, kind in config.data.columns.items():
+        rule = config.validation.columns.get(name) or ColumnRule()
         low, high = rule.hard_min, rule.hard_max
         bounds = f"within hard [{_number(low, '-inf')}, {_number(high, 'inf')}]"
-        if kind == "float":  # inf is out of range even where no range is configured
+        if kind == "float":
             bounds = "finite" if low is None and high is None else f"finite, {bounds}"
             low, high = -sys.float_info.max if low is None else low, sys.float_info.max if high is None else high
         if low is not None or high is not None:
-            add(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=low, max_value=high, mostly=rule.mostly),
-                "values_in_range", rule.severity, expect=bounds, **_mostly_meta(rule.mostly))
+            in_range = gxe.ExpectColumnValuesToBeBetween(column=name, min_value=low, max_value=high, mostly=rule.mostly)
+            _add(suite, in_range, "values_in_range", rule.severity, expect=bounds, **_mostly_meta(rule.mostly))
         seen = rule.expected
         if seen is not None and (seen.min is not None or seen.max is not None):
-            expect(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=seen.min, max_value=seen.max),
-                   expect=f"within expected [{_number(seen.min, '-inf')}, {_number(seen.max, 'inf')}]")
-    if data.timestamp is not None and context.landed_at is not None:
-        landed = context.landed_at.astimezone(dt.timezone.utc)
-        age = rules.max_event_age_days
-        oldest = _epoch_us(landed - dt.timedelta(days=age)) if age is not None else None
-        bounds = f"not after landing {landed:%Y-%m-%d %H:%M} UTC + 1 h" + (
-            f", not older than {_number(age, '')} days" if age is not None else "")
-        in_window = gxe.ExpectColumnValuesToBeBetween(
-            column=data.timestamp, min_value=oldest, max_value=_epoch_us(landed + FUTURE_TOLERANCE)
-        )
-        add(in_window, "values_in_range", expect=bounds, epoch_us=True)
+            _expect(suite, gxe.ExpectColumnValuesToBeBetween(column=name, min_value=seen.min, max_value=seen.max),
+                    expect=f"within expected [{_number(seen.min, '-inf')}, {_number(seen.max, 'inf')}]")
+
+
+def _add_event_time_rule(suite: "ExpectationSuite", config: RetrainConfig, context: BatchContext) -> None:
+    """``data.timestamp`` not after the landing time (plus clock skew) nor older than ``max_event_age_days``;
+    left out when the landing time is unknown, since both bounds are relative to it. The bounds are epoch
+    microseconds because :func:`_as_ge_sees` hands GE timestamps as numbers."""
+    import great_expectations.expectations as gxe
+
+    if config.data.timestamp is None or context.landed_at is None:
+        return
+    landed = context.landed_at.astimezone(dt.timezone.utc)
+    age = config.validation.max_event_age_days
+    oldest = _epoch_us(landed - dt.timedelta(days=age)) if age is not None else None
+    bounds = f"not after landing {landed:%Y-%m-%d %H:%M} UTC + 1 h" + (
+        f", not older than {_number(age, '')} days" if age is not None else "")
+    in_window = gxe.ExpectColumnValuesToBeBetween(
+        column=config.data.timestamp, min_value=oldest, max_value=_epoch_us(landed + FUTURE_TOLERANCE)
+    )
+    _add(suite, in_window, "values_in_range", expect=bounds, epoch_us=True)
+
+
+def _add_domain_rules(suite: "ExpectationSuite", config: RetrainConfig, classes: Optional[Sequence[Any]]) -> None:
+    """Values in closed domains (open ones only warn), target values in ``target_classes``, and each of
+    ``classes`` (default: ``target_classes``) at least ``min_class_fraction`` of the batch (warns)."""
+    import great_expectations.expectations as gxe
+
+    target, rules = config.data.target, config.validation
+    classification = config.data.task == "classification"
     for name, rule in rules.columns.items():
         if rule.domain is None:
             continue
         if rule.closed:
-            add(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain, mostly=rule.mostly),
-                "categories_in_domain", rule.severity, expect=f"in the closed domain {rule.domain}",
-                **_mostly_meta(rule.mostly))
+            _add(suite, gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain, mostly=rule.mostly),
+                 "categories_in_domain", rule.severity, expect=f"in the closed domain {rule.domain}",
+                 **_mostly_meta(rule.mostly))
         else:
-            expect(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain),
-                   expect=f"in the values seen so far {rule.domain}")
+            _expect(suite, gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain),
+                    expect=f"in the values seen so far {rule.domain}")
     if classification and rules.target_classes is not None:
-        add(gxe.ExpectColumnValuesToBeInSet(column=target, value_set=rules.target_classes), "categories_in_domain",
-            expect=f"in target_classes {rules.target_classes}")
+        _add(suite, gxe.ExpectColumnValuesToBeInSet(column=target, value_set=rules.target_classes),
+             "categories_in_domain", expect=f"in target_classes {rules.target_classes}")
     balance_classes = rules.target_classes if classes is None else classes
     if classification and rules.min_class_fraction > 0:
         fraction = rules.min_class_fraction
         for value in balance_classes or ():
             # "mostly" makes GE require the share of non-null rows equal to this class to reach the floor
             expectation = gxe.ExpectColumnValuesToBeInSet(column=target, value_set=[value], mostly=fraction)
-            expect(expectation, target_class=value, expect=f"class {value!r} >= {fraction:.1%} of the batch")
-    if classification:
-        add(gxe.ExpectColumnUniqueValueCountToBeBetween(column=target, min_value=2), "target_balanced",
-            expect="at least 2 classes")
+            _expect(suite, expectation, target_class=value, expect=f"class {value!r} >= {fraction:.1%} of the batch")
+
+
+def _add_batch_shape_rules(suite: "ExpectationSuite", config: RetrainConfig, context: BatchContext) -> None:
+    """A target that can be learnt from (two classes, or a non-constant value), enough rows, unique ids, and
+    no sudden growth against the median of the recent accepted batches (left out when there are none)."""
+    import great_expectations.expectations as gxe
+
+    data, rules = config.data, config.validation
+    if data.task == "classification":
+        _add(suite, gxe.ExpectColumnUniqueValueCountToBeBetween(column=data.target, min_value=2), "target_balanced",
+             expect="at least 2 classes")
     else:
-        add(gxe.ExpectColumnStdevToBeBetween(column=target, min_value=0, strict_min=True), "target_balanced",
-            expect="stdev > 0")
-    add(gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows), "target_balanced",
-        expect=f"at least {rules.min_rows} rows")
+        _add(suite, gxe.ExpectColumnStdevToBeBetween(column=data.target, min_value=0, strict_min=True),
+             "target_balanced", expect="stdev > 0")
+    _add(suite, gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows), "target_balanced",
+         expect=f"at least {rules.min_rows} rows")
     if data.id is not None:
-        add(gxe.ExpectColumnValuesToBeUnique(column=data.id), "batch_integrity", expect="unique within the batch")
+        _add(suite, gxe.ExpectColumnValuesToBeUnique(column=data.id), "batch_integrity",
+             expect="unique within the batch")
     if context.recent_rows and rules.max_batch_growth is not None:
         median = statistics.median(context.recent_rows)
         bounds = (f"at most {_number(rules.max_batch_growth, '')} x {_number(median, '')}, the median rows of the "
                   f"last {len(context.recent_rows)} accepted batches")
         limit = math.floor(rules.max_batch_growth * median)
-        add(gxe.ExpectTableRowCountToBeBetween(max_value=limit), "batch_integrity", expect=bounds)
-    return suite
+        _add(suite, gxe.ExpectTableRowCountToBeBetween(max_value=limit), "batch_integrity", expect=bounds)
 
 
 def _mostly_meta(mostly: float) -> dict[str, Any]:
@@ -303,72 +352,151 @@ def leakage_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = 
     where a perfect separation can be chance; AUCs are measured on a seeded sample of at most 100,000 rows.
     Plain pandas: GE has no expectation for this. No outcomes when the target is missing, has fewer than
     two values, or fewer than 30 rows are labelled."""
-    import numpy as np
-    import pandas as pd
-
-    data, rules = config.data, config.validation
-    if data.target not in frame.columns:
+    data = config.data
+    target = _leakage_target(frame, config)
+    if target is None:
         return []
-    labels = frame[data.target].notna()
-    labelled = labels.all()  # then no row selection (a copy of each column) is needed
-
-    def rows(series: "pd.Series") -> "pd.Series":
-        return series if labelled else series[labels]
-
-    target = rows(frame[data.target])
-    classes, levels = pd.factorize(target)
-    if len(target) < _MIN_ROWS_FOR_LEAKAGE or len(levels) < 2:
-        return []
-    numeric = ("int", "float", "bool")
-    classification = data.task == "classification"
-    sampled = _leakage_sample(len(target), config.model.seed)
-    sample_classes = classes[sampled]
-    sample_target = target.to_numpy()[sampled]
-    y = target.astype("float64").to_numpy(na_value=np.nan) if data.columns[data.target] in numeric else None
+    where = f"{LEAKAGE_RULE} (|corr| with {data.target!r} < {MAX_CORRELATION}"
+    where += ", not one-to-one with its classes" if target.classification else ""
+    where += ", no value or null indicator that separates it)"
     outcomes = []
     for name, kind in data.features.items():
         if name not in frame.columns:
             continue
-        feature = rows(frame[name])
-        x = feature.astype("float64").to_numpy(na_value=np.nan) if kind in numeric else None
-        found = []
-        if x is not None and y is not None:
-            both = np.isfinite(x) & np.isfinite(y)  # inf and nulls are other rules' business
-            if both.sum() >= _MIN_ROWS_FOR_LEAKAGE:
-                with np.errstate(all="ignore"):  # values near the float limit overflow: no correlation then
-                    correlation = abs(float(np.corrcoef(x[both], y[both])[0, 1]))
-                    if not classification:
-                        ranked = pd.Series(x[both]).rank().corr(pd.Series(y[both]).rank())
-                        correlation = max(correlation, abs(float(ranked)))
-                if correlation >= MAX_CORRELATION:
-                    found.append(f"|corr| {correlation:.4f}")
-        if classification:
-            codes, values = pd.factorize(feature)
-            if len(values) + int((codes < 0).any()) == len(levels):  # a null is a value of its own; else not 1:1
-                pairs = np.count_nonzero(np.bincount((codes.astype("int64") + 1) * len(levels) + classes))
-                if pairs == len(levels):
-                    found.append(f"its {pairs} values map one-to-one onto the classes")
-            if x is not None and not found:
-                worst = _worst_pair_auc(x[sampled], sample_classes, len(levels))
-                if worst is not None and worst >= rules.max_feature_auc:
-                    found.append(f"ROC AUC {worst:.4f} between every pair of classes (>= {rules.max_feature_auc})")
-        missing = feature.isna().to_numpy()[sampled]
-        if missing.any() and not missing.all():
-            score = (_indicator_auc(missing, sample_classes, len(levels)) if classification
-                     else _auc(sample_target.astype("float64"), missing))
-            if score is not None and score >= rules.max_missingness_auc:
-                found.append(f"its null indicator alone has ROC AUC {score:.4f} (>= {rules.max_missingness_auc})")
-        where = f"{batch}: column {name!r}: {LEAKAGE_RULE} (|corr| with {data.target!r} < {MAX_CORRELATION}"
-        where += ", not one-to-one with its classes" if classification else ""
-        where += ", no value or null indicator that separates it)"
+        found = _leak_signs(target.rows(frame[name]), kind, target, config.validation)
+        detail = f"{batch}: column {name!r}: {where}"
         if found:
-            detail = f"{where} failed: {'; '.join(found)}"
+            detail = f"{detail} failed: {'; '.join(found)}"
             outcomes.append(
-                RuleOutcome("no_target_leakage", name, LEAKAGE_RULE, False, len(target), 100.0, found, detail)
+                RuleOutcome("no_target_leakage", name, LEAKAGE_RULE, False, target.count, 100.0, found, detail)
             )
         else:
-            outcomes.append(RuleOutcome("no_target_leakage", name, LEAKAGE_RULE, True, 0, 0.0, [], f"{where} passed"))
+            outcomes.append(RuleOutcome("no_target_leakage", name, LEAKAGE_RULE, True, 0, 0.0, [], f"{detail} passed"))
     return outcomes
+
+
+_NUMERIC_KINDS = ("int", "float", "bool")  # column types the leakage rules read as float64
+
+
+@dataclass(frozen=True)
+class _LeakageTarget:
+    """The labelled rows' target in the forms the leakage rules compare every feature with, computed once per
+    batch: class codes, the AUC sample's rows, and the target as floats when numeric (else ``y`` is None)."""
+
+    labels: "pd.Series"  # which rows of the batch are labelled
+    labelled: bool  # every row is: then no row selection (a copy of each column) is needed
+    count: int  # labelled rows
+    classification: bool
+    classes: "np.ndarray"  # factorized target, one code per labelled row
+    levels: int  # distinct target values
+    sampled: Union[slice, "np.ndarray"]  # see _leakage_sample
+    sample_classes: "np.ndarray"
+    sample_target: "np.ndarray"
+    y: Optional["np.ndarray"]
+
+    def rows(self, series: "pd.Series") -> "pd.Series":
+        """The labelled rows of a batch column."""
+        return series if self.labelled else series[self.labels]
+
+
+def _leakage_target(frame: "pd.DataFrame", config: RetrainConfig) -> Optional[_LeakageTarget]:
+    """The target as the leakage rules need it, or ``None`` when it cannot be judged: missing, fewer than two
+    values, or fewer than ``_MIN_ROWS_FOR_LEAKAGE`` labelled rows (a perfect fit can be chance there)."""
+    import numpy as np
+    import pandas as pd
+
+    data = config.data
+    if data.target not in frame.columns:
+        return None
+    labels = frame[data.target].notna()
+    labelled = labels.all()
+    target = frame[data.target] if labelled else frame[data.target][labels]
+    classes, levels = pd.factorize(target)
+    if len(target) < _MIN_ROWS_FOR_LEAKAGE or len(levels) < 2:
+        return None
+    sampled = _leakage_sample(len(target), config.model.seed)
+    numeric = data.columns[data.target] in _NUMERIC_KINDS
+    return _LeakageTarget(
+        labels=labels,
+        labelled=labelled,
+        count=len(target),
+        classification=data.task == "classification",
+        classes=classes,
+        levels=len(levels),
+        sampled=sampled,
+        sample_classes=classes[sampled],
+        sample_target=target.to_numpy()[sampled],
+        y=target.astype("float64").to_numpy(na_value=np.nan) if numeric else None,
+    )
+
+
+def _leak_signs(
+    feature: "pd.Series", kind: ColumnType, target: _LeakageTarget, rules: ValidationConfig
+) -> list[str]:
+    """How one feature (its labelled rows) gives the target away, one phrase per sign; empty when it does not.
+    The pairwise AUC is only measured when nothing else was found, as it is the costliest sign."""
+    import numpy as np
+
+    x = feature.astype("float64").to_numpy(na_value=np.nan) if kind in _NUMERIC_KINDS else None
+    found = []
+    if x is not None and target.y is not None:
+        correlation = _correlation(x, target.y, target.classification)
+        if correlation is not None and correlation >= MAX_CORRELATION:
+            found.append(f"|corr| {correlation:.4f}")
+    if target.classification:
+        pairs = _one_to_one_pairs(feature, target)
+        if pairs is not None:
+            found.append(f"its {pairs} values map one-to-one onto the classes")
+        if x is not None and not found:
+            worst = _worst_pair_auc(x[target.sampled], target.sample_classes, target.levels)
+            if worst is not None and worst >= rules.max_feature_auc:
+                found.append(f"ROC AUC {worst:.4f} between every pair of classes (>= {rules.max_feature_auc})")
+    score = _missingness_auc(feature, target)
+    if score is not None and score >= rules.max_missingness_auc:
+        found.append(f"its null indicator alone has ROC AUC {score:.4f} (>= {rules.max_missingness_auc})")
+    return found
+
+
+def _correlation(x: "np.ndarray", y: "np.ndarray", classification: bool) -> Optional[float]:
+    """|Pearson| of feature and target over the rows where both are finite (inf and nulls are other rules'
+    business), for regression the larger of it and |Spearman|; ``None`` with too few such rows to judge."""
+    import numpy as np
+    import pandas as pd
+
+    both = np.isfinite(x) & np.isfinite(y)
+    if both.sum() < _MIN_ROWS_FOR_LEAKAGE:
+        return None
+    with np.errstate(all="ignore"):  # values near the float limit overflow: no correlation then
+        correlation = abs(float(np.corrcoef(x[both], y[both])[0, 1]))
+        if not classification:
+            ranked = pd.Series(x[both]).rank().corr(pd.Series(y[both]).rank())
+            correlation = max(correlation, abs(float(ranked)))
+    return correlation
+
+
+def _one_to_one_pairs(feature: "pd.Series", target: _LeakageTarget) -> Optional[int]:
+    """The number of classes when each value of the feature (a null counts as a value of its own) goes with
+    exactly one class and each class with one value, else ``None``: such a feature is a renamed label."""
+    import numpy as np
+    import pandas as pd
+
+    codes, values = pd.factorize(feature)
+    if len(values) + int((codes < 0).any()) != target.levels:
+        return None
+    pairs = int(np.count_nonzero(np.bincount((codes.astype("int64") + 1) * target.levels + target.classes)))
+    return pairs if pairs == target.levels else None
+
+
+def _missingness_auc(feature: "pd.Series", target: _LeakageTarget) -> Optional[float]:
+    """ROC AUC of the feature's null indicator: for classification the best class against the rest, for
+    regression of the target between rows with and without a value; ``None`` when nothing or everything is
+    null (then the indicator says nothing) or the groups are too small."""
+    missing = feature.isna().to_numpy()[target.sampled]
+    if not missing.any() or missing.all():
+        return None
+    if target.classification:
+        return _indicator_auc(missing, target.sample_classes, target.levels)
+    return _auc(target.sample_target.astype("float64"), missing)
 
 
 _LEAKAGE_SAMPLE_ROWS = 100_000

@@ -1,9 +1,7 @@
 """Asset check specs. Data validation and the metric floor are blocking: they stop the run. Drift, champion
 performance, the comparison with the champion and freshness warn: they inform triggers and decisions."""
 
-from typing import Optional
-
-from dagster import AssetCheckEvaluation, AssetCheckKey, AssetCheckSpec, AssetExecutionContext, AssetKey
+from dagster import AssetCheckSpec
 
 from retrain_assets.core.names import COMPARISON_CHECK, DRIFT_CHECK, FRESHNESS_CHECK, MINIMUM_CHECK, PERFORMANCE_CHECK
 from retrain_assets.core.validation import CHECKS, EXPECTED_CHECK, HARD_CHECKS
@@ -39,13 +37,3 @@ FRESHNESS_CHECKS = [
     ),
 ]
 
-
-def evaluated_in_this_run(context: AssetExecutionContext, asset: str, name: str) -> Optional[AssetCheckEvaluation]:
-    """The evaluation of check ``asset/name`` recorded by the current run, if it recorded one; in a run that
-    re-executes an interrupted one from its failed step, the evaluation its parent (or root) run recorded."""
-    record = context.instance.get_latest_asset_check_evaluation_record(AssetCheckKey(AssetKey(asset), name))
-    evaluation = record.evaluation if record is not None else None
-    lineage = {context.run_id, context.run.parent_run_id, context.run.root_run_id}
-    if not isinstance(evaluation, AssetCheckEvaluation) or record.run_id not in lineage:
-        return None
-    return evaluation

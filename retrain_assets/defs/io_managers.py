@@ -1,13 +1,14 @@
 """Where the values passed between steps are stored: JSON, never pickles.
 
 The values are small references and records (a :class:`~retrain_assets.core.delta.TableRef`, a
-:class:`~retrain_assets.core.registry.ModelRef`, dicts and lists of numbers and strings); the data itself lives in
-Delta and the models in MLflow. Dagster's default IO managers pickle them, and loading a pickle runs whatever
-code it names, so anyone able to write the storage could run code on the orchestrator through re-execution.
-Here a stored value is plain JSON; the only objects it can turn back into are the dataclasses listed in
-:data:`STORED_TYPES`, field by field. Locally the files sit under ``<dagster home>/storage``; with the lake on
-S3, under ``<prefix>/dagster`` through dagster-aws's S3 resource (:mod:`retrain_assets.defs.s3_io_manager`,
-imported only then: dagster-aws takes most of a second to import).
+:class:`~retrain_assets.core.registry.ModelRef`, what validation found, the evaluation report, dicts and
+lists of numbers and strings); the data itself lives in Delta and the models in MLflow. Dagster's default IO
+managers pickle them, and loading a pickle runs whatever code it names, so anyone able to write the storage
+could run code on the orchestrator through re-execution. Here a stored value is plain JSON; the only objects
+it can turn back into are the dataclasses listed in :data:`STORED_TYPES`, field by field. Locally the files
+sit under ``<dagster home>/storage``; with the lake on S3, under ``<prefix>/dagster`` through dagster-aws's S3
+resource (:mod:`retrain_assets.defs.s3_io_manager`, imported only then: dagster-aws takes most of a second
+to import).
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ from typing import Any, Union
 
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
+from retrain_assets.core.batches import ValidatedBatches
+from retrain_assets.core.decision import Decision, EvaluationReport
 from retrain_assets.core.delta import TableRef
+from retrain_assets.core.monitoring import Finding
 from retrain_assets.core.registry import ModelRef
 from retrain_assets.core.statefiles import write_atomic
 
 # The only classes a stored value can be decoded into; anything else is refused when it is stored.
-STORED_TYPES: dict[str, type] = {cls.__name__: cls for cls in (TableRef, ModelRef)}
+STORED_TYPES: dict[str, type] = {
+    cls.__name__: cls for cls in (TableRef, ModelRef, ValidatedBatches, Finding, EvaluationReport, Decision)
+}
 TYPE_KEY = "__retrain_type__"
 SUFFIX = ".json"
 

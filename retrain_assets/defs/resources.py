@@ -7,7 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from dagster import ConfigurableResource, InitResourceContext
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from retrain_assets.core.config import RetrainConfig, load_config
 
@@ -16,24 +16,41 @@ if TYPE_CHECKING:
 
 
 class RetrainProject(ConfigurableResource):
-    """The project the assets work on; the config file is read when a step runs, not at import."""
+    """The project the assets work on. The config file is read on first use, not at import, and once per
+    resource instance: Dagster makes one per run (per step process with the multiprocess executor) and per
+    sensor evaluation, so a run sees one version of the file and a long-lived code server a fresh one.
+
+    A run's steps hold the project lock, so a run the daemon launches and a cron `retrain tick` never write
+    at once. The lock is not re-entrant, so each run has it taken in one place: here, by default, for runs
+    launched elsewhere (the daemon, the UI, a bare ``execute_in_process``); by the `retrain` command or tick
+    that executes a run in process, which builds its definitions with ``hold_project_lock=False``
+    (:func:`retrain_assets.app.project.load_project`). The flag is set when the definitions are built, not
+    in a run's config: Dagster replaces a resource's constructed values with run config as a whole, and a
+    run re-executed from the UI inherits its parent's run config, so it would run without the lock."""
 
     config_path: Optional[str] = Field(
         default=None, description="Path of retrain.yaml; default $RETRAIN_CONFIG, else ./retrain.yaml."
     )
+    hold_project_lock: bool = Field(
+        default=True,
+        description="Take the project lock for the run's steps; false only when the process executing the run "
+        "holds it already (`retrain` commands and ticks).",
+    )
+    _config: Optional[RetrainConfig] = PrivateAttr(default=None)
 
     def load(self) -> RetrainConfig:
-        return load_config(self.config_path)
+        """The parsed config file: read on the first call, the same object on every later one."""
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: InitResourceContext) -> Iterator["RetrainProject"]:
-        """A run's steps hold the project lock, so a run the daemon launches and a cron `retrain tick` never
-        write at once: a step waits for the other process (up to ``runs.max_runtime_minutes``). In a run
-        that `retrain` executes in process it already holds the lock, which is re-entrant. Sensors and
-        schedules (no run) only read, and never wait."""
+        """Take the project lock for a run (see the class docstring), waiting for another process up to
+        ``runs.max_runtime_minutes``. Sensors and schedules (no run) only read, and never wait."""
         from retrain_assets.core.locking import project_lock
 
-        if context.run_id is None:
+        if context.run_id is None or not self.hold_project_lock:
             yield self.create_resource(context)
             return
         config = self.load()

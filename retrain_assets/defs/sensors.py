@@ -17,12 +17,13 @@ from dagster import (
 )
 
 from retrain_assets.core import delta
-from retrain_assets.core.names import BACKFILL_TAG, DELTA_VERSION_TAG, FIRED_TAG, RUN_REASON_TAG, TRIGGER_TAG
+from retrain_assets.core.names import BACKFILL_TAG, DELTA_VERSION_TAG, TRIGGER_TAG
+from retrain_assets.defs.assets.model import retrain_decision
 from retrain_assets.defs.jobs import max_runtime_tag, retrain_job
 from retrain_assets.defs.resources import RetrainProject
 
-ALERTED_RUN_TAGS = (TRIGGER_TAG, FIRED_TAG, RUN_REASON_TAG, DELTA_VERSION_TAG, "dagster/run_key", "dagster/sensor_name",
-                    "dagster/schedule_name", "dagster/partition", BACKFILL_TAG)
+ALERTED_RUN_TAGS = (TRIGGER_TAG, DELTA_VERSION_TAG, "dagster/run_key", "dagster/sensor_name", "dagster/schedule_name",
+                    "dagster/partition", BACKFILL_TAG)
 
 
 @sensor(job=retrain_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
@@ -54,7 +55,8 @@ def raw_data_version_sensor(context: SensorEvaluationContext, project: RetrainPr
 @run_failure_sensor(default_status=DefaultSensorStatus.RUNNING, monitored_jobs=[retrain_job])
 def alert_on_run_failure(context: RunFailureSensorContext, project: RetrainProject):
     """Sends a ``run_failed`` alert (webhook and alerts.jsonl) for every failed retraining run, naming the
-    failed step and its exception, with URLs cut to their host (they can carry credentials)."""
+    failed step and its exception, with URLs cut to their host (they can carry credentials), and what the
+    run had decided about retraining, if it got that far."""
     from retrain_assets.core.alerts import send_alert, step_error, without_urls
 
     run = context.dagster_run
@@ -66,5 +68,5 @@ def alert_on_run_failure(context: RunFailureSensorContext, project: RetrainProje
         project.load(),
         "run_failed",
         f"run {run.run_id[:8]} of {run.job_name} failed: {message}",
-        {"run_id": run.run_id, "error": message, "tags": tags},
+        {"run_id": run.run_id, "error": message, "tags": tags, "retrain": retrain_decision(context.instance, run)},
     )

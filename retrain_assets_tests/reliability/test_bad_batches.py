@@ -26,7 +26,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from retrain_assets.app.cli import describe_status, main
+from retrain_assets.app.cli import main
+from retrain_assets.app.render import describe_status
 from retrain_assets.core import delta, landing, synthetic
 from retrain_assets.core.config import Bounds, ColumnRule
 from retrain_assets.core.inference import infer_config, render_config

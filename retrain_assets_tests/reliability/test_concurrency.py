@@ -160,6 +160,26 @@ def test_a_run_outside_retrain_waits_for_the_project_lock(automated, tmp_path):
     assert first_step >= released.stat().st_mtime - 0.5, "the run's steps started while the lock was held"
 
 
+def test_the_project_lock_is_not_re_entrant_and_a_second_take_in_one_process_fails_at_once(automated):
+    """The lock is taken in one place per run (the project resource or the in-process command); asking for it
+    again in the process that holds it would wait on itself, so it is refused at once, naming the holder."""
+    import time
+
+    import pytest
+
+    from retrain_assets.core.locking import ProjectBusy, project_lock
+
+    home = automated.config.dagster_home
+    with project_lock(home, command="retrain tick"):
+        started = time.monotonic()
+        with pytest.raises(ProjectBusy, match=r"this process already holds the project lock \(retrain tick\)"):
+            with project_lock(home, wait_seconds=60):
+                pass
+        assert time.monotonic() - started < 5
+    with project_lock(home):  # released: free again
+        pass
+
+
 def test_rollback_takes_the_project_lock_and_records_the_caller_from_the_kernel(automated, tmp_path, monkeypatch):
     """Review finding 15: `rollback` took no lock and recorded "by" from ``$USER``. It now refuses while
     another process holds the lock, and names the caller by uid, whatever the environment says."""

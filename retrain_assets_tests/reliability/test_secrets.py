@@ -723,6 +723,8 @@ def test_a_tampered_champion_blocks_promotion_and_alerts(project, instance, tmp_
 
     from retrain_assets.core import delta, landing, training
     from retrain_assets.core.alerts import recent_alerts
+    from retrain_assets.core.batches import ValidatedBatches
+    from retrain_assets.core.monitoring import Finding
     from retrain_assets.core.names import CHAMPION, COMPARISON_CHECK
     from retrain_assets.core.registry import LoggedModel, ModelRef, Registry
     from retrain_assets.defs.assets.evaluation import evaluation_report
@@ -745,8 +747,9 @@ def test_a_tampered_champion_blocks_promotion_and_alerts(project, instance, tmp_
     (folder / flavor["pickled_model"]).write_bytes(pickle.dumps(Payload(marker)))
 
     @asset(name="validated_features")
-    def given_features() -> delta.TableRef:
-        return features
+    def given_features() -> ValidatedBatches:
+        quiet = Finding(False, "not measured here")
+        return ValidatedBatches(features, 0, [0], [], len(frame), drift=quiet, performance=quiet)
 
     @asset(name="candidate_model")
     def given_candidate() -> ModelRef:

@@ -7,4 +7,3 @@ from retrain_assets.defs.assets.promotion import prod_model
 from retrain_assets.defs.assets.raw import raw_data
 
 LINEAGE = [raw_data, validated_features, candidate_model, evaluation_report, prod_model]
-GROUP = "retrain"

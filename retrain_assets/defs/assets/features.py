@@ -12,6 +12,7 @@ from dagster import (
 
 from retrain_assets.core import batches, delta, monitoring
 from retrain_assets.core.alerts import send_alert
+from retrain_assets.core.names import DRIFT_CHECK, PERFORMANCE_CHECK
 from retrain_assets.defs.checks import MONITORING_CHECKS, VALIDATION_CHECKS
 from retrain_assets.defs.resources import RetrainProject
 
@@ -28,12 +29,26 @@ def validated_features(context: AssetExecutionContext, project: RetrainProject, 
     A batch that breaks a hard rule is reported by the blocking checks (column, rule, count, sample,
     version), is not appended, and stays intact in raw_data; the run stops only when it accepted no batch.
     Values outside what the sample showed warn (``values_as_expected``). The accepted rows are then compared
-    with the champion: feature drift and the champion's score, as warning checks that the retrain triggers read."""
+    with the champion: feature drift and the champion's score, as warning checks. The output,
+    :class:`~retrain_assets.core.batches.ValidatedBatches`, carries all of it to the assets downstream."""
     config = project.load()
     run = batches.validate_new_batches(config, raw_data.version)
+    results = run.check_results([spec.name for spec in VALIDATION_CHECKS])
+    accepted = run.accepted_frame()
+    registry = project.registry(config) if accepted is not None else None
+    findings = monitoring.watch_champion(config, registry, accepted)
     features = run.features
+    evidence = batches.ValidatedBatches(
+        features=features,
+        raw_version=raw_data.version,
+        accepted=run.accepted,
+        rejected=run.rejected,
+        accepted_rows=0 if accepted is None else len(accepted),
+        drift=findings[DRIFT_CHECK],
+        performance=findings[PERFORMANCE_CHECK],
+    )
     yield Output(
-        features,
+        evidence,
         data_version=DataVersion(f"{features.version}" if features else "empty"),
         metadata={
             "raw_version": raw_data.version,
@@ -45,7 +60,6 @@ def validated_features(context: AssetExecutionContext, project: RetrainProject, 
             "uri": MetadataValue.path(config.table_uri(delta.FEATURES_TABLE)),
         },
     )
-    results = run.check_results([spec.name for spec in VALIDATION_CHECKS])
     for name, verdict in results.items():
         yield AssetCheckResult(
             check_name=name, passed=verdict.passed, description=verdict.message,
@@ -56,9 +70,7 @@ def validated_features(context: AssetExecutionContext, project: RetrainProject, 
         failed = {name: verdict.message for name, verdict in results.items() if not verdict.passed}
         rejected = ", ".join(f"v{version}" for version in run.rejected)
         send_alert(config, "check_failed", f"raw_data {rejected} rejected by {', '.join(failed)}", failed)
-    accepted = run.accepted_frame()
-    registry = project.registry(config) if accepted is not None else None
-    for name, finding in monitoring.watch_champion(config, registry, accepted).items():
+    for name, finding in findings.items():
         yield AssetCheckResult(
             check_name=name,
             passed=not finding.fired,

@@ -5,78 +5,67 @@ import datetime as dt
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetExecutionContext,
     DataVersion,
     Failure,
+    JsonMetadataValue,
     MetadataValue,
     Output,
     asset,
 )
 
-from retrain_assets.core import training
 from retrain_assets.core.alerts import send_alert
+from retrain_assets.core.decision import EvaluationReport, record
 from retrain_assets.core.names import CHAMPION, FRESHNESS_CHECK, RECORD_TAGS
 from retrain_assets.defs.checks import FRESHNESS_CHECKS
 from retrain_assets.defs.resources import RetrainProject
 
 
 @asset(group_name="retrain", kinds={"mlflow"}, code_version="1", check_specs=FRESHNESS_CHECKS)
-def prod_model(context: AssetExecutionContext, project: RetrainProject, evaluation_report: dict):
-    """Promotes the candidate when it meets the minimum and beats the champion by the margin on the same
-    holdout (or there is no champion); the replaced champion keeps the alias ``previous_champion``.
-    Otherwise the champion stays, and so it does when the champion's artifact was refused as untrusted
-    (``champion_refused``: there was no honest comparison to promote on). The decision, its reason and the
-    full run record (metrics of both, Delta version, data range, rows, params hash, code version, trigger
-    reason) go on the candidate's model version and on this materialization. Losing is a normal outcome: the
-    run succeeds either way. Re-executed after a crash that came after the alias moved, it finds the
-    candidate already champion and completes the same promotion (no second move)."""
+def prod_model(project: RetrainProject, evaluation_report: EvaluationReport):
+    """Acts on the decision of ``evaluation_report``: the candidate takes the ``champion`` alias when it met
+    the minimum and beat the champion by the margin on the same holdout (or there was no champion), and the
+    replaced champion keeps the alias ``previous_champion``. Otherwise the champion stays, and so it does
+    when the champion's artifact was refused as untrusted. The decision, its reason and the comparison go
+    on the candidate's model version (once, :func:`~retrain_assets.core.decision.record`) and on this
+    materialization with the full run record (Delta version, data range, rows, params hash, code version,
+    trigger reason). Losing is a normal outcome: the run succeeds either way. Re-executed after a crash that
+    came after the alias moved, it finds the candidate already champion and completes the same promotion
+    (no second move)."""
     config = project.load()
     registry = project.registry(config)
     current = registry.by_alias(CHAMPION)
-    candidate, compared = evaluation_report["candidate_version"], evaluation_report["champion_version"]
+    report = evaluation_report
+    candidate, compared = report.candidate_version, report.champion_version
     current_version = str(current.version) if current is not None else None
     if current_version not in (compared, candidate):
         raise Failure(
             f"prod_model: the champion moved from v{compared} to v{current_version} "
             "since evaluation_report ran; materialize evaluation_report again"
         )
-    refused = evaluation_report.get("champion_refused")  # a champion that would not load: never promote past it
-    if refused:
-        decision = training.Decision(False, refused)
-    else:
-        decision = training.decide(evaluation_report["candidate"], evaluation_report["champion"], config)
-    record = {
-        "compared_with": compared or "none",
-        **{f"candidate_{k}": v for k, v in evaluation_report["candidate"].items()},
-        **{f"champion_{k}": v for k, v in (evaluation_report["champion"] or {}).items()},
-    }
-    registry.record_decision(candidate, decision.promote, decision.reason, record)
-    if decision.promote:
+    promote, reason = report.decision.promote, report.decision.reason
+    record(registry, report)
+    if promote:
         registry.promote(candidate)
-    champion = candidate if decision.promote else compared
+    champion = candidate if promote else compared
     send_alert(
         config,
-        "promoted" if decision.promote else "rejected",
-        f"candidate v{candidate} {'promoted' if decision.promote else 'rejected'}: {decision.reason}",
-        {
-            "candidate_version": candidate,
-            "champion_version": champion,
-            "delta_version": evaluation_report["delta_version"],
-        },
+        "promoted" if promote else "rejected",
+        f"candidate v{candidate} {'promoted' if promote else 'rejected'}: {reason}",
+        {"candidate_version": candidate, "champion_version": champion, "delta_version": report.delta_version},
     )
     candidate_tags = registry.client.get_model_version(registry.name, candidate).tags
     yield Output(
-        {"champion_version": champion, "promoted": decision.promote, "reason": decision.reason},
+        {"champion_version": champion, "promoted": promote, "reason": reason},
         data_version=DataVersion(f"model-v{champion}" if champion else "no-champion"),
         metadata={
             "champion_version": champion,
-            "promoted": decision.promote,
-            "reason": decision.reason,
+            "promoted": promote,
+            "reason": reason,
             "candidate_version": candidate,
             "previous_champion": compared,
             "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "candidate_metrics": MetadataValue.json(evaluation_report["candidate"]),
-            "champion_metrics": MetadataValue.json(evaluation_report["champion"]),
+            "candidate_metrics": MetadataValue.json(report.candidate),
+            "champion_metrics": JsonMetadataValue(report.champion),  # MetadataValue.json takes no None
             **{key: candidate_tags.get(key) for key in RECORD_TAGS},
         },
     )

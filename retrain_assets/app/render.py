@@ -1,0 +1,209 @@
+"""The text `retrain` and `retrain demo` print, built from the reports and outcomes the app returns.
+
+Pure functions of their arguments, and light: the CLI imports this module on every call, so it imports no
+Dagster and nothing heavy. What is missing is said in words or left out, never printed as ``None``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from retrain_assets.core.validation import CHECKS
+
+if TYPE_CHECKING:
+    from retrain_assets.app.execution import PartitionOutcome, RunOutcome
+    from retrain_assets.app.ticking import TickReport
+
+
+def describe_run(outcome: "RunOutcome", metric: str) -> str:
+    """A few lines a person reads about one run: version, checks, scores, decision."""
+    read = f"raw_data v{outcome.raw_version}" if outcome.raw_version is not None else "no raw_data version read"
+    lines = [f"{read}: {outcome.trigger} run {'succeeded' if outcome.success else 'FAILED'} ({outcome.run_id})"]
+    failed = {name: check for name, check in outcome.checks.items() if not check.passed}
+    lines.append(f"  checks: {len(outcome.checks) - len(failed)}/{len(outcome.checks)} passed")
+    lines += [f"  {'FAILED' if c.stopped_the_run else 'WARNING'} {name}: {c.message}" for name, c in failed.items()]
+    if outcome.reason is not None:
+        retrained = "retrained" if outcome.fired != "none" else "not retrained"
+        lines.append(f"  {retrained}: {outcome.reason}")
+    if outcome.evaluation:
+        candidate, champion = outcome.evaluation["candidate"], outcome.evaluation["champion"]
+        lines.append(
+            f"  candidate v{outcome.evaluation['candidate_version']} {metric} {candidate[metric]:.4f}"
+            + (f", champion {champion[metric]:.4f} on the same holdout" if champion else ", no champion yet")
+        )
+    if outcome.decision:
+        verdict = "promoted" if outcome.decision["promoted"] else "not promoted"
+        lines.append(f"  {verdict}: {outcome.decision['reason']}; champion is v{outcome.decision['champion_version']}")
+    if outcome.error and not outcome.blocking_failures:
+        lines.append(f"  error: {outcome.error}")
+    return "\n".join(lines)
+
+
+def describe_tick(report: "TickReport", metric: str) -> str:
+    """`retrain tick`: each launch and what became of it, or why nothing was triggered."""
+    if not report.launches:
+        return "nothing triggered: " + "; ".join(f"{name}: {why}" for name, why in report.skips.items())
+    lines = []
+    for launch in report.launches:
+        if launch.outcome is None:
+            lines.append(f"{launch.source}: skipped ({launch.skipped})")
+        else:
+            lines.append(f"{launch.source} (run_key {launch.run_key}): {describe_run(launch.outcome, metric)}")
+    return "\n".join(lines)
+
+
+def describe_validation(report: list[dict]) -> str:
+    """`retrain validate`, per file: one line per rule (failures first, with count and sample), then the verdict."""
+    lines = []
+    for entry in report:
+        name = Path(entry["file"]).name
+        if entry["refused"]:
+            lines.append(f"{name}: REFUSED, ingest would not land it: {entry['refused']}")
+            continue
+        rules = sorted(entry["rules"], key=lambda rule: rule["passed"])
+        for rule in rules:
+            outcome = "passed" if rule["passed"] else ("FAILED" if rule["severity"] == "error" else "warn")
+            detail = rule["detail"].removeprefix(name + ": ")
+            lines.append(f"  {rule['kind']:<8} {outcome:<6} {rule['check']}: {detail}")
+        failed = [rule for rule in rules if not rule["passed"]]
+        hard = sum(rule["severity"] == "error" for rule in failed)
+        verdict = "REJECTED" if hard else "accepted"
+        lines.insert(len(lines) - len(rules), f"{name}: {verdict}: {len(rules) - len(failed)} of {len(rules)} rules "
+                     f"passed, {hard} hard failed, {len(failed) - hard} warned")
+    return "\n".join(lines)
+
+
+def describe_revalidation(report: list[dict[str, Any]]) -> str:
+    """`retrain revalidate`: per raw_data version, accepted now or still rejected and by which hard rules."""
+    lines = []
+    for entry in report:
+        version = entry["raw_version"]
+        if entry["accepted"]:
+            lines.append(f"raw_data v{version}: accepted now ({entry['rows']} rows appended to "
+                         "validated_features; the next training run uses them)")
+        else:
+            failed = "; ".join(c["message"] for c in entry["checks"].values() if c["severity"] == "error")
+            lines.append(f"raw_data v{version}: still rejected: {failed}")
+    return "\n".join(lines)
+
+
+def describe_status(report: dict) -> str:
+    """`retrain status` for a person."""
+    raw, champion, decision = report["raw_table"], report["champion"], report["last_decision"]
+    processed = report["last_processed_version"]
+    lines = [
+        f"raw_data: {raw['uri']} version {raw['version']} ({raw['rows']} rows)" if raw["version"] is not None
+        else f"raw_data: no versions yet ({raw['uri']}; land a batch with `retrain ingest FILE`)",
+        f"last processed raw version: {processed if processed is not None else 'none yet'}",
+    ]
+    if report["lock"]:
+        lines.append(f"busy: the project lock is held by {report['lock']['description']}")
+    for batch in report["rejected_batches"][-5:]:
+        lines.append(f"rejected raw_data v{batch['raw_version']} ({batch['rows']} rows, kept; `retrain revalidate "
+                     f"{batch['raw_version']}` after fixing the rules): {', '.join(batch['failed_checks'])}")
+    for refusal in report["refused_files"][-5:]:
+        kept = f" (kept in {refusal['quarantined']})" if refusal["quarantined"] else ""
+        lines.append(f"refused {Path(refusal['file']).name} at {refusal['at']}: {refusal['reason']}{kept}")
+    if champion:
+        known = {"delta v": champion["delta_version"], "trained ": champion["trained_at"],
+                 "params ": champion["params_hash"], "code ": champion["code_version"]}
+        provenance = ", ".join(f"{label}{value}" for label, value in known.items() if value is not None)
+        provenance = f" ({provenance})" if provenance else ""
+        lines.append(f"champion: {champion['name']} v{champion['version']}{provenance}")
+        if champion["metrics"]:
+            lines.append("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(champion["metrics"].items())))
+    else:
+        lines.append("champion: none")
+    if decision:
+        verdict = "promoted" if decision["promoted"] else "rejected"
+        why = f": {decision['reason']}" if decision["reason"] else ""
+        lines.append(f"last decision: candidate v{decision['candidate_version']} {verdict}{why}")
+    run = report["last_run"]
+    if run:
+        read = f" on raw_data v{run['delta_version']}" if run["delta_version"] is not None else ""
+        said = "; ".join(text for text in (run["reason"], run["error"] and f"error: {run['error']}") if text)
+        lines.append(f"last run: {run['status']} ({run['trigger']}{read})" + (f": {said}" if said else ""))
+    for check in report["latest_checks"]:
+        stopped = check["blocking"] and check["severity"] == "ERROR"
+        verdict = "passed" if check["passed"] else ("FAILED" if stopped else "WARNING")
+        message = f" - {check['message']}" if check["message"] else ""
+        lines.append(f"check {check['asset']}/{check['name']}: {verdict}{message}")
+    for asset, causes in report["stale_assets"].items():
+        lines.append(f"stale: {asset} ({'; '.join(causes)})")
+    lines += [f"event {event['at']} {event['kind']}: {event['text']}" for event in report["events"][-5:]]
+    if report["last_report"]:
+        lines.append(f"latest evaluation report: {report['last_report']}")
+    lines += [f"warning: {text}" for text in report.get("state_warnings", [])]
+    return "\n".join(lines)
+
+
+def partition_line(row: dict, metric: str, with_rows: bool = True) -> str:
+    """One backfilled partition: its version, training rows, in-time and out-of-time scores (the newest has
+    no later data)."""
+    oot = row["oot_metrics"].get(metric)
+    later = f"{oot:.4f}" if oot is not None else "- (no later data)"
+    rows = f", {row['train_rows']} rows" if with_rows else ""
+    return f"raw_data v{row['delta_version']}{rows}, {metric} {row['metrics'][metric]:.4f}, out-of-time {later}"
+
+
+def backfill_progress(index: int, total: int, outcome: "PartitionOutcome", metric: str, with_rows: bool = True) -> str:
+    """The line `retrain backfill` prints as each partition finishes."""
+    if outcome.success and outcome.row is not None:  # a partition that succeeded has its row
+        return f"[{index}/{total}] {outcome.partition}: {partition_line(outcome.row, metric, with_rows)}"
+    return f"[{index}/{total}] {outcome.partition}: FAILED {outcome.error}"
+
+
+def backfill_summary(rows: Optional[list[dict]], report: Path) -> str:
+    return f"backtest of {len(rows or [])} partitions: {report}"
+
+
+def demo_row(
+    day: Optional[dt.date], version: Optional[int], rows: int, outcome: "RunOutcome", metric: str,
+    champion_version: Optional[str],
+) -> dict:
+    """One line of the demo's table from a run's outcome and the champion's version after it."""
+    evaluation, decision = outcome.evaluation or {}, outcome.decision or {}
+    warnings = sum(1 for c in outcome.checks.values() if not c.passed and not c.stopped_the_run)
+    if outcome.blocking_failures:
+        verdict = "batch rejected" if any(n in CHECKS for n in outcome.blocking_failures) else "candidate rejected"
+    elif outcome.fired in ("none", ""):
+        verdict = "validated only"
+    elif decision:
+        verdict = (
+            f"promoted v{decision['champion_version']}"
+            if decision["promoted"]
+            else f"kept (v{evaluation['candidate_version']} lost)"
+        )
+    else:
+        verdict = "failed"
+    passed = f"{sum(c.passed for c in outcome.checks.values())}/{len(outcome.checks)}"
+    return {
+        "day": day.isoformat() if day else "history",
+        "delta_version": version,
+        "rows": rows,
+        "checks": passed + (f" ({warnings} warn)" if warnings else ""),
+        "trigger": outcome.fired or "-",
+        "decision": verdict,
+        "candidate": evaluation.get("candidate", {}).get(metric),
+        "champion": (evaluation.get("champion") or {}).get(metric),
+        "champion_version": f"v{champion_version}" if champion_version is not None else "-",
+    }
+
+
+def format_table(rows: list[dict], metric: str) -> str:
+    """The demo's table of :func:`demo_row` lines, columns padded to their widest cell."""
+    def number(value) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    header = ["day", "delta v", "rows", "checks passed", "triggers fired", "decision",
+              f"candidate {metric}", f"champion {metric}", "champion"]
+    body = [
+        [r["day"], str(r["delta_version"]), str(r["rows"]), r["checks"], r["trigger"], r["decision"],
+         number(r["candidate"]), number(r["champion"]), r["champion_version"]]
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    render = lambda line: "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, body)])

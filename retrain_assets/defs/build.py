@@ -1,0 +1,67 @@
+"""The project's Dagster definitions: assets, checks, jobs, sensors, schedule and resources, assembled in one
+place. ``retrain_assets.definitions`` builds them at import for Dagster's tools; the app builds them here,
+once per command, from the config it has parsed."""
+
+from typing import Optional
+
+from dagster import Definitions
+
+from retrain_assets.core.config import RetrainConfig, load_config, resolve_config_path
+from retrain_assets.defs.assets import LINEAGE, candidate_model
+from retrain_assets.defs.assets.history import build_history_assets, history_partitions
+from retrain_assets.defs.executors import executor_from_env
+from retrain_assets.defs.jobs import history_jobs, max_runtime_tag, retrain_job
+from retrain_assets.defs.resources import RetrainProject, artifact_io_manager
+from retrain_assets.defs.schedules import retrain_schedule
+from retrain_assets.defs.sensors import alert_on_run_failure, raw_data_version_sensor
+
+
+def _project_config(config_path: Optional[str]) -> Optional[RetrainConfig]:
+    """The project's config when its file exists (a broken one raises); ``None`` before `retrain init`."""
+    if not resolve_config_path(config_path).is_file():
+        return None
+    return load_config(config_path)
+
+
+def build_defs(
+    config_path: Optional[str] = None, config: Optional[RetrainConfig] = None, hold_project_lock: bool = True
+) -> Definitions:
+    """Definitions for the project at ``config_path`` (default: ``$RETRAIN_CONFIG``, else ``./retrain.yaml``);
+    ``config`` is that file already parsed, by a command that loads it once and passes it down. A process
+    that holds the project lock and executes runs itself passes ``hold_project_lock=False`` (see
+    :class:`RetrainProject`).
+
+    The config shapes three things at load time: the schedule's cron, the history partitions, and
+    ``candidate_model``'s code version, which includes the params hash so that changing model params marks
+    it (and what follows) stale.
+    """
+    from retrain_assets.core.config import HistoryConfig, TriggersConfig
+    from retrain_assets.core.training import params_hash
+
+    if config is None:
+        config = _project_config(config_path)
+    assets = list(LINEAGE)
+    if config is not None:
+        versioned = candidate_model.map_asset_specs(
+            lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}+params-{params_hash(config)}")
+        )
+        assets[assets.index(candidate_model)] = versioned
+    cron = (config.triggers if config is not None else TriggersConfig()).schedule
+    partitions = history_partitions(config.history if config is not None else HistoryConfig())
+    return Definitions(
+        assets=assets + build_history_assets(partitions),
+        jobs=[retrain_job, *history_jobs(partitions)],
+        sensors=[raw_data_version_sensor, alert_on_run_failure],
+        schedules=[retrain_schedule(cron, max_runtime_tag(config) if config else {})] if cron else [],
+        resources=_resources(config, config_path, hold_project_lock),
+        executor=executor_from_env(),
+    )
+
+
+def _resources(config: Optional[RetrainConfig], config_path: Optional[str], hold_project_lock: bool) -> dict:
+    resources = {"project": RetrainProject(config_path=config_path, hold_project_lock=hold_project_lock)}
+    io_manager = artifact_io_manager(config)
+    if io_manager is not None:
+        resources["io_manager"] = io_manager
+    return resources
+
