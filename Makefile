@@ -33,9 +33,11 @@ test: browser install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 endif
 
-# runs both checkers, fails if either finds something
+# ruff (lint and format) and mypy; runs all three, fails if any finds something
+LINTED := retrain_assets retrain_assets_tests bench
 lint: install
-	$(BIN)/ruff check retrain_assets retrain_assets_tests bench; status=$$?; \
+	$(BIN)/ruff check $(LINTED); status=$$?; \
+	$(BIN)/ruff format --check $(LINTED) || status=1; \
 	$(BIN)/mypy retrain_assets && exit $$status
 
 ui: install

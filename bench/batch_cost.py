@@ -30,8 +30,11 @@ CHUNK = 250_000
 def _config(lake_uri: Path, tracking_uri: str):
     """A project on ``lake_uri`` whose MLflow store is the shared one. The batch-growth rule is off: the
     lone-batch baseline lands a 100k batch after a 1,000-row one, which that rule would rightly refuse."""
-    return bench_config(storage={"lake_uri": str(lake_uri), "home": str(lake_uri.parent / "home")},
-                        mlflow={"tracking_uri": tracking_uri}, validation={"max_batch_growth": None})
+    return bench_config(
+        storage={"lake_uri": str(lake_uri), "home": str(lake_uri.parent / "home")},
+        mlflow={"tracking_uri": tracking_uri},
+        validation={"max_batch_growth": None},
+    )
 
 
 def _append(config, day_index: int, rows: int) -> int:

@@ -38,7 +38,10 @@ WATCHED = {
     "retrain_assets.core.training": ["split", "train", "score"],
     "retrain_assets.core.drift": ["reference_profile"],
     "retrain_assets.core.registry": [
-        "Registry.log_candidate", "Registry.load", "Registry.record_decision", "Registry.promote"
+        "Registry.log_candidate",
+        "Registry.load",
+        "Registry.record_decision",
+        "Registry.promote",
     ],
     "retrain_assets.defs.assets.evaluation": ["evaluation_html"],
     "sklearn.pipeline": ["Pipeline.fit", "Pipeline.predict_proba", "Pipeline.predict"],

@@ -151,8 +151,17 @@ def orchestration_floor(repetitions: int, warmup: int = 1) -> Measurement:
     return result
 
 
-PLATFORM_IMPORTS = ("dagster", "mlflow.sklearn", "great_expectations", "sklearn.linear_model", "sklearn.compose",
-                    "scipy.stats", "matplotlib.pyplot", "retrain_assets.definitions", "retrain_assets.app.cli")
+PLATFORM_IMPORTS = (
+    "dagster",
+    "mlflow.sklearn",
+    "great_expectations",
+    "sklearn.linear_model",
+    "sklearn.compose",
+    "scipy.stats",
+    "matplotlib.pyplot",
+    "retrain_assets.definitions",
+    "retrain_assets.app.cli",
+)
 BASELINE_IMPORTS = ("pandas", "pyarrow.parquet", "joblib", "sklearn.linear_model", "sklearn.compose", "bench.baseline")
 
 
@@ -202,11 +211,22 @@ def measure_rss(data: Path, rows: int) -> dict:
         PlatformCycle(directory / "platform", accepted, new).close()
         BaselineCycle(directory / "baseline", accepted, new)
         for side in ("platform", "baseline"):
-            command = [sys.executable, str(run_py), "--child", "rss", side, str(directory / side),
-                       "--data", str(data), "--rows", str(rows)]
+            command = [
+                sys.executable,
+                str(run_py),
+                "--child",
+                "rss",
+                side,
+                str(directory / side),
+                "--data",
+                str(data),
+                "--rows",
+                str(rows),
+            ]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0 or "promoted" not in done.stdout:
-                raise RuntimeError(f"peak-RSS child ({side}) did not reach a decision:\n"
-                                   f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+                raise RuntimeError(
+                    f"peak-RSS child ({side}) did not reach a decision:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+                )
             results[side] = json.loads(done.stdout.strip().splitlines()[-1])
     return results

@@ -45,22 +45,41 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def ratio_row(name: str, platform, baseline, goal: float, notes: str = "") -> Row:
     ratio = platform.median / baseline.median
-    return Row(name, f"{platform.median:.2f} s", f"{baseline.median:.2f} s", ratio, f"<= {goal:g}x", ratio <= goal,
-               notes or f"spread {platform.spread()} / {baseline.spread()} s")
+    return Row(
+        name,
+        f"{platform.median:.2f} s",
+        f"{baseline.median:.2f} s",
+        ratio,
+        f"<= {goal:g}x",
+        ratio <= goal,
+        notes or f"spread {platform.spread()} / {baseline.spread()} s",
+    )
 
 
 def run_cycle(data: Path, sizes: list[int], repetitions: int) -> list[Row]:
     rows = []
     for size in sizes:
         platform, bare, landing = cycle.measure(data, size, repetitions)
-        notes = (f"spread {platform.spread()} / {bare.spread()} s; "
-                 f"not in the cycle: ingest of the batch {landing.median:.2f} s")
-        rows.append(ratio_row(f"retrain cycle, {size:,} rows (tick vs bare script)", platform, bare, cycle.CYCLE_GOAL,
-                              notes))
+        notes = (
+            f"spread {platform.spread()} / {bare.spread()} s; "
+            f"not in the cycle: ingest of the batch {landing.median:.2f} s"
+        )
+        rows.append(
+            ratio_row(f"retrain cycle, {size:,} rows (tick vs bare script)", platform, bare, cycle.CYCLE_GOAL, notes)
+        )
         log(f"cycle {size:,}: platform {platform.samples}, baseline {bare.samples}, ingest {landing.samples}")
     floor = cycle.orchestration_floor(repetitions)
-    rows.append(Row("orchestration floor: 5 trivial assets, sqlite instance", f"{floor.median:.2f} s", "-", None,
-                    "(reference)", None, "fixed cost of any Dagster run on a persistent instance"))
+    rows.append(
+        Row(
+            "orchestration floor: 5 trivial assets, sqlite instance",
+            f"{floor.median:.2f} s",
+            "-",
+            None,
+            "(reference)",
+            None,
+            "fixed cost of any Dagster run on a persistent instance",
+        )
+    )
     log(f"orchestration floor: {floor.samples}")
     return rows
 
@@ -71,13 +90,33 @@ def run_tick(data: Path, repetitions: int) -> tuple[list[Row], dict[str, list[tu
     process, full, in_process = result["process"], result["full_path"], result["in_process"]
     goal = f"< {noop_tick.TICK_GOAL:g} s, 0 runs"
     rows = [
-        Row("no-op `retrain tick`, whole process", f"{process.median:.2f} s", "-", None, goal,
-            process.median < noop_tick.TICK_GOAL and runs == 0, f"runs launched: {runs}; spread {process.spread()} s"),
-        Row("no-op `retrain tick` process, full path", f"{full.median:.2f} s", "-", None, "(reference)", None,
-            f"retrain.yaml touched first, so the tick opens the instance; spread {full.spread()} s"),
-        Row("no-op tick(), in process", f"{in_process.median:.3f} s", "-", None, goal,
+        Row(
+            "no-op `retrain tick`, whole process",
+            f"{process.median:.2f} s",
+            "-",
+            None,
+            goal,
+            process.median < noop_tick.TICK_GOAL and runs == 0,
+            f"runs launched: {runs}; spread {process.spread()} s",
+        ),
+        Row(
+            "no-op `retrain tick` process, full path",
+            f"{full.median:.2f} s",
+            "-",
+            None,
+            "(reference)",
+            None,
+            f"retrain.yaml touched first, so the tick opens the instance; spread {full.spread()} s",
+        ),
+        Row(
+            "no-op tick(), in process",
+            f"{in_process.median:.3f} s",
+            "-",
+            None,
+            goal,
             in_process.median < noop_tick.TICK_GOAL and result["launch_requests"] == 0,
-            f"run requests: {result['launch_requests']}"),
+            f"run requests: {result['launch_requests']}",
+        ),
     ]
     log(f"tick: process {process.samples}, full path {full.samples}, in process {in_process.samples}")
     return rows, {"no-op `retrain tick`": result["imports"], "full path": result["full_path_imports"]}
@@ -88,11 +127,20 @@ def run_batch(table_rows: list[int], repetitions: int) -> list[Row]:
     alone = result["batch"]
     rows = []
     for size in table_rows:
-        notes = (f"{result['versions'][size]} versions at the end; "
-                 f"spread {result[size].spread()} / {alone.spread()} s; "
-                 f"in memory, no Delta: {result['memory'].median:.2f} s")
-        rows.append(ratio_row(f"validate + drift 100k batch on {size:,}-row table vs batch alone", result[size], alone,
-                              batch_cost.BATCH_GOAL, notes))
+        notes = (
+            f"{result['versions'][size]} versions at the end; "
+            f"spread {result[size].spread()} / {alone.spread()} s; "
+            f"in memory, no Delta: {result['memory'].median:.2f} s"
+        )
+        rows.append(
+            ratio_row(
+                f"validate + drift 100k batch on {size:,}-row table vs batch alone",
+                result[size],
+                alone,
+                batch_cost.BATCH_GOAL,
+                notes,
+            )
+        )
         log(f"batch on {size:,}: {result[size].samples}, alone {alone.samples}, in memory {result['memory'].samples}")
     return rows
 
@@ -103,18 +151,35 @@ def run_rss(data: Path, size: int) -> list[Row]:
     rows = []
     for side, label in (("platform", "`retrain tick` process"), ("baseline", "bare script process")):
         peak, imports = result[side]["peak"], result[side]["imports"]
-        rows.append(Row(f"peak RSS of the {size:,}-row cycle, {label} vs frame", f"{peak / MB:,.0f} MB",
-                        f"{frame / MB:,.0f} MB", peak / frame, "(report)", None,
-                        f"RSS after imports {imports / MB:,.0f} MB; "
-                        f"peak - imports = {(peak - imports) / frame:.1f}x frame"))
+        rows.append(
+            Row(
+                f"peak RSS of the {size:,}-row cycle, {label} vs frame",
+                f"{peak / MB:,.0f} MB",
+                f"{frame / MB:,.0f} MB",
+                peak / frame,
+                "(report)",
+                None,
+                f"RSS after imports {imports / MB:,.0f} MB; peak - imports = {(peak - imports) / frame:.1f}x frame",
+            )
+        )
     log(f"rss: {result}")
     return rows
 
 
 def format_table(rows: list[Row]) -> str:
     header = ["benchmark", "platform", "baseline", "ratio", "goal", "met?", "notes"]
-    body = [[r.benchmark, r.platform, r.baseline, "-" if r.ratio is None else f"{r.ratio:.2f}x", r.goal,
-             "-" if r.met is None else ("yes" if r.met else "NO"), r.notes] for r in rows]
+    body = [
+        [
+            r.benchmark,
+            r.platform,
+            r.baseline,
+            "-" if r.ratio is None else f"{r.ratio:.2f}x",
+            r.goal,
+            "-" if r.met is None else ("yes" if r.met else "NO"),
+            r.notes,
+        ]
+        for r in rows
+    ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     render = lambda line: "| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, body)])
@@ -149,8 +214,11 @@ def main(argv: list[str]) -> int:
     print(f"machine: {info['cores']} cores, {info['ram']} RAM, {info['cpu']}; Python {info['python']}")
     print(f"packages: {info['packages']}")
     print(f"measured: {info['package']}")
-    print(f"mode: {'quick' if args.quick else 'full'}; median of {repetitions} after 1 warm-up; "
-          f"load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"mode: {'quick' if args.quick else 'full'}; median of {repetitions} after 1 warm-up; "
+        f"load average at start {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     started = time.perf_counter()
     rows, imports = [], {}
     home = Path.cwd()
@@ -172,8 +240,10 @@ def main(argv: list[str]) -> int:
     print()
     print(format_table(rows))
     for kind, slowest in imports.items():
-        print(f"\nslowest top-level imports, {kind} (-X importtime, cumulative): "
-              + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in slowest))
+        print(
+            f"\nslowest top-level imports, {kind} (-X importtime, cumulative): "
+            + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in slowest)
+        )
     print(f"\nwhole benchmark: {time.perf_counter() - started:.0f} s; load average at end {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -118,8 +118,14 @@ def machine() -> dict[str, str]:
     import platform
     from importlib import metadata
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     packages = ["dagster", "deltalake", "great_expectations", "mlflow", "scikit-learn", "pandas", "pyarrow", "numpy"]
     versions = ", ".join(f"{name} {metadata.version(name)}" for name in packages)

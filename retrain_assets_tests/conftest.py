@@ -76,8 +76,13 @@ def automated(tmp_path: Path) -> Project:
         path = data / f"churn-{day.isoformat()}.csv"
         frame.to_csv(path, index=False)
         days.append(path)
-    config = infer_config(synthetic.churn_batch(START, 600, seed=5), "churned", timestamp="event_time",
-                          id_column="customer_id", project="churn")
+    config = infer_config(
+        synthetic.churn_batch(START, 600, seed=5),
+        "churned",
+        timestamp="event_time",
+        id_column="customer_id",
+        project="churn",
+    )
     declare_business_limits(config)
     config_path = tmp_path / "retrain.yaml"
     config_path.write_text(render_config(config, days[0].name))

@@ -365,8 +365,10 @@ FAILURES = (
 
 def id_config(tmp_path, validation=None, **alerts):
     columns = {"customer_id": "string", "monthly_charges": "float", "y": "int"}
-    raw = {"project": "churn", "data": {"target": "y", "task": "classification", "id": "customer_id",
-                                        "columns": columns}}
+    raw = {
+        "project": "churn",
+        "data": {"target": "y", "task": "classification", "id": "customer_id", "columns": columns},
+    }
     return parse_config({**raw, "alerts": alerts, "validation": validation or {}}, base_dir=tmp_path)
 
 

@@ -29,9 +29,13 @@ def evidence(project, **findings) -> batches.ValidatedBatches:
     run = batches.validate_new_batches(project.config, 10**6)
     accepted = run.accepted_frame()
     return batches.ValidatedBatches(
-        features=run.features, raw_version=run.upto, accepted=run.accepted, rejected=run.rejected,
+        features=run.features,
+        raw_version=run.upto,
+        accepted=run.accepted,
+        rejected=run.rejected,
         accepted_rows=0 if accepted is None else len(accepted),
-        drift=findings.get("drift", QUIET), performance=findings.get("performance", QUIET),
+        drift=findings.get("drift", QUIET),
+        performance=findings.get("performance", QUIET),
     )
 
 

@@ -175,7 +175,17 @@ def test_prod_model_materialization_carries_the_run_record(automated, persistent
     assert materialize(automated.path, persistent).success
     event = persistent.get_latest_materialization_event(AssetKey("prod_model"))
     metadata = event.asset_materialization.metadata
-    for key in ("decided_at", "candidate_metrics", "champion_metrics", "delta_version", "data_min", "data_max",
-                "rows", "params_hash", "code_version", "trigger_reason"):
+    for key in (
+        "decided_at",
+        "candidate_metrics",
+        "champion_metrics",
+        "delta_version",
+        "data_min",
+        "data_max",
+        "rows",
+        "params_hash",
+        "code_version",
+        "trigger_reason",
+    ):
         assert key in metadata, key
     assert metadata["delta_version"].value == "0" and metadata["rows"].value == "600"

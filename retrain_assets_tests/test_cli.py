@@ -35,7 +35,7 @@ def test_init_writes_a_config_the_other_commands_accept(project, tmp_path):
 def test_ingest_materialize_status_round_trip(project, tmp_path, monkeypatch):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     unreadable = tmp_path / "broken.csv"
-    unreadable.write_bytes(b"customer_id,tenure_months\nC1,\"unterminated\n")
+    unreadable.write_bytes(b'customer_id,tenure_months\nC1,"unterminated\n')
 
     ingested = retrain(project.path, "ingest", str(project.batch(0)), str(unreadable))
 
@@ -253,8 +253,13 @@ def test_tick_json_gives_checks_metrics_decision_and_drift_scores(project, monke
     checks = {check["name"]: check for check in launch["checks"]}
     assert len(checks) >= 12 and all(check["passed"] for check in checks.values())
     assert checks["values_in_range"]["blocking"] is True and checks["values_in_range"]["severity"] == "ERROR"
-    assert checks["feature_drift"] == {"name": "feature_drift", "passed": True, "blocking": False, "severity": "WARN",
-                                       "message": checks["feature_drift"]["message"]}
+    assert checks["feature_drift"] == {
+        "name": "feature_drift",
+        "passed": True,
+        "blocking": False,
+        "severity": "WARN",
+        "message": checks["feature_drift"]["message"],
+    }
     assert "no champion yet" in checks["feature_drift"]["message"]
     metrics = launch["metrics"]
     assert metrics["metric"] == "roc_auc" and metrics["candidate_version"] == "1" and metrics["champion"] is None

@@ -80,8 +80,9 @@ def test_missing_check_result_logger_is_where_dagster_warns_of_a_blocking_check_
 
 
 def test_daemon_command_is_a_dagster_daemon_run_this_interpreter_accepts(tmp_path):
-    result = subprocess.run([*compat.daemon_command(write_workspace(tmp_path)), "--help"], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [*compat.daemon_command(write_workspace(tmp_path)), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "--workspace" in result.stdout
 

@@ -94,8 +94,10 @@ def test_input_limits_have_defaults_and_bound_the_declared_columns(tmp_path):
     config = load_config(write(tmp_path, MINIMAL))
     assert config.storage.max_file_bytes == 2 * 1024**3 and config.storage.max_rows == 10_000_000
     assert config.data.max_columns == 300 and config.data.max_category_values == 10_000
-    unbounded = {"storage": {"max_file_bytes": None, "max_rows": None},
-                 "data": {**MINIMAL["data"], "max_category_values": None}}
+    unbounded = {
+        "storage": {"max_file_bytes": None, "max_rows": None},
+        "data": {**MINIMAL["data"], "max_category_values": None},
+    }
     assert load_config(write(tmp_path, unbounded)).storage.max_rows is None
 
     with pytest.raises(ConfigError, match=r"data.columns: 3 columns, more than data.max_columns \(2\)"):
@@ -117,8 +119,9 @@ def test_credentials_in_the_tracking_uri_are_refused_unquoted(tmp_path, uri):
         load_config(path)
     message = str(error.value)
     assert message.startswith(f"{path}: mlflow.tracking_uri: credentials (user:password@) before the host")
-    assert all(name in message for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                                            "MLFLOW_TRACKING_TOKEN"))
+    assert all(
+        name in message for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+    )
     assert password not in message and "alice" not in message and "bob" not in message
     accepted = load_config(write(tmp_path, {**MINIMAL, "mlflow": {"tracking_uri": "sqlite:////srv/a@b/mlflow.db"}}))
     assert accepted.tracking_uri == "sqlite:////srv/a@b/mlflow.db"
@@ -126,8 +129,12 @@ def test_credentials_in_the_tracking_uri_are_refused_unquoted(tmp_path, uri):
 
 def billion_laughs(levels: int = 9) -> str:
     """A ~1 KB retrain.yaml whose model.params expand to 10**levels strings through nested aliases."""
-    lines = ["data: {target: y, task: classification, columns: {x: float, y: int}}", "model:", "  params:",
-             "    l0: &l0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines = [
+        "data: {target: y, task: classification, columns: {x: float, y: int}}",
+        "model:",
+        "  params:",
+        "    l0: &l0 [" + ", ".join(["lol"] * 10) + "]",
+    ]
     lines += [f"    l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, levels)]
     return "\n".join(lines) + "\n"
 

@@ -35,10 +35,18 @@ def test_checks_gate_where_designed():
     blocking = {name: spec.asset_key.to_user_string() for name, spec in checks.items() if spec.blocking}
     warning = {name: spec.asset_key.to_user_string() for name, spec in checks.items() if not spec.blocking}
 
-    validation = ["schema_matches", "required_values_present", "values_in_range", "categories_in_domain",
-                  "target_balanced", "batch_integrity", "no_target_leakage"]
+    validation = [
+        "schema_matches",
+        "required_values_present",
+        "values_in_range",
+        "categories_in_domain",
+        "target_balanced",
+        "batch_integrity",
+        "no_target_leakage",
+    ]
     assert blocking == {
-        **{name: "validated_features" for name in validation}, "candidate_meets_minimum": "evaluation_report"
+        **{name: "validated_features" for name in validation},
+        "candidate_meets_minimum": "evaluation_report",
     }
     assert warning == {
         "values_as_expected": "validated_features",

@@ -212,8 +212,13 @@ def test_import_stays_light():
 
 def test_numeric_feature_null_throughout_training_is_scored_by_psi_alone():
     profile = reference_profile(pd.DataFrame({"x": [np.nan, np.nan, np.inf]}), {"x": "float"})
-    assert profile["columns"]["x"] == {"edges": [], "fractions": [0.0], "null_fraction": 1.0, "count": 0,
-                                       "cdf": {"points": [], "at": [], "below": []}}
+    assert profile["columns"]["x"] == {
+        "edges": [],
+        "fractions": [0.0],
+        "null_fraction": 1.0,
+        "count": 0,
+        "cdf": {"points": [], "at": [], "below": []},
+    }
     score = score_drift(profile, pd.DataFrame({"x": np.arange(50.0)}), **THRESHOLDS)["x"]
     assert score["method"] == "psi" and score["ks"] is None and score["drifted"]
     too_few = score_drift(profile, pd.DataFrame({"x": [1.0, 2.0]}), **THRESHOLDS)["x"]

@@ -43,8 +43,13 @@ def test_backfill_trains_as_of_each_week_and_scores_the_next(three_weeks, persis
     config = three_weeks.config
     seen = []
 
-    outcomes, rows = backfill(three_weeks.path, persistent, START, START + dt.timedelta(days=20),
-                              progress=lambda i, n, o: seen.append((i, n, o.partition)))
+    outcomes, rows = backfill(
+        three_weeks.path,
+        persistent,
+        START,
+        START + dt.timedelta(days=20),
+        progress=lambda i, n, o: seen.append((i, n, o.partition)),
+    )
 
     assert [o.partition for o in outcomes] == ["2026-01-05", "2026-01-12", "2026-01-19"]
     assert all(o.success for o in outcomes)

@@ -21,14 +21,33 @@ def test_the_values_of_the_lineage_round_trip():
         [{"partition": "2026-01-05", "drifted": ["tenure"], "rows": np.int64(600)}],
         None,
         ValidatedBatches(
-            TableRef("lake/validated_features", 2, 5), 5, [4, 5], [3], 1200,
+            TableRef("lake/validated_features", 2, 5),
+            5,
+            [4, 5],
+            [3],
+            1200,
             Finding(True, "tenure drifted", {"scores": {"tenure": {"psi": 0.4, "drifted": True}}}),
             Finding(False, "champion roc_auc 0.9000", {"roc_auc": 0.9}),
         ),
         EvaluationReport(
-            "3", "2", "champion v2 scored on the same holdout", None, 5, 2, 240, "roc_auc", True, 0.6, 0.01,
-            {"roc_auc": 0.91}, {"roc_auc": 0.88}, Decision(True, "meets"), Decision(True, "beats"),
-            Decision(True, "beats"), "new data", "2026-01-05T00:00:00+00:00",
+            "3",
+            "2",
+            "champion v2 scored on the same holdout",
+            None,
+            5,
+            2,
+            240,
+            "roc_auc",
+            True,
+            0.6,
+            0.01,
+            {"roc_auc": 0.91},
+            {"roc_auc": 0.88},
+            Decision(True, "meets"),
+            Decision(True, "beats"),
+            Decision(True, "beats"),
+            "new data",
+            "2026-01-05T00:00:00+00:00",
         ),
     ]
     for value in values:
@@ -37,9 +56,7 @@ def test_the_values_of_the_lineage_round_trip():
             assert back["candidate"]["f1"] != back["candidate"]["f1"]  # NaN stays NaN
             back["candidate"]["f1"] = value["candidate"]["f1"] = 0.0
         assert back == value and type(back) is type(value)
-    assert set(STORED_TYPES) == {
-        "TableRef", "ModelRef", "ValidatedBatches", "Finding", "EvaluationReport", "Decision"
-    }
+    assert set(STORED_TYPES) == {"TableRef", "ModelRef", "ValidatedBatches", "Finding", "EvaluationReport", "Decision"}
 
 
 def test_an_object_json_cannot_hold_is_refused_naming_the_output():

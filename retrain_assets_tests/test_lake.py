@@ -109,8 +109,10 @@ def test_as_of_before_the_batchs_own_events_is_refused_at_ingest(project):
         ingest_file(config, path, early)
 
     message = str(refused.value)
-    assert message.startswith(f"{path.name}: --as-of {early:%Y-%m-%dT%H:%M:%SZ} is 5 h before the batch's own newest "
-                              f"'event_time' value {newest:%Y-%m-%dT%H:%M:%SZ}, more than the 1 h of clock skew")
+    assert message.startswith(
+        f"{path.name}: --as-of {early:%Y-%m-%dT%H:%M:%SZ} is 5 h before the batch's own newest "
+        f"'event_time' value {newest:%Y-%m-%dT%H:%M:%SZ}, more than the 1 h of clock skew"
+    )
     assert refused.value.quarantined.read_bytes() == path.read_bytes()
     (refusal,) = landing.recent_refusals(config)
     assert refusal["file"] == str(path) and "'event_time'" in refusal["reason"]
@@ -202,8 +204,9 @@ def test_csv_beyond_max_rows_is_refused_without_reading_past_the_limit(project, 
     with pytest.raises(BatchRefused) as refused:
         ingest_file(project.config, path)
 
-    assert str(refused.value).startswith("long.csv: more than 1,000 rows, more than storage.max_rows (1,000); read "
-                                         "no further")
+    assert str(refused.value).startswith(
+        "long.csv: more than 1,000 rows, more than storage.max_rows (1,000); read no further"
+    )
     write_config(project, storage={"max_rows": 600})
     assert ingest_file(project.config, project.batch(0)).rows == 600, "a file at the limit lands"
 
@@ -217,8 +220,9 @@ def test_file_beyond_max_file_bytes_is_refused_unread_and_not_copied(project):
     with pytest.raises(BatchRefused) as refused:
         ingest_file(project.config, path)
 
-    assert str(refused.value) == (f"{path.name}: {path.stat().st_size:,} bytes, more than storage.max_file_bytes "
-                                  "(1,000); not read")
+    assert str(refused.value) == (
+        f"{path.name}: {path.stat().st_size:,} bytes, more than storage.max_file_bytes (1,000); not read"
+    )
     assert refused.value.quarantined is None and not project.config.quarantine_dir.exists()
     assert delta.latest_version(project.config.table_uri(delta.RAW_TABLE)) is None
 
@@ -237,8 +241,9 @@ def test_file_with_more_columns_than_max_columns_is_refused_before_its_data_is_r
     with pytest.raises(BatchRefused) as refused:
         ingest_file(project.config, path)
 
-    assert str(refused.value).startswith(f"wide{suffix}: 60 columns, more than data.max_columns (10); its data "
-                                         "was not read")
+    assert str(refused.value).startswith(
+        f"wide{suffix}: 60 columns, more than data.max_columns (10); its data was not read"
+    )
 
 
 def test_category_column_with_too_many_distinct_values_is_refused(project, tmp_path):
@@ -286,7 +291,7 @@ def test_a_refused_file_with_a_240_byte_name_is_quarantined_with_its_reason(proj
     refusal recorded, a copy without its reason."""
     path = tmp_path / ("é" * 60 + "x" * 116 + ".csv")  # 240 bytes in UTF-8, two per é
     assert len(path.name.encode()) == 240
-    path.write_bytes(b"customer_id,tenure_months\nC1,\"unterminated\n")
+    path.write_bytes(b'customer_id,tenure_months\nC1,"unterminated\n')
 
     with pytest.raises(BatchRefused) as refused:
         ingest_file(project.config, path)
@@ -368,8 +373,12 @@ def test_the_storage_home_is_created_readable_by_its_owner_only(project, first):
             from pathlib import Path
 
             retrain = Path(sys.executable).parent / "retrain"
-            subprocess.run([retrain, "--config", project.path, "ingest", project.batch(0)], check=True,
-                           capture_output=True, env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"})
+            subprocess.run(
+                [retrain, "--config", project.path, "ingest", project.batch(0)],
+                check=True,
+                capture_output=True,
+                env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"},
+            )
         elif first == "landed":
             ingest_file(config, project.batch(0))
         else:

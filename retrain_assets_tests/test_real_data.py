@@ -109,20 +109,23 @@ class Corruption:
 
 def nulls_in(column: str, step: int) -> Corruption:
     """Nulls in a column the reviewer declared ``nullable: false``."""
-    return Corruption("nulls", every(step, column, None), "required_values_present", column,
-                      "expect_column_values_to_not_be_null")
+    return Corruption(
+        "nulls", every(step, column, None), "required_values_present", column, "expect_column_values_to_not_be_null"
+    )
 
 
 def past_hard_max(column: str, step: int, value: float) -> Corruption:
     """A value past the ``hard`` maximum the reviewer declared."""
-    return Corruption("past hard max", every(step, column, value), "values_in_range", column,
-                      "expect_column_values_to_be_between")
+    return Corruption(
+        "past hard max", every(step, column, value), "values_in_range", column, "expect_column_values_to_be_between"
+    )
 
 
 def new_class(step: int, value: int) -> Corruption:
     """A target class outside ``target_classes``: always a hard failure."""
-    return Corruption("new class", every(step, TARGET, value), "categories_in_domain", TARGET,
-                      "expect_column_values_to_be_in_set")
+    return Corruption(
+        "new class", every(step, TARGET, value), "categories_in_domain", TARGET, "expect_column_values_to_be_in_set"
+    )
 
 
 @dataclass(frozen=True)
@@ -141,19 +144,34 @@ DATASETS = {
     data.name: data
     for data in (
         Dataset(
-            "breast_cancer", breast_cancer, shuffle=False, task="classification", metric="roc_auc", floor=0.9,
+            "breast_cancer",
+            breast_cancer,
+            shuffle=False,
+            task="classification",
+            metric="roc_auc",
+            floor=0.9,
             # a nucleus is always measured; an area in the images' units never reaches 10,000 (max 4254)
             reviewed={"mean radius": {"nullable": False}, "worst area": {"hard": {"min": 0, "max": 10_000}}},
             corruptions=(nulls_in("mean radius", 10), past_hard_max("worst area", 40, 42_540.0), new_class(15, 2)),
         ),
         Dataset(
-            "wine", wine, shuffle=True, task="classification", metric="roc_auc", floor=0.9,
+            "wine",
+            wine,
+            shuffle=True,
+            task="classification",
+            metric="roc_auc",
+            floor=0.9,
             # every analysis reports flavanoids; no wine holds 25 % alcohol (max 14.83)
             reviewed={"flavanoids": {"nullable": False}, "alcohol": {"hard": {"min": 0, "max": 25}}},
             corruptions=(nulls_in("flavanoids", 6), past_hard_max("alcohol", 12, 135.0), new_class(10, 3)),
         ),
         Dataset(
-            "diabetes", diabetes, shuffle=True, task="regression", metric="r2", floor=0.2,
+            "diabetes",
+            diabetes,
+            shuffle=True,
+            task="regression",
+            metric="r2",
+            floor=0.2,
             # every patient has a BMI; nobody is 120 (max 79)
             reviewed={"bmi": {"nullable": False}, "age": {"hard": {"min": 0, "max": 120}}},
             corruptions=(
@@ -207,13 +225,20 @@ def run_clean_sequence(data: Dataset, folder: Path) -> Trained:
             if ticked.exit_code != 0:  # asserted in the test, after the validation log has been looked at
                 latest = status(config_path)["latest_checks"]
                 checks = [c for c in latest if not c["passed"] and c["severity"] == "ERROR"]
-                failed_ticks.append(f"tick after {[p.name for p in landing]}: " + "; ".join(
-                    f"{c['name']}: {c['message']}" for c in checks))
+                failed_ticks.append(
+                    f"tick after {[p.name for p in landing]}: "
+                    + "; ".join(f"{c['name']}: {c['message']}" for c in checks)
+                )
         report = status(config_path)
     config = load_config(config_path)
     features_uri = config.table_uri(delta.FEATURES_TABLE)
     return Trained(
-        data, folder, parts, ticks, failed_ticks, report,
+        data,
+        folder,
+        parts,
+        ticks,
+        failed_ticks,
+        report,
         log=delta.read_table(config.table_uri(delta.VALIDATION_LOG_TABLE)),
         features_version=delta.latest_version(features_uri),
         features_rows=len(delta.read_table(features_uri)),
@@ -287,10 +312,12 @@ def test_no_clean_batch_is_blocked_and_a_champion_is_trained(name, trained):
     kinds = sorted({check for checks in warned["warned_checks"] for check in checks.split(",")})
     drifted = sum("drift" in (launch["fired"] or "").split(",") for launch in launched)
     promoted = sum(bool(launch["decision"] and launch["decision"]["promoted"]) for launch in launched)
-    print(f"\n{name}: {len(log)} batches ({len(data.load())} rows), {len(blocked)} blocked, {len(warned)} warned "
-          f"({', '.join(kinds) or 'none'}); {len(launched)} ticks, drift fired in {drifted}, {promoted} promoted; "
-          f"champion v{champion['version']} {data.metric} {value:.4f} (trained on raw_data up to "
-          f"v{champion['delta_version']}); clean sequence {project.seconds:.0f} s")
+    print(
+        f"\n{name}: {len(log)} batches ({len(data.load())} rows), {len(blocked)} blocked, {len(warned)} warned "
+        f"({', '.join(kinds) or 'none'}); {len(launched)} ticks, drift fired in {drifted}, {promoted} promoted; "
+        f"champion v{champion['version']} {data.metric} {value:.4f} (trained on raw_data up to "
+        f"v{champion['delta_version']}); clean sequence {project.seconds:.0f} s"
+    )
 
 
 @dataclass

@@ -14,9 +14,7 @@ from .test_training import churn_config, frames
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize(
-    "task, estimator", [(task, name) for task, names in ESTIMATORS.items() for name in names]
-)
+@pytest.mark.parametrize("task, estimator", [(task, name) for task, names in ESTIMATORS.items() for name in names])
 def test_estimator_round_trips_through_the_registry(tmp_path, task, estimator):
     base = churn_config().model_dump()
     if task == "regression":

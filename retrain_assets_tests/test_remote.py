@@ -66,8 +66,9 @@ def s3_endpoint(tmp_path_factory):
     process = serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], f"{url}/moto-api/", log)
     import boto3
 
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+    boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    ).create_bucket(Bucket=BUCKET)
     yield url
     stop(process)
 
@@ -78,9 +79,20 @@ def mlflow_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
-    command = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-               "--artifacts-destination", str(home / "artifacts")]
+    command = [
+        str(mlflow),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{home / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(home / "artifacts"),
+    ]
     process = serve(command, f"http://127.0.0.1:{port}/health", home / "server.log", timeout=120)
     yield f"http://127.0.0.1:{port}"
     stop(process)
@@ -174,31 +186,52 @@ def test_temporary_credentials_reach_the_lake_and_the_step_storage(project, inst
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "7")  # the setup calls below, up to the bucket
-    process = serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], f"{url}/moto-api/",
-                    tmp_path / "moto.log")
+    process = serve(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        f"{url}/moto-api/",
+        tmp_path / "moto.log",
+    )
     monkeypatch.delenv("INITIAL_NO_AUTH_ACTION_COUNT")
     try:
-        setup = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "setup",
-                 "aws_secret_access_key": "setup"}
+        setup = {
+            "endpoint_url": url,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "setup",
+            "aws_secret_access_key": "setup",
+        }
         iam = boto3.client("iam", **setup)
         iam.create_user(UserName="lake")
         policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
         iam.put_user_policy(UserName="lake", PolicyName="lake", PolicyDocument=json.dumps(policy))
-        trust = {"Version": "2012-10-17",
-                 "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+        }
         role = iam.create_role(RoleName="lake", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
         iam.put_role_policy(RoleName="lake", PolicyName="lake", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName="lake")["AccessKey"]
         boto3.client("s3", **setup).create_bucket(Bucket=BUCKET)
-        sts = boto3.client("sts", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
-                           aws_secret_access_key=key["SecretAccessKey"])
+        sts = boto3.client(
+            "sts",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        )
         session = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="retrain-test")["Credentials"]
-        temporary = {"AWS_ACCESS_KEY_ID": session["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": session["SecretAccessKey"],
-                     "AWS_SESSION_TOKEN": session["SessionToken"]}
+        temporary = {
+            "AWS_ACCESS_KEY_ID": session["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": session["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": session["SessionToken"],
+        }
         for name, value in {**AWS_ENV, **temporary, "AWS_ENDPOINT_URL": url, "no_proxy": "127.0.0.1"}.items():
             monkeypatch.setenv(name, value)
-        without_token = boto3.client("s3", endpoint_url=url, aws_access_key_id=session["AccessKeyId"],
-                                     aws_secret_access_key=session["SecretAccessKey"])
+        without_token = boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id=session["AccessKeyId"],
+            aws_secret_access_key=session["SecretAccessKey"],
+        )
         with pytest.raises(Exception, match="InvalidAccessKeyId"):
             without_token.list_objects_v2(Bucket=BUCKET)  # the server does check the token
         write_config(project, storage={"lake_uri": f"s3://{BUCKET}/sts"})

@@ -42,10 +42,25 @@ def evaluation_report(**overrides) -> dict:
 
 
 DRIFT = {
-    "monthly_charges": {"method": "psi+ks", "psi": 0.31, "ks": 0.22, "p_value": 1e-9, "drifted": True,
-                        "detail": "PSI 0.31 over 10 bins", "reason": "PSI 0.31, KS 0.22", "psi_threshold": 0.2},
-    "plan": {"method": "psi", "psi": 0.02, "ks": None, "p_value": None, "drifted": False, "detail": "PSI 0.02",
-             "reason": ""},
+    "monthly_charges": {
+        "method": "psi+ks",
+        "psi": 0.31,
+        "ks": 0.22,
+        "p_value": 1e-9,
+        "drifted": True,
+        "detail": "PSI 0.31 over 10 bins",
+        "reason": "PSI 0.31, KS 0.22",
+        "psi_threshold": 0.2,
+    },
+    "plan": {
+        "method": "psi",
+        "psi": 0.02,
+        "ks": None,
+        "p_value": None,
+        "drifted": False,
+        "detail": "PSI 0.02",
+        "reason": "",
+    },
 }
 HISTORY = [
     {"label": "v5", "value": 0.78, "promoted": True},
@@ -64,8 +79,13 @@ def png_images(page: str) -> list[bytes]:
 def test_classification_page_has_verdict_versions_metrics_and_figures():
     report = evaluation_report(champion_note="<script>alert('x')</script> cannot score")
     page = pages.evaluation_html(
-        report, "classification", [0, 1, 1, 0, 1, 1, 0, 1], [0, 1, 1, 0, 1, 0, 0, 1], [1, 1, 1, 0, 0, 1, 0, 1],
-        DRIFT, HISTORY,
+        report,
+        "classification",
+        [0, 1, 1, 0, 1, 1, 0, 1],
+        [0, 1, 1, 0, 1, 0, 0, 1],
+        [1, 1, 1, 0, 0, 1, 0, 1],
+        DRIFT,
+        HISTORY,
     )
     assert "Promoted" in page and 'class="verdict promoted"' in page
     assert "v7" in page and "v6" in page
@@ -87,7 +107,10 @@ def test_classification_page_has_verdict_versions_metrics_and_figures():
 
 def test_page_without_champion_says_so():
     report = evaluation_report(
-        champion_version=None, champion_note="no champion yet", champion=None, decision=None,
+        champion_version=None,
+        champion_note="no champion yet",
+        champion=None,
+        decision=None,
         gates={MINIMUM_CHECK: [True, "ok"], COMPARISON_CHECK: [True, "no champion yet; candidate roc_auc 0.8300"]},
     )
     del report["trigger_reason"]
@@ -102,8 +125,10 @@ def test_page_without_champion_says_so():
 def test_failed_minimum_is_a_red_rejection_and_a_lost_comparison_keeps_the_champion():
     failed_minimum = evaluation_report(
         decision={"promoted": False, "reason": "candidate roc_auc 0.5000 misses the minimum 0.6000"},
-        gates={MINIMUM_CHECK: [False, "candidate roc_auc 0.5000 misses the minimum 0.6000"],
-               COMPARISON_CHECK: [False, "does not beat"]},
+        gates={
+            MINIMUM_CHECK: [False, "candidate roc_auc 0.5000 misses the minimum 0.6000"],
+            COMPARISON_CHECK: [False, "does not beat"],
+        },
     )
     lost = evaluation_report(
         decision={"promoted": False, "reason": "does not beat the champion"},
@@ -120,8 +145,11 @@ def test_failed_minimum_is_a_red_rejection_and_a_lost_comparison_keeps_the_champ
 
 def test_regression_page_has_residual_plots():
     report = evaluation_report(
-        metric="rmse", higher_is_better=False, minimum=None,
-        candidate={"r2": 0.9, "rmse": 1.2, "mae": 0.9}, champion={"r2": 0.85, "rmse": 1.5, "mae": 1.1},
+        metric="rmse",
+        higher_is_better=False,
+        minimum=None,
+        candidate={"r2": 0.9, "rmse": 1.2, "mae": 0.9},
+        champion={"r2": 0.85, "rmse": 1.5, "mae": 1.1},
     )
     y_true = [float(i) for i in range(40)]
     page = pages.evaluation_html(
@@ -143,14 +171,30 @@ def test_bad_inputs_raise(task, candidate_pred, champion_pred):
 
 def test_backtest_page_shows_a_dash_for_the_missing_out_of_time_window():
     rows = [
-        {"partition": f"2026-01-0{day}", "delta_version": day, "train_rows": 600 * day, "eval_rows": 120,
-         "metrics": {"roc_auc": 0.8, "accuracy": 0.7}, "oot_metrics": {"roc_auc": 0.78, "accuracy": 0.69},
-         "max_psi": 0.05, "drifted": []}
+        {
+            "partition": f"2026-01-0{day}",
+            "delta_version": day,
+            "train_rows": 600 * day,
+            "eval_rows": 120,
+            "metrics": {"roc_auc": 0.8, "accuracy": 0.7},
+            "oot_metrics": {"roc_auc": 0.78, "accuracy": 0.69},
+            "max_psi": 0.05,
+            "drifted": [],
+        }
         for day in (5, 6)
     ]
-    rows.append({"partition": "2026-01-07", "delta_version": 7, "train_rows": 4200, "eval_rows": 120,
-                 "metrics": {"roc_auc": 0.79, "accuracy": 0.71}, "oot_metrics": {"roc_auc": math.nan},
-                 "max_psi": None, "drifted": ["<plan>"]})
+    rows.append(
+        {
+            "partition": "2026-01-07",
+            "delta_version": 7,
+            "train_rows": 4200,
+            "eval_rows": 120,
+            "metrics": {"roc_auc": 0.79, "accuracy": 0.71},
+            "oot_metrics": {"roc_auc": math.nan},
+            "max_psi": None,
+            "drifted": ["<plan>"],
+        }
+    )
     page = pages.backtest_html(rows, "roc_auc", title="Backtest <churn>")
     assert "<h1>Backtest &lt;churn&gt;</h1>" in page
     last = page.split('<td class="nowrap">2026-01-07</td>')[1].split("</tr>")[0]

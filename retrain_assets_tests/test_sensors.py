@@ -23,9 +23,12 @@ def land(project, day: int, rows: int = 200) -> int:
 
 
 def evaluate(project, cursor=None):
-    with DagsterInstance.ephemeral() as instance, build_sensor_context(
-        instance=instance, cursor=cursor, resources={"project": RetrainProject(config_path=str(project.path))}
-    ) as context:
+    with (
+        DagsterInstance.ephemeral() as instance,
+        build_sensor_context(
+            instance=instance, cursor=cursor, resources={"project": RetrainProject(config_path=str(project.path))}
+        ) as context,
+    ):
         return raw_data_version_sensor.evaluate_tick(context)
 
 
@@ -157,8 +160,13 @@ def alert_sensor(project, instance):
 
     def evaluate() -> None:
         nonlocal cursor
-        with build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                  sensor_name=alert_on_run_failure.name, resources=defs.resources) as context:
+        with build_sensor_context(
+            instance=instance,
+            cursor=cursor,
+            definitions=defs,
+            sensor_name=alert_on_run_failure.name,
+            resources=defs.resources,
+        ) as context:
             cursor = alert_on_run_failure.evaluate_tick(context).cursor
 
     evaluate()  # the first tick starts the cursor, as the daemon's does

@@ -142,8 +142,11 @@ def test_regression_pipeline_metrics():
     x = rng.normal(size=400)
     frame = pd.DataFrame({"x": x, "y": 3 * x + rng.normal(scale=0.1, size=400)})
     config = parse_config(
-        {"data": {"target": "y", "task": "regression", "columns": {"x": "float", "y": "float"}},
-         "model": {"estimator": "ridge"}, "promotion": {"metric": "r2"}}
+        {
+            "data": {"target": "y", "task": "regression", "columns": {"x": "float", "y": "float"}},
+            "model": {"estimator": "ridge"},
+            "promotion": {"metric": "r2"},
+        }
     )
     train, holdout = training.split(frame, config)
     metrics = training.evaluate(training.train(train, config), holdout, config)
@@ -190,8 +193,11 @@ def many_levels_frame(task, rows=2000, columns=5, levels=40, seed=0):
 def model_config(task, kinds, estimator, target="y"):
     metric = "roc_auc" if task == "classification" else "r2"
     return parse_config(
-        {"data": {"target": target, "task": task, "columns": kinds}, "model": {"estimator": estimator},
-         "promotion": {"metric": metric}}
+        {
+            "data": {"target": target, "task": task, "columns": kinds},
+            "model": {"estimator": estimator},
+            "promotion": {"metric": metric},
+        }
     )
 
 

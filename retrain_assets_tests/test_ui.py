@@ -46,12 +46,23 @@ PARENTS = {
     "prod_model": {"evaluation_report"},
 }
 LINEAGE = set(PARENTS)
-VALIDATION_CHECKS = ["schema_matches", "required_values_present", "values_in_range", "categories_in_domain",
-                     "target_balanced", "batch_integrity", "no_target_leakage"]
+VALIDATION_CHECKS = [
+    "schema_matches",
+    "required_values_present",
+    "values_in_range",
+    "categories_in_domain",
+    "target_balanced",
+    "batch_integrity",
+    "no_target_leakage",
+]
 CHECKS = {  # per asset: check name -> blocking
     "raw_data": {},
-    "validated_features": {**dict.fromkeys(VALIDATION_CHECKS, True), "values_as_expected": False,
-                           "feature_drift": False, "champion_performance": False},
+    "validated_features": {
+        **dict.fromkeys(VALIDATION_CHECKS, True),
+        "values_as_expected": False,
+        "feature_drift": False,
+        "champion_performance": False,
+    },
     "candidate_model": {},
     "evaluation_report": {"candidate_meets_minimum": True, "candidate_beats_champion": False},
     "prod_model": {"champion_is_fresh": False},
@@ -66,8 +77,15 @@ POPULATED_QUERY = """{ assetNodes {
   assetChecksOrError { ... on AssetChecks { checks { name blocking executionForLatestMaterialization { status } } } }
 } }"""
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--window-size=1600,1000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--window-size=1600,1000",
+]
 # Asset and group nodes of the lineage graph are HTML inside <foreignObject>s of its SVG; the sidebar's
 # asset list is not, so text found here was rendered by the graph.
 GRAPH_NODE = "//*[local-name()='svg']//*[local-name()='foreignObject']"
@@ -158,7 +176,10 @@ def start_ui(project: Project, port: int, *options: str) -> subprocess.Popen:
     env = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"}
     return subprocess.Popen(
         [str(BIN / "retrain"), "--config", str(project.path), "ui", "--port", str(port), *options],
-        cwd=project.path.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=project.path.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
 
@@ -223,13 +244,17 @@ def toggle(paused: bool) -> str:
     return f"mutation {{ setAutoMaterializePaused(paused: {str(not paused).lower()}) }}"
 
 
-def send(port: int, path: str, body: Optional[str] = None, content_type: Optional[str] = None,
-         **headers: str) -> tuple[int, str]:
+def send(
+    port: int, path: str, body: Optional[str] = None, content_type: Optional[str] = None, **headers: str
+) -> tuple[int, str]:
     """One HTTP request to the UI (a POST when there is a body); the status and the body, errors included."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", data=body.encode() if body is not None else None,
-        headers={**({"Content-Type": content_type} if content_type else {}),
-                 **{name.replace("_", "-"): value for name, value in headers.items()}},
+        f"http://127.0.0.1:{port}{path}",
+        data=body.encode() if body is not None else None,
+        headers={
+            **({"Content-Type": content_type} if content_type else {}),
+            **{name.replace("_", "-"): value for name, value in headers.items()},
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -253,10 +278,12 @@ def test_a_request_a_foreign_web_page_can_send_runs_no_mutation(served):
         ),
         "multipart with no Origin": send(served.port, query, "", "multipart/form-data; boundary=x"),
         "a mutation over GET": send(served.port, query),
-        "JSON with a foreign Origin": send(served.port, "/graphql", json.dumps({"query": flip}), "application/json",
-                                           Origin=evil),
-        "another Host header": send(served.port, "/graphql", json.dumps({"query": flip}), "application/json",
-                                    Host="evil.example"),
+        "JSON with a foreign Origin": send(
+            served.port, "/graphql", json.dumps({"query": flip}), "application/json", Origin=evil
+        ),
+        "another Host header": send(
+            served.port, "/graphql", json.dumps({"query": flip}), "application/json", Host="evil.example"
+        ),
     }
     assert {name: status for name, (status, _) in refused.items()} == {
         "text/plain with a foreign Origin": 403,
@@ -288,7 +315,9 @@ def test_graphql_shows_lineage_checks_and_materializations(served):
     }, "every lineage asset's latest materialization is the run of the populated instance"
     gates = {
         check["name"]: (check["executionForLatestMaterialization"] or {}).get("status")
-        for attached in checks.values() for check in attached if check["blocking"]
+        for attached in checks.values()
+        for check in attached
+        if check["blocking"]
     }
     assert gates == dict.fromkeys(BLOCKING, "SUCCEEDED"), "the clean batch passed every blocking check"
 

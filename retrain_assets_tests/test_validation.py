@@ -328,7 +328,11 @@ def test_a_value_past_the_expected_range_warns_with_count_and_sample():
     assert not any(verdict.rejects for verdict in results.values()), results
     [warning] = failures(outcomes, "values_as_expected")
     assert (warning.column, warning.failing_count, warning.sample, warning.kind) == (
-        "monthly_charges", 2, [3432.0, 3432.0], "expected")
+        "monthly_charges",
+        2,
+        [3432.0, 3432.0],
+        "expected",
+    )
     assert results["values_as_expected"].message == (
         "raw_data v2: column 'monthly_charges': expect_column_values_to_be_between (within expected [0, 150]) "
         "failed for 2 of 300 non-null values (0.7%), sample [3432.0, 3432.0]"
@@ -464,8 +468,10 @@ def test_a_duplicate_id_is_counted_but_its_value_is_withheld_by_default():
 
     [duplicate] = failures(outcomes, "batch_integrity")
     assert (duplicate.column, duplicate.failing_count, duplicate.sample) == ("customer_id", 2, [])
-    assert duplicate.detail.endswith("failed for 2 of 300 non-null values (0.7%), sample withheld (data.id values; "
-                                     "validation.show_id_samples shows them)")
+    assert duplicate.detail.endswith(
+        "failed for 2 of 300 non-null values (0.7%), sample withheld (data.id values; "
+        "validation.show_id_samples shows them)"
+    )
     messages = json.dumps({name: verdict.message for name, verdict in check_results(outcomes).items()})
     assert "4242" not in messages and "sample [999]" in messages
     shown = validate_batch(frame, churn_config(show_id_samples=True), "raw_data v3")
@@ -484,8 +490,12 @@ def test_redact_samples_keeps_every_failing_value_out_and_counts_in():
     outcomes = validate_batch(frame, churn_config(redact_samples=True, show_id_samples=True), "raw_data v3")
 
     failed = [outcome for outcome in outcomes if not outcome.passed]
-    assert {outcome.check for outcome in failed} >= {"batch_integrity", "values_in_range", "categories_in_domain",
-                                                     "schema_matches"}
+    assert {outcome.check for outcome in failed} >= {
+        "batch_integrity",
+        "values_in_range",
+        "categories_in_domain",
+        "schema_matches",
+    }
     text = json.dumps([[outcome.sample, outcome.detail] for outcome in outcomes])
     for value in ("4242", "9876", "platinum-secret", "31337"):
         assert value not in text

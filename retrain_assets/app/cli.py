@@ -152,9 +152,21 @@ def validate(ctx, files, as_json) -> None:
             continue
         accepted = not any(verdict.rejects for verdict in check_results(outcomes).values())
         rejected += not accepted
-        rules = [{"kind": o.kind, "check": o.check, "column": o.column, "rule": o.rule, "passed": o.passed,
-                  "severity": o.severity, "failing_count": o.failing_count, "failing_percent": o.failing_percent,
-                  "sample": o.sample, "detail": o.detail} for o in outcomes]
+        rules = [
+            {
+                "kind": o.kind,
+                "check": o.check,
+                "column": o.column,
+                "rule": o.rule,
+                "passed": o.passed,
+                "severity": o.severity,
+                "failing_count": o.failing_count,
+                "failing_percent": o.failing_percent,
+                "sample": o.sample,
+                "detail": o.detail,
+            }
+            for o in outcomes
+        ]
         report.append({"file": str(path), "refused": None, "accepted": accepted, "rules": rules})
     click.echo(json.dumps(report, indent=2, default=str) if as_json else render.describe_validation(report))
     if rejected:
@@ -181,8 +193,12 @@ def revalidate(ctx, versions, as_json) -> None:
     except (ProjectBusy, RevalidationRefused) as exc:
         raise click.ClickException(str(exc)) from None
     report: list[dict[str, Any]] = [
-        {"raw_version": o.raw_version, "rows": o.rows, "accepted": o.accepted,
-         "checks": {name: verdict._asdict() for name, verdict in o.checks.items() if not verdict.passed}}
+        {
+            "raw_version": o.raw_version,
+            "rows": o.rows,
+            "accepted": o.accepted,
+            "checks": {name: verdict._asdict() for name, verdict in o.checks.items() if not verdict.passed},
+        }
         for o in outcomes
     ]
     click.echo(json.dumps(report, indent=2) if as_json else render.describe_revalidation(report))
@@ -353,7 +369,9 @@ def demo(directory, fresh, days, rows_per_day, history_weeks) -> None:
 @click.option("--read-only", is_flag=True, help="Serve Dagster's read-only UI: nothing can be launched or changed.")
 @click.option("--no-daemon", is_flag=True, help="Do not run the daemon here (it runs as its own service).")
 @click.option(
-    "--allowed-host", "allowed_hosts", multiple=True,
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
     help="Another Host header to answer to, e.g. the name an authenticating proxy forwards (repeatable).",
 )
 @click.pass_context

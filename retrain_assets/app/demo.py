@@ -5,11 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from retrain_assets.app import render
 from retrain_assets.core import delta, landing, synthetic
 from retrain_assets.core.config import Bounds, RetrainConfig, load_config
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+    from retrain_assets.app.project import LoadedProject
 
 MARKER = ".retrain-demo"
 START = dt.date(2026, 1, 5)
@@ -58,6 +63,70 @@ def end_of(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(23, 59), dt.timezone.utc)
 
 
+def init_project(directory: Path, sample: Path, rows_per_day: int, echo: Callable[[str], None]) -> Path:
+    """`retrain init` on the first day's sample, then the review a person would do (business ranges,
+    ``triggers.min_new_rows``, the window, the history start); returns the written ``retrain.yaml``."""
+    from retrain_assets.core.inference import infer_config, render_config
+
+    config_path = directory / "retrain.yaml"
+    inferred = infer_config(
+        landing.read_batch_file(sample), "churned", timestamp="event_time", id_column="customer_id", project="churn"
+    )
+    declare_business_limits(inferred)
+    inferred.triggers.min_new_rows = int(2.5 * rows_per_day)  # retrain on volume every few days
+    inferred.model.window_days = 7  # learn from (and compare on) the last week
+    inferred.history.start = START
+    config_path.write_text(render_config(inferred, sample.name))
+    echo(f"retrain init {sample.name} --target churned -> {config_path}")
+    echo(
+        f"  reviewed: hard limits {BUSINESS_RANGES}; triggers.min_new_rows {inferred.triggers.min_new_rows}; "
+        f"model.window_days 7; history.start {START}"
+    )
+    return config_path
+
+
+def live_days(
+    project: "LoadedProject",
+    instance: "DagsterInstance",
+    files: list[tuple[dt.date, Path]],
+    echo: Callable[[str], None],
+) -> list[dict]:
+    """A first tick that finds the history, then `retrain ingest` and `retrain tick` for each live day; one
+    table row per run."""
+    from retrain_assets.app.execution import ingest
+    from retrain_assets.app.ticking import tick
+    from retrain_assets.core.registry import Registry
+
+    config, metric, rows = project.config, project.config.promotion.metric, []
+    live: list[tuple[Optional[dt.date], Optional[Path]]] = [(None, None), *files]
+    for day, path in live:
+        if day is None or path is None:
+            echo("\nretrain tick (the sensor finds the history)")
+            ingested = None
+        else:
+            ingested = ingest(config, instance, path, end_of(day))
+            echo(f"\nday {day}: retrain ingest {path.name} -> raw_data v{ingested.version}; retrain tick")
+        for launch in tick(project, instance).launches:
+            echo(
+                "  "
+                + (
+                    render.describe_run(launch.outcome, metric).replace("\n", "\n  ")
+                    if launch.outcome
+                    else str(launch.skipped)
+                )
+            )
+            if launch.outcome:
+                version = launch.outcome.raw_version
+                landed = ingested.rows if ingested else delta.table_rows(config.table_uri(delta.RAW_TABLE), version)
+                champion = Registry(config).by_alias("champion")
+                rows.append(
+                    render.demo_row(
+                        day, version, landed, launch.outcome, metric, champion.version if champion is not None else None
+                    )
+                )
+    return rows
+
+
 def run_demo(
     directory: Path,
     fresh: bool,
@@ -83,8 +152,6 @@ def run_demo(
     from retrain_assets.app.instance import project_instance, project_lock
     from retrain_assets.app.project import load_project
     from retrain_assets.app.status import project_status
-    from retrain_assets.app.ticking import tick
-    from retrain_assets.core.inference import infer_config, render_config
     from retrain_assets.core.registry import Registry
 
     if days < 6:
@@ -93,50 +160,30 @@ def run_demo(
     prepare(directory, fresh)
     history_days = 7 * history_weeks
     files = write_batches(directory, history_days, days, rows_per_day)
-    config_path = directory / "retrain.yaml"
-    inferred = infer_config(landing.read_batch_file(files[0][1]), "churned", timestamp="event_time",
-                            id_column="customer_id", project="churn")
-    declare_business_limits(inferred)
-    inferred.triggers.min_new_rows = int(2.5 * rows_per_day)  # retrain on volume every few days
-    inferred.model.window_days = 7  # learn from (and compare on) the last week
-    inferred.history.start = START
-    config_path.write_text(render_config(inferred, files[0][1].name))
-    echo(f"retrain init {files[0][1].name} --target churned -> {config_path}")
-    echo(f"  reviewed: hard limits {BUSINESS_RANGES}; triggers.min_new_rows {inferred.triggers.min_new_rows}; "
-         f"model.window_days 7; history.start {START}")
+    config_path = init_project(directory, files[0][1], rows_per_day, echo)
     config = load_config(config_path)
     project = load_project(config_path, config)
     metric = config.promotion.metric
-    rows = []
     with project_instance(config) as instance:
         for history_day, history_file in files[:history_days]:
             ingest(config, instance, history_file, end_of(history_day))
-        echo(f"retrain ingest --as-of ... x{history_days}: {history_weeks} weeks of history, "
-             f"raw_data v0-v{history_days - 1}")
-        live: list[tuple[Optional[dt.date], Optional[Path]]] = [(None, None), *files[history_days:]]
-        for day, path in live:
-            if day is None or path is None:
-                echo("\nretrain tick (the sensor finds the history)")
-                ingested = None
-            else:
-                ingested = ingest(config, instance, path, end_of(day))
-                echo(f"\nday {day}: retrain ingest {path.name} -> raw_data v{ingested.version}; retrain tick")
-            for launch in tick(project, instance).launches:
-                echo("  " + (render.describe_run(launch.outcome, metric).replace("\n", "\n  ")
-                             if launch.outcome else str(launch.skipped)))
-                if launch.outcome:
-                    version = launch.outcome.raw_version
-                    landed = ingested.rows if ingested else delta.table_rows(config.table_uri(delta.RAW_TABLE), version)
-                    champion = Registry(config).by_alias("champion")
-                    rows.append(render.demo_row(day, version, landed, launch.outcome, metric,
-                                                champion.version if champion is not None else None))
+        echo(
+            f"retrain ingest --as-of ... x{history_days}: {history_weeks} weeks of history, "
+            f"raw_data v0-v{history_days - 1}"
+        )
+        rows = live_days(project, instance, files[history_days:], echo)
         echo("\n" + render.format_table(rows, metric))
 
         last_day = files[-1][0]
         echo(f"\nretrain backfill --start {START} --end {last_day}")
         with project_lock(config, "retrain demo"):  # as `retrain backfill` does; a tick takes it itself
-            outcomes, backtest = backfill(project, instance, START, last_day, progress=lambda i, n, o: echo(
-                "  " + render.backfill_progress(i, n, o, metric, with_rows=False)))
+            outcomes, backtest = backfill(
+                project,
+                instance,
+                START,
+                last_day,
+                progress=lambda i, n, o: echo("  " + render.backfill_progress(i, n, o, metric, with_rows=False)),
+            )
         echo(f"  backtest table of {len(backtest or [])} weeks and plots: {config.reports_dir / 'backtest.html'}")
 
         if Registry(config).by_alias("previous_champion") is not None:

@@ -260,8 +260,13 @@ def rollback_champion(
     if "override" in event:
         text += f" (forced: {event['override']})"
     send_alert(config, "rollback", text, event)
-    metadata = {"champion_version": event["to_version"], "promoted": False, "reason": f"rollback: {reason}",
-                "rolled_back_from": event["from_version"], "by": event["by"]}
+    metadata = {
+        "champion_version": event["to_version"],
+        "promoted": False,
+        "reason": f"rollback: {reason}",
+        "rolled_back_from": event["from_version"],
+        "by": event["by"],
+    }
     instance.report_runless_asset_event(AssetMaterialization("prod_model", metadata=metadata))
     return {**event, "text": text}
 
@@ -275,11 +280,18 @@ def revalidate(config: RetrainConfig, instance: "DagsterInstance", versions: lis
     accepted = [outcome.raw_version for outcome in outcomes if outcome.accepted]
     features = batches.current_features(config)
     if accepted and features is not None:
-        metadata: dict[str, Any] = {"revalidated": accepted, "delta_version": features.version, "rows_added": sum(
-            outcome.rows for outcome in outcomes if outcome.accepted)}
+        metadata: dict[str, Any] = {
+            "revalidated": accepted,
+            "delta_version": features.version,
+            "rows_added": sum(outcome.rows for outcome in outcomes if outcome.accepted),
+        }
         revalidated = ", ".join(f"v{v}" for v in accepted)
-        instance.report_runless_asset_event(AssetMaterialization(
-            "validated_features", description=f"raw_data {revalidated} accepted on revalidation",
-            metadata=metadata, tags={"dagster/data_version": str(features.version)},
-        ))
+        instance.report_runless_asset_event(
+            AssetMaterialization(
+                "validated_features",
+                description=f"raw_data {revalidated} accepted on revalidation",
+                metadata=metadata,
+                tags={"dagster/data_version": str(features.version)},
+            )
+        )
     return outcomes

@@ -70,8 +70,11 @@ def describe_validation(report: list[dict]) -> str:
         failed = [rule for rule in rules if not rule["passed"]]
         hard = sum(rule["severity"] == "error" for rule in failed)
         verdict = "REJECTED" if hard else "accepted"
-        lines.insert(len(lines) - len(rules), f"{name}: {verdict}: {len(rules) - len(failed)} of {len(rules)} rules "
-                     f"passed, {hard} hard failed, {len(failed) - hard} warned")
+        lines.insert(
+            len(lines) - len(rules),
+            f"{name}: {verdict}: {len(rules) - len(failed)} of {len(rules)} rules "
+            f"passed, {hard} hard failed, {len(failed) - hard} warned",
+        )
     return "\n".join(lines)
 
 
@@ -81,8 +84,10 @@ def describe_revalidation(report: list[dict[str, Any]]) -> str:
     for entry in report:
         version = entry["raw_version"]
         if entry["accepted"]:
-            lines.append(f"raw_data v{version}: accepted now ({entry['rows']} rows appended to "
-                         "validated_features; the next training run uses them)")
+            lines.append(
+                f"raw_data v{version}: accepted now ({entry['rows']} rows appended to "
+                "validated_features; the next training run uses them)"
+            )
         else:
             failed = "; ".join(c["message"] for c in entry["checks"].values() if c["severity"] == "error")
             lines.append(f"raw_data v{version}: still rejected: {failed}")
@@ -94,21 +99,28 @@ def describe_status(report: dict) -> str:
     raw, champion, decision = report["raw_table"], report["champion"], report["last_decision"]
     processed = report["last_processed_version"]
     lines = [
-        f"raw_data: {raw['uri']} version {raw['version']} ({raw['rows']} rows)" if raw["version"] is not None
+        f"raw_data: {raw['uri']} version {raw['version']} ({raw['rows']} rows)"
+        if raw["version"] is not None
         else f"raw_data: no versions yet ({raw['uri']}; land a batch with `retrain ingest FILE`)",
         f"last processed raw version: {processed if processed is not None else 'none yet'}",
     ]
     if report["lock"]:
         lines.append(f"busy: the project lock is held by {report['lock']['description']}")
     for batch in report["rejected_batches"][-5:]:
-        lines.append(f"rejected raw_data v{batch['raw_version']} ({batch['rows']} rows, kept; `retrain revalidate "
-                     f"{batch['raw_version']}` after fixing the rules): {', '.join(batch['failed_checks'])}")
+        lines.append(
+            f"rejected raw_data v{batch['raw_version']} ({batch['rows']} rows, kept; `retrain revalidate "
+            f"{batch['raw_version']}` after fixing the rules): {', '.join(batch['failed_checks'])}"
+        )
     for refusal in report["refused_files"][-5:]:
         kept = f" (kept in {refusal['quarantined']})" if refusal["quarantined"] else ""
         lines.append(f"refused {Path(refusal['file']).name} at {refusal['at']}: {refusal['reason']}{kept}")
     if champion:
-        known = {"delta v": champion["delta_version"], "trained ": champion["trained_at"],
-                 "params ": champion["params_hash"], "code ": champion["code_version"]}
+        known = {
+            "delta v": champion["delta_version"],
+            "trained ": champion["trained_at"],
+            "params ": champion["params_hash"],
+            "code ": champion["code_version"],
+        }
         provenance = ", ".join(f"{label}{value}" for label, value in known.items() if value is not None)
         provenance = f" ({provenance})" if provenance else ""
         lines.append(f"champion: {champion['name']} v{champion['version']}{provenance}")
@@ -160,7 +172,11 @@ def backfill_summary(rows: Optional[list[dict]], report: Path) -> str:
 
 
 def demo_row(
-    day: Optional[dt.date], version: Optional[int], rows: int, outcome: "RunOutcome", metric: str,
+    day: Optional[dt.date],
+    version: Optional[int],
+    rows: int,
+    outcome: "RunOutcome",
+    metric: str,
     champion_version: Optional[str],
 ) -> dict:
     """One line of the demo's table from a run's outcome and the champion's version after it."""
@@ -194,14 +210,33 @@ def demo_row(
 
 def format_table(rows: list[dict], metric: str) -> str:
     """The demo's table of :func:`demo_row` lines, columns padded to their widest cell."""
+
     def number(value) -> str:
         return "-" if value is None else f"{value:.4f}"
 
-    header = ["day", "delta v", "rows", "checks passed", "triggers fired", "decision",
-              f"candidate {metric}", f"champion {metric}", "champion"]
+    header = [
+        "day",
+        "delta v",
+        "rows",
+        "checks passed",
+        "triggers fired",
+        "decision",
+        f"candidate {metric}",
+        f"champion {metric}",
+        "champion",
+    ]
     body = [
-        [r["day"], str(r["delta_version"]), str(r["rows"]), r["checks"], r["trigger"], r["decision"],
-         number(r["candidate"]), number(r["champion"]), r["champion_version"]]
+        [
+            r["day"],
+            str(r["delta_version"]),
+            str(r["rows"]),
+            r["checks"],
+            r["trigger"],
+            r["decision"],
+            number(r["candidate"]),
+            number(r["champion"]),
+            r["champion_version"],
+        ]
         for r in rows
     ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]

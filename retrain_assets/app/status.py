@@ -149,12 +149,19 @@ def project_status(config: RetrainConfig, project: ProjectSource, instance: "Dag
         "last_run": last_run(instance),
         "stale_assets": stale_assets(instance, defs),
         "events": events.records,
-        "state_warnings": [text for text in (refusals.warning(config.refusals_log),
-                                             events.warning(config.alerts_log)) if text],
+        "state_warnings": [
+            text for text in (refusals.warning(config.refusals_log), events.warning(config.alerts_log)) if text
+        ],
         "last_report": _latest_report(instance),
-        "lock": None if holder is None else {
-            "pid": holder.pid, "host": holder.host, "command": holder.command, "since": holder.since.isoformat(),
-            "minutes": round(holder.age_seconds() / 60, 1), "description": holder.describe(),
+        "lock": None
+        if holder is None
+        else {
+            "pid": holder.pid,
+            "host": holder.host,
+            "command": holder.command,
+            "since": holder.since.isoformat(),
+            "minutes": round(holder.age_seconds() / 60, 1),
+            "description": holder.describe(),
         },
         "storage": {
             "home": str(config.home),

@@ -158,8 +158,13 @@ class TickReport:
 
 def _checks(outcome: RunOutcome) -> list[dict]:
     return [
-        {"name": name, "passed": check.passed, "blocking": check.blocking, "severity": check.severity,
-         "message": check.message}
+        {
+            "name": name,
+            "passed": check.passed,
+            "blocking": check.blocking,
+            "severity": check.severity,
+            "message": check.message,
+        }
         for name, check in outcome.checks.items()
     ]
 
@@ -201,9 +206,18 @@ def report_stuck(config: "RetrainConfig", holder: Optional["LockHolder"]) -> Opt
     marker = config.dagster_home / STUCK_FILE
     seen = f"{holder.pid}@{holder.host}@{holder.since.isoformat()}"
     if (statefiles.read_json(marker)[0] or {}).get("holder") != seen:
-        send_alert(config, "stuck", f"retraining is blocked: {holder.describe()}; {message}",
-                   {"pid": holder.pid, "host": holder.host, "command": holder.command,
-                    "since": holder.since.isoformat(), "minutes": round(holder.age_seconds() / 60)})
+        send_alert(
+            config,
+            "stuck",
+            f"retraining is blocked: {holder.describe()}; {message}",
+            {
+                "pid": holder.pid,
+                "host": holder.host,
+                "command": holder.command,
+                "since": holder.since.isoformat(),
+                "minutes": round(holder.age_seconds() / 60),
+            },
+        )
         statefiles.write_atomic(marker, json.dumps({"holder": seen}))
     return message
 

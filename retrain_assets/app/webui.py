@@ -158,7 +158,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def serve(
-    config: "RetrainConfig", host: str, port: int, read_only: bool = False, with_daemon: bool = True,
+    config: "RetrainConfig",
+    host: str,
+    port: int,
+    read_only: bool = False,
+    with_daemon: bool = True,
     allowed_hosts: Iterable[str] = (),
 ) -> None:
     """Serve the guarded UI (and run the daemon beside it) until SIGINT or SIGTERM.

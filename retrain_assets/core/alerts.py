@@ -27,7 +27,13 @@ if TYPE_CHECKING:
     from retrain_assets.core.config import RetrainConfig
 
 KINDS = (
-    "retrain_triggered", "promoted", "rejected", "check_failed", "run_failed", "rollback", "champion_unloadable",
+    "retrain_triggered",
+    "promoted",
+    "rejected",
+    "check_failed",
+    "run_failed",
+    "rollback",
+    "champion_unloadable",
     "stuck",
 )
 NOT_CONFIGURED = "not configured"

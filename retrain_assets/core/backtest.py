@@ -95,8 +95,9 @@ def backtest(
     rules = config.triggers.drift
     scores = {}
     if following is not None:
-        scores = score_drift(logged.profile, following, rules.psi, rules.ks, rules.ks_pvalue,
-                             config.validation.redact_samples)
+        scores = score_drift(
+            logged.profile, following, rules.psi, rules.ks, rules.ks_pvalue, config.validation.redact_samples
+        )
     result = Backtest(
         partition=partition,
         delta_version=version,
@@ -109,14 +110,16 @@ def backtest(
         rejected_versions=rejected,
         drift_scores=scores,
     )
-    logged.tags.update({
-        "partition": partition,
-        "as_of": end.isoformat(),
-        "train_rows": str(result.train_rows),
-        "eval_rows": str(result.eval_rows),
-        "drift": drift_summary(scores)[1] if scores else "no following window yet",
-        "drifted": ",".join(result.drifted),
-    })
+    logged.tags.update(
+        {
+            "partition": partition,
+            "as_of": end.isoformat(),
+            "train_rows": str(result.train_rows),
+            "eval_rows": str(result.eval_rows),
+            "drift": drift_summary(scores)[1] if scores else "no following window yet",
+            "drifted": ",".join(result.drifted),
+        }
+    )
     logged.metrics.update({f"oot_{name}": value for name, value in oot.items()})
     if result.max_psi is not None:
         logged.metrics["max_psi"] = result.max_psi

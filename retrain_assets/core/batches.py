@@ -206,8 +206,10 @@ def crashed(
     from retrain_assets.core.validation import CHECKS, CheckVerdict
 
     error = crash_text(config, exc, frame)
-    message = (f"raw_data v{version}: validation crashed with {error}; the batch is rejected so the batches "
-               f"after it go on; after a fix, `retrain revalidate {version}` judges it again")
+    message = (
+        f"raw_data v{version}: validation crashed with {error}; the batch is rejected so the batches "
+        f"after it go on; after a fix, `retrain revalidate {version}` judges it again"
+    )
     checks = {name: CheckVerdict(True, f"not judged for v{version}: its validation crashed") for name in CHECKS}
     checks["batch_integrity"] = CheckVerdict(False, message)
     return BatchOutcome(version, rows, checks)
@@ -267,9 +269,15 @@ def rejected_batches(config: "RetrainConfig", limit: int = 10) -> list[dict]:
     for entry in rejected.sort_values("raw_version").tail(limit).itertuples():
         failed = [name for name in entry.failed_checks.split(",") if name]
         messages = json.loads(entry.messages)
-        rows.append({"raw_version": int(entry.raw_version), "rows": int(entry.rows), "failed_checks": failed,
-                     "validated_at": entry.validated_at.isoformat(timespec="seconds"),
-                     "message": messages.get(failed[0], "") if failed else ""})
+        rows.append(
+            {
+                "raw_version": int(entry.raw_version),
+                "rows": int(entry.rows),
+                "failed_checks": failed,
+                "validated_at": entry.validated_at.isoformat(timespec="seconds"),
+                "message": messages.get(failed[0], "") if failed else "",
+            }
+        )
     return rows
 
 

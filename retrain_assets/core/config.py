@@ -125,11 +125,14 @@ class DataConfig(_Section):
         clashes = [names for names in spellings.values() if len(names) > 1]
         if clashes:
             listed = "; ".join(str(names) for names in clashes)
-            raise ValueError(f"data.columns: column names that differ only in case: {listed} (Delta Lake refuses "
-                             "them as duplicates, so every ingest would fail); rename one of them")
+            raise ValueError(
+                f"data.columns: column names that differ only in case: {listed} (Delta Lake refuses "
+                "them as duplicates, so every ingest would fail); rename one of them"
+            )
         if len(self.columns) > self.max_columns:
-            raise ValueError(f"data.columns: {len(self.columns)} columns, more than data.max_columns "
-                             f"({self.max_columns})")
+            raise ValueError(
+                f"data.columns: {len(self.columns)} columns, more than data.max_columns ({self.max_columns})"
+            )
         return self
 
     @model_validator(mode="after")
@@ -247,8 +250,9 @@ class ValidationConfig(_Section):
         0.95, gt=0.5, le=1, description="...and so is a feature whose null indicator alone does this well."
     )
     redact_samples: bool = Field(
-        False, description="Keep failing values out of rule outcomes, the validation_log and Dagster events "
-        "(counts and rule names stay)."
+        False,
+        description="Keep failing values out of rule outcomes, the validation_log and Dagster events "
+        "(counts and rule names stay).",
     )
     show_id_samples: bool = Field(
         False, description="Let values of data.id appear in failing-value samples (withheld by default)."
@@ -286,8 +290,11 @@ class DriftTrigger(_Section):
     psi: float = Field(0.2, gt=0, description="PSI above this marks a feature drifted (categoricals, binned numerics).")
     ks: float = Field(0.15, gt=0, le=1, description="KS statistic above this marks a numeric feature drifted.")
     ks_pvalue: float = Field(
-        0.01, gt=0, lt=1, description="...and only when the KS test's p-value is below this. A PSI counts only when "
-        "a chi-square test of the bucket counts is significant at this level too (small batches move PSI by chance)."
+        0.01,
+        gt=0,
+        lt=1,
+        description="...and only when the KS test's p-value is below this. A PSI counts only when "
+        "a chi-square test of the bucket counts is significant at this level too (small batches move PSI by chance).",
     )
     bins: int = Field(10, ge=2, le=100)
 
@@ -337,12 +344,16 @@ class AlertsConfig(_Section):
 
 class RunsConfig(_Section):
     max_runtime_minutes: float = Field(
-        120, gt=0, description="A run still going after this long is stopped and fails: in process by a timer, "
-        "under the daemon by Dagster's run monitoring (the dagster/max_runtime tag)."
+        120,
+        gt=0,
+        description="A run still going after this long is stopped and fails: in process by a timer, "
+        "under the daemon by Dagster's run monitoring (the dagster/max_runtime tag).",
     )
     lock_alert_minutes: Optional[float] = Field(
-        None, gt=0, description="`retrain tick` exits 2 and alerts (once per holder) when the project lock has "
-        "been held longer than this; default: max_runtime_minutes + 10."
+        None,
+        gt=0,
+        description="`retrain tick` exits 2 and alerts (once per holder) when the project lock has "
+        "been held longer than this; default: max_runtime_minutes + 10.",
     )
 
     @property

@@ -108,8 +108,14 @@ class EvaluationReport:
             decision = decide(candidate, champion, config)
         rule = config.promotion
         return cls(
-            **scored, metric=rule.metric, higher_is_better=config.higher_is_better, minimum=rule.minimum,
-            margin=rule.margin, floor=floor, comparison=comparison, decision=decision,
+            **scored,
+            metric=rule.metric,
+            higher_is_better=config.higher_is_better,
+            minimum=rule.minimum,
+            margin=rule.margin,
+            floor=floor,
+            comparison=comparison,
+            decision=decision,
         )
 
     @property
@@ -122,9 +128,21 @@ class EvaluationReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The report as ``evaluation-model-v<N>.json`` stores it and the HTML page and the CLI read it."""
-        fields = ("candidate_version", "champion_version", "champion_note", "champion_refused", "delta_version",
-                  "features_version", "holdout_rows", "metric", "higher_is_better", "minimum", "margin", "candidate",
-                  "champion")
+        fields = (
+            "candidate_version",
+            "champion_version",
+            "champion_note",
+            "champion_refused",
+            "delta_version",
+            "features_version",
+            "holdout_rows",
+            "metric",
+            "higher_is_better",
+            "minimum",
+            "margin",
+            "candidate",
+            "champion",
+        )
         return {
             **{name: getattr(self, name) for name in fields},
             "gates": self.gates,

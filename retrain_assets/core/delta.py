@@ -242,8 +242,13 @@ def append(uri: str, table: "pa.Table", metadata: Optional[dict[str, str]] = Non
     ``merge_schema`` adds columns the table does not have yet (tables written by an older release)."""
     from deltalake import CommitProperties, write_deltalake
 
-    write_deltalake(uri, table, mode="append", commit_properties=CommitProperties(custom_metadata=metadata or {}),
-                    schema_mode="merge" if merge_schema else None)
+    write_deltalake(
+        uri,
+        table,
+        mode="append",
+        commit_properties=CommitProperties(custom_metadata=metadata or {}),
+        schema_mode="merge" if merge_schema else None,
+    )
     version = latest_version(uri)
     if version is None:
         raise RuntimeError(f"{uri}: no Delta table after appending to it")

@@ -273,7 +273,12 @@ def _score(
     method: str, psi: float, ks: Optional[float], p_value: Optional[float], drifted: bool, detail: str, reason: str
 ) -> dict:
     return {
-        "method": method, "psi": psi, "ks": ks, "p_value": p_value, "drifted": drifted, "detail": detail,
+        "method": method,
+        "psi": psi,
+        "ks": ks,
+        "p_value": p_value,
+        "drifted": drifted,
+        "detail": detail,
         "reason": reason,
     }
 

@@ -88,19 +88,23 @@ class InputLimits:
     def check_size(self, name: str, size: int) -> None:
         """Refuse a file larger than ``storage.max_file_bytes`` (from its size alone: nothing is read)."""
         if self.max_file_bytes is not None and size > self.max_file_bytes:
-            raise BeyondLimit(f"{name}: {size:,} bytes, more than storage.max_file_bytes "
-                              f"({self.max_file_bytes:,}); not read")
+            raise BeyondLimit(
+                f"{name}: {size:,} bytes, more than storage.max_file_bytes ({self.max_file_bytes:,}); not read"
+            )
 
     def check_columns(self, name: str, count: int) -> None:
         if self.max_columns is not None and count > self.max_columns:
-            raise BeyondLimit(f"{name}: {count:,} columns, more than data.max_columns ({self.max_columns:,}); "
-                              "its data was not read")
+            raise BeyondLimit(
+                f"{name}: {count:,} columns, more than data.max_columns ({self.max_columns:,}); its data was not read"
+            )
 
     def check_rows(self, name: str, count: int, exact: bool) -> None:
         if self.max_rows is not None and count > self.max_rows:
             rows = f"{count:,}" if exact else f"more than {self.max_rows:,}"
-            raise BeyondLimit(f"{name}: {rows} rows, more than storage.max_rows ({self.max_rows:,}); "
-                              + ("its data was not read" if exact else "read no further"))
+            raise BeyondLimit(
+                f"{name}: {rows} rows, more than storage.max_rows ({self.max_rows:,}); "
+                + ("its data was not read" if exact else "read no further")
+            )
 
 
 class Unread(ValueError):
@@ -145,8 +149,10 @@ def open_batch(path: Path, landing: Optional[Path] = None) -> BinaryIO:
             raise Unread(f"{path}: not a regular file")
         where = _opened_at(descriptor) if landing is not None else None
         if landing is not None and where is not None and not where.is_relative_to(landing):
-            raise Unread(f"{path}: changed while being opened: the file opened is {where}, outside the landing "
-                         f"folder {landing}; not read")
+            raise Unread(
+                f"{path}: changed while being opened: the file opened is {where}, outside the landing "
+                f"folder {landing}; not read"
+            )
     except BaseException:
         handle.close()
         raise
@@ -265,8 +271,6 @@ def _short_last_row(handle: BinaryIO, size: int) -> Optional[str]:
     return f"the last row has {width[1]} of {width[0]} fields" if width[1] < width[0] else None
 
 
-
-
 def refuse(
     config: "RetrainConfig", path: Path, reason: str, keep: bool, source: Optional[BinaryIO] = None
 ) -> BatchRefused:
@@ -279,8 +283,12 @@ def refuse(
             kept = quarantine(path, reason, config.quarantine_dir, source)
         except OSError as exc:  # a full disk or an unwritable folder must not lose the refusal itself
             reason += f" (not quarantined: {type(exc).__name__}: {exc.strerror or exc})"
-    entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "file": str(path.absolute()),
-             "reason": reason, "quarantined": str(kept) if kept else None}
+    entry = {
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "file": str(path.absolute()),
+        "reason": reason,
+        "quarantined": str(kept) if kept else None,
+    }
     statefiles.append_line(config.refusals_log, entry)
     return BatchRefused(reason, kept)
 
@@ -391,9 +399,11 @@ def check_cardinality(table: "pa.Table", config: "RetrainConfig", source: str) -
                 wide[name] = count
     if wide:
         listed = ", ".join(f"{name!r} has {count:,}" for name, count in wide.items())
-        raise ValueError(f"{source}: too many distinct values in category columns: {listed}, more than "
-                         f"data.max_category_values ({limit:,}); declare such a column string or list it in "
-                         "data.ignore, or raise the limit")
+        raise ValueError(
+            f"{source}: too many distinct values in category columns: {listed}, more than "
+            f"data.max_category_values ({limit:,}); declare such a column string or list it in "
+            "data.ignore, or raise the limit"
+        )
 
 
 def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.datetime] = None) -> IngestResult:
@@ -473,8 +483,10 @@ def _check_landing_time(
 
     now = dt.datetime.now(dt.timezone.utc)
     if as_of > now + FUTURE_TOLERANCE:
-        raise ValueError(f"{source}: --as-of {_utc(as_of)} is in the future (now {_utc(now)}): a batch lands when it "
-                         "arrives; replaying history takes past times only")
+        raise ValueError(
+            f"{source}: --as-of {_utc(as_of)} is in the future (now {_utc(now)}): a batch lands when it "
+            "arrives; replaying history takes past times only"
+        )
     column = config.data.timestamp
     newest = pc.max(table[column]).as_py() if column is not None else None
     if newest is not None and as_of + FUTURE_TOLERANCE < newest:

@@ -59,8 +59,9 @@ def read_holder(text: str) -> Optional[LockHolder]:
     """The holder recorded in a lock file's text; ``None`` for an empty or unreadable one."""
     try:
         record = json.loads(text)
-        return LockHolder(int(record["pid"]), str(record["host"]), str(record["command"]),
-                          dt.datetime.fromisoformat(record["since"]))
+        return LockHolder(
+            int(record["pid"]), str(record["host"]), str(record["command"]), dt.datetime.fromisoformat(record["since"])
+        )
     except (ValueError, KeyError, TypeError):
         return None
 

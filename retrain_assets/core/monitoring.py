@@ -56,8 +56,14 @@ def drift(config: "RetrainConfig", registry: "Registry", champion: "ModelVersion
     if profile is None:
         return Finding(False, f"champion v{champion.version} has no reference profile; drift not measured")
     rules = config.triggers.drift
-    scores = score_drift(profile, batch, psi_threshold=rules.psi, ks_threshold=rules.ks, ks_pvalue=rules.ks_pvalue,
-                         redact=config.validation.redact_samples)
+    scores = score_drift(
+        profile,
+        batch,
+        psi_threshold=rules.psi,
+        ks_threshold=rules.ks,
+        ks_pvalue=rules.ks_pvalue,
+        redact=config.validation.redact_samples,
+    )
     drifted, message = drift_summary(scores)
     return Finding(drifted, f"{message} (vs champion v{champion.version}, {len(batch)} new rows)", {"scores": scores})
 

@@ -204,7 +204,9 @@ class Registry:
         with tempfile.TemporaryDirectory() as scratch:
             local = Path(
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=source, dst_path=scratch, tracking_uri=self.config.tracking_uri,
+                    artifact_uri=source,
+                    dst_path=scratch,
+                    tracking_uri=self.config.tracking_uri,
                     registry_uri=self.config.tracking_uri,
                 )
             )

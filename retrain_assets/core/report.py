@@ -131,8 +131,10 @@ def backtest_html(rows: list[dict], metric: str, title: str = "Backtest") -> str
     body.append(
         _wrap(
             "p",
-            _e(f"Holdout {metric} of the model trained up to each partition and its {metric} on the following window "
-               "(out of time); below, the largest PSI of any feature, red where a feature drifted."),
+            _e(
+                f"Holdout {metric} of the model trained up to each partition and its {metric} on the following window "
+                "(out of time); below, the largest PSI of any feature, red where a feature drifted."
+            ),
             "note",
         )
     )
@@ -229,15 +231,20 @@ def _comparison_section(report: dict, task: str) -> str:
         parts.append(_wrap("p", _e(absent), "note"))
         head = ["Metric", f"Candidate v{report['candidate_version']}"]
     else:
-        head = ["Metric", f"Candidate v{report['candidate_version']}", f"Champion v{report['champion_version']}",
-                "Difference"]
+        head = [
+            "Metric",
+            f"Candidate v{report['candidate_version']}",
+            f"Champion v{report['champion_version']}",
+            "Difference",
+        ]
     rows = []
     for name in names:
         label = _e(name) + (_wrap("span", "primary", "tag") if name == primary else "")
         cells = _wrap("td", label) + _cell(_fmt(candidate.get(name)), "num")
         if champion is not None:
-            cells += _cell(_fmt(champion.get(name)), "num") + _difference(task, name, candidate.get(name),
-                                                                           champion.get(name))
+            cells += _cell(_fmt(champion.get(name)), "num") + _difference(
+                task, name, candidate.get(name), champion.get(name)
+            )
         rows.append(_wrap("tr", cells, "primary" if name == primary else ""))
     parts.append(_table([_head(head, ["", "num", "num", "num"])], rows))
     if names:
@@ -318,8 +325,10 @@ def _history_section(report: dict, history: list[dict]) -> str:
     ]
     parts = [
         heading,
-        _img(_history_figure(history, metric, report["minimum"]), f"Line chart of {metric} per model version, "
-             "promoted versions as filled green dots"),
+        _img(
+            _history_figure(history, metric, report["minimum"]),
+            f"Line chart of {metric} per model version, promoted versions as filled green dots",
+        ),
         _table([_head(["Version", metric, "Promoted"], ["", "num"])], rows),
     ]
     if len(history) > len(shown):
@@ -373,7 +382,7 @@ def _metric_figure(report: dict, names: list[str]) -> "Figure":
         ax.axhline(0, color="#9ca3af", linewidth=0.8)
         ax.spines[["top", "right"]].set_visible(False)
         ax.tick_params(axis="y", labelsize=8)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     return fig
 
@@ -513,10 +522,20 @@ def _backtest_figure(rows: list[dict], metric: str) -> "Figure":
     positions = range(len(rows))
     fig = Figure(figsize=(min(14.0, max(7.5, 0.55 * len(rows) + 3)), 5.6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
-    top.plot(positions, [_number(row["metrics"].get(metric)) for row in rows], marker="o", color=CANDIDATE_COLOR,
-             label="holdout (in time)")
-    top.plot(positions, [_number(row["oot_metrics"].get(metric)) for row in rows], marker="s", color=CHAMPION_COLOR,
-             label="next window (out of time)")
+    top.plot(
+        positions,
+        [_number(row["metrics"].get(metric)) for row in rows],
+        marker="o",
+        color=CANDIDATE_COLOR,
+        label="holdout (in time)",
+    )
+    top.plot(
+        positions,
+        [_number(row["oot_metrics"].get(metric)) for row in rows],
+        marker="s",
+        color=CHAMPION_COLOR,
+        label="next window (out of time)",
+    )
     top.set_ylabel(metric)
     top.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0, 1), ncols=2, frameon=False)
     top.grid(axis="y", alpha=0.3)

@@ -80,7 +80,7 @@ def append_line(path: Path, record: Any) -> None:
             line = b"\n" + line
         view = memoryview(line)
         while view:  # a regular file takes the whole line in one write; the loop is for a short write
-            view = view[os.write(descriptor, view):]
+            view = view[os.write(descriptor, view) :]
         os.fsync(descriptor)
     finally:
         os.close(descriptor)

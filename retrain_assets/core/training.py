@@ -30,8 +30,6 @@ _CATEGORICAL = ("category", "string", "bool")
 _MAX_CATEGORIES = 50  # per categorical feature; the rarer ones are pooled as "infrequent"
 
 
-
-
 def params_hash(config: "RetrainConfig") -> str:
     """Short, stable hash of everything that defines a model besides its data."""
     spec = {
@@ -219,12 +217,6 @@ def _roc_auc(target: "np.ndarray", proba: "np.ndarray", classes: list) -> float:
     return float(sum(metrics.roc_auc_score(target == classes[i], proba[:, i]) for i in present) / len(present))
 
 
-
-
-
-
-
-
 def data_range(frame: "pd.DataFrame", config: "RetrainConfig") -> Optional[dict[str, str]]:
     """ISO ``{"min", "max"}`` of the timestamp column, or ``None`` without one."""
     column = config.data.timestamp
@@ -263,8 +255,12 @@ def fit_and_record(frame: "pd.DataFrame", config: "RetrainConfig", delta_version
         **({"data_min": span["min"], "data_max": span["max"]} if span else {}),
     }
     model = config.model
-    params = {"estimator": model.estimator, "seed": model.seed, "holdout_fraction": model.holdout_fraction,
-              **model.params}
+    params = {
+        "estimator": model.estimator,
+        "seed": model.seed,
+        "holdout_fraction": model.holdout_fraction,
+        **model.params,
+    }
     features = config.data.features
     profile = reference_profile(train_rows, features, bins=config.triggers.drift.bins, seed=model.seed)
     inputs = frame[list(features)].head(0)  # the signature's columns and types; no rows

@@ -54,8 +54,15 @@ RECENT_BATCHES = 10  # accepted batches the growth rule takes the median of
 _MIN_ROWS_FOR_LEAKAGE = 30  # below this a perfect correlation or mapping can be chance
 
 # Arrow type of an object column, from pandas' one-pass ``infer_dtype`` (nulls skipped); other results are mixed.
-_OBJECT_TYPES = {"string": "string", "boolean": "bool", "integer": "int64", "floating": "double",
-                 "mixed-integer-float": "double", "datetime": "timestamp[us]", "empty": "null"}
+_OBJECT_TYPES = {
+    "string": "string",
+    "boolean": "bool",
+    "integer": "int64",
+    "floating": "double",
+    "mixed-integer-float": "double",
+    "datetime": "timestamp[us]",
+    "empty": "null",
+}
 _RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 5}
 
 
@@ -149,8 +156,13 @@ def _add_null_rules(suite: "ExpectationSuite", config: RetrainConfig) -> None:
         if name == data.target:
             _add(suite, gxe.ExpectColumnValuesToNotBeNull(column=name), "required_values_present")
         elif not rule.nullable:
-            _add(suite, gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=rule.mostly), "required_values_present",
-                 rule.severity, **_mostly_meta(rule.mostly))
+            _add(
+                suite,
+                gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=rule.mostly),
+                "required_values_present",
+                rule.severity,
+                **_mostly_meta(rule.mostly),
+            )
         else:
             not_all_null = gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(
                 column=name, min_value=0, strict_min=True
@@ -158,8 +170,11 @@ def _add_null_rules(suite: "ExpectationSuite", config: RetrainConfig) -> None:
             _add(suite, not_all_null, "required_values_present", rule.severity, expect="not entirely null")
         limit = rule.expected.max_null_fraction if rule.expected else None
         if limit is not None and rule.nullable and name != data.target:
-            _expect(suite, gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column=name, min_value=1 - limit),
-                    expect=f"at most {limit:.1%} null, as in the sample")
+            _expect(
+                suite,
+                gxe.ExpectColumnProportionOfNonNullValuesToBeBetween(column=name, min_value=1 - limit),
+                expect=f"at most {limit:.1%} null, as in the sample",
+            )
 
 
 def _add_range_rules(suite: "ExpectationSuite", config: RetrainConfig) -> None:
@@ -179,8 +194,11 @@ def _add_range_rules(suite: "ExpectationSuite", config: RetrainConfig) -> None:
             _add(suite, in_range, "values_in_range", rule.severity, expect=bounds, **_mostly_meta(rule.mostly))
         seen = rule.expected
         if seen is not None and (seen.min is not None or seen.max is not None):
-            _expect(suite, gxe.ExpectColumnValuesToBeBetween(column=name, min_value=seen.min, max_value=seen.max),
-                    expect=f"within expected [{_number(seen.min, '-inf')}, {_number(seen.max, 'inf')}]")
+            _expect(
+                suite,
+                gxe.ExpectColumnValuesToBeBetween(column=name, min_value=seen.min, max_value=seen.max),
+                expect=f"within expected [{_number(seen.min, '-inf')}, {_number(seen.max, 'inf')}]",
+            )
 
 
 def _add_event_time_rule(suite: "ExpectationSuite", config: RetrainConfig, context: BatchContext) -> None:
@@ -195,7 +213,8 @@ def _add_event_time_rule(suite: "ExpectationSuite", config: RetrainConfig, conte
     age = config.validation.max_event_age_days
     oldest = _epoch_us(landed - dt.timedelta(days=age)) if age is not None else None
     bounds = f"not after landing {landed:%Y-%m-%d %H:%M} UTC + 1 h" + (
-        f", not older than {_number(age, '')} days" if age is not None else "")
+        f", not older than {_number(age, '')} days" if age is not None else ""
+    )
     in_window = gxe.ExpectColumnValuesToBeBetween(
         column=config.data.timestamp, min_value=oldest, max_value=_epoch_us(landed + FUTURE_TOLERANCE)
     )
@@ -213,15 +232,27 @@ def _add_domain_rules(suite: "ExpectationSuite", config: RetrainConfig, classes:
         if rule.domain is None:
             continue
         if rule.closed:
-            _add(suite, gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain, mostly=rule.mostly),
-                 "categories_in_domain", rule.severity, expect=f"in the closed domain {rule.domain}",
-                 **_mostly_meta(rule.mostly))
+            _add(
+                suite,
+                gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain, mostly=rule.mostly),
+                "categories_in_domain",
+                rule.severity,
+                expect=f"in the closed domain {rule.domain}",
+                **_mostly_meta(rule.mostly),
+            )
         else:
-            _expect(suite, gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain),
-                    expect=f"in the values seen so far {rule.domain}")
+            _expect(
+                suite,
+                gxe.ExpectColumnValuesToBeInSet(column=name, value_set=rule.domain),
+                expect=f"in the values seen so far {rule.domain}",
+            )
     if classification and rules.target_classes is not None:
-        _add(suite, gxe.ExpectColumnValuesToBeInSet(column=target, value_set=rules.target_classes),
-             "categories_in_domain", expect=f"in target_classes {rules.target_classes}")
+        _add(
+            suite,
+            gxe.ExpectColumnValuesToBeInSet(column=target, value_set=rules.target_classes),
+            "categories_in_domain",
+            expect=f"in target_classes {rules.target_classes}",
+        )
     balance_classes = rules.target_classes if classes is None else classes
     if classification and rules.min_class_fraction > 0:
         fraction = rules.min_class_fraction
@@ -238,20 +269,35 @@ def _add_batch_shape_rules(suite: "ExpectationSuite", config: RetrainConfig, con
 
     data, rules = config.data, config.validation
     if data.task == "classification":
-        _add(suite, gxe.ExpectColumnUniqueValueCountToBeBetween(column=data.target, min_value=2), "target_balanced",
-             expect="at least 2 classes")
+        _add(
+            suite,
+            gxe.ExpectColumnUniqueValueCountToBeBetween(column=data.target, min_value=2),
+            "target_balanced",
+            expect="at least 2 classes",
+        )
     else:
-        _add(suite, gxe.ExpectColumnStdevToBeBetween(column=data.target, min_value=0, strict_min=True),
-             "target_balanced", expect="stdev > 0")
-    _add(suite, gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows), "target_balanced",
-         expect=f"at least {rules.min_rows} rows")
+        _add(
+            suite,
+            gxe.ExpectColumnStdevToBeBetween(column=data.target, min_value=0, strict_min=True),
+            "target_balanced",
+            expect="stdev > 0",
+        )
+    _add(
+        suite,
+        gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows),
+        "target_balanced",
+        expect=f"at least {rules.min_rows} rows",
+    )
     if data.id is not None:
-        _add(suite, gxe.ExpectColumnValuesToBeUnique(column=data.id), "batch_integrity",
-             expect="unique within the batch")
+        _add(
+            suite, gxe.ExpectColumnValuesToBeUnique(column=data.id), "batch_integrity", expect="unique within the batch"
+        )
     if context.recent_rows and rules.max_batch_growth is not None:
         median = statistics.median(context.recent_rows)
-        bounds = (f"at most {_number(rules.max_batch_growth, '')} x {_number(median, '')}, the median rows of the "
-                  f"last {len(context.recent_rows)} accepted batches")
+        bounds = (
+            f"at most {_number(rules.max_batch_growth, '')} x {_number(median, '')}, the median rows of the "
+            f"last {len(context.recent_rows)} accepted batches"
+        )
         limit = math.floor(rules.max_batch_growth * median)
         _add(suite, gxe.ExpectTableRowCountToBeBetween(max_value=limit), "batch_integrity", expect=bounds)
 
@@ -317,8 +363,18 @@ def type_outcomes(frame: "pd.DataFrame", config: RetrainConfig, batch: str = "ba
                 observed += f", sample withheld ({why})"
             elif series.dtype == object:
                 observed += f", sample {[_plain(value) for value in series.dropna().head(3)]}"
-            outcomes.append(RuleOutcome("schema_matches", name, TYPE_RULE, False, len(series), 100.0, [observed],
-                                        f"{where} failed: observed {observed}"))
+            outcomes.append(
+                RuleOutcome(
+                    "schema_matches",
+                    name,
+                    TYPE_RULE,
+                    False,
+                    len(series),
+                    100.0,
+                    [observed],
+                    f"{where} failed: observed {observed}",
+                )
+            )
     return outcomes
 
 
@@ -430,9 +486,7 @@ def _leakage_target(frame: "pd.DataFrame", config: RetrainConfig) -> Optional[_L
     )
 
 
-def _leak_signs(
-    feature: "pd.Series", kind: ColumnType, target: _LeakageTarget, rules: ValidationConfig
-) -> list[str]:
+def _leak_signs(feature: "pd.Series", kind: ColumnType, target: _LeakageTarget, rules: ValidationConfig) -> list[str]:
     """How one feature (its labelled rows) gives the target away, one phrase per sign; empty when it does not.
     The pairwise AUC is only measured when nothing else was found, as it is the costliest sign."""
     import numpy as np

@@ -64,4 +64,3 @@ def _resources(config: Optional[RetrainConfig], config_path: Optional[str], hold
     if io_manager is not None:
         resources["io_manager"] = io_manager
     return resources
-

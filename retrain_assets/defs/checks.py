@@ -36,4 +36,3 @@ FRESHNESS_CHECKS = [
         FRESHNESS_CHECK, asset="prod_model", description="the champion is younger than promotion.max_age_days"
     ),
 ]
-

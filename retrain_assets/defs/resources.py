@@ -90,6 +90,4 @@ def artifact_io_manager(config: Optional[RetrainConfig]):
         for field, variable in (("region_name", "AWS_REGION"), ("endpoint_url", "AWS_ENDPOINT_URL"))
         if os.environ.get(variable)
     }
-    return S3JsonIOManager(
-        s3=S3Resource(**settings), s3_bucket=bucket, s3_prefix=f"{prefix}/dagster".strip("/")
-    )
+    return S3JsonIOManager(s3=S3Resource(**settings), s3_bucket=bucket, s3_prefix=f"{prefix}/dagster".strip("/"))

@@ -22,8 +22,15 @@ from retrain_assets.defs.assets.model import retrain_decision
 from retrain_assets.defs.jobs import max_runtime_tag, retrain_job
 from retrain_assets.defs.resources import RetrainProject
 
-ALERTED_RUN_TAGS = (TRIGGER_TAG, DELTA_VERSION_TAG, "dagster/run_key", "dagster/sensor_name", "dagster/schedule_name",
-                    "dagster/partition", BACKFILL_TAG)
+ALERTED_RUN_TAGS = (
+    TRIGGER_TAG,
+    DELTA_VERSION_TAG,
+    "dagster/run_key",
+    "dagster/sensor_name",
+    "dagster/schedule_name",
+    "dagster/partition",
+    BACKFILL_TAG,
+)
 
 
 @sensor(job=retrain_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)

@@ -32,8 +32,12 @@ def test_two_processes_appending_fifty_batches_each_lose_no_row(automated, tmp_p
     landing.ingest_file(automated.config, automated.batch(0))  # the table exists before the race
     files = {writer: _batches(tmp_path / f"w{writer}", writer, 50, 20) for writer in (1, 2)}
     writers = [
-        subprocess.Popen([RETRAIN, "--config", str(automated.path), "ingest", *map(str, paths)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [RETRAIN, "--config", str(automated.path), "ingest", *map(str, paths)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for paths in files.values()
     ]
     outputs = [writer.communicate(timeout=600) for writer in writers]
@@ -59,8 +63,12 @@ def test_two_ticks_at_once_start_at_most_one_run_per_version(automated, monkeypa
     for day in range(3):
         landing.ingest_file(config, automated.batch(day))
     ticks = [
-        subprocess.Popen([RETRAIN, "--config", str(automated.path), "tick", "--json"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [RETRAIN, "--config", str(automated.path), "tick", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [process.communicate(timeout=600) for process in ticks]
@@ -84,8 +92,11 @@ def _hold_lock(project, seconds: float, released: Path) -> subprocess.Popen:
         "    print('held', flush=True); time.sleep(float(sys.argv[2]))\n"
         "Path(sys.argv[3]).touch()\n"
     )
-    holder = subprocess.Popen([sys.executable, "-c", script, str(project.config.dagster_home), str(seconds),
-                               str(released)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(project.config.dagster_home), str(seconds), str(released)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     return holder
 
@@ -103,8 +114,10 @@ def test_a_lock_held_too_long_makes_tick_fail_loudly_and_alert_once(automated, t
         busy = subprocess.run([RETRAIN, "--config", str(automated.path), "tick"], capture_output=True, text=True)
         status = subprocess.run([RETRAIN, "--config", str(automated.path), "status"], capture_output=True, text=True)
         write_config(automated, runs={"lock_alert_minutes": 0.001})
-        stuck = [subprocess.run([RETRAIN, "--config", str(automated.path), "tick"], capture_output=True, text=True)
-                 for _ in range(2)]
+        stuck = [
+            subprocess.run([RETRAIN, "--config", str(automated.path), "tick"], capture_output=True, text=True)
+            for _ in range(2)
+        ]
     finally:
         holder.kill()
 
@@ -189,8 +202,7 @@ def test_rollback_takes_the_project_lock_and_records_the_caller_from_the_kernel(
 
     holder = _hold_lock(automated, 60, tmp_path / "released")
     try:
-        refused = subprocess.run([RETRAIN, "--config", str(automated.path), "rollback"], capture_output=True,
-                                 text=True)
+        refused = subprocess.run([RETRAIN, "--config", str(automated.path), "rollback"], capture_output=True, text=True)
     finally:
         holder.kill()
     assert refused.returncode == 1 and f"pid {holder.pid}" in refused.stderr

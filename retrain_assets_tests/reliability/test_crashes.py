@@ -24,8 +24,9 @@ def _cli(project, *args, crash_at=None, **kwargs):
     env = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"}
     if crash_at:
         env[CRASH_ENV] = crash_at
-    return subprocess.run([*RETRAIN, "--config", str(project.path), *args], env=env, capture_output=True, text=True,
-                          **kwargs)
+    return subprocess.run(
+        [*RETRAIN, "--config", str(project.path), *args], env=env, capture_output=True, text=True, **kwargs
+    )
 
 
 def _runs(instance, run_key):
@@ -145,8 +146,11 @@ def test_ingest_killed_during_the_delta_commit_leaves_the_table_at_its_last_vers
     frame.to_parquet(big, index=False)
     table_dir = Path(config.table_uri(delta.RAW_TABLE))
 
-    process = subprocess.Popen([*RETRAIN, "--config", str(automated.path), "ingest", str(big)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*RETRAIN, "--config", str(automated.path), "ingest", str(big)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not set(table_dir.glob("*.parquet#*")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.001)

@@ -87,7 +87,7 @@ def test_a_long_refused_name_neither_crashes_ingest_nor_skips_the_other_files(pr
     recorded and the files after it in the same `ingest` never read."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     long_name = project.path.parent / ("b" * 236 + ".csv")
-    long_name.write_bytes(b"customer_id,tenure_months\nC1,\"unterminated\n")
+    long_name.write_bytes(b'customer_id,tenure_months\nC1,"unterminated\n')
 
     result = retrain(project.path, "ingest", long_name, project.batch(0))
 
@@ -112,7 +112,7 @@ def test_status_works_past_a_torn_line_in_refusals_jsonl_and_mentions_it(project
     assert f"{project.config.refusals_log}: skipped 1 unreadable line" in result.output
 
 
-@pytest.mark.parametrize("content", ["", "{\"config_mtime\": 1", "[]", "{\"next_schedule\": \"soon\"}"])
+@pytest.mark.parametrize("content", ["", '{"config_mtime": 1', "[]", '{"next_schedule": "soon"}'])
 def test_tick_runs_past_an_empty_or_corrupt_tick_state(project, monkeypatch, content):
     """An empty tick_state.json (a crash between truncating and writing it) used to crash every tick."""
     from retrain_assets.app.ticking import STATE_FILE
@@ -187,6 +187,7 @@ def test_a_batch_swapped_for_a_link_outside_between_the_check_and_the_open_is_re
         def swap():
             (folder / "sub").rename(folder / "sub-before")
             os.symlink(elsewhere, folder / "sub")
+
     on_open([path, path.resolve()], at=1, then=swap)
 
     with pytest.raises(landing_files.BatchRefused) as refused:
@@ -210,6 +211,7 @@ def test_a_batch_is_opened_once_so_a_swap_after_the_check_cannot_change_what_lan
     def swap():
         inside.unlink()
         os.symlink(outside, inside)
+
     opens = on_open([inside, inside.resolve()], at=2, then=swap)
 
     result = landing_files.ingest_file(project.config, inside)

@@ -133,14 +133,20 @@ def moto_with_auth(tmp_path_factory):
         process = serve(command, f"{url}/moto-api/", log)
     finally:
         del os.environ["INITIAL_NO_AUTH_ACTION_COUNT"]
-    iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup",
-                       aws_secret_access_key="setup")
+    iam = boto3.client(
+        "iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup"
+    )
     iam.create_user(UserName="lake")
     policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
     iam.put_user_policy(UserName="lake", PolicyName="lake", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName="lake")["AccessKey"]
-    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
-                      aws_secret_access_key=key["SecretAccessKey"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
     s3.create_bucket(Bucket=BUCKET)
     yield url, key["AccessKeyId"], key["SecretAccessKey"], s3
     stop(process)
@@ -151,9 +157,20 @@ def mlflow_backend(tmp_path_factory):
     """A real `mlflow server` (sqlite, proxied artifacts) and its home folder."""
     home = tmp_path_factory.mktemp("mlflow-secret")
     port = free_port()
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-               "--artifacts-destination", str(home / "artifacts")]
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{home / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(home / "artifacts"),
+    ]
     process = serve(command, f"http://127.0.0.1:{port}/health", home / "server.log", timeout=120)
     yield port, home
     stop(process)
@@ -187,8 +204,12 @@ def make_store_with_champion(uri: str, model_name: str, versions: int = 3) -> No
             client.log_metric(run.info.run_id, "roc_auc", 0.99)
             client.log_artifacts(run.info.run_id, str(model), "model")
             client.set_terminated(run.info.run_id)
-            client.create_model_version(model_name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-                                        tags={"delta_version": "999", "decoy": "yes"})
+            client.create_model_version(
+                model_name,
+                source=f"{run.info.artifact_uri}/model",
+                run_id=run.info.run_id,
+                tags={"delta_version": "999", "decoy": "yes"},
+            )
     client.set_registered_model_alias(model_name, "champion", str(versions))
 
 
@@ -223,8 +244,14 @@ class Scenario:
         return load_config(self.config_path)
 
     def cli(self, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
-        done = subprocess.run([str(RETRAIN), "--config", str(self.config_path), *args], cwd=self.root, env=self.env,
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [str(RETRAIN), "--config", str(self.config_path), *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         self.commands.append((args, done.returncode, done.stdout, done.stderr))
         assert done.returncode == expect, (
             f"retrain {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr[-3000:]}"
@@ -289,8 +316,13 @@ def scenario(tmp_path_factory, moto_with_auth, mlflow_backend) -> Scenario:
     for day, frame in synthetic.churn_days(START, 7, 500, seed=5, bad_day=6):
         days.append(data / f"churn-{day.isoformat()}.csv")
         frame.to_csv(days[-1], index=False)
-    config = infer_config(synthetic.churn_batch(START, 500, seed=5), "churned", timestamp="event_time",
-                          id_column="customer_id", project="churn")
+    config = infer_config(
+        synthetic.churn_batch(START, 500, seed=5),
+        "churned",
+        timestamp="event_time",
+        id_column="customer_id",
+        project="churn",
+    )
     declare_business_limits(config)
     raw = yaml.safe_load(render_config(config, days[0].name))
     unique = uuid.uuid4().hex[:8]
@@ -313,13 +345,29 @@ def scenario(tmp_path_factory, moto_with_auth, mlflow_backend) -> Scenario:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "DAGSTER_", "RETRAIN_"))}
     env.update(LOCAL)
     env.update(
-        AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key, AWS_REGION="us-east-1",
-        AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true", MLFLOW_TRACKING_TOKEN=mlflow_token,
-        MLFLOW_TRACKING_URI=decoy_uri, MLFLOW_REGISTRY_URI=decoy_uri,
+        AWS_ACCESS_KEY_ID=access_key,
+        AWS_SECRET_ACCESS_KEY=secret_key,
+        AWS_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ALLOW_HTTP="true",
+        MLFLOW_TRACKING_TOKEN=mlflow_token,
+        MLFLOW_TRACKING_URI=decoy_uri,
+        MLFLOW_REGISTRY_URI=decoy_uri,
         **{WEBHOOK_ENV: f"http://127.0.0.1:{hook.server_address[1]}/hooks/{hook_token}?token={hook_token}"},
     )
-    run = Scenario(root, config_path, canaries, env, webhook=received, mlflow_requests=seen, s3=s3,
-                   mlflow_uri=direct, mlflow_home=mlflow_home, decoy=decoy, decoy_before=store_fingerprint(decoy))
+    run = Scenario(
+        root,
+        config_path,
+        canaries,
+        env,
+        webhook=received,
+        mlflow_requests=seen,
+        s3=s3,
+        mlflow_uri=direct,
+        mlflow_home=mlflow_home,
+        decoy=decoy,
+        decoy_before=store_fingerprint(decoy),
+    )
     try:
         run.cli("ingest", str(days[0]))
         run.cli("tick")  # first model, promoted: there is no champion
@@ -367,8 +415,13 @@ def test_the_canary_secrets_were_really_used(scenario):
     assert any("/dagster/" in key for key in keys), "dagster-aws wrote the run's outputs with the same key"
     import boto3
 
-    wrong = boto3.client("s3", endpoint_url=scenario.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                         aws_access_key_id=scenario.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key="not-" + "x" * 36)
+    wrong = boto3.client(
+        "s3",
+        endpoint_url=scenario.env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=scenario.env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key="not-" + "x" * 36,
+    )
     with pytest.raises(botocore.exceptions.ClientError, match="SignatureDoesNotMatch"):
         wrong.list_objects_v2(Bucket=BUCKET)
 
@@ -397,14 +450,21 @@ def test_no_canary_in_dagster_records(scenario):
             found += leaks(scenario.canaries, f"{where} tags", json.dumps(run.tags))
             found += leaks(scenario.canaries, f"{where} run config", json.dumps(run.run_config, default=str))
             found += leaks(scenario.canaries, f"{where} record", serialize_value(run))
-            found += leaks(scenario.canaries, f"{where} job snapshot",
-                           serialize_value(instance.get_job_snapshot(run.job_snapshot_id)))
-            found += leaks(scenario.canaries, f"{where} plan snapshot",
-                           serialize_value(instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)))
+            found += leaks(
+                scenario.canaries,
+                f"{where} job snapshot",
+                serialize_value(instance.get_job_snapshot(run.job_snapshot_id)),
+            )
+            found += leaks(
+                scenario.canaries,
+                f"{where} plan snapshot",
+                serialize_value(instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)),
+            )
             for entry in instance.all_logs(run.run_id):
                 seen_events += 1
-                found += leaks(scenario.canaries, f"{where} event {entry.dagster_event_type}: message",
-                               entry.user_message or "")
+                found += leaks(
+                    scenario.canaries, f"{where} event {entry.dagster_event_type}: message", entry.user_message or ""
+                )
                 found += leaks(scenario.canaries, f"{where} event {entry.dagster_event_type}", serialize_value(entry))
         for key in ("raw_data", "validated_features", "candidate_model", "evaluation_report", "prod_model"):
             records = instance.fetch_materializations(AssetKey(key), limit=100).records
@@ -439,13 +499,15 @@ def test_no_canary_in_mlflow(scenario):
         found += leaks(scenario.canaries, f"{where} info", json.dumps(dict(run.info), default=str))
     logged = client.search_logged_models([e.experiment_id for e in experiments])
     for model in logged:
-        found += leaks(scenario.canaries, f"logged model {model.model_id}",
-                       json.dumps(model.to_dictionary(), default=str))
+        found += leaks(
+            scenario.canaries, f"logged model {model.model_id}", json.dumps(model.to_dictionary(), default=str)
+        )
     versions = client.search_model_versions(f"name = '{config.mlflow.model_name}'")
     assert len(versions) >= 2
     registered = client.get_registered_model(config.mlflow.model_name)
-    found += leaks(scenario.canaries, "registered model",
-                   json.dumps({"tags": registered.tags, "d": registered.description}))
+    found += leaks(
+        scenario.canaries, "registered model", json.dumps({"tags": registered.tags, "d": registered.description})
+    )
     with tempfile.TemporaryDirectory() as scratch:
         for version in versions:
             where = f"model version {version.version}"
@@ -456,8 +518,11 @@ def test_no_canary_in_mlflow(scenario):
             model.mkdir()
             import mlflow.artifacts
 
-            mlflow.artifacts.download_artifacts(client.get_model_version_download_uri(version.name, version.version),
-                                                dst_path=str(model), tracking_uri=scenario.mlflow_uri)
+            mlflow.artifacts.download_artifacts(
+                client.get_model_version_download_uri(version.name, version.version),
+                dst_path=str(model),
+                tracking_uri=scenario.mlflow_uri,
+            )
             for path in [*local.rglob("*"), *model.rglob("*")]:
                 if path.is_file():
                     artifacts += 1
@@ -487,8 +552,10 @@ def test_no_canary_in_storage_home_lake_or_mlflow_store(scenario):
     for item in objects:
         body = scenario.s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
         found += leaks(scenario.canaries, f"s3 object {item['Key']}", body)
-    options = {k: scenario.env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
-                                            "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP")}
+    options = {
+        k: scenario.env[k]
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP")
+    }
     history = DeltaTable(config.table_uri("raw_data"), storage_options=options).history()
     found += leaks(scenario.canaries, "raw_data Delta commit metadata", json.dumps(history, default=str))
     assert len(history) == 3 and len(objects) > 10
@@ -529,8 +596,11 @@ def configured(tmp_path):
     registry = Registry(config)
     pipeline = training.train(frame, config)
     features = frame[list(config.data.features)]
-    ref = registry.log_candidate(LoggedModel(pipeline, features.head(3), {"estimator": "lr"}, {"roc_auc": 0.7},
-                                             {"delta_version": "0"}, {"ours": True}))
+    ref = registry.log_candidate(
+        LoggedModel(
+            pipeline, features.head(3), {"estimator": "lr"}, {"roc_auc": 0.7}, {"delta_version": "0"}, {"ours": True}
+        )
+    )
     registry.promote(ref.version)
     return config, registry, features, pipeline
 
@@ -641,9 +711,15 @@ def test_a_tampered_model_version_is_refused(configured, tmp_path, tampering):
 
 @pytest.mark.parametrize(
     "shape",
-    ["http://127.0.0.1:{port}/hooks/{secret}", "http://127.0.0.1:{dead}/hooks/{secret}",
-     "http://127.0.0.1:{port}/hooks/{secret} x", "http://user:{secret}@127.0.0.1:{port}/hooks",
-     "http://[::1/hooks/{secret}", "http://127.0.0.1:99999/hooks/{secret}", "ftp://127.0.0.1/{secret}"],
+    [
+        "http://127.0.0.1:{port}/hooks/{secret}",
+        "http://127.0.0.1:{dead}/hooks/{secret}",
+        "http://127.0.0.1:{port}/hooks/{secret} x",
+        "http://user:{secret}@127.0.0.1:{port}/hooks",
+        "http://[::1/hooks/{secret}",
+        "http://127.0.0.1:99999/hooks/{secret}",
+        "ftp://127.0.0.1/{secret}",
+    ],
 )
 def test_failed_webhook_delivery_never_quotes_the_url(tmp_path, monkeypatch, caplog, shape):
     import logging
@@ -667,8 +743,11 @@ def test_failed_webhook_delivery_never_quotes_the_url(tmp_path, monkeypatch, cap
     monkeypatch.setenv(WEBHOOK_ENV, url)
     for name, value in LOCAL.items():
         monkeypatch.setenv(name, value)
-    raw = {"project": "churn", "data": {"target": "y", "task": "classification", "columns": {"x": "float", "y": "int"}},
-           "alerts": {"webhook_url_env": WEBHOOK_ENV, "timeout_seconds": 2}}
+    raw = {
+        "project": "churn",
+        "data": {"target": "y", "task": "classification", "columns": {"x": "float", "y": "int"}},
+        "alerts": {"webhook_url_env": WEBHOOK_ENV, "timeout_seconds": 2},
+    }
     config = parse_config(raw, base_dir=tmp_path)
     try:
         with caplog.at_level(logging.DEBUG):
@@ -699,8 +778,13 @@ def test_run_failure_alert_does_not_copy_the_launchers_tags(project, monkeypatch
     with instance_for_test() as instance:
 
         def evaluate(cursor):
-            with build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources,
-                                      sensor_name=alert_on_run_failure.name) as context:
+            with build_sensor_context(
+                instance=instance,
+                cursor=cursor,
+                definitions=defs,
+                resources=defs.resources,
+                sensor_name=alert_on_run_failure.name,
+            ) as context:
                 return alert_on_run_failure.evaluate_tick(context)
 
         started = evaluate(None)
@@ -755,8 +839,11 @@ def test_a_tampered_champion_blocks_promotion_and_alerts(project, instance, tmp_
     def given_candidate() -> ModelRef:
         return candidate
 
-    result = materialize([given_features, given_candidate, evaluation_report, prod_model], instance=instance,
-                         resources={"project": RetrainProject(config_path=str(project.path))})
+    result = materialize(
+        [given_features, given_candidate, evaluation_report, prod_model],
+        instance=instance,
+        resources={"project": RetrainProject(config_path=str(project.path))},
+    )
 
     assert not marker.exists()
     comparison = next(c for c in result.get_asset_check_evaluations() if c.check_name == COMPARISON_CHECK)

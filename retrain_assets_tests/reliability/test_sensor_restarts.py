@@ -45,8 +45,12 @@ def test_hundred_ticks_over_twenty_versions_with_restarts_run_each_new_version_o
             if landing_ticks.count(index):
                 expected.append(str(versions - 1))  # coalesced: one run on the newest version
             if index in CLI_TICKS:
-                done = subprocess.run([RETRAIN, "--config", str(automated.path), "tick", "--json"],
-                                      capture_output=True, text=True, timeout=300)
+                done = subprocess.run(
+                    [RETRAIN, "--config", str(automated.path), "tick", "--json"],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
                 assert done.returncode == 0, done.stderr[-2000:]
                 launched += [launch["run_key"] for launch in json.loads(done.stdout)["launched"]]
             else:

@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from dagster import (
@@ -75,20 +76,8 @@ def evaluation_report(
         trigger_reason=candidate_model.trigger_reason,
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    config.reports_dir.mkdir(parents=True, exist_ok=True)
-    stem = config.reports_dir / f"evaluation-model-v{candidate_model.version}"
-    stem.with_suffix(".json").write_text(json.dumps(report.as_dict(), indent=2))
-    page = evaluation_html(
-        report.as_dict(),
-        config.data.task,
-        target.tolist(),
-        candidate_predictions.tolist(),
-        champion.predictions.tolist() if champion.predictions is not None else None,
-        validated_features.drift.metadata.get("scores"),
-        registry.metric_history(config.promotion.metric),
-    )
-    html_path = stem.with_suffix(".html")
-    html_path.write_text(page)
+    drift_scores = validated_features.drift.metadata.get("scores")
+    html_path = _write_report(config, registry, report, target, candidate_predictions, champion, drift_scores)
     metric = config.promotion.metric
     yield Output(
         report,
@@ -106,9 +95,15 @@ def evaluation_report(
         },
     )
     if champion.refused is not None:
-        send_alert(config, "champion_unloadable", champion.refused, {
-            "champion_version": report.champion_version, "candidate_version": candidate_model.version,
-        })
+        send_alert(
+            config,
+            "champion_unloadable",
+            champion.refused,
+            {
+                "champion_version": report.champion_version,
+                "candidate_version": candidate_model.version,
+            },
+        )
     if not report.floor.promote:
         decision.record(registry, report)
         send_alert(
@@ -126,6 +121,33 @@ def evaluation_report(
         severity=AssetCheckSeverity.WARN if champion.refused is None else AssetCheckSeverity.ERROR,  # an incident
         description=report.comparison.reason,
     )
+
+
+def _write_report(
+    config: RetrainConfig,
+    registry: Registry,
+    report: decision.EvaluationReport,
+    target: "pd.Series",
+    candidate_predictions: Any,
+    champion: "_ScoredChampion",
+    drift_scores: Optional[dict],
+) -> Path:
+    """``reports/evaluation-model-v<N>.json`` and the HTML page beside it; returns the page's path."""
+    config.reports_dir.mkdir(parents=True, exist_ok=True)
+    stem = config.reports_dir / f"evaluation-model-v{report.candidate_version}"
+    stem.with_suffix(".json").write_text(json.dumps(report.as_dict(), indent=2))
+    page = evaluation_html(
+        report.as_dict(),
+        config.data.task,
+        target.tolist(),
+        candidate_predictions.tolist(),
+        champion.predictions.tolist() if champion.predictions is not None else None,
+        drift_scores,
+        registry.metric_history(config.promotion.metric),
+    )
+    html_path = stem.with_suffix(".html")
+    html_path.write_text(page)
+    return html_path
 
 
 @dataclass(frozen=True)
@@ -157,5 +179,6 @@ def _score_champion(registry: Registry, holdout: "pd.DataFrame", config: Retrain
         scores, predictions = training.score(model, holdout, config)
     except (KeyError, ValueError) as exc:  # e.g. the feature columns changed since it was trained
         return _ScoredChampion(version, f"champion v{version} cannot score this holdout: {exc}")
-    return _ScoredChampion(version, f"champion v{version} scored on the same holdout", scores=scores,
-                           predictions=predictions)
+    return _ScoredChampion(
+        version, f"champion v{version} scored on the same holdout", scores=scores, predictions=predictions
+    )

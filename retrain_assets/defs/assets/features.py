@@ -62,7 +62,9 @@ def validated_features(context: AssetExecutionContext, project: RetrainProject, 
     )
     for name, verdict in results.items():
         yield AssetCheckResult(
-            check_name=name, passed=verdict.passed, description=verdict.message,
+            check_name=name,
+            passed=verdict.passed,
+            description=verdict.message,
             severity=AssetCheckSeverity.ERROR if verdict.severity == "error" else AssetCheckSeverity.WARN,
             metadata={"raw_version": raw_data.version, "batches_rejected": MetadataValue.json(run.rejected)},
         )

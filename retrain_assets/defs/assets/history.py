@@ -9,6 +9,7 @@ from dagster import (
     MetadataValue,
     Output,
     TableColumn,
+    TableMetadataValue,
     TableRecord,
     TableSchema,
     TimeWindowPartitionsDefinition,
@@ -82,34 +83,37 @@ def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
         config.reports_dir.mkdir(parents=True, exist_ok=True)
         path = config.reports_dir / "backtest.html"
         path.write_text(backtest_html(rows, metric, title=f"Backtest of {config.project}"))
-        columns = [
-            "partition", "delta_version", "train_rows", "eval_rows", metric, f"oot_{metric}", "max_psi", "drifted"
-        ]
-        records = [
-            TableRecord(
-                {
-                    "partition": row["partition"],
-                    "delta_version": row["delta_version"],
-                    "train_rows": row["train_rows"],
-                    "eval_rows": row["eval_rows"],
-                    metric: row["metrics"].get(metric),
-                    f"oot_{metric}": row["oot_metrics"].get(metric),
-                    "max_psi": row["max_psi"],
-                    "drifted": ", ".join(row["drifted"]),
-                }
-            )
-            for row in rows
-        ]
-        kinds = ["string", "int", "int", "int", "float", "float", "float", "string"]
-        schema = TableSchema([TableColumn(name, kind) for name, kind in zip(columns, kinds, strict=True)])
         return Output(
             rows,
             metadata={
                 "partitions": len(rows),
-                "backtest": MetadataValue.table(records, schema=schema),
+                "backtest": _backtest_table(rows, metric),
                 "report_path": MetadataValue.path(str(path)),
                 "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             },
         )
 
     return [historical_model, backtest_summary]
+
+
+def _backtest_table(rows: list[dict], metric: str) -> TableMetadataValue:
+    """The backtest as a table on the ``backtest_summary`` materialization: one row per partition."""
+    columns = ["partition", "delta_version", "train_rows", "eval_rows", metric, f"oot_{metric}", "max_psi", "drifted"]
+    records = [
+        TableRecord(
+            {
+                "partition": row["partition"],
+                "delta_version": row["delta_version"],
+                "train_rows": row["train_rows"],
+                "eval_rows": row["eval_rows"],
+                metric: row["metrics"].get(metric),
+                f"oot_{metric}": row["oot_metrics"].get(metric),
+                "max_psi": row["max_psi"],
+                "drifted": ", ".join(row["drifted"]),
+            }
+        )
+        for row in rows
+    ]
+    kinds = ["string", "int", "int", "int", "float", "float", "float", "string"]
+    schema = TableSchema([TableColumn(name, kind) for name, kind in zip(columns, kinds, strict=True)])
+    return MetadataValue.table(records, schema=schema)

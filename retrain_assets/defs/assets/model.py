@@ -68,15 +68,17 @@ def candidate_model(
     logged = fitted.logged
     fit = training.evaluate(logged.pipeline, training.sample(fitted.train_rows, config), config)  # overfitting
     logged.metrics.update({f"train_{k}": v for k, v in fit.items()})
-    logged.tags.update({
-        "features_version": str(features.version),
-        "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "rows_train": str(len(fitted.train_rows)),
-        "rows_holdout": str(len(fitted.holdout)),
-        "trigger": trigger,
-        "trigger_reason": decision.summary[:4000],
-        "dagster_run_id": context.run_id,
-    })
+    logged.tags.update(
+        {
+            "features_version": str(features.version),
+            "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "rows_train": str(len(fitted.train_rows)),
+            "rows_holdout": str(len(fitted.holdout)),
+            "trigger": trigger,
+            "trigger_reason": decision.summary[:4000],
+            "dagster_run_id": context.run_id,
+        }
+    )
     ref = registry.log_candidate(logged)
     primary = config.promotion.metric
     yield Output(
