@@ -35,20 +35,17 @@ def evaluation_report(
     validated_features: batches.ValidatedBatches,
     candidate_model: ModelRef,
 ):
-    """Loads the candidate and the current champion back from the MLflow registry, scores both on the
-    candidate's holdout rows (which the champion never trained on: the split is stable), and writes the
-    report under ``reports/``: JSON, and an HTML page a person reads (metrics of both, confusion matrices or
-    residuals, per-feature drift, metric history, the decision and why). The
+    """Scores the candidate and the current champion (both loaded back from the registry) on the
+    candidate's holdout rows, which the champion never trained on (the split is stable), and writes the
+    report under ``reports/``: JSON, and an HTML page a person reads. The
     :class:`~retrain_assets.core.decision.EvaluationReport` decides; ``prod_model`` acts on it. Gates:
     ``candidate_meets_minimum`` (blocking: a candidate below the floor fails the run and is recorded as
-    rejected here, since ``prod_model`` will not run) and ``candidate_beats_champion`` (a warning: losing is
-    a normal outcome that ``prod_model`` records).
+    rejected here) and ``candidate_beats_champion`` (a warning: losing is a normal outcome).
 
     A champion whose artifact the registry refuses (not skops, or untrusted types: tampered) is not "no
-    champion": the comparison fails (ERROR severity, naming the version and why), the alert
-    ``champion_unloadable`` goes out, and ``prod_model`` keeps the alias where it is until an operator rolls
-    back to a version that loads. A champion that loads but cannot score the holdout (its feature columns
-    changed) still counts as absent, as before."""
+    champion": the comparison fails with ERROR severity, the alert ``champion_unloadable`` goes out, and
+    nothing is promoted until an operator rolls back to a version that loads. A champion that loads but
+    cannot score the holdout (its feature columns changed) counts as absent."""
     config = project.load()
     registry = project.registry(config)
     features = validated_features.features
@@ -58,10 +55,9 @@ def evaluation_report(
     target = training.features_and_target(holdout, config)[1]
     candidate, candidate_predictions = training.score(registry.load(candidate_model.version), holdout, config)
     champion = _score_champion(registry, holdout, config)
-    if champion.scores is not None:
-        for name, value in champion.scores.items():
-            if value == value:
-                registry.client.log_metric(candidate_model.run_id, f"champion_{name}", value)
+    for name, value in (champion.scores or {}).items():
+        if value == value:  # NaN (undefined) is not logged
+            registry.client.log_metric(candidate_model.run_id, f"champion_{name}", value)
     report = decision.EvaluationReport.judge(
         config,
         candidate_version=candidate_model.version,
@@ -94,21 +90,7 @@ def evaluation_report(
             "report_path": MetadataValue.path(str(html_path)),
         },
     )
-    if champion.refused is not None:
-        send_alert(
-            config,
-            "champion_unloadable",
-            champion.refused,
-            {
-                "champion_version": report.champion_version,
-                "candidate_version": candidate_model.version,
-            },
-        )
-    if not report.floor.promote:
-        decision.record(registry, report)
-        send_alert(
-            config, "rejected", f"candidate v{candidate_model.version} rejected: {report.floor.reason}", report.gates
-        )
+    _act_on_gates(config, registry, report)
     yield AssetCheckResult(
         check_name=MINIMUM_CHECK,
         passed=report.floor.promote,
@@ -121,6 +103,18 @@ def evaluation_report(
         severity=AssetCheckSeverity.WARN if champion.refused is None else AssetCheckSeverity.ERROR,  # an incident
         description=report.comparison.reason,
     )
+
+
+def _act_on_gates(config: RetrainConfig, registry: Registry, report: decision.EvaluationReport) -> None:
+    """Alert on a champion that would not load; record and alert a candidate below the floor, whose run the
+    blocking check stops before ``prod_model``."""
+    if report.champion_refused is not None:
+        details = {"champion_version": report.champion_version, "candidate_version": report.candidate_version}
+        send_alert(config, "champion_unloadable", report.champion_refused, details)
+    if not report.floor.promote:
+        decision.record(registry, report)
+        reason = f"candidate v{report.candidate_version} rejected: {report.floor.reason}"
+        send_alert(config, "rejected", reason, report.gates)
 
 
 def _write_report(
