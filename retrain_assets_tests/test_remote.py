@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from . import test_automation, test_history, test_lake, test_pipeline, test_sensors
+from . import test_automation, test_history, test_landing, test_pipeline, test_sensors
 from .conftest import write_config
 from .test_ui import LINEAGE
 
@@ -73,27 +73,19 @@ def s3_endpoint(tmp_path_factory):
     stop(process)
 
 
+def start_mlflow_server(home: Path) -> tuple[int, subprocess.Popen]:
+    """A real `mlflow server` under ``home`` (sqlite backend, proxied artifacts) on a free port, once it answers."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", "1", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}"]
+    command += ["--artifacts-destination", str(home / "artifacts")]
+    return port, serve(command, f"http://127.0.0.1:{port}/health", home / "server.log", timeout=120)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server (sqlite backend, local artifact store it serves) on a free port."""
-    home = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    command = [
-        str(mlflow),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{home / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(home / "artifacts"),
-    ]
-    process = serve(command, f"http://127.0.0.1:{port}/health", home / "server.log", timeout=120)
+    port, process = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     yield f"http://127.0.0.1:{port}"
     stop(process)
 
@@ -153,11 +145,11 @@ def test_pipeline_bad_batch(remote_project, instance):
 
 
 def test_lake_versions_readable(remote_project):
-    test_lake.test_each_file_is_one_version_readable_by_plain_readers(remote_project)
+    test_landing.test_each_file_is_one_version_readable_by_plain_readers(remote_project)
 
 
 def test_lake_refusal(remote_project, tmp_path):
-    test_lake.test_refused_file_is_quarantined_byte_identical_and_writes_nothing(
+    test_landing.test_refused_file_is_quarantined_byte_identical_and_writes_nothing(
         remote_project, tmp_path, "wrong-type.csv", None, "tenure_months"
     )
 

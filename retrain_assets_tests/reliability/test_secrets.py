@@ -34,7 +34,7 @@ from retrain_assets.core import synthetic
 from retrain_assets.core.config import load_config
 from retrain_assets.core.inference import infer_config, render_config
 from retrain_assets_tests.conftest import START
-from retrain_assets_tests.test_remote import free_port, serve, stop
+from retrain_assets_tests.test_remote import free_port, serve, start_mlflow_server, stop
 
 RETRAIN = Path(sys.executable).parent / "retrain"
 WEBHOOK_ENV = "RETRAIN_SECRET_WEBHOOK"
@@ -156,22 +156,7 @@ def moto_with_auth(tmp_path_factory):
 def mlflow_backend(tmp_path_factory):
     """A real `mlflow server` (sqlite, proxied artifacts) and its home folder."""
     home = tmp_path_factory.mktemp("mlflow-secret")
-    port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{home / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(home / "artifacts"),
-    ]
-    process = serve(command, f"http://127.0.0.1:{port}/health", home / "server.log", timeout=120)
+    port, process = start_mlflow_server(home)
     yield port, home
     stop(process)
 
