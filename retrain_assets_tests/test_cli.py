@@ -1,7 +1,9 @@
-"""The `retrain` command as a user runs it: init, ingest, materialize, status."""
+"""The `retrain` command as a user runs it: init, ingest, materialize, status, dag."""
 
 import datetime as dt
 import json
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -274,3 +276,65 @@ def test_tick_json_gives_checks_metrics_decision_and_drift_scores(project, monke
     assert set(second["drift_scores"]) == features
     assert all({"psi", "drifted"} <= set(score) for score in second["drift_scores"].values())
     assert second["decision"]["reason"] and second["reason"]
+
+
+LINEAGE_EDGES = {
+    ("raw_data", "validated_features"),
+    ("validated_features", "candidate_model"),
+    ("candidate_model", "evaluation_report"),
+    ("validated_features", "evaluation_report"),
+    ("evaluation_report", "prod_model"),
+    ("raw_data", "historical_model"),
+    ("historical_model", "backtest_summary"),
+}
+
+
+def test_dag_lists_each_asset_upstream_first_with_what_it_reads_and_its_checks(project):
+    result = retrain(project.path, "dag")
+
+    assert result.exit_code == 0, result.output
+    tree, listing = result.output.split("\n\n", 1)
+    assert tree.splitlines()[:3] == ["raw_data", "|-- validated_features", "|   |-- candidate_model"]
+    assert "`-- evaluation_report (see above)" in tree, "a second upstream is one branch, not a second copy"
+    assets = {line.split()[0]: line for line in listing.splitlines()[1:] if not line.startswith("      ")}
+    order = list(assets)
+    assert set(order) == {name for edge in LINEAGE_EDGES for name in edge}
+    assert all(order.index(up) < order.index(down) for up, down in LINEAGE_EDGES), order
+    assert order[0] == "raw_data" and order.index("prod_model") < order.index("historical_model")
+    assert assets["raw_data"].rstrip().endswith("group retrain"), "a root reads nothing"
+    assert assets["validated_features"].endswith("<- raw_data")
+    assert assets["evaluation_report"].endswith("group retrain  <- candidate_model, validated_features")
+    assert assets["backtest_summary"].endswith("group history  <- historical_model")
+    checks = " ".join(listing.split())
+    assert "values_in_range [blocking]" in checks and "candidate_meets_minimum [blocking]" in checks
+    assert "candidate_beats_champion [blocking]" not in checks and "candidate_beats_champion" in checks
+    assert "feature_drift [blocking]" not in checks and "champion_is_fresh" in checks
+
+
+def test_dag_mermaid_has_one_edge_per_dependency_and_a_subgraph_per_group(project):
+    result = retrain(project.path, "dag", "--mermaid")
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "graph TD"
+    edges = [tuple(line.split(" --> ")) for line in (line.strip() for line in lines) if " --> " in line]
+    assert len(edges) == len(LINEAGE_EDGES) and set(edges) == LINEAGE_EDGES
+    assert '  subgraph group_retrain["retrain"]' in lines and '  subgraph group_history["history"]' in lines
+    assert sum(line.strip() == "end" for line in lines) == 2
+    assert '    validated_features["validated_features<br/>10 checks, 7 blocking"]' in lines
+    assert '    prod_model["prod_model<br/>1 check"]' in lines
+
+
+def test_dag_reads_the_definitions_only_not_mlflow_sklearn_or_great_expectations(project):
+    code = (
+        "import sys\n"
+        "from retrain_assets.app.cli import main\n"
+        f"main(['--config', {str(project.path)!r}, 'dag'], standalone_mode=False)\n"
+        "print(sorted(m for m in ('mlflow', 'sklearn', 'great_expectations') if m in sys.modules))\n"
+    )
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert "|-- validated_features" in result.stdout
+    assert result.stdout.splitlines()[-1] == "[]"
+    assert not project.config.home.exists(), "nothing is written: no storage home, no Dagster instance"

@@ -1,4 +1,4 @@
-"""The ``retrain`` command: init, ingest, materialize, status, demo, ui.
+"""The ``retrain`` command: init, ingest, materialize, status, dag, demo, ui.
 
 Heavy libraries (mlflow, great_expectations, sklearn, dagster) are imported inside the commands that need them.
 """
@@ -239,6 +239,20 @@ def status(ctx, as_json) -> None:
     with project_instance(config) as instance:
         report = project_status(config, ctx.obj["config"], instance)
     click.echo(json.dumps(report, indent=2) if as_json else render.describe_status(report))
+
+
+@main.command()
+@click.option("--mermaid", is_flag=True, help="A Mermaid flowchart to paste into a ```mermaid block in markdown.")
+@click.pass_context
+def dag(ctx, mermaid) -> None:
+    """The asset lineage, as the project's definitions declare it: each asset, what it reads, its checks
+    (blocking ones marked). Reads no data: needs neither MLflow nor the Dagster instance."""
+    from retrain_assets.app.project import load_project
+    from retrain_assets.app.status import asset_lineage
+
+    config = _load(ctx)
+    assets = asset_lineage(load_project(ctx.obj["config"], config).defs)
+    click.echo(render.lineage_mermaid(assets) if mermaid else render.describe_lineage(assets))
 
 
 @main.command()

@@ -7,6 +7,8 @@ Dagster and nothing heavy. What is missing is said in words or left out, never p
 from __future__ import annotations
 
 import datetime as dt
+import re
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -14,6 +16,7 @@ from retrain_assets.core.validation import CHECKS
 
 if TYPE_CHECKING:
     from retrain_assets.app.execution import PartitionOutcome, RunOutcome
+    from retrain_assets.app.status import LineageAsset
     from retrain_assets.app.ticking import TickReport
 
 
@@ -149,6 +152,78 @@ def describe_status(report: dict) -> str:
         lines.append(f"latest evaluation report: {report['last_report']}")
     lines += [f"warning: {text}" for text in report.get("state_warnings", [])]
     return "\n".join(lines)
+
+
+def describe_lineage(assets: list["LineageAsset"]) -> str:
+    """`retrain dag`: the lineage drawn as trees from each root asset, then one line per asset, upstream first,
+    with what it reads and its checks. ``assets`` come upstream first (:func:`status.asset_lineage`)."""
+    lines = _lineage_trees(assets)
+    lines += ["", "assets, upstream first (<- what each reads); a [blocking] check stops the run when it fails:"]
+    width = max(len(asset.name) for asset in assets) if assets else 0
+    for asset in assets:
+        reads = f"  <- {', '.join(asset.upstream)}" if asset.upstream else ""
+        lines.append(f"  {asset.name.ljust(width)}  group {asset.group}{reads}")
+        if asset.checks:
+            marks = ", ".join(f"{check.name} [blocking]" if check.blocking else check.name for check in asset.checks)
+            lines += textwrap.wrap(marks, 116, initial_indent="      checks: ", subsequent_indent=" " * 14)
+    return "\n".join(lines)
+
+
+def _lineage_trees(assets: list["LineageAsset"]) -> list[str]:
+    """Each root with its dependents below it, ``tree``-style. Every dependency is one branch: an asset
+    reached again (a second upstream) is named with ``(see above)`` instead of being drawn twice."""
+    dependents: dict[str, list[str]] = {asset.name: [] for asset in assets}
+    for asset in assets:
+        for parent in asset.upstream:
+            dependents[parent].append(asset.name)
+    drawn: set[str] = set()
+    lines: list[str] = []
+
+    def draw(name: str, lead: str, branch: str, rest: str) -> None:
+        if name in drawn:
+            lines.append(f"{lead}{branch}{name} (see above)")
+            return
+        drawn.add(name)
+        lines.append(f"{lead}{branch}{name}")
+        children = dependents[name]
+        for index, child in enumerate(children):
+            last = index == len(children) - 1
+            draw(child, lead + rest, "`-- " if last else "|-- ", "    " if last else "|   ")
+
+    for asset in assets:
+        if not asset.upstream:
+            draw(asset.name, "", "", "")
+    return lines
+
+
+def lineage_mermaid(assets: list["LineageAsset"]) -> str:
+    """`retrain dag --mermaid`: a Mermaid flowchart for a ```` ```mermaid ```` block in GitHub markdown, one
+    subgraph per group and one edge per dependency; a node says how many checks it has and how many block."""
+    ids = {asset.name: _mermaid_id(asset.name) for asset in assets}
+    lines = ["graph TD"]
+    for group in dict.fromkeys(asset.group for asset in assets):
+        lines.append(f'  subgraph group_{_mermaid_id(group)}["{_mermaid_text(group)}"]')
+        for asset in (a for a in assets if a.group == group):
+            label = _mermaid_text(asset.name)
+            if asset.checks:
+                blocking = sum(check.blocking for check in asset.checks)
+                label += f"<br/>{len(asset.checks)} check{'s' if len(asset.checks) > 1 else ''}"
+                label += f", {blocking} blocking" if blocking else ""
+            lines.append(f'    {ids[asset.name]}["{label}"]')
+        lines.append("  end")
+    lines += [f"  {ids[parent]} --> {ids[asset.name]}" for asset in assets for parent in asset.upstream]
+    return "\n".join(lines)
+
+
+def _mermaid_id(name: str) -> str:
+    """A node id Mermaid reads as one (an asset key's ``/`` or ``-`` would not be; ``end`` closes a subgraph)."""
+    safe = re.sub(r"\W", "_", name)
+    return f"{safe}_" if safe.lower() == "end" else safe
+
+
+def _mermaid_text(text: str) -> str:
+    """Text safe inside a quoted Mermaid label."""
+    return text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
 
 
 def partition_line(row: dict, metric: str, with_rows: bool = True) -> str:

@@ -1,8 +1,9 @@
-"""What `retrain status` reads: the latest checks, stale assets, the last run and the project summary."""
+"""What `retrain status` and `retrain dag` read: the latest checks, stale assets, the last run, the project
+summary and the asset lineage."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from retrain_assets.app.project import ProjectSource, as_loaded
 from retrain_assets.core import batches, delta, landing
@@ -11,6 +12,70 @@ from retrain_assets.core.names import TRIGGER_TAG
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance, Definitions
+
+
+class CheckMark(NamedTuple):
+    """An asset check as the lineage shows it: a blocking one stops the run when it fails."""
+
+    name: str
+    blocking: bool
+
+
+class LineageAsset(NamedTuple):
+    """One asset of the lineage in plain data, so :mod:`render` draws it without knowing Dagster."""
+
+    name: str
+    group: str
+    upstream: tuple[str, ...]
+    checks: tuple[CheckMark, ...]
+
+
+def asset_lineage(defs: "Definitions") -> list[LineageAsset]:
+    """Every asset in ``defs`` with its upstream assets and checks, upstream first (ties: the group met first,
+    then the name, so a group's chain reads unbroken).
+
+    It lives here, beside the other readers of the definitions, rather than in the CLI, so it is a plain
+    function a test can call; and it reads only public Dagster API: the resolved asset specs for keys,
+    groups and dependencies, and ``AssetsDefinition.check_specs`` for the checks (the resolved asset graph's
+    check specs are not public in Dagster 1.13).
+    """
+    from dagster import AssetsDefinition
+
+    specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
+    checks: dict[str, list[CheckMark]] = {name: [] for name in specs}
+    for definition in [*(defs.assets or []), *(defs.asset_checks or [])]:
+        if isinstance(definition, AssetsDefinition):
+            for check in definition.check_specs:
+                target = check.asset_key.to_user_string()
+                if target in checks:
+                    checks[target].append(CheckMark(check.name, check.blocking))
+    upstream = {
+        name: tuple(sorted({dep.asset_key.to_user_string() for dep in spec.deps} & specs.keys()))
+        for name, spec in specs.items()
+    }
+    groups = {name: spec.group_name or "default" for name, spec in specs.items()}
+    return [
+        LineageAsset(name, groups[name], upstream[name], tuple(checks[name]))
+        for name in _upstream_first(upstream, groups)
+    ]
+
+
+def _upstream_first(upstream: dict[str, tuple[str, ...]], groups: dict[str, str]) -> list[str]:
+    """A topological order of ``upstream`` (Kahn's), taking among the ready assets the one whose group came up
+    first, then by name; Dagster forbids cycles, so every asset is placed."""
+    group_rank: dict[str, int] = {}
+    placed: list[str] = []
+    waiting = {name: set(parents) for name, parents in upstream.items()}
+    while waiting:
+        ready = [name for name, parents in waiting.items() if not parents]
+        for name in sorted(ready):
+            group_rank.setdefault(groups[name], len(group_rank))
+        chosen = min(ready, key=lambda name: (group_rank[groups[name]], name))
+        placed.append(chosen)
+        del waiting[chosen]
+        for parents in waiting.values():
+            parents.discard(chosen)
+    return placed
 
 
 def latest_checks(instance: "DagsterInstance", defs: "Definitions") -> list[dict[str, Any]]:

@@ -154,15 +154,19 @@ def _withhold_in(value: Any, everything: bool, id_column: Optional[str]) -> Any:
     return value
 
 
+# Exceptions whose message already names the config key and their cause (the cause keeps its traceback).
+_NAMES_ITS_CAUSE = {"UserCodeError"}
+
+
 def step_error(step_failures: Sequence[Any]) -> Optional[str]:
     """``"<step>: <exception>"`` of the first of Dagster's step-failure events, on one line: the user code's
-    exception (the innermost cause), not Dagster's wrapper around it; an error of Dagster's own (a
-    ``Failure`` our code raised, a failed blocking check) without its ``dagster._core...`` class name.
-    ``None`` without a failed step."""
+    exception (the innermost cause, or the first that names its cause itself), not Dagster's wrapper around
+    it; an error of Dagster's own (a ``Failure`` our code raised, a failed blocking check) without its
+    ``dagster._core...`` class name. ``None`` without a failed step."""
     if not step_failures:
         return None
     error = step_failures[0].step_failure_data.error
-    while error is not None and error.cause is not None:
+    while error is not None and error.cause is not None and error.cls_name not in _NAMES_ITS_CAUSE:
         error = error.cause
     text = error.message.strip() if error else "failed"
     if text.startswith("dagster."):

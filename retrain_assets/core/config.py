@@ -261,6 +261,27 @@ class ValidationConfig(_Section):
 
 class ModelConfig(_Section):
     estimator: str = "logistic_regression"
+    pipeline: Optional[str] = Field(
+        None,
+        description="Your own model: 'package.module:function' or 'path/to/file.py:function' (beside retrain.yaml), "
+        "called with (params, roles) and returning a scikit-learn estimator or Pipeline; default: the built-in "
+        "`estimator` with its preprocessing.",
+    )
+    features: Optional[str] = Field(
+        None,
+        description="A pure function 'module:function' from the data frame to the model's input frame (it may add "
+        "columns); applied the same way in training, evaluation, backtests and serving.",
+    )
+    code_deps: list[str] = Field(
+        default_factory=list,
+        description="More files the model's code depends on (globs beside retrain.yaml); the modules of `pipeline` "
+        "and `features` are always included.",
+    )
+    trusted_types: list[str] = Field(
+        default_factory=list,
+        description="Types your pipeline holds that skops may load (e.g. 'mypackage.transformers.Ratio'); types "
+        "of the modules of `pipeline` and `features` are trusted without listing.",
+    )
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int = 42
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
@@ -401,6 +422,11 @@ class RetrainConfig(_Section):
         return self
 
     # --- resolved locations -------------------------------------------------------------------------
+    @property
+    def project_dir(self) -> Path:
+        """The folder of ``retrain.yaml``: relative paths and the user's code specs resolve from here."""
+        return self._base_dir.resolve()
+
     @property
     def home(self) -> Path:
         return (self._base_dir / self.storage.home).resolve()

@@ -140,6 +140,7 @@ class Registry:
         from mlflow.models import infer_signature
 
         requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}"]
+        trusted = self.trusted_types_for(model.pipeline)  # before the run: a refused model leaves no trace
         with mlflow.start_run(experiment_id=experiment_id, tags=model.tags) as run:
             mlflow.log_params(model.params)
             mlflow.log_metrics({k: v for k, v in model.metrics.items() if v == v})  # NaN (undefined) is not logged
@@ -149,7 +150,7 @@ class Registry:
                 name="model",
                 signature=infer_signature(model.inputs),  # the schema only: no input_example, so no rows
                 pip_requirements=requirements,
-                skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                skops_trusted_types=trusted,
             )
             crash_point("model_logging")
         return run.info.run_id, info
@@ -187,7 +188,7 @@ class Registry:
     def load(self, version: str) -> Any:
         """Version ``version`` of the project's model, read from the registry in ``retrain.yaml`` (never the
         ambient ``MLFLOW_*_URI`` or mlflow's process-wide URIs) and deserialized only by skops, trusting
-        only :data:`SKOPS_TRUSTED_TYPES`: never pickle, never a type list stored beside the model.
+        only the types of :meth:`_trusted`: never pickle, never a type list stored beside the model.
 
         Raises:
             ModelRefused: the version's artifact is not a skops file of a scikit-learn model, or it holds a
@@ -223,16 +224,48 @@ class Registry:
                     f"{what}: refused, its model file {flavor.get('pickled_model')!r} is not in the artifact"
                 )
             try:
-                untrusted = set(skops.io.get_untrusted_types(file=path)) - set(SKOPS_TRUSTED_TYPES)
+                held = set(skops.io.get_untrusted_types(file=path))
             except Exception as exc:  # anything skops cannot parse is not a model we wrote
                 raise ModelRefused(
                     f"{what}: refused, {path.name} is not a readable skops file ({type(exc).__name__})"
                 ) from None
-            if untrusted:
+            trusted = self._trusted(held)
+            if held - set(trusted):
                 raise ModelRefused(
-                    f"{what}: refused, {path.name} holds types outside the trusted list: {sorted(untrusted)}"
+                    f"{what}: refused, {path.name} holds types outside the trusted list: {sorted(held - set(trusted))}"
                 )
-            return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)
+            return skops.io.load(path, trusted=trusted)
+
+    def _trusted(self, held: set[str]) -> list[str]:
+        """The types skops may load: :data:`SKOPS_TRUSTED_TYPES`, ``model.trusted_types``, and those of ``held``
+        defined in the modules of the project's own code (``model.pipeline``, ``model.features``), which this
+        process imports (and so runs) anyway. Never a list stored beside the model."""
+        from retrain_assets.core import usercode
+
+        model = self.config.model
+        own = [
+            usercode.load_function(spec, self.config.project_dir, key).module_name
+            for key, spec in (("model.pipeline", model.pipeline), ("model.features", model.features))
+            if spec
+        ]
+        prefixes = tuple(f"{name.split('.')[0]}." for name in own)
+        return sorted(
+            {*SKOPS_TRUSTED_TYPES, *model.trusted_types, *(t for t in held if prefixes and t.startswith(prefixes))}
+        )
+
+    def trusted_types_for(self, pipeline: Any) -> list[str]:
+        """The trusted types for saving ``pipeline``; a type it holds outside them is refused before anything
+        is logged, naming ``model.trusted_types``, so no model is registered that could not be loaded."""
+        import skops.io
+
+        held = set(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
+        trusted = self._trusted(held)
+        if held - set(trusted):
+            raise ValueError(
+                f"model.trusted_types: the model holds types skops does not load by default: "
+                f"{sorted(held - set(trusted))}; list them under model.trusted_types if you trust them"
+            )
+        return trusted
 
     def reference_profile(self, version: "ModelVersion") -> Optional[dict[str, Any]]:
         """The drift reference logged with ``version`` (``None`` for models logged without one), read through

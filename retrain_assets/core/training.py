@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 _HASH_BUCKETS = 10_000
 SAMPLE_ROWS = 100_000  # enough rows for a metric estimate that only informs (train fit, champion watch)
-_CATEGORICAL = ("category", "string", "bool")
+_SIGNATURE_ROWS = 100  # rows the features function sees to give the model signature its columns and types
 _MAX_CATEGORIES = 50  # per categorical feature; the rarer ones are pooled as "infrequent"
 
 
@@ -40,6 +40,14 @@ def params_hash(config: "RetrainConfig") -> str:
         "features": config.data.features,
         "target": config.data.target,
     }
+    # the user's code, when named (absent keys keep the hashes of built-in models as they were)
+    spec.update(
+        {
+            key: value
+            for key, value in (("pipeline", config.model.pipeline), ("model_features", config.model.features))
+            if value
+        }
+    )
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -99,7 +107,69 @@ def split(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame
     return train, holdout
 
 
-def build_pipeline(config: "RetrainConfig") -> "Pipeline":
+@dataclass(frozen=True)
+class ColumnRoles:
+    """What a ``model.pipeline`` factory is told about the frame it will be fitted on (after
+    ``model.features``): which input columns are numeric and which categorical, the target, task and seed."""
+
+    numeric: list[str]
+    categorical: list[str]
+    target: str
+    task: str
+    seed: int
+
+
+def column_roles(inputs: "pd.DataFrame", config: "RetrainConfig") -> ColumnRoles:
+    """Declared columns keep their declared kind; a column ``model.features`` added is numeric when its dtype
+    is (booleans are categories)."""
+    from pandas.api import types
+
+    declared = config.data.features
+    numeric: list[str] = []
+    categorical: list[str] = []
+    for name in inputs.columns:
+        kind = declared.get(name)
+        is_number = (
+            kind in ("int", "float")
+            if kind
+            else (types.is_numeric_dtype(inputs[name]) and not types.is_bool_dtype(inputs[name]))
+        )
+        (numeric if is_number else categorical).append(name)
+    return ColumnRoles(numeric, categorical, config.data.target, config.data.task, config.model.seed)
+
+
+def build_pipeline(config: "RetrainConfig", inputs: "Optional[pd.DataFrame]" = None) -> Any:
+    """The model to fit on ``inputs`` (the model's input columns): the user's ``model.pipeline`` factory
+    when set, else the built-in Pipeline for ``model.estimator``."""
+    if config.model.pipeline is None:
+        return _builtin_pipeline(config, inputs)
+    from retrain_assets.core import usercode
+
+    factory = usercode.load_function(config.model.pipeline, config.project_dir, "model.pipeline")
+    roles = column_roles(inputs if inputs is not None else _empty_inputs(config), config)
+    try:
+        model = factory.function(dict(config.model.params), roles)
+    except Exception as exc:
+        raise usercode.UserCodeError(
+            f"model.pipeline: {config.model.pipeline} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    needed = ("fit", "predict", "predict_proba") if config.data.task == "classification" else ("fit", "predict")
+    missing = [name for name in needed if not callable(getattr(model, name, None))]
+    if missing:
+        raise usercode.UserCodeError(
+            f"model.pipeline: {config.model.pipeline} returned a {type(model).__module__}.{type(model).__name__}, "
+            f"not a scikit-learn estimator for {config.data.task} (no {', '.join(missing)})"
+        )
+    return model
+
+
+def _empty_inputs(config: "RetrainConfig") -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame(columns=list(config.data.features))
+
+
+def _builtin_pipeline(config: "RetrainConfig", inputs: "Optional[pd.DataFrame]") -> "Pipeline":
     """Preprocessing and estimator in one Pipeline, so serving applies exactly what training did.
 
     Categories are one-hot encoded, except for ``hist_gradient_boosting``, which gets one ordinal code per
@@ -111,9 +181,8 @@ def build_pipeline(config: "RetrainConfig") -> "Pipeline":
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-    features = config.data.features
-    numeric = [name for name, kind in features.items() if kind in ("int", "float")]
-    categorical = [name for name, kind in features.items() if kind in _CATEGORICAL]
+    roles = column_roles(inputs if inputs is not None else _empty_inputs(config), config)
+    numeric, categorical = roles.numeric, roles.categorical
     native = config.model.estimator == "hist_gradient_boosting"
     if native:
         # missing values become a category of their own; unseen ones encode as NaN, the booster's missing bin;
@@ -158,15 +227,51 @@ def sample(frame: "pd.DataFrame", config: "RetrainConfig", rows: int = SAMPLE_RO
     return frame if len(frame) <= rows else frame.sample(n=rows, random_state=config.model.seed)
 
 
+def model_inputs(frame: "pd.DataFrame", config: "RetrainConfig") -> "pd.DataFrame":
+    """The columns the model sees: the declared features or, with ``model.features``, what that function
+    makes of the frame (the declared features it keeps, then the columns it adds). One function for
+    training, evaluation, backtests and serving, so they cannot drift apart."""
+    if config.model.features is None:
+        return frame[list(config.data.features)]
+    import pandas as pd
+
+    from retrain_assets.core import usercode
+
+    spec = config.model.features
+    function = usercode.load_function(spec, config.project_dir, "model.features").function
+    try:
+        made = function(frame.copy())
+    except Exception as exc:
+        raise usercode.UserCodeError(f"model.features: {spec} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(made, pd.DataFrame) or len(made) != len(frame):
+        shape = f"{len(made)} rows for {len(frame)}" if isinstance(made, pd.DataFrame) else type(made).__name__
+        raise usercode.UserCodeError(
+            f"model.features: {spec} must return a pandas DataFrame with one row per input row, in order; "
+            f"it returned {shape}"
+        )
+    kept = [name for name in config.data.features if name in made.columns]
+    added = [name for name in made.columns if name not in frame.columns and name != config.data.target]
+    return made[kept + added]
+
+
 def features_and_target(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame", "pd.Series"]:
-    return frame[list(config.data.features)], frame[config.data.target]
+    return model_inputs(frame, config), frame[config.data.target]
 
 
-def train(frame: "pd.DataFrame", config: "RetrainConfig") -> "Pipeline":
-    """Fit a fresh pipeline on ``frame`` (the train split)."""
-    pipeline = build_pipeline(config)
+def train(frame: "pd.DataFrame", config: "RetrainConfig") -> Any:
+    """Fit a fresh model on ``frame`` (the train split); a user pipeline that fails to fit says so."""
     features, target = features_and_target(frame, config)
-    pipeline.fit(features, target)
+    pipeline = build_pipeline(config, features)
+    try:
+        pipeline.fit(features, target)
+    except Exception as exc:
+        if config.model.pipeline is None:
+            raise
+        from retrain_assets.core.usercode import UserCodeError
+
+        raise UserCodeError(
+            f"model.pipeline: the model of {config.model.pipeline} failed to fit: {type(exc).__name__}: {exc}"
+        ) from exc
     return pipeline
 
 
@@ -263,5 +368,5 @@ def fit_and_record(frame: "pd.DataFrame", config: "RetrainConfig", delta_version
     }
     features = config.data.features
     profile = reference_profile(train_rows, features, bins=config.triggers.drift.bins, seed=model.seed)
-    inputs = frame[list(features)].head(0)  # the signature's columns and types; no rows
+    inputs = model_inputs(frame.head(_SIGNATURE_ROWS), config).head(0)  # the signature's columns and types; no rows
     return FittedModel(LoggedModel(pipeline, inputs, params, metrics, tags, profile), train_rows, holdout)

@@ -1,0 +1,100 @@
+"""The team's own model code named in retrain.yaml: a features function and a pipeline factory, trained,
+evaluated and loaded back through the real stack; code that cannot serve gets a clear error and registers
+nothing."""
+
+import textwrap
+
+import pytest
+from mlflow import MlflowClient
+
+from retrain_assets.app.execution import materialize
+from retrain_assets.core.landing import ingest_file
+from retrain_assets.core.registry import Registry
+from retrain_assets_tests.conftest import write_config
+
+pytestmark = pytest.mark.integration
+
+CHURN_MODEL = '''
+import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
+
+
+def add_ratios(frame):
+    """Charges per month of tenure: what a long customer pays matters less than what a new one does."""
+    made = frame.copy()
+    made["charges_per_tenure_month"] = made["monthly_charges"] / (made["tenure_months"] + 1)
+    return made
+
+
+def make_pipeline(params, roles):
+    encode = ColumnTransformer(
+        [("categories", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan), roles.categorical)],
+        remainder="passthrough",
+    )
+    booster = HistGradientBoostingClassifier(random_state=roles.seed, **params)
+    return Pipeline([("encode", encode), ("booster", booster)])
+
+
+def not_a_model(params, roles):
+    return {"params": params}
+'''
+
+
+def registry_versions(project) -> list:
+    client = MlflowClient(tracking_uri=project.config.tracking_uri, registry_uri=project.config.tracking_uri)
+    return client.search_model_versions(f"name = '{project.config.mlflow.model_name}'")
+
+
+@pytest.fixture
+def own_code(project):
+    (project.path.parent / "churn_model.py").write_text(textwrap.dedent(CHURN_MODEL))
+    return project
+
+
+def test_a_features_function_and_a_pipeline_factory_train_and_serve(own_code, instance):
+    write_config(
+        own_code,
+        model={
+            "pipeline": "churn_model.py:make_pipeline",
+            "features": "churn_model.py:add_ratios",
+            "params": {"max_iter": 50},
+        },
+    )
+    ingest_file(own_code.config, own_code.batch(0))
+
+    outcome = materialize(own_code.path, instance)
+
+    assert outcome.success, outcome.error
+    assert outcome.decision["promoted"] is True
+    registry = Registry(own_code.config)
+    champion = registry.by_alias("champion")
+    model = registry.load(str(champion.version))
+    assert type(model.named_steps["booster"]).__name__ == "HistGradientBoostingClassifier"
+    assert "charges_per_tenure_month" in list(model.feature_names_in_), "the features function fed the model"
+    run = registry.client.get_run(champion.run_id)
+    assert run.data.params["max_iter"] == "50" and 0.6 < run.data.metrics["roc_auc"] <= 1.0
+    assert outcome.evaluation["candidate"]["roc_auc"] == pytest.approx(run.data.metrics["roc_auc"])
+
+
+@pytest.mark.parametrize(
+    "pipeline, words",
+    [
+        ("churn_model.py:not_a_model", ["model.pipeline", "churn_model.py:not_a_model", "not a scikit-learn"]),
+        ("churn_model.py:missing", ["model.pipeline", "missing"]),
+        ("no_such_module:make", ["model.pipeline", "no_such_module"]),
+    ],
+)
+def test_user_code_that_cannot_give_a_model_fails_the_run_by_name_and_registers_nothing(
+    own_code, instance, pipeline, words
+):
+    write_config(own_code, model={"pipeline": pipeline})
+    ingest_file(own_code.config, own_code.batch(0))
+
+    outcome = materialize(own_code.path, instance)
+
+    assert not outcome.success
+    assert all(word in outcome.error for word in words), outcome.error
+    assert registry_versions(own_code) == []
