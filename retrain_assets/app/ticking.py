@@ -56,7 +56,8 @@ def quiet_since_last_tick(
     config: "RetrainConfig", config_path: Path, now: dt.datetime, say: Optional[Callable[[str], None]] = None
 ) -> bool:
     """True when a tick could not do anything: ``raw_data`` is at the version the last tick's sensor saw,
-    the schedule's next time has not come, the config is unchanged, and no run has been recorded since
+    the schedule's next time has not come, the config and the model's code are unchanged, and no run has been
+    recorded since
     (a failed run elsewhere still reaches the failure alert). Reads the Delta log and one small
     file, so `retrain tick` answers without importing Dagster; anything else takes the full path. An empty or
     corrupt state file (written from outside: ours are replaced atomically) is no state: ``say`` (default: a
@@ -75,8 +76,11 @@ def quiet_since_last_tick(
     if state is None or problem is not None:  # a full tick rewrites it; the file is only a shortcut
         (say or logger.warning)(f"ignoring {problem} and running a full tick")
         return False
+    from retrain_assets.core.training import code_fingerprint
+
     return (
         state.get("config_mtime") == config_path.stat().st_mtime
+        and state.get("code_hash") == code_fingerprint(config).hash
         and state.get("runs_mtime") == _runs_mtime(config)
         and state.get("raw_version") == delta.latest_version(config.table_uri(delta.RAW_TABLE))
         and (due_at is None or now < due_at)
@@ -85,12 +89,15 @@ def quiet_since_last_tick(
 
 def _remember(project: LoadedProject, instance: "DagsterInstance", now: dt.datetime) -> None:
     """After a full tick: what the next one needs to know to answer quickly (see quiet_since_last_tick)."""
+    from retrain_assets.core.training import code_fingerprint
+
     cursor = load_cursor(instance, "raw_data_version_sensor")
     schedules = [_next(schedule_def, now) for schedule_def in project.defs.schedules or []]
     state = {
         "config_mtime": project.path.stat().st_mtime,
         "runs_mtime": _runs_mtime(project.config),
         "raw_version": int(cursor) if cursor else None,
+        "code_hash": code_fingerprint(project.config).hash,
         "next_schedule": min(schedules) if schedules else None,
     }
     statefiles.write_atomic(project.config.dagster_home / STATE_FILE, json.dumps(state))

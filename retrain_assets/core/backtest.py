@@ -11,7 +11,6 @@ partition and Delta version; they are never registered and never touch the ``cha
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -55,9 +54,10 @@ def accepted_rows(
     import pandas as pd
 
     from retrain_assets.core.batches import validate, verdicts
+    from retrain_assets.core.validation import rules_hash
 
     uri = config.table_uri(delta.RAW_TABLE)
-    rules = json.dumps([config.data.model_dump(), config.validation.model_dump()], sort_keys=True, default=str)
+    rules = rules_hash(config)
     judged = verdicts(config)
     frames, rejected = [], []
     for commit in delta.batch_commits(uri, after, upto):

@@ -75,12 +75,18 @@ class LoggedModel:
 
 
 @functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """Package version plus the git commit of the checkout it runs from (``-dirty`` with local edits)."""
+def platform_release() -> str:
+    """The installed release of this package (part of every model's code hash: the platform trains it too)."""
     try:
-        release = metadata.version("retrain-assets")
+        return metadata.version("retrain-assets")
     except metadata.PackageNotFoundError:
-        release = "0+unknown"
+        return "0+unknown"
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the checkout it runs from (``-dirty`` with local edits): the
+    platform's own version, recorded beside the hash of the project's code (``code_hash``)."""
+    release = platform_release()
     here = Path(__file__).parent
 
     def git(*args: str) -> str:
@@ -281,6 +287,15 @@ class Registry:
                 return json.loads(Path(path).read_text())
             except (MlflowException, OSError, ValueError):
                 return None
+
+    def trained_with(self, code_hash: str, features_version: int) -> Optional["ModelVersion"]:
+        """The newest registered version built from ``code_hash`` on ``features_version`` of the features
+        table, if one was: a change of code or params is tried once per data version."""
+        query = (
+            f"name = '{self.name}' and tags.code_hash = '{code_hash}' and tags.features_version = '{features_version}'"
+        )
+        versions = self.client.search_model_versions(query)
+        return max(versions, key=lambda v: int(v.version)) if versions else None
 
     def by_alias(self, alias: str) -> Optional["ModelVersion"]:
         """The version ``alias`` points at; ``None`` only when the registered model or the alias does not exist.

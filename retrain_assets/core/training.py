@@ -23,9 +23,11 @@ if TYPE_CHECKING:
     from retrain_assets.core.config import RetrainConfig
     from retrain_assets.core.delta import TableRef
     from retrain_assets.core.registry import LoggedModel
+    from retrain_assets.core.usercode import CodeFingerprint
 
 _HASH_BUCKETS = 10_000
 SAMPLE_ROWS = 100_000  # enough rows for a metric estimate that only informs (train fit, champion watch)
+_MAX_TAG_CHARS = 5000  # MLflow's limit on a tag value
 _SIGNATURE_ROWS = 100  # rows the features function sees to give the model signature its columns and types
 _MAX_CATEGORIES = 50  # per categorical feature; the rarer ones are pooled as "infrequent"
 
@@ -330,6 +332,20 @@ def data_range(frame: "pd.DataFrame", config: "RetrainConfig") -> Optional[dict[
     return {"min": frame[column].min().isoformat(), "max": frame[column].max().isoformat()}
 
 
+def code_fingerprint(config: "RetrainConfig", with_params: bool = True) -> "CodeFingerprint":
+    """The code a model of this project is built from: the modules of ``model.pipeline`` and
+    ``model.features`` (always, so nobody has to list train.py), the ``model.code_deps`` files, the params
+    hash and the platform release. It changes when, and only when, a retrain could build another model
+    from the same data; it reads files and imports none of them. ``with_params=False`` leaves the params out:
+    the ``source_hash`` that tells a code change from a params change."""
+    from retrain_assets.core import usercode
+    from retrain_assets.core.registry import platform_release
+
+    specs = [spec for spec in (config.model.pipeline, config.model.features) if spec]
+    extra = f"params {params_hash(config) if with_params else '-'}; platform {platform_release()}"
+    return usercode.fingerprint(config.project_dir, specs, config.model.code_deps, extra=extra)
+
+
 @dataclass(frozen=True)
 class FittedModel:
     """A pipeline trained on the stable train split of a frame, with the MLflow record every model of the
@@ -343,8 +359,9 @@ class FittedModel:
 def fit_and_record(frame: "pd.DataFrame", config: "RetrainConfig", delta_version: int) -> FittedModel:
     """Split, train with the fixed seed, score on the holdout and describe: params (with the holdout
     fraction), the provenance tags (Delta version, code version, params hash, rows, data range) and the
-    drift reference profile. The one routine behind ``candidate_model`` and the history backtest; callers
-    add their own metrics and tags before logging ``logged``."""
+    drift reference profile, and the hash and files of the project's code (:func:`code_fingerprint`) with
+    the git commit when the project is a git checkout. The one routine behind ``candidate_model`` and the
+    history backtest; callers add their own metrics and tags before logging ``logged``."""
     from retrain_assets.core.drift import reference_profile
     from retrain_assets.core.registry import LoggedModel, code_version
 
@@ -352,12 +369,18 @@ def fit_and_record(frame: "pd.DataFrame", config: "RetrainConfig", delta_version
     pipeline = train(train_rows, config)
     metrics = evaluate(pipeline, holdout, config)
     span = data_range(frame, config)
+    code = code_fingerprint(config)
     tags = {
         "delta_version": str(delta_version),
         "code_version": code_version(),
+        "code_hash": code.hash,
+        "source_hash": code_fingerprint(config, with_params=False).hash,
+        "code_files": ",".join(code.files)[:_MAX_TAG_CHARS],
         "params_hash": params_hash(config),
         "rows": str(len(frame)),
         **({"data_min": span["min"], "data_max": span["max"]} if span else {}),
+        **({"git_commit": code.git_commit} if code.git_commit else {}),
+        **({"git_dirty": str(code.git_dirty).lower()} if code.git_dirty is not None else {}),
     }
     model = config.model
     params = {

@@ -66,6 +66,17 @@ _OBJECT_TYPES = {
 _RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 5}
 
 
+def rules_hash(config: RetrainConfig) -> str:
+    """Short, stable hash of the rules a batch is judged by (``data:`` and ``validation:``): the code version
+    of ``validated_features``, and the key of verdicts the backtest reuses; the same rules give the same
+    verdict."""
+    import hashlib
+    import json
+
+    rules = json.dumps([config.data.model_dump(), config.validation.model_dump()], sort_keys=True, default=str)
+    return hashlib.sha256(rules.encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class BatchContext:
     """What a batch is judged against besides its own rows: when it landed in ``raw_data`` and the row

@@ -7,13 +7,13 @@ from typing import Optional
 from dagster import Definitions
 
 from retrain_assets.core.config import RetrainConfig, load_config, resolve_config_path
-from retrain_assets.defs.assets import LINEAGE, candidate_model
+from retrain_assets.defs.assets import LINEAGE, candidate_model, validated_features
 from retrain_assets.defs.assets.history import build_history_assets, history_partitions
 from retrain_assets.defs.executors import executor_from_env
 from retrain_assets.defs.jobs import history_jobs, max_runtime_tag, retrain_job
 from retrain_assets.defs.resources import RetrainProject, artifact_io_manager
 from retrain_assets.defs.schedules import retrain_schedule
-from retrain_assets.defs.sensors import alert_on_run_failure, raw_data_version_sensor
+from retrain_assets.defs.sensors import alert_on_run_failure, model_code_sensor, raw_data_version_sensor
 
 
 def _project_config(config_path: Optional[str]) -> Optional[RetrainConfig]:
@@ -31,31 +31,43 @@ def build_defs(
     that holds the project lock and executes runs itself passes ``hold_project_lock=False`` (see
     :class:`RetrainProject`).
 
-    The config shapes three things at load time: the schedule's cron, the history partitions, and
-    ``candidate_model``'s code version, which includes the params hash so that changing model params marks
-    it (and what follows) stale.
+    The config shapes four things at load time: the schedule's cron, the history partitions, and two code
+    versions, so that Dagster marks an asset stale exactly when what builds it changed.
+    ``validated_features``' is the hash of the validation rules; ``candidate_model``'s the hash of the
+    project's model code, params and the platform release (:func:`training.code_fingerprint`).
     """
     from retrain_assets.core.config import HistoryConfig, TriggersConfig
-    from retrain_assets.core.training import params_hash
 
     if config is None:
         config = _project_config(config_path)
-    assets = list(LINEAGE)
-    if config is not None:
-        versioned = candidate_model.map_asset_specs(
-            lambda spec: spec.replace_attributes(code_version=f"{spec.code_version}+params-{params_hash(config)}")
-        )
-        assets[assets.index(candidate_model)] = versioned
+    assets = _versioned(list(LINEAGE), config) if config is not None else list(LINEAGE)
     cron = (config.triggers if config is not None else TriggersConfig()).schedule
     partitions = history_partitions(config.history if config is not None else HistoryConfig())
     return Definitions(
         assets=assets + build_history_assets(partitions),
         jobs=[retrain_job, *history_jobs(partitions)],
-        sensors=[raw_data_version_sensor, alert_on_run_failure],
+        sensors=[raw_data_version_sensor, model_code_sensor, alert_on_run_failure],
         schedules=[retrain_schedule(cron, max_runtime_tag(config) if config else {})] if cron else [],
         resources=_resources(config, config_path, hold_project_lock),
         executor=executor_from_env(),
     )
+
+
+def _versioned(assets: list, config: RetrainConfig) -> list:
+    """The lineage with the code versions of ``validated_features`` and ``candidate_model`` from the config."""
+    from retrain_assets.core.training import code_fingerprint
+    from retrain_assets.core.validation import rules_hash
+
+    versions = {
+        validated_features: f"rules-{rules_hash(config)}",
+        candidate_model: f"code-{code_fingerprint(config).hash}",
+    }
+    return [
+        asset.map_asset_specs(lambda spec, v=versions[asset]: spec.replace_attributes(code_version=v))
+        if asset in versions
+        else asset
+        for asset in assets
+    ]
 
 
 def _resources(config: Optional[RetrainConfig], config_path: Optional[str], hold_project_lock: bool) -> dict:

@@ -18,7 +18,7 @@ from dagster import (
 
 from retrain_assets.core import delta
 from retrain_assets.core.names import BACKFILL_TAG, DELTA_VERSION_TAG, TRIGGER_TAG
-from retrain_assets.defs.assets.model import retrain_decision
+from retrain_assets.defs.assets.model import latest_decision, retrain_decision
 from retrain_assets.defs.jobs import max_runtime_tag, retrain_job
 from retrain_assets.defs.resources import RetrainProject
 
@@ -57,6 +57,30 @@ def raw_data_version_sensor(context: SensorEvaluationContext, project: RetrainPr
         for version in targets
     ]
     return SensorResult(run_requests=requests, cursor=str(latest))
+
+
+@sensor(job=retrain_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
+def model_code_sensor(context: SensorEvaluationContext, project: RetrainProject):
+    """GitOps: requests the retraining job when the model's code or params (:func:`training.code_fingerprint`)
+    differ from those ``candidate_model`` last decided with, so a commit retrains without new data. The run
+    key names the code hash and the features version, so each change is tried once per data version;
+    ``candidate_model`` then retrains only when the champion was built from other code or params and nothing
+    was built from the current ones on this data yet (it lost: no retrain loop)."""
+    from retrain_assets.core.training import code_fingerprint, params_hash
+
+    config = project.load()
+    last = latest_decision(context.instance)
+    if last is None or "code_hash" not in last:
+        return SkipReason("candidate_model has not decided with a code hash yet; the first data run does")
+    code = code_fingerprint(config)
+    if last["code_hash"] == code.hash:
+        return SkipReason(f"model code and params unchanged since the last decision (code {code.hash})")
+    trigger = "params_changed" if last.get("params_hash") != params_hash(config) else "code_changed"
+    features = delta.latest_version(config.table_uri(delta.FEATURES_TABLE))
+    return RunRequest(
+        run_key=f"{trigger}-{code.hash}-features-v{features}",
+        tags={TRIGGER_TAG: trigger, **max_runtime_tag(config)},
+    )
 
 
 @run_failure_sensor(default_status=DefaultSensorStatus.RUNNING, monitored_jobs=[retrain_job])

@@ -20,7 +20,7 @@ from dagster import (
 from retrain_assets.core import batches, training
 from retrain_assets.core.alerts import send_alert
 from retrain_assets.core.names import CHAMPION, TRIGGER_TAG
-from retrain_assets.core.triggers import TriggerDecision, decide_retrain
+from retrain_assets.core.triggers import TriggerDecision, code_change, decide_retrain
 from retrain_assets.defs.resources import RetrainProject
 
 CANDIDATE_MODEL = "candidate_model"
@@ -45,6 +45,12 @@ def candidate_model(
     champion = registry.by_alias(CHAMPION)
     champion_data = int(champion.tags["delta_version"]) if champion is not None else None
     trigger = context.run_tags.get(TRIGGER_TAG, "manual")
+    code, params = training.code_fingerprint(config), training.params_hash(config)
+    changed = []
+    if champion is not None:
+        tried = registry.trained_with(code.hash, features.version)
+        source = training.code_fingerprint(config, with_params=False).hash
+        changed = code_change(champion.tags, params, source, str(tried.version) if tried else None)
     decision = decide_retrain(
         config,
         trigger,
@@ -52,8 +58,10 @@ def candidate_model(
         new_rows=batches.accepted_rows_after(config, champion_data),
         drift=validated_features.drift,
         performance=validated_features.performance,
+        code_changes=changed,
     )
-    context.log_event(AssetObservation(asset_key=CANDIDATE_MODEL, metadata=_decision_metadata(decision)))
+    recorded = {**_decision_metadata(decision), "code_hash": code.hash, "params_hash": params}
+    context.log_event(AssetObservation(asset_key=CANDIDATE_MODEL, metadata=recorded))
     context.log.info(("retraining: " if decision.retrain else "not retraining: ") + decision.summary)
     if not decision.retrain:
         return
@@ -104,9 +112,17 @@ def _decision_metadata(decision: TriggerDecision) -> dict[str, Any]:
     return {"retrain": decision.retrain, "fired": ",".join(decision.fired) or "none", "reason": decision.summary}
 
 
+def latest_decision(instance: DagsterInstance) -> Optional[dict[str, Any]]:
+    """The newest decision ``candidate_model`` recorded in any run, or ``None`` before the first."""
+    records = instance.fetch_observations(AssetKey(CANDIDATE_MODEL), limit=1).records
+    observation = records[0].asset_observation if records else None
+    return {key: value.value for key, value in observation.metadata.items()} if observation else None
+
+
 def retrain_decision(instance: DagsterInstance, run: DagsterRun) -> Optional[dict[str, Any]]:
     """What ``candidate_model`` decided in ``run`` or, for a run re-executed from a later step, in the run it
-    re-executes: ``{"retrain", "fired", "reason"}``, or ``None`` when no run of the lineage got that far."""
+    re-executes: ``{"retrain", "fired", "reason", "code_hash", "params_hash"}``, or ``None`` when no run of
+    the lineage got that far."""
     for run_id in dict.fromkeys(r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r):
         for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_OBSERVATION):
             observation = entry.asset_observation

@@ -1,0 +1,88 @@
+"""GitOps on a real git repository: a committed change of params or model code retrains through `retrain tick`,
+once; an unrelated commit retrains nothing."""
+
+import json
+import subprocess
+import textwrap
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from retrain_assets.app.cli import main
+from retrain_assets_tests.test_user_model import CHURN_MODEL
+
+pytestmark = pytest.mark.integration
+
+
+def retrain(config_path, *args):
+    return CliRunner().invoke(main, ["--config", str(config_path), *args], catch_exceptions=False)
+
+
+def launched(project) -> list[dict]:
+    result = retrain(project.path, "tick", "--json")
+    assert result.exit_code == 0, result.output
+    return [launch for launch in json.loads(result.output)["launched"] if launch.get("run_id")]
+
+
+class Repo:
+    def __init__(self, folder):
+        self.folder = folder
+        self.git = ["git", "-C", str(folder), "-c", "user.email=ci@example.org", "-c", "user.name=ci"]
+        subprocess.run([*self.git, "init", "-q"], check=True)
+
+    def commit(self, message: str, **files: str) -> None:
+        for name, text in files.items():
+            (self.folder / name).write_text(text)
+        subprocess.run([*self.git, "add", *files], check=True)
+        subprocess.run([*self.git, "commit", "-q", "-m", message], check=True)
+
+
+@pytest.fixture
+def repo(project, monkeypatch):
+    """The project as a git checkout with its own model code, the first champion trained by a tick."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    folder = project.path.parent
+    (folder / ".gitignore").write_text(".retrain/\ndata/\n")
+    raw = yaml.safe_load(project.path.read_text())
+    raw["model"].update(
+        {
+            "pipeline": "churn_model.py:make_pipeline",
+            "features": "churn_model.py:add_ratios",
+            "params": {"max_iter": 40},
+        }
+    )
+    repository = Repo(folder)
+    repository.commit(
+        "model",
+        **{
+            "retrain.yaml": yaml.safe_dump(raw, sort_keys=False),
+            "churn_model.py": textwrap.dedent(CHURN_MODEL),
+            ".gitignore": ".retrain/\ndata/\n",
+        },
+    )
+    repository.raw = raw
+    assert retrain(project.path, "ingest", str(project.batch(0))).exit_code == 0
+    [first] = launched(project)
+    assert first["decision"]["promoted"] is True
+    return repository
+
+
+def test_params_and_code_commits_retrain_once_and_an_unrelated_commit_does_not(project, repo):
+    repo.raw["model"]["params"] = {"max_iter": 80}
+    repo.commit("more boosting rounds", **{"retrain.yaml": yaml.safe_dump(repo.raw, sort_keys=False)})
+
+    [params_run] = launched(project)
+    assert params_run["trigger"] == "params_changed" and "params_changed" in params_run["fired"]
+    assert params_run["metrics"]["candidate_version"] == "2"
+    assert launched(project) == [], "the change was tried once: no retrain loop"
+
+    code = (repo.folder / "churn_model.py").read_text().replace("+ 1)", "+ 2)")
+    repo.commit("smoother ratio", **{"churn_model.py": code})
+
+    [code_run] = launched(project)
+    assert code_run["trigger"] == "code_changed" and "code_changed" in code_run["fired"]
+    assert code_run["metrics"]["candidate_version"] == "3"
+
+    repo.commit("docs", **{"NOTES.md": "how we model churn"})
+    assert launched(project) == [], "a file outside the model's code changes nothing"
