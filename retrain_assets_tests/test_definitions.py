@@ -59,7 +59,7 @@ def test_checks_gate_where_designed():
 
 def test_automation_is_on_by_default():
     sensors = {sensor.name: sensor for sensor in defs.sensors}
-    assert set(sensors) == {"raw_data_version_sensor", "alert_on_run_failure"}
+    assert set(sensors) == {"raw_data_version_sensor", "model_code_sensor", "alert_on_run_failure"}
     assert all(sensor.default_status == DefaultSensorStatus.RUNNING for sensor in sensors.values())
     (schedule,) = defs.schedules
     assert schedule.cron_schedule == "0 6 * * 1" and schedule.default_status == DefaultScheduleStatus.RUNNING

@@ -255,9 +255,8 @@ class Registry:
             if spec
         ]
         prefixes = tuple(f"{name.split('.')[0]}." for name in own)
-        return sorted(
-            {*SKOPS_TRUSTED_TYPES, *model.trusted_types, *(t for t in held if prefixes and t.startswith(prefixes))}
-        )
+        extra = {*model.trusted_types, *(name for name in held if prefixes and name.startswith(prefixes))}
+        return [*SKOPS_TRUSTED_TYPES, *sorted(extra - set(SKOPS_TRUSTED_TYPES))]
 
     def trusted_types_for(self, pipeline: Any) -> list[str]:
         """The trusted types for saving ``pipeline``; a type it holds outside them is refused before anything

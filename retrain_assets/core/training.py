@@ -341,7 +341,17 @@ def code_fingerprint(config: "RetrainConfig", with_params: bool = True) -> "Code
     from retrain_assets.core import usercode
     from retrain_assets.core.registry import platform_release
 
-    specs = [spec for spec in (config.model.pipeline, config.model.features) if spec]
+    named = [
+        (key, spec)
+        for key, spec in (("model.pipeline", config.model.pipeline), ("model.features", config.model.features))
+        if spec
+    ]
+    for key, spec in named:  # a spec that cannot be located is named by its own key
+        try:
+            usercode.code_files(spec, config.project_dir)
+        except usercode.UserCodeError as exc:
+            raise usercode.UserCodeError(f"{key}: {str(exc).removeprefix(usercode.SPEC_SECTION_KEY + ': ')}") from None
+    specs = [spec for _, spec in named]
     extra = f"params {params_hash(config) if with_params else '-'}; platform {platform_release()}"
     return usercode.fingerprint(config.project_dir, specs, config.model.code_deps, extra=extra)
 

@@ -56,12 +56,14 @@ def build_defs(
 def _versioned(assets: list, config: RetrainConfig) -> list:
     """The lineage with the code versions of ``validated_features`` and ``candidate_model`` from the config."""
     from retrain_assets.core.training import code_fingerprint
+    from retrain_assets.core.usercode import UserCodeError
     from retrain_assets.core.validation import rules_hash
 
-    versions = {
-        validated_features: f"rules-{rules_hash(config)}",
-        candidate_model: f"code-{code_fingerprint(config).hash}",
-    }
+    try:
+        code = f"code-{code_fingerprint(config).hash}"
+    except UserCodeError:  # the definitions still load; the run fails in candidate_model, naming the key
+        code = "code-unreadable"
+    versions = {validated_features: f"rules-{rules_hash(config)}", candidate_model: code}
     return [
         asset.map_asset_specs(lambda spec, v=versions[asset]: spec.replace_attributes(code_version=v))
         if asset in versions
