@@ -86,3 +86,25 @@ def test_params_and_code_commits_retrain_once_and_an_unrelated_commit_does_not(p
 
     repo.commit("docs", **{"NOTES.md": "how we model churn"})
     assert launched(project) == [], "a file outside the model's code changes nothing"
+
+
+def status(project) -> dict:
+    result = retrain(project.path, "status", "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_a_change_that_loses_is_tried_once_and_status_says_why(project, repo):
+    assert status(project)["current_code"]["state"] == "champion"
+    repo.raw["model"]["params"] = {"max_iter": 40, "l2_regularization": 0.0}  # the default: the same model
+    repo.commit("spell out a default", **{"retrain.yaml": yaml.safe_dump(repo.raw, sort_keys=False)})
+    assert status(project)["current_code"]["state"] == "untried"
+
+    [tie] = launched(project)
+
+    assert tie["trigger"] == "params_changed" and tie["decision"]["promoted"] is False
+    code = status(project)["current_code"]
+    assert code["state"] == "lost" and code["version"] == "2" and "does not beat" in code["reason"]
+    assert launched(project) == [], "a change that lost does not retrain again on the same data"
+    text = retrain(project.path, "status").output
+    assert f"model code {code['code_hash']}: tried as v2 on the current data and lost: " in text

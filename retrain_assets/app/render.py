@@ -97,6 +97,18 @@ def describe_revalidation(report: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def describe_current_code(code: dict) -> str:
+    """One line on the model's current code and params against the champion (see ``status.current_code``)."""
+    state, current = code["state"], f"model code {code['code_hash']}"
+    if state == "champion":
+        return f"{current}: the champion (v{code['version']}) was built from it"
+    if state == "lost":
+        return f"{current}: tried as v{code['version']} on the current data and lost: {code['reason']}"
+    if state == "untried":
+        return f"{current}: not tried yet; the next tick retrains (code_changed or params_changed)"
+    return f"model code cannot be read: {code['reason']}"
+
+
 def describe_status(report: dict) -> str:
     """`retrain status` for a person."""
     raw, champion, decision = report["raw_table"], report["champion"], report["last_decision"]
@@ -135,6 +147,8 @@ def describe_status(report: dict) -> str:
         verdict = "promoted" if decision["promoted"] else "rejected"
         why = f": {decision['reason']}" if decision["reason"] else ""
         lines.append(f"last decision: candidate v{decision['candidate_version']} {verdict}{why}")
+    if report.get("current_code"):
+        lines.append(describe_current_code(report["current_code"]))
     run = report["last_run"]
     if run:
         read = f" on raw_data v{run['delta_version']}" if run["delta_version"] is not None else ""

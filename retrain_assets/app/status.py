@@ -13,6 +13,8 @@ from retrain_assets.core.names import TRIGGER_TAG
 if TYPE_CHECKING:
     from dagster import DagsterInstance, Definitions
 
+    from retrain_assets.core.registry import Registry
+
 
 class CheckMark(NamedTuple):
     """An asset check as the lineage shows it: a blocking one stops the run when it fails."""
@@ -176,6 +178,29 @@ def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
     }
 
 
+def current_code(config: RetrainConfig, registry: "Registry", champion: Any) -> Optional[dict[str, Any]]:
+    """Where the model's current code and params stand (GitOps): ``champion`` when the champion was built from
+    them, ``lost`` when a candidate built from them on the current features lost (with its reason), or
+    ``untried`` (the next tick retrains). ``None`` before there is a champion or a features table."""
+    from retrain_assets.core.training import code_fingerprint
+    from retrain_assets.core.usercode import UserCodeError
+
+    features = batches.current_features(config)
+    if champion is None or features is None:
+        return None
+    try:
+        code = code_fingerprint(config).hash
+    except UserCodeError as exc:
+        return {"code_hash": None, "state": "unreadable", "version": None, "reason": str(exc)}
+    if champion.tags.get("code_hash") == code:
+        return {"code_hash": code, "state": "champion", "version": str(champion.version), "reason": None}
+    tried = registry.trained_with(code, features.version)
+    if tried is not None:
+        reason = tried.tags.get("decision_reason")
+        return {"code_hash": code, "state": "lost", "version": str(tried.version), "reason": reason}
+    return {"code_hash": code, "state": "untried", "version": None, "reason": None}
+
+
 def project_status(config: RetrainConfig, project: ProjectSource, instance: "DagsterInstance") -> dict[str, Any]:
     """Where things stand: raw table, last processed version, files refused at ingest, champion, last
     decision, checks, the last run and its trigger, stale assets, and recent events (alerts, rollbacks).
@@ -195,6 +220,7 @@ def project_status(config: RetrainConfig, project: ProjectSource, instance: "Dag
         registry_status = {
             "champion": registry.describe(champion) if champion is not None else None,
             "last_decision": registry.last_decision(),
+            "current_code": current_code(config, registry, champion),
         }
     from retrain_assets.core.locking import current_holder
 
