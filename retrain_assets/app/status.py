@@ -182,14 +182,14 @@ def current_code(config: RetrainConfig, registry: "Registry", champion: Any) -> 
     """Where the model's current code and params stand (GitOps): ``champion`` when the champion was built from
     them, ``lost`` when a candidate built from them on the current features lost (with its reason), or
     ``untried`` (the next tick retrains). ``None`` before there is a champion or a features table."""
-    from retrain_assets.core.training import code_fingerprint
+    from retrain_assets.core.training import model_code
     from retrain_assets.core.usercode import UserCodeError
 
     features = batches.current_features(config)
     if champion is None or features is None:
         return None
     try:
-        code = code_fingerprint(config).hash
+        code = model_code(config).code_hash
     except UserCodeError as exc:
         return {"code_hash": None, "state": "unreadable", "version": None, "reason": str(exc)}
     if champion.tags.get("code_hash") == code:

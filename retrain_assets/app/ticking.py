@@ -76,11 +76,11 @@ def quiet_since_last_tick(
     if state is None or problem is not None:  # a full tick rewrites it; the file is only a shortcut
         (say or logger.warning)(f"ignoring {problem} and running a full tick")
         return False
-    from retrain_assets.core.training import code_fingerprint
+    from retrain_assets.core.training import model_code
 
     return (
         state.get("config_mtime") == config_path.stat().st_mtime
-        and state.get("code_hash") == code_fingerprint(config).hash
+        and state.get("code_hash") == model_code(config).code_hash
         and state.get("runs_mtime") == _runs_mtime(config)
         and state.get("raw_version") == delta.latest_version(config.table_uri(delta.RAW_TABLE))
         and (due_at is None or now < due_at)
@@ -89,7 +89,7 @@ def quiet_since_last_tick(
 
 def _remember(project: LoadedProject, instance: "DagsterInstance", now: dt.datetime) -> None:
     """After a full tick: what the next one needs to know to answer quickly (see quiet_since_last_tick)."""
-    from retrain_assets.core.training import code_fingerprint
+    from retrain_assets.core.training import model_code
 
     cursor = load_cursor(instance, "raw_data_version_sensor")
     schedules = [_next(schedule_def, now) for schedule_def in project.defs.schedules or []]
@@ -97,7 +97,7 @@ def _remember(project: LoadedProject, instance: "DagsterInstance", now: dt.datet
         "config_mtime": project.path.stat().st_mtime,
         "runs_mtime": _runs_mtime(project.config),
         "raw_version": int(cursor) if cursor else None,
-        "code_hash": code_fingerprint(project.config).hash,
+        "code_hash": model_code(project.config).code_hash,
         "next_schedule": min(schedules) if schedules else None,
     }
     statefiles.write_atomic(project.config.dagster_home / STATE_FILE, json.dumps(state))

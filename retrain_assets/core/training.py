@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from retrain_assets.core.config import RetrainConfig
     from retrain_assets.core.delta import TableRef
     from retrain_assets.core.registry import LoggedModel
-    from retrain_assets.core.usercode import CodeFingerprint
 
 _HASH_BUCKETS = 10_000
 SAMPLE_ROWS = 100_000  # enough rows for a metric estimate that only informs (train fit, champion watch)
@@ -332,12 +331,22 @@ def data_range(frame: "pd.DataFrame", config: "RetrainConfig") -> Optional[dict[
     return {"min": frame[column].min().isoformat(), "max": frame[column].max().isoformat()}
 
 
-def code_fingerprint(config: "RetrainConfig", with_params: bool = True) -> "CodeFingerprint":
-    """The code a model of this project is built from: the modules of ``model.pipeline`` and
-    ``model.features`` (always, so nobody has to list train.py), the ``model.code_deps`` files, the params
-    hash and the platform release. It changes when, and only when, a retrain could build another model
-    from the same data; it reads files and imports none of them. ``with_params=False`` leaves the params out:
-    the ``source_hash`` that tells a code change from a params change."""
+@dataclass(frozen=True)
+class ModelCode:
+    """The code a model of this project is built from. ``source_hash`` covers the modules of ``model.pipeline``
+    and ``model.features`` (always, so nobody has to list train.py), the ``model.code_deps`` files and the
+    platform release; ``code_hash`` adds the params hash. It changes when, and only when, a retrain could
+    build another model from the same data; ``source_hash`` tells a code change from a params change."""
+
+    code_hash: str
+    source_hash: str
+    files: tuple[str, ...]
+    git_commit: Optional[str]
+    git_dirty: Optional[bool]
+
+
+def model_code(config: "RetrainConfig") -> ModelCode:
+    """:class:`ModelCode` of the project as it is on disk: reads the files once and imports none of them."""
     from retrain_assets.core import usercode
     from retrain_assets.core.registry import platform_release
 
@@ -351,9 +360,11 @@ def code_fingerprint(config: "RetrainConfig", with_params: bool = True) -> "Code
             usercode.code_files(spec, config.project_dir)
         except usercode.UserCodeError as exc:
             raise usercode.UserCodeError(f"{key}: {str(exc).removeprefix(usercode.SPEC_SECTION_KEY + ': ')}") from None
-    specs = [spec for _, spec in named]
-    extra = f"params {params_hash(config) if with_params else '-'}; platform {platform_release()}"
-    return usercode.fingerprint(config.project_dir, specs, config.model.code_deps, extra=extra)
+    source = usercode.fingerprint(
+        config.project_dir, [spec for _, spec in named], config.model.code_deps, extra=f"platform {platform_release()}"
+    )
+    code_hash = hashlib.sha256(f"{source.hash} params {params_hash(config)}".encode()).hexdigest()[:16]
+    return ModelCode(code_hash, source.hash, source.files, source.git_commit, source.git_dirty)
 
 
 @dataclass(frozen=True)
@@ -366,10 +377,12 @@ class FittedModel:
     holdout: "pd.DataFrame"
 
 
-def fit_and_record(frame: "pd.DataFrame", config: "RetrainConfig", delta_version: int) -> FittedModel:
+def fit_and_record(
+    frame: "pd.DataFrame", config: "RetrainConfig", delta_version: int, code: Optional[ModelCode] = None
+) -> FittedModel:
     """Split, train with the fixed seed, score on the holdout and describe: params (with the holdout
     fraction), the provenance tags (Delta version, code version, params hash, rows, data range) and the
-    drift reference profile, and the hash and files of the project's code (:func:`code_fingerprint`) with
+    drift reference profile, and the hash and files of the project's code (``code``, or :func:`model_code`) with
     the git commit when the project is a git checkout. The one routine behind ``candidate_model`` and the
     history backtest; callers add their own metrics and tags before logging ``logged``."""
     from retrain_assets.core.drift import reference_profile
@@ -379,12 +392,12 @@ def fit_and_record(frame: "pd.DataFrame", config: "RetrainConfig", delta_version
     pipeline = train(train_rows, config)
     metrics = evaluate(pipeline, holdout, config)
     span = data_range(frame, config)
-    code = code_fingerprint(config)
+    code = code or model_code(config)
     tags = {
         "delta_version": str(delta_version),
         "code_version": code_version(),
-        "code_hash": code.hash,
-        "source_hash": code_fingerprint(config, with_params=False).hash,
+        "code_hash": code.code_hash,
+        "source_hash": code.source_hash,
         "code_files": ",".join(code.files)[:_MAX_TAG_CHARS],
         "params_hash": params_hash(config),
         "rows": str(len(frame)),

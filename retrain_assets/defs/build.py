@@ -34,7 +34,7 @@ def build_defs(
     The config shapes four things at load time: the schedule's cron, the history partitions, and two code
     versions, so that Dagster marks an asset stale exactly when what builds it changed.
     ``validated_features``' is the hash of the validation rules; ``candidate_model``'s the hash of the
-    project's model code, params and the platform release (:func:`training.code_fingerprint`).
+    project's model code, params and the platform release (:func:`training.model_code`).
     """
     from retrain_assets.core.config import HistoryConfig, TriggersConfig
 
@@ -55,12 +55,12 @@ def build_defs(
 
 def _versioned(assets: list, config: RetrainConfig) -> list:
     """The lineage with the code versions of ``validated_features`` and ``candidate_model`` from the config."""
-    from retrain_assets.core.training import code_fingerprint
+    from retrain_assets.core.training import model_code
     from retrain_assets.core.usercode import UserCodeError
     from retrain_assets.core.validation import rules_hash
 
     try:
-        code = f"code-{code_fingerprint(config).hash}"
+        code = f"code-{model_code(config).code_hash}"
     except UserCodeError:  # the definitions still load; the run fails in candidate_model, naming the key
         code = "code-unreadable"
     versions = {validated_features: f"rules-{rules_hash(config)}", candidate_model: code}

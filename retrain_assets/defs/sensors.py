@@ -61,24 +61,24 @@ def raw_data_version_sensor(context: SensorEvaluationContext, project: RetrainPr
 
 @sensor(job=retrain_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
 def model_code_sensor(context: SensorEvaluationContext, project: RetrainProject):
-    """GitOps: requests the retraining job when the model's code or params (:func:`training.code_fingerprint`)
+    """GitOps: requests the retraining job when the model's code or params (:func:`training.model_code`)
     differ from those ``candidate_model`` last decided with, so a commit retrains without new data. The run
     key names the code hash and the features version, so each change is tried once per data version;
     ``candidate_model`` then retrains only when the champion was built from other code or params and nothing
     was built from the current ones on this data yet (it lost: no retrain loop)."""
-    from retrain_assets.core.training import code_fingerprint, params_hash
+    from retrain_assets.core.training import model_code, params_hash
 
     config = project.load()
     last = latest_decision(context.instance)
     if last is None or "code_hash" not in last:
         return SkipReason("candidate_model has not decided with a code hash yet; the first data run does")
-    code = code_fingerprint(config)
-    if last["code_hash"] == code.hash:
-        return SkipReason(f"model code and params unchanged since the last decision (code {code.hash})")
+    code = model_code(config)
+    if last["code_hash"] == code.code_hash:
+        return SkipReason(f"model code and params unchanged since the last decision (code {code.code_hash})")
     trigger = "params_changed" if last.get("params_hash") != params_hash(config) else "code_changed"
     features = delta.latest_version(config.table_uri(delta.FEATURES_TABLE))
     return RunRequest(
-        run_key=f"{trigger}-{code.hash}-features-v{features}",
+        run_key=f"{trigger}-{code.code_hash}-features-v{features}",
         tags={TRIGGER_TAG: trigger, **max_runtime_tag(config)},
     )
 

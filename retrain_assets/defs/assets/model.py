@@ -45,12 +45,11 @@ def candidate_model(
     champion = registry.by_alias(CHAMPION)
     champion_data = int(champion.tags["delta_version"]) if champion is not None else None
     trigger = context.run_tags.get(TRIGGER_TAG, "manual")
-    code, params = training.code_fingerprint(config), training.params_hash(config)
+    code, params = training.model_code(config), training.params_hash(config)
     changed = []
     if champion is not None:
-        tried = registry.trained_with(code.hash, features.version)
-        source = training.code_fingerprint(config, with_params=False).hash
-        changed = code_change(champion.tags, params, source, str(tried.version) if tried else None)
+        tried = registry.trained_with(code.code_hash, features.version)
+        changed = code_change(champion.tags, params, code.source_hash, str(tried.version) if tried else None)
     decision = decide_retrain(
         config,
         trigger,
@@ -60,7 +59,7 @@ def candidate_model(
         performance=validated_features.performance,
         code_changes=changed,
     )
-    recorded = {**_decision_metadata(decision), "code_hash": code.hash, "params_hash": params}
+    recorded = {**_decision_metadata(decision), "code_hash": code.code_hash, "params_hash": params}
     context.log_event(AssetObservation(asset_key=CANDIDATE_MODEL, metadata=recorded))
     context.log.info(("retraining: " if decision.retrain else "not retraining: ") + decision.summary)
     if not decision.retrain:
@@ -72,7 +71,7 @@ def candidate_model(
         {"trigger": trigger, "delta_version": features.raw_version},
     )
     frame = training.read_window(features, config)
-    fitted = training.fit_and_record(frame, config, features.raw_version)
+    fitted = training.fit_and_record(frame, config, features.raw_version, code)
     logged = fitted.logged
     fit = training.evaluate(logged.pipeline, training.sample(fitted.train_rows, config), config)  # overfitting
     logged.metrics.update({f"train_{k}": v for k, v in fit.items()})
