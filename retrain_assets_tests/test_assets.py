@@ -86,11 +86,11 @@ def test_prod_model_acts_on_the_report_it_is_given_and_records_it(project):
     assert result == {"champion_version": first.version, "promoted": True, "reason": report.decision.reason}
     assert str(registry.by_alias(CHAMPION).version) == first.version
 
+    write_config(project, model={"seed": 7})  # another model of the same data
     second = train(project, validated, trigger="manual")
     judged, _ = run_asset(evaluation_report, project, validated_features=validated, candidate_model=second)
-    assert judged.champion_version == first.version and judged.candidate == judged.champion, "same data and seed"
-    assert not judged.decision.promote, "a tie never beats the champion"
-    overruled = dataclasses.replace(judged, decision=Decision(True, "promoted by the report"))
+    assert judged.champion_version == first.version and judged.holdout_rows == report.holdout_rows
+    overruled = dataclasses.replace(judged, decision=Decision(not judged.decision.promote, "promoted by the report"))
     result, _ = run_asset(prod_model, project, evaluation_report=overruled)
 
     assert result == {"champion_version": second.version, "promoted": True, "reason": "promoted by the report"}
@@ -98,3 +98,33 @@ def test_prod_model_acts_on_the_report_it_is_given_and_records_it(project):
     tags = registry.client.get_model_version(registry.name, second.version).tags
     assert tags["decision"] == "promoted" and tags["decision_reason"] == "promoted by the report"
     assert tags["compared_with"] == first.version
+
+
+def test_the_run_cache_reuses_the_version_built_from_the_same_features_code_and_params(project):
+    ingest_file(project.config, project.batch(0))
+    registry = Registry(project.config)
+    validated = evidence(project)
+    first = train(project, validated)
+    registry.promote(first.version)
+    write_config(project, model={"seed": 7})
+    second = train(project, validated, trigger="manual")
+    assert second is not None and second.version != first.version
+    versions = lambda: registered_versions(registry)  # noqa: E731
+    before = versions()
+
+    assert train(project, validated, trigger="manual") == dataclasses.replace(second, trigger_reason="manual run")
+    assert versions() == before, "reused, not trained again"
+    reused = registry.client.get_model_version(registry.name, second.version)
+    assert reused.tags["reused_by_run"] and str(registry.by_alias("challenger").version) == second.version
+
+    write_config(project, model={"seed": first_seed(registry, first)})
+    assert train(project, validated, trigger="manual") is None, "the champion itself is not rebuilt or re-judged"
+    assert versions() == before and str(registry.by_alias(CHAMPION).version) == first.version
+
+
+def registered_versions(registry) -> list[int]:
+    return sorted(int(v.version) for v in registry.client.search_model_versions(f"name = '{registry.name}'"))
+
+
+def first_seed(registry, ref) -> int:
+    return int(registry.client.get_run(ref.run_id).data.params["seed"])

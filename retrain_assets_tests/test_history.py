@@ -76,6 +76,29 @@ def test_backfill_trains_as_of_each_week_and_scores_the_next(three_weeks, persis
 
     again, _ = backfill(three_weeks.path, persistent, START + dt.timedelta(days=7), START + dt.timedelta(days=7))
     assert again[0].row["metrics"] == second["metrics"] and again[0].row["oot_metrics"] == second["oot_metrics"]
+    assert second["reused_from"] is None and again[0].row["reused_from"] == second["run_id"], "the run cache"
+
+
+def test_partitions_with_the_same_inputs_share_one_model(three_weeks, persistent):
+    """Weeks after the data stopped landing time-travel to the same version: one model, trained once."""
+    config = three_weeks.config
+    client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+
+    outcomes, _ = backfill(three_weeks.path, persistent, START + dt.timedelta(days=14), START + dt.timedelta(days=28))
+
+    trained, *later = (outcome.row for outcome in outcomes)
+    assert [row["partition"] for row in (trained, *later)] == ["2026-01-19", "2026-01-26", "2026-02-02"]
+    assert {row["delta_version"] for row in (trained, *later)} == {20}
+    assert trained["reused_from"] is None and all(row["reused_from"] == trained["run_id"] for row in later)
+    assert all(row["metrics"] == trained["metrics"] and row["train_rows"] == trained["train_rows"] for row in later)
+    for row in later:
+        run = client.get_run(row["run_id"])
+        assert run.data.tags["reused_model_run"] == trained["run_id"] and run.data.tags["partition"] == row["partition"]
+        assert "model" not in {artifact.path for artifact in client.list_artifacts(row["run_id"])}, "not stored again"
+
+    write_config(three_weeks, model={"seed": 11})
+    changed, _ = backfill(three_weeks.path, persistent, START + dt.timedelta(days=21), START + dt.timedelta(days=21))
+    assert changed[0].row["reused_from"] is None, "other params, another model"
 
 
 def test_backfill_before_any_data_fails_that_partition_clearly(three_weeks, persistent):

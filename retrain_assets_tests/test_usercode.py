@@ -193,7 +193,7 @@ def test_code_files_prefers_base_dir_and_searches_sys_path(project, tmp_path_fac
 
 
 def test_the_fingerprint_always_covers_the_factory_module(project):
-    found = fingerprint(project, [PIPELINE_SPEC], [])
+    found = fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [])
 
     assert found.files == ("churn_model/train.py",)
     assert len(found.hash) == 16 and int(found.hash, 16) >= 0
@@ -203,7 +203,11 @@ def test_fingerprint_files_are_relative_sorted_and_listed_once(project, tmp_path
     outside = write(tmp_path_factory.mktemp("shared") / "helpers.py", "")
     write(project / "churn_model" / "__pycache__" / "train.cpython-311.pyc", "bytecode")
     write(project / "churn_model" / "sql" / "query.sql", "select 1")
-    specs = ["churn_model.train:make_pipeline", "churn_model.features:add_ratios", f"{outside}:helper"]
+    specs = {
+        "model.pipeline": "churn_model.train:make_pipeline",
+        "model.features": "churn_model.features:add_ratios",
+        "other": f"{outside}:helper",
+    }
 
     found = fingerprint(project, specs, ["churn_model/**/*", "churn_model/*.py"])
 
@@ -229,7 +233,7 @@ def test_fingerprint_files_are_relative_sorted_and_listed_once(project, tmp_path
 )
 def test_the_fingerprint_follows_only_the_code_it_covers(project, edit, changes):
     def current() -> str:
-        return fingerprint(project, [PIPELINE_SPEC], ["churn_model/features.py"], extra="params=abc").hash
+        return fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, ["churn_model/features.py"], extra="params=abc").hash
 
     before = current()
     edit(project)
@@ -238,18 +242,18 @@ def test_the_fingerprint_follows_only_the_code_it_covers(project, edit, changes)
 
 
 def test_the_fingerprint_covers_extra_and_file_names(project):
-    base = fingerprint(project, [PIPELINE_SPEC], [], extra="params=abc platform=0.1.0")
+    base = fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [], extra="params=abc platform=0.1.0")
 
-    assert fingerprint(project, [PIPELINE_SPEC], [], extra="params=abc platform=0.1.0").hash == base.hash
-    assert fingerprint(project, [PIPELINE_SPEC], [], extra="params=abd platform=0.1.0").hash != base.hash
+    assert fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [], extra="params=abc platform=0.1.0").hash == base.hash
+    assert fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [], extra="params=abd platform=0.1.0").hash != base.hash
     write(project / "churn_model" / "model.py", TRAIN_PY)
-    assert fingerprint(project, ["churn_model.model:make_pipeline"], []).hash != base.hash
+    assert fingerprint(project, {"model.pipeline": "churn_model.model:make_pipeline"}, []).hash != base.hash
 
 
 @pytest.mark.parametrize("glob", ["churn_model/*.yaml", "churn_model", "/etc/*.conf"])
 def test_a_code_deps_glob_that_matches_no_file_is_an_error(project, glob):
     with pytest.raises(UserCodeError) as raised:
-        fingerprint(project, [PIPELINE_SPEC], ["churn_model/*.py", glob])
+        fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, ["churn_model/*.py", glob])
 
     assert str(raised.value).startswith("model.code_deps: ") and repr(glob) in str(raised.value)
 
@@ -258,14 +262,14 @@ def test_fingerprint_does_not_import_the_users_module(project):
     write(project / "slow_model" / "__init__.py", "raise RuntimeError('imported')\n")
     write(project / "slow_model" / "train.py", "raise RuntimeError('imported')\n")
 
-    found = fingerprint(project, ["slow_model.train:make_pipeline"], [])
+    found = fingerprint(project, {"model.pipeline": "slow_model.train:make_pipeline"}, [])
 
     assert found.files == ("slow_model/train.py",)
     assert "slow_model" not in sys.modules and "slow_model.train" not in sys.modules
 
 
 def test_outside_git_there_is_no_commit(project):
-    found = fingerprint(project, [PIPELINE_SPEC], [])
+    found = fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [])
 
     assert found.git_commit is None and found.git_dirty is None
 
@@ -273,7 +277,7 @@ def test_outside_git_there_is_no_commit(project):
 def test_a_repository_without_commits_counts_as_outside_git(project):
     git(project, "init", "-q")
 
-    found = fingerprint(project, [PIPELINE_SPEC], [])
+    found = fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [])
 
     assert found.git_commit is None and found.git_dirty is None
 
@@ -282,18 +286,18 @@ def test_in_git_the_commit_is_head_and_dirty_follows_tracked_files(project):
     git(project, "init", "-q")
     commit_all(project)
 
-    clean = fingerprint(project, [PIPELINE_SPEC], [])
+    clean = fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [])
     assert clean.git_commit == git(project, "rev-parse", "HEAD") and len(clean.git_commit) == 40
     assert clean.git_dirty is False
 
     write(project / "scratch.py", "untracked = True\n")
-    assert fingerprint(project, [PIPELINE_SPEC], []).git_dirty is False
+    assert fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, []).git_dirty is False
 
     write(project / "churn_model" / "train.py", TRAIN_PY + "\n# tuned\n")
-    assert fingerprint(project, [PIPELINE_SPEC], []).git_dirty is True
+    assert fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, []).git_dirty is True
 
     commit_all(project)
-    committed = fingerprint(project, [PIPELINE_SPEC], [])
+    committed = fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [])
     assert committed.git_dirty is False
     assert committed.git_commit == git(project, "rev-parse", "HEAD") != clean.git_commit
 

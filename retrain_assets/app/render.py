@@ -246,7 +246,8 @@ def partition_line(row: dict, metric: str, with_rows: bool = True) -> str:
     oot = row["oot_metrics"].get(metric)
     later = f"{oot:.4f}" if oot is not None else "- (no later data)"
     rows = f", {row['train_rows']} rows" if with_rows else ""
-    return f"raw_data v{row['delta_version']}{rows}, {metric} {row['metrics'][metric]:.4f}, out-of-time {later}"
+    reused = f", reused the model of run {row['reused_from'][:8]} (same inputs)" if row.get("reused_from") else ""
+    return f"raw_data v{row['delta_version']}{rows}, {metric} {row['metrics'][metric]:.4f}, out-of-time {later}{reused}"
 
 
 def backfill_progress(index: int, total: int, outcome: "PartitionOutcome", metric: str, with_rows: bool = True) -> str:

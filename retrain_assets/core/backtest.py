@@ -6,11 +6,17 @@ A batch counts as the live path decided (its standing verdict in the ``validatio
 included); only batches the live path has not judged yet are validated here, with the current rules.
 Historical models are logged to the MLflow experiment ``<experiment>-history``, tagged with their
 partition and Delta version; they are never registered and never touch the ``champion`` alias.
+
+The run cache: partitions whose training inputs are the same (the same raw_data version and rejected batches,
+the same code hash, so the same code, params and seed) share one model. The first trains it; the others load
+it, score their own following window, and log a run that names it (tag ``reused_model_run``) instead of a
+model of their own.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -20,9 +26,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from retrain_assets.core.config import RetrainConfig
-    from retrain_assets.core.registry import Registry
+    from retrain_assets.core.registry import LoggedModel, Registry
 
 HISTORY_SUFFIX = "-history"
+RUN_CACHE_TAG = "run_cache_key"  # on a history run that trained its model: what that model is a function of
 # (table, version, rules) -> accepted, for batches the live path has not judged; the same rules give the same verdict
 _verdicts: dict[tuple, bool] = {}
 
@@ -41,6 +48,7 @@ class Backtest:
     drifted: list[str]
     rejected_versions: list[int]
     run_id: str = ""
+    reused_from: Optional[str] = None  # the history run whose model this partition reused (the run cache)
     drift_scores: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def row(self) -> dict[str, Any]:
@@ -87,8 +95,16 @@ def backtest(
     if frame is None:
         raise ValueError(f"partition {partition}: every batch up to raw_data v{version} fails validation")
     frame = training.window(frame, config)
-    fitted = training.fit_and_record(frame, config, version)
-    logged = fitted.logged
+    code = training.model_code(config)
+    key = run_cache_key(version, rejected, code.code_hash)
+    experiment = registry.experiment_id(config.mlflow.experiment + HISTORY_SUFFIX)
+    source = cached_run(registry, experiment, key)
+    if source is None:
+        fitted = training.fit_and_record(frame, config, version, code)
+        logged, train_rows = fitted.logged, len(fitted.train_rows)
+        logged.tags[RUN_CACHE_TAG] = key
+    else:
+        logged, train_rows = _reused(registry, source), int(source.data.tags["train_rows"])
     eval_version = delta.version_as_of(uri, eval_end)
     following, _ = accepted_rows(config, version, eval_version) if eval_version not in (None, version) else (None, [])
     oot = training.evaluate(logged.pipeline, following, config) if following is not None else {}
@@ -101,7 +117,7 @@ def backtest(
     result = Backtest(
         partition=partition,
         delta_version=version,
-        train_rows=len(fitted.train_rows),
+        train_rows=train_rows,
         eval_rows=0 if following is None else len(following),
         metrics=dict(logged.metrics),
         oot_metrics=oot,
@@ -123,9 +139,41 @@ def backtest(
     logged.metrics.update({f"oot_{name}": value for name, value in oot.items()})
     if result.max_psi is not None:
         logged.metrics["max_psi"] = result.max_psi
-    experiment = registry.experiment_id(config.mlflow.experiment + HISTORY_SUFFIX)
-    result.run_id, _ = registry.log_run(experiment, logged)
+    result.run_id, _ = registry.log_run(experiment, logged, reused_from=source.info.run_id if source else None)
+    result.reused_from = source.info.run_id if source else None
     return result
+
+
+def run_cache_key(raw_version: int, rejected: list[int], code_hash: str) -> str:
+    """What a historical model is a function of: the raw_data version it time-travelled to, the batches of it
+    that were rejected (so the accepted rows), and the code hash (code, params and seed)."""
+    text = f"raw_data v{raw_version} rejected {sorted(rejected)} code {code_hash}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_run(registry: "Registry", experiment_id: str, key: str) -> Optional[Any]:
+    """The newest finished history run that trained a model under ``key`` (runs that reused one carry no key)."""
+    query = f"tags.{RUN_CACHE_TAG} = '{key}' and attributes.status = 'FINISHED'"
+    runs = registry.client.search_runs(
+        [experiment_id], filter_string=query, max_results=1, order_by=["attributes.start_time DESC"]
+    )
+    return runs[0] if runs else None
+
+
+def _reused(registry: "Registry", source: Any) -> "LoggedModel":
+    """The record of a partition whose model is the one ``source`` trained: that model, loaded as the registry
+    loads any (skops, trusted types only), with its params, in-time metrics, provenance and drift profile; the
+    caller adds this partition's out-of-time results."""
+    from retrain_assets.core.registry import PROFILE_ARTIFACT, LoggedModel
+
+    window_only = ("partition", "as_of", "eval_rows", "drift", "drifted", RUN_CACHE_TAG)
+    tags = {k: v for k, v in source.data.tags.items() if not k.startswith("mlflow.") and k not in window_only}
+    metrics = {k: v for k, v in source.data.metrics.items() if not k.startswith("oot_") and k != "max_psi"}
+    profile = registry.run_json(source.info.run_id, PROFILE_ARTIFACT)
+    if profile is None:
+        raise ValueError(f"history run {source.info.run_id} has no {PROFILE_ARTIFACT}; it cannot be reused")
+    pipeline = registry.load_run_model(source.info.run_id)
+    return LoggedModel(pipeline, None, dict(source.data.params), metrics, tags, profile)
 
 
 def backtest_rows(config: "RetrainConfig", registry: "Registry") -> list[dict[str, Any]]:

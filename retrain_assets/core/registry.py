@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -38,6 +38,8 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.utils.validation.check_array",
 ]
 PROFILE_ARTIFACT = "reference_profile.json"
+MANIFEST_ARTIFACT = "code_manifest.json"  # the code's files and their hashes (see training.ModelCode.manifest)
+REUSED_TAG = "reused_model_run"  # on a history run that scored a cached model instead of training one
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class LoggedModel:
     metrics: dict[str, float]
     tags: dict[str, str]
     profile: dict[str, Any]
+    code_manifest: dict[str, Any] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=1)
@@ -137,20 +140,28 @@ class Registry:
         location = None if served else f"{self.config.artifact_location}/{name}"
         return self.client.create_experiment(name, artifact_location=location)
 
-    def log_run(self, experiment_id: str, model: "LoggedModel") -> tuple[str, Any]:
-        """One MLflow run holding the fitted pipeline, its params, metrics, tags and drift reference
-        profile; returns the run id and MLflow's ModelInfo."""
+    def log_run(self, experiment_id: str, model: "LoggedModel", reused_from: Optional[str] = None) -> tuple[str, Any]:
+        """One MLflow run holding the fitted pipeline, its params, metrics, tags, drift reference profile and
+        code manifest; returns the run id and MLflow's ModelInfo. With ``reused_from`` (the run whose model
+        this one reuses, see the run cache in ``core.backtest``) the model is not stored again: the run records
+        the reuse as the tag ``reused_model_run`` and the ModelInfo is ``None``."""
         import mlflow
         import pandas
         import sklearn
         from mlflow.models import infer_signature
 
         requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}"]
-        trusted = self.trusted_types_for(model.pipeline)  # before the run: a refused model leaves no trace
-        with mlflow.start_run(experiment_id=experiment_id, tags=model.tags) as run:
+        # before the run: a refused model leaves no trace
+        trusted = self.trusted_types_for(model.pipeline) if reused_from is None else []
+        tags = {**model.tags, **({REUSED_TAG: reused_from} if reused_from else {})}
+        with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
             mlflow.log_params(model.params)
             mlflow.log_metrics({k: v for k, v in model.metrics.items() if v == v})  # NaN (undefined) is not logged
             mlflow.log_dict(model.profile, PROFILE_ARTIFACT)
+            if model.code_manifest:
+                mlflow.log_dict(model.code_manifest, MANIFEST_ARTIFACT)
+            if reused_from is not None:
+                return run.info.run_id, None
             info = mlflow.sklearn.log_model(
                 model.pipeline,
                 name="model",
@@ -200,14 +211,20 @@ class Registry:
             ModelRefused: the version's artifact is not a skops file of a scikit-learn model, or it holds a
                 type outside the trusted list; the message names the model version.
         """
+        source = self.client.get_model_version_download_uri(self.name, version)
+        return self._load_artifact(source, f"model {self.name!r} version {version}")
+
+    def load_run_model(self, run_id: str) -> Any:
+        """The model a run logged (an unregistered history run, say), read as :meth:`load` reads a version."""
+        return self._load_artifact(f"runs:/{run_id}/model", f"the model of MLflow run {run_id}")
+
+    def _load_artifact(self, source: str, what: str) -> Any:
         import tempfile
 
         import mlflow
         import skops.io
         import yaml
 
-        what = f"model {self.name!r} version {version}"
-        source = self.client.get_model_version_download_uri(self.name, version)
         with tempfile.TemporaryDirectory() as scratch:
             local = Path(
                 mlflow.artifacts.download_artifacts(
@@ -275,6 +292,14 @@ class Registry:
     def reference_profile(self, version: "ModelVersion") -> Optional[dict[str, Any]]:
         """The drift reference logged with ``version`` (``None`` for models logged without one), read through
         this registry's client, so from the configured store."""
+        return self.run_json(_run_id(version), PROFILE_ARTIFACT)
+
+    def code_manifest(self, version: "ModelVersion") -> Optional[dict[str, Any]]:
+        """The code manifest logged with ``version`` (``None`` for models trained before manifests)."""
+        return self.run_json(_run_id(version), MANIFEST_ARTIFACT)
+
+    def run_json(self, run_id: str, artifact: str) -> Optional[dict[str, Any]]:
+        """A JSON artifact of an MLflow run, or ``None`` when the run has none by that name."""
         import json
         import tempfile
 
@@ -282,10 +307,19 @@ class Registry:
 
         with tempfile.TemporaryDirectory() as scratch:
             try:
-                path = self.client.download_artifacts(_run_id(version), PROFILE_ARTIFACT, scratch)
+                path = self.client.download_artifacts(run_id, artifact, scratch)
                 return json.loads(Path(path).read_text())
             except (MlflowException, OSError, ValueError):
                 return None
+
+    def reuse_candidate(self, version: "ModelVersion", dagster_run_id: str, reason: str) -> ModelRef:
+        """The run cache's hit for ``candidate_model``: point ``challenger`` at an existing version built from the
+        same features version, code and params instead of training it again, and record the reuse on it."""
+        name, number = self.name, str(version.version)
+        self.client.set_registered_model_alias(name, CHALLENGER, number)
+        self.client.set_model_version_tag(name, number, "reused_by_run", dagster_run_id)
+        self.client.set_model_version_tag(name, number, "reused_at", _now())
+        return ModelRef(name, number, _run_id(version), reason)
 
     def trained_with(self, code_hash: str, features_version: int) -> Optional["ModelVersion"]:
         """The newest registered version built from ``code_hash`` on ``features_version`` of the features

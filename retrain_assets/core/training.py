@@ -41,14 +41,13 @@ def params_hash(config: "RetrainConfig") -> str:
         "features": config.data.features,
         "target": config.data.target,
     }
-    # the user's code, when named (absent keys keep the hashes of built-in models as they were)
-    spec.update(
-        {
-            key: value
-            for key, value in (("pipeline", config.model.pipeline), ("model_features", config.model.features))
-            if value
-        }
+    # the user's code and the training window, when set (absent keys keep the hashes they had before these existed)
+    optional = (
+        ("pipeline", config.model.pipeline),
+        ("model_features", config.model.features),
+        ("window_days", config.model.window_days),
     )
+    spec.update({key: value for key, value in optional if value})
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -340,9 +339,28 @@ class ModelCode:
 
     code_hash: str
     source_hash: str
-    files: tuple[str, ...]
+    params_hash: str
+    file_hashes: tuple[tuple[str, str], ...]
     git_commit: Optional[str]
     git_dirty: Optional[bool]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.file_hashes)
+
+    def manifest(self) -> dict[str, Any]:
+        """What ``retrain reproduce`` compares file by file: logged beside every model as ``code_manifest.json``."""
+        from retrain_assets.core.registry import platform_release
+
+        return {
+            "code_hash": self.code_hash,
+            "source_hash": self.source_hash,
+            "params_hash": self.params_hash,
+            "platform": platform_release(),
+            "files": dict(self.file_hashes),
+            "git_commit": self.git_commit,
+            "git_dirty": self.git_dirty,
+        }
 
 
 def model_code(config: "RetrainConfig") -> ModelCode:
@@ -350,21 +368,28 @@ def model_code(config: "RetrainConfig") -> ModelCode:
     from retrain_assets.core import usercode
     from retrain_assets.core.registry import platform_release
 
-    named = [
-        (key, spec)
+    specs = {
+        key: spec
         for key, spec in (("model.pipeline", config.model.pipeline), ("model.features", config.model.features))
         if spec
-    ]
-    for key, spec in named:  # a spec that cannot be located is named by its own key
-        try:
-            usercode.code_files(spec, config.project_dir)
-        except usercode.UserCodeError as exc:
-            raise usercode.UserCodeError(f"{key}: {str(exc).removeprefix(usercode.SPEC_SECTION_KEY + ': ')}") from None
+    }
     source = usercode.fingerprint(
-        config.project_dir, [spec for _, spec in named], config.model.code_deps, extra=f"platform {platform_release()}"
+        config.project_dir, specs, config.model.code_deps, extra=f"platform {platform_release()}"
     )
-    code_hash = hashlib.sha256(f"{source.hash} params {params_hash(config)}".encode()).hexdigest()[:16]
-    return ModelCode(code_hash, source.hash, source.files, source.git_commit, source.git_dirty)
+    params = params_hash(config)
+    code_hash = hashlib.sha256(f"{source.hash} params {params}".encode()).hexdigest()[:16]
+    return ModelCode(code_hash, source.hash, params, source.file_hashes, source.git_commit, source.git_dirty)
+
+
+def prediction_hash(pipeline: Any, frame: "pd.DataFrame", config: "RetrainConfig") -> str:
+    """A hash of the model's raw output on ``frame`` (class probabilities, or the regression values) as float64
+    bytes: two models with the same hash predict identically on those rows, which is what reproduce proves."""
+    import numpy as np
+
+    inputs = model_inputs(frame, config)
+    output = pipeline.predict_proba(inputs) if config.data.task == "classification" else pipeline.predict(inputs)
+    array = np.ascontiguousarray(np.asarray(output, dtype=np.float64))
+    return hashlib.sha256(str(array.shape).encode() + array.tobytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -383,7 +408,8 @@ def fit_and_record(
     """Split, train with the fixed seed, score on the holdout and describe: params (with the holdout
     fraction), the provenance tags (Delta version, code version, params hash, rows, data range) and the
     drift reference profile, and the hash and files of the project's code (``code``, or :func:`model_code`) with
-    the git commit when the project is a git checkout. The one routine behind ``candidate_model`` and the
+    the git commit when the project is a git checkout, and the hash of its holdout predictions
+    (:func:`prediction_hash`, what ``retrain reproduce`` compares). The one routine behind ``candidate_model`` and the
     history backtest; callers add their own metrics and tags before logging ``logged``."""
     from retrain_assets.core.drift import reference_profile
     from retrain_assets.core.registry import LoggedModel, code_version
@@ -399,7 +425,8 @@ def fit_and_record(
         "code_hash": code.code_hash,
         "source_hash": code.source_hash,
         "code_files": ",".join(code.files)[:_MAX_TAG_CHARS],
-        "params_hash": params_hash(config),
+        "params_hash": code.params_hash,
+        "predictions_hash": prediction_hash(pipeline, holdout, config),
         "rows": str(len(frame)),
         **({"data_min": span["min"], "data_max": span["max"]} if span else {}),
         **({"git_commit": code.git_commit} if code.git_commit else {}),
@@ -415,4 +442,5 @@ def fit_and_record(
     features = config.data.features
     profile = reference_profile(train_rows, features, bins=config.triggers.drift.bins, seed=model.seed)
     inputs = model_inputs(frame.head(_SIGNATURE_ROWS), config).head(0)  # the signature's columns and types; no rows
-    return FittedModel(LoggedModel(pipeline, inputs, params, metrics, tags, profile), train_rows, holdout)
+    logged = LoggedModel(pipeline, inputs, params, metrics, tags, profile, code.manifest())
+    return FittedModel(logged, train_rows, holdout)

@@ -32,6 +32,10 @@ class TriggerDecision:
     def summary(self) -> str:
         return "; ".join(self.reasons)
 
+    def declined(self, why: str) -> "TriggerDecision":
+        """The same triggers, not acted on, for ``why``."""
+        return TriggerDecision(False, self.fired, (*self.reasons, why))
+
 
 def decide_retrain(
     config: "RetrainConfig",

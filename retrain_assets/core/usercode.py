@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 CODE_DEPS_KEY = "model.code_deps"
 # fingerprint names the spec but is not told which key held it; the section is what it can name
@@ -43,12 +43,17 @@ class UserFunction:
 
 @dataclass(frozen=True)
 class CodeFingerprint:
-    """Which code a model was trained with: a hash of the files, the files themselves, and git's view of them."""
+    """Which code a model was trained with: a hash of the files, each file's own hash (so a difference can be
+    named file by file), and git's view of them."""
 
     hash: str
-    files: tuple[str, ...]
+    file_hashes: tuple[tuple[str, str], ...]  # (name relative to the project folder, sha256), sorted by name
     git_commit: Optional[str]
     git_dirty: Optional[bool]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.file_hashes)
 
 
 def load_function(spec: str, base_dir: Path, key: str) -> UserFunction:
@@ -77,12 +82,12 @@ def load_function(spec: str, base_dir: Path, key: str) -> UserFunction:
     return UserFunction(spec, function, module.__name__, Path(module.__file__).resolve())
 
 
-def code_files(spec: str, base_dir: Path) -> Path:
+def code_files(spec: str, base_dir: Path, key: str = SPEC_SECTION_KEY) -> Path:
     """The source file a spec's module lives in, found without importing anything (importing may be slow or
-    fail, and ``retrain status --check`` must stay quick)."""
-    module_part, _ = _split(spec, SPEC_SECTION_KEY)
+    fail, and ``retrain status --check`` must stay quick); an error names ``key``, the config key of the spec."""
+    module_part, _ = _split(spec, key)
     if _is_file(module_part):
-        return _file_path(module_part, base_dir, spec, SPEC_SECTION_KEY)
+        return _file_path(module_part, base_dir, spec, key)
     parts = module_part.split(".")
     candidates = (Path(*parts, "__init__.py"), Path(*parts[:-1], f"{parts[-1]}.py"))
     # a package wins over a module of the same name in one folder, as in Python's own finder
@@ -91,31 +96,34 @@ def code_files(spec: str, base_dir: Path) -> Path:
             if (root / candidate).is_file():
                 return (root / candidate).resolve()
     raise UserCodeError(
-        f"{SPEC_SECTION_KEY}: cannot locate module {module_part!r} of spec {spec!r}: no "
+        f"{key}: cannot locate module {module_part!r} of spec {spec!r}: no "
         f"{' or '.join(c.as_posix() for c in candidates)} in {base_dir} nor in any sys.path entry"
     )
 
 
-def fingerprint(base_dir: Path, specs: list[str], code_deps: list[str], extra: str = "") -> CodeFingerprint:
-    """The code a model is trained with: each spec's module file (always, so nobody has to list train.py) and every
-    file the ``code_deps`` globs match (relative to ``base_dir``, ``**`` recursive; a glob that matches nothing is
-    an error, as it is most likely a typo). The hash covers each file's name and bytes in sorted order, and
-    ``extra`` (the caller's params hash and platform version). Nothing is imported: ``retrain status --check``
-    calls this and must stay under 0.5 s as a process."""
+def fingerprint(base_dir: Path, specs: Mapping[str, str], code_deps: list[str], extra: str = "") -> CodeFingerprint:
+    """The code a model is trained with: the module file of each spec (``specs`` maps config key to spec;
+    always included, so nobody has to list train.py) and every file the ``code_deps`` globs match (relative
+    to ``base_dir``, ``**`` recursive; a glob that matches nothing is an error, as it is most likely a typo).
+    The hash covers each file's name and bytes in sorted order, and ``extra`` (the caller's params hash and
+    platform version). Nothing is imported: ``retrain status --check`` calls this and must stay quick."""
     base = base_dir.resolve()
-    paths = {code_files(spec, base) for spec in specs}
+    paths = {code_files(spec, base, key) for key, spec in specs.items()}
     for pattern in code_deps:
         paths |= _matching_files(base, pattern)
     named = sorted((_display_name(path, base), path) for path in paths)
     digest = hashlib.sha256()
+    file_hashes = []
     for name, path in named:
-        digest.update(name.encode() + b"\0" + _file_digest(path) + b"\0")
+        content = _file_digest(path)
+        digest.update(name.encode() + b"\0" + content + b"\0")
+        file_hashes.append((name, content.hex()))
     digest.update(b"extra\0" + extra.encode())
     commit = _git(base, "rev-parse", "HEAD")
     status = _git(base, "status", "--porcelain", "--untracked-files=no") if commit is not None else None
     return CodeFingerprint(
         hash=digest.hexdigest()[:16],
-        files=tuple(name for name, _ in named),
+        file_hashes=tuple(file_hashes),
         git_commit=commit,
         git_dirty=None if status is None else bool(status),
     )

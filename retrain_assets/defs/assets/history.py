@@ -46,7 +46,8 @@ def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
         """The model as it would have been trained at the end of this window: raw_data time-travelled to
         the version that had landed by then, validated, trained with the current params and seed, and
         scored on the following window (out-of-time). Logged to the MLflow experiment ``<name>-history``
-        with its partition and Delta version; never registered, never the champion."""
+        with its partition and Delta version; never registered, never the champion. A window whose training
+        inputs an earlier partition already had reuses that model (the run cache in ``core.backtest``)."""
         config = project.load()
         window = context.partition_time_window
         eval_end = window.end + (window.end - window.start) * config.history.evaluation_windows
@@ -68,6 +69,7 @@ def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
                 "drifted": MetadataValue.json(result.drifted),
                 "rejected_versions": MetadataValue.json(result.rejected_versions),
                 "mlflow_run_id": result.run_id,
+                "reused_model_run": result.reused_from or "none (trained)",
             },
         )
 

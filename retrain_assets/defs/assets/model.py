@@ -19,7 +19,9 @@ from dagster import (
 
 from retrain_assets.core import batches, training
 from retrain_assets.core.alerts import send_alert
+from retrain_assets.core.config import RetrainConfig
 from retrain_assets.core.names import CHAMPION, TRIGGER_TAG
+from retrain_assets.core.registry import ModelRef, Registry
 from retrain_assets.core.triggers import TriggerDecision, code_change, decide_retrain
 from retrain_assets.defs.resources import RetrainProject
 
@@ -36,7 +38,11 @@ def candidate_model(
     ``trigger_reason``, which its ModelRef carries to the report. If it retrains, it trains the configured
     Pipeline (preprocessing inside) with a fixed seed on the stable train split, logs params, metrics,
     provenance tags and a drift reference profile to MLflow and registers it with the alias ``challenger``.
-    If not, it yields nothing and the run ends here."""
+    If not, it yields nothing and the run ends here.
+
+    The run cache (as DVC's): when a registered version was already built from this features version with
+    this code hash (which holds the params and seed), it is reused: ``challenger`` points at it, it is
+    recorded as reused, and nothing is trained. When that version is the champion itself, nothing runs."""
     features = validated_features.features
     if features is None:
         raise Failure("candidate_model: validated_features is empty; no batch has passed validation yet")
@@ -45,11 +51,13 @@ def candidate_model(
     champion = registry.by_alias(CHAMPION)
     champion_data = int(champion.tags["delta_version"]) if champion is not None else None
     trigger = context.run_tags.get(TRIGGER_TAG, "manual")
-    code, params = training.model_code(config), training.params_hash(config)
+    code = training.model_code(config)
+    # the run cache: a model built from this features version with this code, params and seed
+    cached = registry.trained_with(code.code_hash, features.version)
     changed = []
     if champion is not None:
-        tried = registry.trained_with(code.code_hash, features.version)
-        changed = code_change(champion.tags, params, code.source_hash, str(tried.version) if tried else None)
+        tried = str(cached.version) if cached else None
+        changed = code_change(champion.tags, code.params_hash, code.source_hash, tried)
     decision = decide_retrain(
         config,
         trigger,
@@ -59,10 +67,25 @@ def candidate_model(
         performance=validated_features.performance,
         code_changes=changed,
     )
-    recorded = {**_decision_metadata(decision), "code_hash": code.code_hash, "params_hash": params}
+    rebuilt = str(cached.version) if cached is not None else None
+    if decision.retrain and champion is not None and rebuilt == str(champion.version):
+        decision = decision.declined(
+            f"but the champion v{rebuilt} was built from this very data (validated_features "
+            f"v{features.version}) with this code and params, so a retrain would rebuild it: nothing to do"
+        )
+    reuse = cached if decision.retrain else None
+    recorded = {
+        **_decision_metadata(decision),
+        "code_hash": code.code_hash,
+        "params_hash": code.params_hash,
+        "run_cache": f"reused v{reuse.version}" if reuse is not None else "miss",
+    }
     context.log_event(AssetObservation(asset_key=CANDIDATE_MODEL, metadata=recorded))
     context.log.info(("retraining: " if decision.retrain else "not retraining: ") + decision.summary)
     if not decision.retrain:
+        return
+    if reuse is not None:
+        yield _reused(registry.reuse_candidate(reuse, context.run_id, decision.summary), registry, reuse, config)
         return
     send_alert(
         config,
@@ -97,12 +120,35 @@ def candidate_model(
             f"holdout_{primary}": logged.metrics[primary],
             "metrics": MetadataValue.json(logged.metrics),
             "delta_version": features.raw_version,
+            "reused": False,
             "params_hash": logged.tags["params_hash"],
+            "code_hash": logged.tags["code_hash"],
             "code_version": logged.tags["code_version"],
             "rows_train": len(fitted.train_rows),
             "rows_holdout": len(fitted.holdout),
             "data_range": JsonMetadataValue(training.data_range(frame, config)),  # .json takes no None
             "trigger_reason": decision.summary,
+        },
+    )
+
+
+def _reused(ref: ModelRef, registry: Registry, version: Any, config: RetrainConfig) -> Output:
+    """The run cache's hit as this asset's output: the existing version, recorded as reused (not retrained)."""
+    metrics = registry.metrics(version)
+    primary = config.promotion.metric
+    return Output(
+        ref,
+        metadata={
+            "model_version": ref.version,
+            "mlflow_run_id": ref.run_id,
+            "model_uri": ref.uri,
+            "reused": True,
+            f"holdout_{primary}": metrics.get(primary, float("nan")),
+            "metrics": MetadataValue.json(metrics),
+            "delta_version": int(version.tags["delta_version"]),
+            "params_hash": version.tags.get("params_hash", ""),
+            "code_hash": version.tags.get("code_hash", ""),
+            "trigger_reason": ref.trigger_reason,
         },
     )
 
