@@ -108,3 +108,38 @@ def test_a_change_that_loses_is_tried_once_and_status_says_why(project, repo):
     assert launched(project) == [], "a change that lost does not retrain again on the same data"
     text = retrain(project.path, "status").output
     assert f"model code {code['code_hash']}: tried as v2 on the current data and lost: " in text
+
+
+def test_reproduce_proves_identity_from_the_record_even_after_a_params_change(project, repo):
+    first = retrain(project.path, "reproduce", "champion", "--json")
+    assert first.exit_code == 0, first.output
+    found = json.loads(first.output)
+    assert found["identical"] and found["version"] == "1" and found["differences"] == []
+    assert found["recorded_hash"] == found["reproduced_hash"] and found["holdout_rows"] > 0
+    assert found["recorded_metrics"] == found["reproduced_metrics"] and "roc_auc" in found["recorded_metrics"]
+
+    repo.raw["model"]["params"] = {"max_iter": 5}
+    repo.commit("fewer rounds", **{"retrain.yaml": yaml.safe_dump(repo.raw, sort_keys=False)})
+    again = retrain(project.path, "reproduce", "1")
+    assert again.exit_code == 0, again.output
+    assert "model v1 (trained on validated_features v0): identical" in again.output, "its own params, not today's"
+
+
+def test_reproduce_refuses_other_code_naming_the_file_and_measures_it_when_allowed(project, repo):
+    model_file = repo.folder / "churn_model.py"
+    model_file.write_text(model_file.read_text().replace("+ 1)", "+ 2)"))  # uncommitted: the working tree counts
+
+    refused = retrain(project.path, "reproduce", "1")
+    assert refused.exit_code == 1
+    assert "not reproduced, the code on disk differs" in refused.output and "churn_model.py: changed" in refused.output
+
+    allowed = retrain(project.path, "reproduce", "1", "--allow-code-change", "--json")
+    assert allowed.exit_code == 1, "other predictions are not identity"
+    found = json.loads(allowed.output)
+    assert found["retrained"] and not found["identical"] and found["differences"] == ["churn_model.py: changed"]
+    assert found["recorded_hash"] != found["reproduced_hash"] and 0 < found["changed_rows"] <= found["holdout_rows"]
+
+
+def test_reproduce_names_a_version_that_does_not_exist(project, repo):
+    result = retrain(project.path, "reproduce", "9")
+    assert result.exit_code == 1 and "has no version 9" in result.output

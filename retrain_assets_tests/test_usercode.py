@@ -114,6 +114,19 @@ def test_a_file_spec_loads_under_a_stable_module_name(project, relative):
     assert sys.modules[first.module_name].make_pipeline is first.function
 
 
+@pytest.mark.parametrize("spec", ["models.train:make", "models/train.py:make"])
+def test_a_module_whose_file_changed_is_imported_again(project, spec):
+    """A long-lived process trains with the code on disk, the code its hash names, not what it imported first."""
+    write(project / "models" / "__init__.py", "")
+    train = write(project / "models" / "train.py", "def make():\n    return 'first'\n")
+    assert load_function(spec, project, "model.pipeline").function() == "first"
+    assert load_function(spec, project, "model.pipeline").function() == "first"
+
+    train.write_text("def make():\n    return 'second'\n")
+
+    assert load_function(spec, project, "model.pipeline").function() == "second"
+
+
 def test_file_specs_of_two_files_with_one_name_are_two_modules(project):
     write(project / "a" / "train.py", "def make():\n    return 'a'\n")
     write(project / "b" / "train.py", "def make():\n    return 'b'\n")
@@ -233,7 +246,9 @@ def test_fingerprint_files_are_relative_sorted_and_listed_once(project, tmp_path
 )
 def test_the_fingerprint_follows_only_the_code_it_covers(project, edit, changes):
     def current() -> str:
-        return fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, ["churn_model/features.py"], extra="params=abc").hash
+        return fingerprint(
+            project, {"model.pipeline": PIPELINE_SPEC}, ["churn_model/features.py"], extra="params=abc"
+        ).hash
 
     before = current()
     edit(project)
@@ -244,8 +259,12 @@ def test_the_fingerprint_follows_only_the_code_it_covers(project, edit, changes)
 def test_the_fingerprint_covers_extra_and_file_names(project):
     base = fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [], extra="params=abc platform=0.1.0")
 
-    assert fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [], extra="params=abc platform=0.1.0").hash == base.hash
-    assert fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [], extra="params=abd platform=0.1.0").hash != base.hash
+    assert (
+        fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [], extra="params=abc platform=0.1.0").hash == base.hash
+    )
+    assert (
+        fingerprint(project, {"model.pipeline": PIPELINE_SPEC}, [], extra="params=abd platform=0.1.0").hash != base.hash
+    )
     write(project / "churn_model" / "model.py", TRAIN_PY)
     assert fingerprint(project, {"model.pipeline": "churn_model.model:make_pipeline"}, []).hash != base.hash
 

@@ -1,4 +1,4 @@
-"""The ``retrain`` command: init, ingest, materialize, status, dag, demo, ui.
+"""The ``retrain`` command: init, ingest, materialize, status, dag, reproduce, demo, ui.
 
 Heavy libraries (mlflow, great_expectations, sklearn, dagster) are imported inside the commands that need them.
 """
@@ -335,6 +335,35 @@ def backfill(ctx, start, end, as_json) -> None:
     else:
         click.echo(render.backfill_summary(rows, report))
     if not all(outcome.success for outcome in outcomes):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("version")
+@click.option(
+    "--allow-code-change",
+    is_flag=True,
+    help="Retrain even when the code on disk differs from the version's, and report how far its predictions moved.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def reproduce(ctx, version, allow_code_change, as_json) -> None:
+    """Retrain registered model VERSION (a number, or an alias such as champion) from its recorded
+    validated-features version, params and seed, and prove it is the same model: the same hash of its
+    predictions on its holdout and the same metrics. Refuses, naming the files, when the code on disk differs
+    from the version's. Exit status 0 only on identity. Logs and registers nothing."""
+    from retrain_assets.core.registry import Registry
+    from retrain_assets.core.reproduce import CannotReproduce, reproduce as run
+    from retrain_assets.core.usercode import UserCodeError
+
+    config = _load(ctx)
+    try:
+        found = run(config, Registry(config), version, allow_code_change=allow_code_change)
+    except (CannotReproduce, UserCodeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    payload = {**found.__dict__, "identical": found.identical}
+    click.echo(json.dumps(payload, indent=2, default=str) if as_json else render.describe_reproduction(found))
+    if not found.identical:
         sys.exit(1)
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from retrain_assets.app.execution import PartitionOutcome, RunOutcome
     from retrain_assets.app.status import LineageAsset
     from retrain_assets.app.ticking import TickReport
+    from retrain_assets.core.reproduce import Reproduction
 
 
 def describe_run(outcome: "RunOutcome", metric: str) -> str:
@@ -332,3 +333,27 @@ def format_table(rows: list[dict], metric: str) -> str:
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     render = lambda line: "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, body)])
+
+
+def describe_reproduction(found: "Reproduction") -> str:
+    """`retrain reproduce`: identical or not, and why."""
+    head = f"model v{found.version} (trained on validated_features v{found.features_version})"
+    if not found.retrained:
+        files = "\n".join(f"  {line}" for line in found.differences)
+        return (
+            f"{head}: not reproduced, the code on disk differs from the code it was built from:\n{files}\n"
+            "check out the commit it was built from (its git_commit tag), or pass --allow-code-change to retrain "
+            "with this code and see how far its predictions move"
+        )
+    lines = [f"holdout: {found.holdout_rows} rows"]
+    lines.append(f"predictions hash: recorded {found.recorded_hash}, reproduced {found.reproduced_hash}")
+    for name, value in found.recorded_metrics.items():
+        again = found.reproduced_metrics.get(name)
+        lines.append(f"{name}: recorded {value:.6f}, reproduced {again:.6f}" if again is not None else name)
+    if found.differences:
+        lines.append("retrained with other code (--allow-code-change):")
+        lines.extend(f"  {line}" for line in found.differences)
+    if found.changed_rows is not None:
+        lines.append(f"{found.changed_rows} of {found.holdout_rows} holdout rows get another prediction")
+    verdict = "identical: the same predictions and metrics" if found.identical else "NOT identical"
+    return f"{head}: {verdict}\n" + "\n".join(f"  {line}" for line in lines)

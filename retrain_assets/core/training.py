@@ -442,5 +442,6 @@ def fit_and_record(
     features = config.data.features
     profile = reference_profile(train_rows, features, bins=config.triggers.drift.bins, seed=model.seed)
     inputs = model_inputs(frame.head(_SIGNATURE_ROWS), config).head(0)  # the signature's columns and types; no rows
-    logged = LoggedModel(pipeline, inputs, params, metrics, tags, profile, code.manifest())
+    manifest = {**code.manifest(), "model": config.model.model_dump(mode="json")}  # what reproduce retrains with
+    logged = LoggedModel(pipeline, inputs, params, metrics, tags, profile, manifest)
     return FittedModel(logged, train_rows, holdout)

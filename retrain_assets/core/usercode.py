@@ -24,6 +24,7 @@ CODE_DEPS_KEY = "model.code_deps"
 SPEC_SECTION_KEY = "model"
 GIT_TIMEOUT_SECONDS = 10
 _CHUNK_BYTES = 1 << 20
+_imported_digests: dict[str, Optional[bytes]] = {}  # module name -> its file's digest when this process imported it
 
 
 class UserCodeError(ValueError):
@@ -168,9 +169,20 @@ def _import_dotted(module_name: str, base_dir: Path, spec: str, key: str) -> Mod
     # files written since the last import (a new project, a test) are not in the finders' directory caches yet
     importlib.invalidate_caches()
     try:
-        return importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
+        return importlib.reload(module) if _changed_since_import(module) else module
     except (Exception, SystemExit) as error:
         raise UserCodeError(f"{key}: cannot import module {module_name!r} ({_cause(error)}) (spec {spec!r})") from error
+
+
+def _changed_since_import(module: ModuleType) -> bool:
+    """Whether the module's file changed since this process imported it (then it is imported again, so a
+    long-lived process trains with the code its hash names; modules it imports itself are not re-imported)."""
+    source = Path(module.__file__) if module.__file__ else None
+    digest = _file_digest(source) if source is not None and source.is_file() else None
+    seen = _imported_digests.setdefault(module.__name__, digest)
+    _imported_digests[module.__name__] = digest
+    return seen != digest
 
 
 def _import_file(path: Path, spec: str, key: str) -> ModuleType:
@@ -178,13 +190,14 @@ def _import_file(path: Path, spec: str, key: str) -> ModuleType:
     module."""
     stem = re.sub(r"\W", "_", path.stem)
     module_name = f"retrain_usercode_{stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
-    if module_name in sys.modules:
+    if module_name in sys.modules and not _changed_since_import(sys.modules[module_name]):
         return sys.modules[module_name]
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     if module_spec is None or module_spec.loader is None:
         raise UserCodeError(f"{key}: cannot load file {str(path)!r} as a Python module (spec {spec!r})")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module
+    _imported_digests[module_name] = _file_digest(path)
     try:
         module_spec.loader.exec_module(module)
     except (Exception, SystemExit) as error:
