@@ -3,6 +3,7 @@ once; an unrelated commit retrains nothing."""
 
 import json
 import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -143,3 +144,45 @@ def test_reproduce_refuses_other_code_naming_the_file_and_measures_it_when_allow
 def test_reproduce_names_a_version_that_does_not_exist(project, repo):
     result = retrain(project.path, "reproduce", "9")
     assert result.exit_code == 1 and "has no version 9" in result.output
+
+
+NO_HEAVY_IMPORTS = """
+import sys
+from retrain_assets.app.cli import main
+try:
+    main(["--config", sys.argv[1], "status", "--check"])
+except SystemExit as done:
+    heavy = sorted(name for name in ("dagster", "mlflow", "sklearn", "great_expectations") if name in sys.modules)
+    print("heavy:", heavy)
+    sys.exit(done.code)
+"""
+
+
+def check(project) -> tuple[int, str]:
+    """`retrain status --check` as its own process, as a pre-commit hook runs it; prints the heavy modules it
+    imported."""
+    done = subprocess.run(
+        [sys.executable, "-c", NO_HEAVY_IMPORTS, str(project.path)], capture_output=True, text=True, timeout=120
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_status_check_says_when_a_tick_would_retrain_without_loading_dagster_or_mlflow(project, repo):
+    code, output = check(project)
+    assert code == 0 and "the champion (v1) was built from it" in output and "up to date" in output
+    code, output = check(project)  # the registry has not changed: answered from the snapshot
+    assert code == 0 and "heavy: []" in output, output
+
+    repo.raw["model"]["params"] = {"max_iter": 80}
+    repo.commit("more boosting rounds", **{"retrain.yaml": yaml.safe_dump(repo.raw, sort_keys=False)})
+    code, output = check(project)
+    assert code == 1 and "the next tick retrains (params_changed)" in output and "heavy: []" in output, output
+
+    [run] = launched(project)
+    assert run["trigger"] == "params_changed"
+    code, output = check(project)  # the registry changed: read again, not the old snapshot
+    assert code == 0 and ("(v2) was built from it" in output or "tried as v2" in output), output
+
+    (repo.folder / "churn_model.py").rename(repo.folder / "renamed.py")
+    code, output = check(project)
+    assert code == 2 and "model.pipeline: file 'churn_model.py'" in output, output

@@ -228,17 +228,42 @@ def materialize(ctx) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only whether the model's code or params are stale (a tick would retrain): exit 1 if so, 0 if not, 2 "
+    "when the code cannot be read. Quick: for a pre-commit hook or a CI step.",
+)
 @click.pass_context
-def status(ctx, as_json) -> None:
+def status(ctx, as_json, check) -> None:
     """Where things stand: raw table, last processed version, files refused at ingest, champion, last decision,
     checks."""
+    config = _load(ctx)
+    if check:
+        _check(config, as_json)
+        return
     from retrain_assets.app.instance import project_instance
     from retrain_assets.app.status import project_status
 
-    config = _load(ctx)
     with project_instance(config) as instance:
         report = project_status(config, ctx.obj["config"], instance)
     click.echo(json.dumps(report, indent=2) if as_json else render.describe_status(report))
+
+
+def _check(config: RetrainConfig, as_json: bool) -> None:
+    """`retrain status --check` (see :func:`status.model_code_state`: no Dagster, and MLflow only when the
+    snapshot of the registry cannot be trusted)."""
+    from retrain_assets.app.status import model_code_state
+    from retrain_assets.core.usercode import UserCodeError
+
+    try:
+        state = model_code_state(config)
+    except UserCodeError as exc:
+        click.echo(json.dumps({"state": "unreadable", "reason": str(exc)}) if as_json else str(exc), err=not as_json)
+        sys.exit(2)
+    click.echo(json.dumps(state.as_dict(), indent=2) if as_json else render.describe_check(state.as_dict()))
+    if state.stale:
+        sys.exit(1)
 
 
 @main.command()

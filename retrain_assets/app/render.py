@@ -106,8 +106,20 @@ def describe_current_code(code: dict) -> str:
     if state == "lost":
         return f"{current}: tried as v{code['version']} on the current data and lost: {code['reason']}"
     if state == "untried":
-        return f"{current}: not tried yet; the next tick retrains (code_changed or params_changed)"
+        kinds = ", ".join(change["kind"] for change in code.get("changes", [])) or "code_changed or params_changed"
+        return f"{current}: not tried yet; the next tick retrains ({kinds})"
+    if state == "no_champion":
+        return f"{current}: {code['reason']}"
     return f"model code cannot be read: {code['reason']}"
+
+
+def describe_check(code: dict) -> str:
+    """`retrain status --check`: whether a tick would retrain because of the code or params, and why."""
+    lines = [describe_current_code(code)]
+    lines += [f"  {change['kind']}: {change['message']}" for change in code.get("changes", [])]
+    if code["state"] in ("champion", "lost"):
+        lines.append("up to date: a tick retrains nothing for the code or params")
+    return "\n".join(lines)
 
 
 def describe_status(report: dict) -> str:

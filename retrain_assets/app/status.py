@@ -13,6 +13,7 @@ from retrain_assets.core.names import TRIGGER_TAG
 if TYPE_CHECKING:
     from dagster import DagsterInstance, Definitions
 
+    from retrain_assets.core.modelstate import CodeState
     from retrain_assets.core.registry import Registry
 
 
@@ -178,27 +179,41 @@ def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
     }
 
 
-def current_code(config: RetrainConfig, registry: "Registry", champion: Any) -> Optional[dict[str, Any]]:
-    """Where the model's current code and params stand (GitOps): ``champion`` when the champion was built from
-    them, ``lost`` when a candidate built from them on the current features lost (with its reason), or
-    ``untried`` (the next tick retrains). ``None`` before there is a champion or a features table."""
+def model_code_state(config: RetrainConfig, registry: Optional["Registry"] = None) -> "CodeState":
+    """Where the model's current code and params stand (:func:`modelstate.code_state`). Without ``registry``
+    the registry's side comes from the snapshot when it can be trusted, so `retrain status --check` imports
+    neither Dagster nor MLflow; otherwise it is read from MLflow and the snapshot rewritten.
+
+    Raises:
+        UserCodeError: the model's code named in retrain.yaml cannot be located.
+    """
+    from retrain_assets.core import modelstate
     from retrain_assets.core.training import model_code
+
+    code = model_code(config)
+    features = delta.latest_version(config.table_uri(delta.FEATURES_TABLE))
+    snap = modelstate.remembered(config) if registry is None else None
+    if snap is None:
+        if registry is None and config.mlflow.tracking_uri is None and not (config.mlflow_dir / "mlflow.db").exists():
+            return modelstate.code_state({"champion": None}, code, features)  # no store yet: nothing trained
+        if registry is None:
+            from retrain_assets.core.registry import Registry
+
+            registry = Registry(config)
+        snap = modelstate.snapshot(registry, features)
+        modelstate.remember(config, snap)
+    return modelstate.code_state(snap, code, features)
+
+
+def current_code(config: RetrainConfig, registry: "Registry") -> Optional[dict[str, Any]]:
+    """The ``current_code`` block of status (see :func:`model_code_state`); ``None`` before the first champion."""
     from retrain_assets.core.usercode import UserCodeError
 
-    features = batches.current_features(config)
-    if champion is None or features is None:
-        return None
     try:
-        code = model_code(config).code_hash
+        state = model_code_state(config, registry)
     except UserCodeError as exc:
-        return {"code_hash": None, "state": "unreadable", "version": None, "reason": str(exc)}
-    if champion.tags.get("code_hash") == code:
-        return {"code_hash": code, "state": "champion", "version": str(champion.version), "reason": None}
-    tried = registry.trained_with(code, features.version)
-    if tried is not None:
-        reason = tried.tags.get("decision_reason")
-        return {"code_hash": code, "state": "lost", "version": str(tried.version), "reason": reason}
-    return {"code_hash": code, "state": "untried", "version": None, "reason": None}
+        return {"code_hash": None, "state": "unreadable", "version": None, "reason": str(exc), "changes": []}
+    return None if state.state == "no_champion" else state.as_dict()
 
 
 def project_status(config: RetrainConfig, project: ProjectSource, instance: "DagsterInstance") -> dict[str, Any]:
@@ -220,7 +235,7 @@ def project_status(config: RetrainConfig, project: ProjectSource, instance: "Dag
         registry_status = {
             "champion": registry.describe(champion) if champion is not None else None,
             "last_decision": registry.last_decision(),
-            "current_code": current_code(config, registry, champion),
+            "current_code": current_code(config, registry),
         }
     from retrain_assets.core.locking import current_holder
 
