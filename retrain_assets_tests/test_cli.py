@@ -72,6 +72,38 @@ def test_ingest_materialize_status_round_trip(project, tmp_path, monkeypatch):
     assert "Candidate vs champion" in html and html.count("data:image/png;base64,") >= 3
 
 
+def test_materialize_runs_only_what_is_stale_and_force_runs_everything(project, monkeypatch):
+    from retrain_assets_tests.conftest import write_config
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert retrain(project.path, "ingest", str(project.batch(0))).exit_code == 0
+    first = retrain(project.path, "materialize")
+    assert first.exit_code == 0 and "run  raw_data: never materialized" in first.output, first.output
+
+    again = retrain(project.path, "materialize")
+    assert again.exit_code == 0 and "nothing is stale" in again.output and "checks:" not in again.output
+    assert "skip validated_features: up to date" in again.output
+    assert "skip candidate_model: up to date: the champion v1 was built from the current code" in again.output
+
+    write_config(project, model={"params": {"C": 0.5}})
+    model_only = retrain(project.path, "materialize")
+    assert model_only.exit_code == 0, model_only.output
+    assert (
+        "skip raw_data: up to date" in model_only.output and "run  candidate_model: params changed" in model_only.output
+    )
+    assert "raw_data v0: manual run succeeded" in model_only.output and "checks: 2/3 passed" in model_only.output
+    status = json.loads(retrain(project.path, "status", "--json").output)
+    assert status["current_code"]["state"] in ("champion", "lost") and status["current_code"]["version"] == "2"
+
+    assert retrain(project.path, "ingest", str(project.batch(1))).exit_code == 0
+    new_data = retrain(project.path, "materialize")
+    assert "run  validated_features: " in new_data.output and "skip " not in new_data.output, new_data.output
+
+    forced = retrain(project.path, "materialize", "--force")
+    assert forced.exit_code == 0 and "skip " not in forced.output and "nothing is stale" not in forced.output
+    assert forced.output.startswith("raw_data v1: manual run succeeded") and "/13 passed" in forced.output, "all checks"
+
+
 def test_materialize_of_a_bad_batch_exits_non_zero_and_names_the_problem(project, monkeypatch):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     assert retrain(project.path, "ingest", str(project.batch(2))).exit_code == 0

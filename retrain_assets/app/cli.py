@@ -207,10 +207,13 @@ def revalidate(ctx, versions, as_json) -> None:
 
 
 @main.command()
+@click.option("--force", is_flag=True, help="Run every asset, stale or not.")
 @click.pass_context
-def materialize(ctx) -> None:
-    """Run the whole asset graph once on the latest raw_data version, in process."""
-    from retrain_assets.app.execution import materialize as run
+def materialize(ctx, force) -> None:
+    """Run what is stale in the retraining job on the latest raw_data version, in process, as `dvc repro` does:
+    the data stage after a new raw_data version or a change of validation rules, the model stage after that
+    or a change of the model's code or params. Says what it skipped and why; --force runs everything."""
+    from retrain_assets.app.execution import materialize as run, plan_materialize
     from retrain_assets.app.instance import project_instance, project_lock
     from retrain_assets.app.project import load_project
     from retrain_assets.core.locking import ProjectBusy
@@ -218,7 +221,13 @@ def materialize(ctx) -> None:
     config = _load(ctx)
     try:
         with project_lock(config, "retrain materialize"), project_instance(config) as instance:
-            outcome = run(load_project(ctx.obj["config"], config), instance)
+            project = load_project(ctx.obj["config"], config)
+            plan = None if force else plan_materialize(project, instance)
+            if plan is not None:
+                click.echo(render.describe_plan(plan))
+                if not plan.run:
+                    return
+            outcome = run(project, instance, assets=plan.run if plan is not None else None)
     except ProjectBusy as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(render.describe_run(outcome, config.promotion.metric))

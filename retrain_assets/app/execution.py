@@ -76,17 +76,75 @@ class RunOutcome:
 
 
 def materialize(
-    project: ProjectSource, instance: "DagsterInstance", tags: Optional[dict[str, str]] = None
+    project: ProjectSource,
+    instance: "DagsterInstance",
+    tags: Optional[dict[str, str]] = None,
+    assets: Optional[list[str]] = None,
 ) -> RunOutcome:
-    """Run the whole asset graph once, in process, for a caller that holds the project lock (or needs none:
-    a test); a failing blocking check gives ``success=False``."""
+    """Run the retraining job once, in process, for a caller that holds the project lock (or needs none: a
+    test): every asset, or only ``assets`` (those not run are read from the IO manager's storage, as Dagster
+    does for a subset run). A failing blocking check gives ``success=False``."""
+    from dagster import AssetKey
+
     project = as_loaded(project)
     quiet_libraries()
     job = _retrain_job(project.defs)
     tags = {**(tags or {}), LAUNCHER_TAG: "retrain"}
+    selection = [AssetKey(name) for name in assets] if assets is not None else None
     with _deadline(project.config, "the retrain run"):
-        result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS)
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS, asset_selection=selection
+        )
     return _outcome(result, instance, result.output_for_node)
+
+
+DATA_STAGE = ("raw_data", "validated_features")
+MODEL_STAGE = ("candidate_model", "evaluation_report", "prod_model")
+
+
+@dataclass
+class MaterializePlan:
+    """What `retrain materialize` runs, as `dvc repro` decides it: ``run`` (upstream first; empty when nothing
+    is stale) with why, and ``skipped`` with why not."""
+
+    run: list[str]
+    why: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def plan_materialize(project: LoadedProject, instance: "DagsterInstance") -> MaterializePlan:
+    """Which stages of the retraining job are stale. The data stage (``raw_data``, ``validated_features``)
+    is stale by Dagster's own rules: never materialized, a newer ``raw_data`` data version (every ingest
+    reports one) or another code version (the hash of the validation rules). The model stage is stale when
+    the data stage runs, or when the model's code or params are untried (see :func:`status.model_code_state`),
+    so a change that already lost on this data is not run again. Stages that are not stale are skipped and
+    their stored values used."""
+    from dagster import AssetKey
+
+    from retrain_assets.app.compat import stale_causes
+    from retrain_assets.app.status import model_code_state
+    from retrain_assets.core.registry import Registry
+
+    features = AssetKey("validated_features")
+    data, model = list(DATA_STAGE), list(MODEL_STAGE)
+    if instance.get_latest_materialization_event(features) is None:
+        return MaterializePlan(data + model, dict.fromkeys(data + model, "never materialized"))
+    causes = stale_causes(instance, project.defs.resolve_asset_graph())
+    data_causes = sorted(causes.get(AssetKey("raw_data"), set()) | causes.get(features, set()))
+    if data_causes:
+        why = "; ".join(data_causes)
+        return MaterializePlan(data + model, {**dict.fromkeys(data, why), **dict.fromkeys(model, "upstream runs")})
+    fresh = "up to date: no new raw_data version and the same validation rules since it last ran"
+    skipped = dict.fromkeys(data, fresh)
+    state = model_code_state(project.config, Registry(project.config))
+    if state.stale:
+        why = "; ".join(message for _, message in state.changes) or state.reason or state.state
+        return MaterializePlan(model, dict.fromkeys(model, why), skipped)
+    if state.state == "champion":
+        done = f"up to date: the champion v{state.version} was built from the current code and params"
+    else:
+        done = f"the current code and params were tried as v{state.version} on this data and lost: {state.reason}"
+    return MaterializePlan([], {}, {**skipped, **dict.fromkeys(model, done)})
 
 
 def _deadline(config: RetrainConfig, what: str) -> contextlib.AbstractContextManager[None]:
@@ -162,6 +220,8 @@ def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcom
     outputs = {node: output(node) for node in ("evaluation_report", "prod_model") if _has_output(result, node)}
     report = outputs.get("evaluation_report")  # a core.decision.EvaluationReport
     outcome.evaluation = report.as_dict() if report is not None else None
+    if outcome.raw_version is None and report is not None:  # a run of the model stage only
+        outcome.raw_version = report.delta_version
     outcome.decision = outputs.get("prod_model")
     outcome.retrain = retrain_decision(instance, run)
     outcome.error = _first_error(result)

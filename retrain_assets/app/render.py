@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from retrain_assets.core.validation import CHECKS
 
 if TYPE_CHECKING:
-    from retrain_assets.app.execution import PartitionOutcome, RunOutcome
+    from retrain_assets.app.execution import MaterializePlan, PartitionOutcome, RunOutcome
     from retrain_assets.app.status import LineageAsset
     from retrain_assets.app.ticking import TickReport
     from retrain_assets.core.reproduce import Reproduction
@@ -369,3 +369,12 @@ def describe_reproduction(found: "Reproduction") -> str:
         lines.append(f"{found.changed_rows} of {found.holdout_rows} holdout rows get another prediction")
     verdict = "identical: the same predictions and metrics" if found.identical else "NOT identical"
     return f"{head}: {verdict}\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def describe_plan(plan: "MaterializePlan") -> str:
+    """`retrain materialize`: each asset it skips and why, then each it runs and why."""
+    lines = [f"skip {name}: {why}" for name, why in plan.skipped.items()]
+    lines += [f"run  {name}: {why}" for name, why in plan.why.items()]
+    if not plan.run:
+        lines.append("nothing is stale; --force runs everything anyway")
+    return "\n".join(lines)
