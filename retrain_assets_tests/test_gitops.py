@@ -140,6 +140,10 @@ def test_reproduce_refuses_other_code_naming_the_file_and_measures_it_when_allow
     assert found["retrained"] and not found["identical"] and found["differences"] == ["churn_model.py: changed"]
     assert found["recorded_hash"] != found["reproduced_hash"] and 0 < found["changed_rows"] <= found["holdout_rows"]
 
+    at_commit = retrain(project.path, "reproduce", "1", "--at-commit")
+    assert at_commit.exit_code == 0 and "identical" in at_commit.output and "code: git commit " in at_commit.output
+    assert "+ 2)" in model_file.read_text(), "the working tree is left as it was"
+
 
 def test_reproduce_names_a_version_that_does_not_exist(project, repo):
     result = retrain(project.path, "reproduce", "9")

@@ -379,9 +379,15 @@ def backfill(ctx, start, end, as_json) -> None:
     is_flag=True,
     help="Retrain even when the code on disk differs from the version's, and report how far its predictions moved.",
 )
+@click.option(
+    "--at-commit",
+    is_flag=True,
+    help="When the working tree's code differs, read the code from the git commit the version recorded "
+    "(exported to a temporary folder; the checkout is not touched).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def reproduce(ctx, version, allow_code_change, as_json) -> None:
+def reproduce(ctx, version, allow_code_change, at_commit, as_json) -> None:
     """Retrain registered model VERSION (a number, or an alias such as champion) from its recorded
     validated-features version, params and seed, and prove it is the same model: the same hash of its
     predictions on its holdout and the same metrics. Refuses, naming the files, when the code on disk differs
@@ -392,7 +398,7 @@ def reproduce(ctx, version, allow_code_change, as_json) -> None:
 
     config = _load(ctx)
     try:
-        found = run(config, Registry(config), version, allow_code_change=allow_code_change)
+        found = run(config, Registry(config), version, allow_code_change=allow_code_change, at_commit=at_commit)
     except (CannotReproduce, UserCodeError) as exc:
         raise click.ClickException(str(exc)) from None
     payload = {**found.__dict__, "identical": found.identical}

@@ -353,11 +353,11 @@ def describe_reproduction(found: "Reproduction") -> str:
     if not found.retrained:
         files = "\n".join(f"  {line}" for line in found.differences)
         return (
-            f"{head}: not reproduced, the code on disk differs from the code it was built from:\n{files}\n"
-            "check out the commit it was built from (its git_commit tag), or pass --allow-code-change to retrain "
-            "with this code and see how far its predictions move"
+            f"{head}: not reproduced, the code of {found.code_from} differs from the code it was built from:\n"
+            f"{files}\npass --at-commit to read the code of the commit it recorded, or --allow-code-change to "
+            "retrain with this code and see how far its predictions move"
         )
-    lines = [f"holdout: {found.holdout_rows} rows"]
+    lines = [f"code: {found.code_from}", f"holdout: {found.holdout_rows} rows"]
     lines.append(f"predictions hash: recorded {found.recorded_hash}, reproduced {found.reproduced_hash}")
     for name, value in found.recorded_metrics.items():
         again = found.reproduced_metrics.get(name)

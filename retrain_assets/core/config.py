@@ -402,6 +402,7 @@ class RetrainConfig(_Section):
     runs: RunsConfig = Field(default_factory=RunsConfig)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _code_dir: Optional[Path] = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _consistent(self) -> "RetrainConfig":
@@ -424,8 +425,16 @@ class RetrainConfig(_Section):
     # --- resolved locations -------------------------------------------------------------------------
     @property
     def project_dir(self) -> Path:
-        """The folder of ``retrain.yaml``: relative paths and the user's code specs resolve from here."""
-        return self._base_dir.resolve()
+        """Where the user's code specs and ``model.code_deps`` resolve from: the folder of ``retrain.yaml``, or
+        the folder of another commit's code (see :meth:`with_code_from`)."""
+        return (self._code_dir or self._base_dir).resolve()
+
+    def with_code_from(self, folder: Path) -> "RetrainConfig":
+        """This config with the model's code read from ``folder`` (the project folder of another commit,
+        checked out elsewhere), its storage unchanged: how ``retrain reproduce --at-commit`` trains."""
+        copy = self.model_copy()
+        copy._code_dir = folder
+        return copy
 
     @property
     def home(self) -> Path:

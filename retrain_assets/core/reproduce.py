@@ -6,17 +6,20 @@ retrained from what it recorded: the validated-features Delta version it was tra
 it is on disk. Identity means the same hash of the raw predictions on its holdout (class probabilities or
 regression values as float64 bytes, see :func:`training.prediction_hash`) and the same holdout metrics.
 
-The code on disk must be the code the version was built from. When a file's hash differs, reproduce refuses and
-names the files (the code manifest holds each file's hash); with ``allow_code_change`` it retrains anyway and
-reports how far the predictions moved. Nothing is logged or registered: reproducing changes no state.
+The code must be the code the version was built from: the working tree's or, with ``at_commit``, that of the
+git commit the version recorded (exported to a temporary folder; the checkout is not touched). When a file's
+hash differs, reproduce refuses and names the files (the code manifest holds each file's hash); with
+``allow_code_change`` it retrains anyway and reports how far the predictions moved. Nothing is logged or
+registered: reproducing changes no state.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-from retrain_assets.core import delta, training
+from retrain_assets.core import delta, training, usercode
 
 if TYPE_CHECKING:
     from retrain_assets.core.config import RetrainConfig
@@ -41,6 +44,7 @@ class Reproduction:
     recorded_metrics: dict[str, float] = field(default_factory=dict)
     reproduced_metrics: dict[str, float] = field(default_factory=dict)
     holdout_rows: int = 0
+    code_from: str = "the working tree"  # or the git commit the code was read from (--at-commit)
     changed_rows: Optional[int] = None  # holdout rows whose raw output differs (only when the hashes differ)
 
     @property
@@ -110,28 +114,54 @@ def recorded_config(
 
 
 def reproduce(
-    config: "RetrainConfig", registry: "Registry", version: str, allow_code_change: bool = False
+    config: "RetrainConfig",
+    registry: "Registry",
+    version: str,
+    allow_code_change: bool = False,
+    at_commit: bool = False,
 ) -> Reproduction:
-    """Retrain ``version`` (a number or an alias) and compare it with the record (see the module docstring)."""
+    """Retrain ``version`` (a number or an alias) and compare it with the record (see the module docstring).
+    With ``at_commit``, when the working tree's code differs, the code is read from the git commit the version
+    recorded (``git archive`` into a temporary folder) instead."""
     found = resolve_version(registry, version)
     tags, number = found.tags, str(found.version)
     if "features_version" not in tags:
         raise CannotReproduce(f"v{number} records no validated_features version: it was not trained by candidate_model")
-    features_version = int(tags["features_version"])
     manifest = registry.code_manifest(found)
     config = recorded_config(config, manifest, tags)
-    code = training.model_code(config)
-    differences = code_differences(manifest, code, tags.get("source_hash", ""))
-    result = Reproduction(number, features_version, differences, retrained=False)
-    if differences and not allow_code_change:
-        return result
+    recorded_source = tags.get("source_hash", "")
+    with contextlib.ExitStack() as stack:
+        code = training.model_code(config)
+        differences = code_differences(manifest, code, recorded_source)
+        code_from = "the working tree"
+        if differences and at_commit:
+            commit = tags.get("git_commit")
+            if not commit:
+                raise CannotReproduce(f"v{number} records no git commit: its project was not a git checkout")
+            config = config.with_code_from(stack.enter_context(usercode.checkout_of(config.project_dir, commit)))
+            code = training.model_code(config)
+            differences = code_differences(manifest, code, recorded_source)
+            code_from = f"git commit {commit[:12]}"
+            if differences and tags.get("git_dirty") == "true":
+                differences.append(f"v{number} was trained from a working tree with uncommitted changes to that commit")
+        result = Reproduction(number, int(tags["features_version"]), differences, retrained=False, code_from=code_from)
+        if not differences or allow_code_change:
+            _retrain_and_compare(result, config, registry, found, code)
+    return result
+
+
+def _retrain_and_compare(
+    result: Reproduction, config: "RetrainConfig", registry: "Registry", found: Any, code: training.ModelCode
+) -> None:
+    tags = found.tags
     uri = config.table_uri(delta.FEATURES_TABLE)
     try:
-        frame = training.read_window(delta.TableRef(uri, features_version, int(tags["delta_version"])), config)
+        frame = training.read_window(delta.TableRef(uri, result.features_version, int(tags["delta_version"])), config)
     except Exception as exc:  # a vacuumed or deleted version: Delta says which
-        raise CannotReproduce(f"v{number}: {uri} version {features_version} cannot be read: {exc}") from exc
+        where = f"{uri} version {result.features_version}"
+        raise CannotReproduce(f"v{result.version}: {where} cannot be read: {exc}") from exc
     fitted = training.fit_and_record(frame, config, int(tags["delta_version"]), code)
-    registered = registry.load(number) if "predictions_hash" not in tags or differences else None
+    registered = registry.load(result.version) if "predictions_hash" not in tags or result.differences else None
     result.retrained = True
     result.holdout_rows = len(fitted.holdout)
     result.recorded_hash = tags.get("predictions_hash") or training.prediction_hash(registered, fitted.holdout, config)
@@ -140,7 +170,6 @@ def reproduce(
     result.reproduced_metrics = {name: fitted.logged.metrics[name] for name in result.recorded_metrics}
     if registered is not None and result.recorded_hash != result.reproduced_hash:
         result.changed_rows = _changed_rows(registered, fitted.logged.pipeline, fitted.holdout, config)
-    return result
 
 
 def _changed_rows(before: Any, after: Any, holdout: Any, config: "RetrainConfig") -> int:

@@ -8,16 +8,20 @@ Only the standard library is imported here, to keep that command quick.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
+import io
 import re
 import subprocess
 import sys
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 CODE_DEPS_KEY = "model.code_deps"
 # fingerprint names the spec but is not told which key held it; the section is what it can name
@@ -166,6 +170,7 @@ def _import_dotted(module_name: str, base_dir: Path, spec: str, key: str) -> Mod
     folder = str(base_dir.resolve())
     if not sys.path or sys.path[0] != folder:
         sys.path.insert(0, folder)
+    _forget_if_from_elsewhere(module_name.split(".")[0], base_dir.resolve())
     # files written since the last import (a new project, a test) are not in the finders' directory caches yet
     importlib.invalidate_caches()
     try:
@@ -173,6 +178,19 @@ def _import_dotted(module_name: str, base_dir: Path, spec: str, key: str) -> Mod
         return importlib.reload(module) if _changed_since_import(module) else module
     except (Exception, SystemExit) as error:
         raise UserCodeError(f"{key}: cannot import module {module_name!r} ({_cause(error)}) (spec {spec!r})") from error
+
+
+def _forget_if_from_elsewhere(top: str, base: Path) -> None:
+    """A spec resolves from ``base`` first: when ``base`` holds the package ``top`` but this process imported
+    ``top`` from another folder (another commit's checkout, another project), forget that import."""
+    if not ((base / top).is_dir() or (base / f"{top}.py").is_file()):
+        return  # an installed package: whatever is imported is it
+    loaded = sys.modules.get(top)
+    source = getattr(loaded, "__file__", None)
+    if loaded is None or source is None or Path(source).resolve().is_relative_to(base):
+        return
+    for name in [name for name in sys.modules if name == top or name.startswith(top + ".")]:
+        del sys.modules[name]
 
 
 def _changed_since_import(module: ModuleType) -> bool:
@@ -243,3 +261,30 @@ def _git(folder: Path, *args: str) -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def checkout_of(project_dir: Path, commit: str) -> Iterator[Path]:
+    """The project folder as it was at ``commit``, exported with ``git archive`` into a temporary folder (the
+    repository and its working tree are not touched), for as long as the ``with`` lasts.
+
+    Raises:
+        UserCodeError: ``project_dir`` is not in a git checkout, or git does not know ``commit``.
+    """
+    prefix = _git(project_dir, "rev-parse", "--show-prefix")
+    if prefix is None:
+        raise UserCodeError(f"{project_dir} is not in a git checkout, so commit {commit} cannot be read")
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(project_dir), "archive", "--format=tar", commit],
+            capture_output=True,
+            timeout=GIT_TIMEOUT_SECONDS * 6,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise UserCodeError(f"git archive of commit {commit} failed: {exc}") from exc
+    if archive.returncode != 0:
+        raise UserCodeError(f"git cannot export commit {commit}: {archive.stderr.decode(errors='replace').strip()}")
+    with tempfile.TemporaryDirectory(prefix="retrain-commit-") as scratch:
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(scratch, filter="data")
+        yield Path(scratch) / prefix
