@@ -132,7 +132,10 @@ def test_reproduce_refuses_other_code_naming_the_file_and_measures_it_when_allow
 
     refused = retrain(project.path, "reproduce", "1")
     assert refused.exit_code == 1
-    assert "not reproduced, the code on disk differs" in refused.output and "churn_model.py: changed" in refused.output
+    assert (
+        "not reproduced, the code of the working tree differs" in refused.output
+        and "churn_model.py: changed" in refused.output
+    )
 
     allowed = retrain(project.path, "reproduce", "1", "--allow-code-change", "--json")
     assert allowed.exit_code == 1, "other predictions are not identity"
