@@ -26,7 +26,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 warnings.filterwarnings("ignore")
 
-from bench import batch_cost, cycle, noop_tick  # noqa: E402
+from bench import batch_cost, cycle, gitops, noop_tick  # noqa: E402
 from bench.workload import Row, machine  # noqa: E402
 
 MB = 2**20
@@ -36,7 +36,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20k/100k rows, 1 repetition: a smoke run")
     parser.add_argument("--repetitions", type=int, default=None, help="timed repetitions after the warm-up (default 3)")
-    parser.add_argument("--only", choices=["cycle", "tick", "batch", "rss"], action="append", help="run only these")
+    parser.add_argument(
+        "--only", choices=["cycle", "tick", "batch", "rss", "gitops"], action="append", help="run only these"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # internal: peak-RSS subprocess
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
@@ -166,6 +168,40 @@ def run_rss(data: Path, size: int) -> list[Row]:
     return rows
 
 
+def run_gitops(data: Path, repetitions: int) -> list[Row]:
+    result = gitops.measure(data, repetitions)
+    check, status = result["check"]["check"], result["check"]["status"]
+    cached, uncached = result["backfill"]["cached"], result["backfill"]["uncached"]
+    trained, reused = result["backfill"]["trained"], result["backfill"]["reused"]
+    rows = [
+        Row(
+            "no-op `retrain status --check`, whole process",
+            f"{check.median:.2f} s",
+            "-",
+            None,
+            f"<= {gitops.CHECK_GOAL:g} s",
+            check.median <= gitops.CHECK_GOAL,
+            f"exit 0, imports neither dagster nor mlflow; full `retrain status` process {status.median:.2f} s, "
+            f"check/status {check.median / status.median:.2f}x; spread {check.spread()} / {status.spread()} s",
+        ),
+        Row(
+            f"backfill of {gitops.WEEKS} weekly partitions, run cache vs --no-run-cache",
+            f"{cached.median:.2f} s",
+            f"{uncached.median:.2f} s",
+            cached.median / uncached.median,
+            "(report)",
+            None,
+            f"with the cache {trained} trained, {reused} reused (data stopped after week {gitops.DATA_WEEKS}); "
+            f"without, {gitops.WEEKS} trained; spread {cached.spread()} / {uncached.spread()} s",
+        ),
+    ]
+    log(
+        f"gitops: check {check.samples}, status {status.samples}, backfill cached {cached.samples}, "
+        f"uncached {uncached.samples}"
+    )
+    return rows
+
+
 def format_table(rows: list[Row]) -> str:
     header = ["benchmark", "platform", "baseline", "ratio", "goal", "met?", "notes"]
     body = [
@@ -209,7 +245,7 @@ def main(argv: list[str]) -> int:
     sizes = [20_000, 100_000] if args.quick else [100_000, 1_000_000]
     tables = [200_000, 500_000] if args.quick else [1_000_000, 5_000_000]
     repetitions = args.repetitions or (1 if args.quick else 3)
-    selected = set(args.only or ["cycle", "tick", "batch", "rss"])
+    selected = set(args.only or ["cycle", "tick", "batch", "rss", "gitops"])
     info = machine()
     print(f"machine: {info['cores']} cores, {info['ram']} RAM, {info['cpu']}; Python {info['python']}")
     print(f"packages: {info['packages']}")
@@ -235,6 +271,8 @@ def main(argv: list[str]) -> int:
                 rows += run_batch(tables, repetitions)
             if "rss" in selected:
                 rows += run_rss(data, sizes[-1])
+            if "gitops" in selected:
+                rows += run_gitops(data, repetitions)
         finally:
             os.chdir(home)
     print()

@@ -125,7 +125,7 @@ def test_worse_candidate_rejected_better_promoted_rollback_restores(automated, p
     better = materialize(automated.path, persistent)
     assert better.success and better.decision["promoted"] and champion(automated) == "2"
 
-    write_config(automated, model=WEAK)
+    write_config(automated, model={**WEAK, "seed": 7})  # another weak model: v1 again would be reused
     worse = materialize(automated.path, persistent)
     assert worse.success, "losing is a normal outcome"
     assert not worse.checks["candidate_beats_champion"].passed and not worse.checks["candidate_beats_champion"].blocking
@@ -145,7 +145,7 @@ def test_worse_candidate_rejected_better_promoted_rollback_restores(automated, p
     missing = cli.invoke(main, ["--config", str(automated.path), "rollback", "--to", "99"])
     assert missing.exit_code != 0 and "no version '99'" in missing.output and champion(automated) == "1"
 
-    write_config(automated, model=STRONG, promotion={"minimum": 0.99})
+    write_config(automated, model={**STRONG, "seed": 7}, promotion={"minimum": 0.99})
     floor = materialize(automated.path, persistent)
     assert not floor.success and set(floor.blocking_failures) == {"candidate_meets_minimum"}
     assert champion(automated) == "1"

@@ -96,6 +96,11 @@ def test_partitions_with_the_same_inputs_share_one_model(three_weeks, persistent
         assert run.data.tags["reused_model_run"] == trained["run_id"] and run.data.tags["partition"] == row["partition"]
         assert "model" not in {artifact.path for artifact in client.list_artifacts(row["run_id"])}, "not stored again"
 
+    uncached, _ = backfill(
+        three_weeks.path, persistent, START + dt.timedelta(days=21), START + dt.timedelta(days=21), run_cache=False
+    )
+    assert uncached[0].row["reused_from"] is None and uncached[0].row["metrics"] == trained["metrics"], "same seed"
+
     write_config(three_weeks, model={"seed": 11})
     changed, _ = backfill(three_weeks.path, persistent, START + dt.timedelta(days=21), START + dt.timedelta(days=21))
     assert changed[0].row["reused_from"] is None, "other params, another model"

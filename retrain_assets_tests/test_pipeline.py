@@ -8,6 +8,7 @@ from retrain_assets.app.execution import materialize
 from retrain_assets.app.status import project_status
 from retrain_assets.core import delta, landing
 from retrain_assets.core.landing import ingest_file
+from retrain_assets.core.registry import Registry
 from retrain_assets.core.validation import HARD_CHECKS as VALIDATION
 
 pytestmark = pytest.mark.integration
@@ -82,7 +83,7 @@ def test_bad_batch_is_stopped_kept_and_later_batches_still_train(project, instan
     assert status["last_run"]["status"] == "SUCCESS" and status["last_run"]["trigger"] == "manual"
 
 
-def test_nothing_new_retrains_the_same_data_without_promoting(project, instance):
+def test_nothing_new_does_not_rebuild_the_champion(project, instance):
     ingest_file(project.config, project.batch(0))
     assert materialize(project.path, instance).success
 
@@ -92,8 +93,10 @@ def test_nothing_new_retrains_the_same_data_without_promoting(project, instance)
     validation = [check for name, check in again.checks.items() if check.blocking and name in VALIDATION]
     assert len(validation) == len(VALIDATION) == 7
     assert all("nothing to validate" in check.message for check in validation)
-    assert again.evaluation["candidate"] == again.evaluation["champion"], "same data, same seed, same model"
-    assert again.decision["promoted"] is False and again.decision["champion_version"] == "1"
+    assert again.retrain["retrain"] is False and "manual" in again.fired, "a manual run fires, yet"
+    assert "the champion v1 was built from this very data" in again.reason, "the run cache: same inputs, same model"
+    assert again.evaluation is None and again.decision is None
+    assert str(Registry(project.config).by_alias("champion").version) == "1"
 
 
 def declare(project, **rules) -> None:

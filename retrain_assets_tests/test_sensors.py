@@ -70,7 +70,7 @@ def test_tick_skips_a_run_key_that_already_ran(automated, persistent):
     assert [launch.skipped for launch in again.launches] == [f"run_key 0 already ran as {first_run}"]
 
 
-def test_schedule_fires_once_when_due_and_retrains_without_new_data(automated, persistent):
+def test_schedule_fires_once_when_due_and_does_not_rebuild_the_same_model(automated, persistent):
     land(automated, 0)
     start = dt.datetime(2026, 11, 2, 12, tzinfo=dt.timezone.utc)  # a Monday, after 06:00
     first = tick(automated.path, persistent, now=start)
@@ -82,7 +82,8 @@ def test_schedule_fires_once_when_due_and_retrains_without_new_data(automated, p
     (launch,) = due.launches
     assert launch.source == "retrain_schedule" and launch.run_key == "schedule@2026-11-16T06:00:00+00:00"
     assert launch.outcome.success and launch.outcome.trigger == "schedule" and "schedule" in launch.outcome.fired
-    assert launch.outcome.decision is not None, "a scheduled run retrains even without new data"
+    assert launch.outcome.retrain["retrain"] is False and launch.outcome.decision is None
+    assert "the champion v1 was built from this very data" in launch.outcome.reason, "no new data: the run cache"
     assert not tick(automated.path, persistent, now=later).launches
 
 

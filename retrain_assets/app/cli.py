@@ -337,9 +337,12 @@ def tick(ctx, as_json) -> None:
 @click.option(
     "--end", type=UTC_DATETIME, required=True, help="Last partition: an ISO 8601 date, or a time whose UTC date counts."
 )
+@click.option(
+    "--no-run-cache", is_flag=True, help="Train every partition, even one whose training inputs an earlier one had."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def backfill(ctx, start, end, as_json) -> None:
+def backfill(ctx, start, end, no_run_cache, as_json) -> None:
     """Retrain as of every history partition from START to END (Delta time travel), then the backtest."""
     from retrain_assets.app.execution import backfill as run_backfill
     from retrain_assets.app.instance import project_instance, project_lock
@@ -355,7 +358,9 @@ def backfill(ctx, start, end, as_json) -> None:
     try:
         with project_lock(config, "retrain backfill"), project_instance(config) as instance:
             project = load_project(ctx.obj["config"], config)
-            outcomes, rows = run_backfill(project, instance, start.date(), end.date(), progress)
+            outcomes, rows = run_backfill(
+                project, instance, start.date(), end.date(), progress, run_cache=not no_run_cache
+            )
     except ProjectBusy as exc:
         raise click.ClickException(str(exc)) from None
     if not outcomes:

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
+import yaml
+
 from retrain_assets.app import render
 from retrain_assets.core import delta, landing, synthetic
 from retrain_assets.core.config import Bounds, RetrainConfig, load_config
@@ -94,10 +96,8 @@ def live_days(
     """A first tick that finds the history, then `retrain ingest` and `retrain tick` for each live day; one
     table row per run."""
     from retrain_assets.app.execution import ingest
-    from retrain_assets.app.ticking import tick
-    from retrain_assets.core.registry import Registry
 
-    config, metric, rows = project.config, project.config.promotion.metric, []
+    config, rows = project.config, []
     live: list[tuple[Optional[dt.date], Optional[Path]]] = [(None, None), *files]
     for day, path in live:
         if day is None or path is None:
@@ -106,24 +106,99 @@ def live_days(
         else:
             ingested = ingest(config, instance, path, end_of(day))
             echo(f"\nday {day}: retrain ingest {path.name} -> raw_data v{ingested.version}; retrain tick")
-        for launch in tick(project, instance).launches:
-            echo(
-                "  "
-                + (
-                    render.describe_run(launch.outcome, metric).replace("\n", "\n  ")
-                    if launch.outcome
-                    else str(launch.skipped)
-                )
-            )
-            if launch.outcome:
-                version = launch.outcome.raw_version
-                landed = ingested.rows if ingested else delta.table_rows(config.table_uri(delta.RAW_TABLE), version)
-                champion = Registry(config).by_alias("champion")
-                rows.append(
-                    render.demo_row(
-                        day, version, landed, launch.outcome, metric, champion.version if champion is not None else None
-                    )
-                )
+        rows += tick_rows(project, instance, day.isoformat() if day else "history", ingested, echo)
+    return rows
+
+
+def tick_rows(
+    project: "LoadedProject",
+    instance: "DagsterInstance",
+    label: str,
+    ingested: Optional[landing.IngestResult],
+    echo: Callable[[str], None],
+) -> list[dict]:
+    """`retrain tick`, what each of its runs did, and one table row per run labelled ``label``."""
+    from retrain_assets.app.ticking import tick
+    from retrain_assets.core.registry import Registry
+
+    config, metric, rows = project.config, project.config.promotion.metric, []
+    for launch in tick(project, instance).launches:
+        outcome = launch.outcome
+        echo("  " + (render.describe_run(outcome, metric).replace("\n", "\n  ") if outcome else str(launch.skipped)))
+        if outcome is not None:
+            version = outcome.raw_version
+            landed = ingested.rows if ingested else delta.table_rows(config.table_uri(delta.RAW_TABLE), version)
+            champion = Registry(config).by_alias("champion")
+            number = champion.version if champion is not None else None
+            rows.append(render.demo_row(label, version, landed, outcome, metric, number))
+    return rows
+
+
+# The worked example of the README's "Your own model code": a ratio feature and a HistGradientBoosting pipeline.
+OWN_MODEL = '''"""The demo's own model code (see "Your own model code" in the README)."""
+import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
+
+
+def add_ratios(frame):
+    """Charges per month of tenure: what a new customer pays weighs more than what a long one does."""
+    made = frame.copy()
+    made["charges_per_tenure_month"] = made["monthly_charges"] / (made["tenure_months"] + 1)
+    return made
+
+
+def make_pipeline(params, roles):
+    encode = ColumnTransformer(
+        [("categories", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan), roles.categorical)],
+        remainder="passthrough",
+    )
+    booster = HistGradientBoostingClassifier(random_state=roles.seed, **params)
+    return Pipeline([("encode", encode), ("booster", booster)])
+'''
+
+
+def edit_model(config_path: Path, **model: object) -> None:
+    """What a person does in an editor (and commits): change the ``model:`` section of retrain.yaml."""
+    raw = yaml.safe_load(config_path.read_text())
+    raw["model"] = {**raw.get("model", {}), **model}
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def gitops(config_path: Path, instance: "DagsterInstance", echo: Callable[[str], None]) -> list[dict]:
+    """The model as code: a params change, then the team's own pipeline and feature function, each retrained
+    by the next `retrain tick` (``params_changed``, ``code_changed``) under the same gates; then `retrain
+    status --check` and `retrain reproduce` of the champion."""
+    from retrain_assets.app.project import load_project
+    from retrain_assets.app.status import model_code_state
+    from retrain_assets.core.registry import Registry
+    from retrain_assets.core.reproduce import reproduce
+
+    rows = []
+    edit_model(config_path, params={"C": 0.3})
+    echo("\nmodel.params: C 1.0 -> 0.3 (stronger regularisation), committed")
+    stale = model_code_state(load_config(config_path))
+    echo("retrain status --check  (exit 1: " + render.describe_check(stale.as_dict()).splitlines()[0] + ")")
+    echo("retrain tick")
+    rows += tick_rows(load_project(config_path), instance, "params", None, echo)
+    (config_path.parent / "churn_model.py").write_text(OWN_MODEL)
+    edit_model(
+        config_path,
+        pipeline="churn_model.py:make_pipeline",
+        features="churn_model.py:add_ratios",
+        params={"max_iter": 100, "learning_rate": 0.05},
+    )
+    echo("\nyour own model: churn_model.py (a ratio feature, a HistGradientBoosting pipeline) named in retrain.yaml")
+    echo("retrain tick")
+    rows += tick_rows(load_project(config_path), instance, "own code", None, echo)
+    config = load_config(config_path)
+    settled = model_code_state(config)
+    echo(f"retrain status --check  (exit {int(settled.stale)}: {render.describe_check(settled.as_dict())})")
+    found = reproduce(config, Registry(config), "champion")
+    echo("retrain reproduce champion  (exit " + ("0" if found.identical else "1") + ")")
+    echo("  " + render.describe_reproduction(found).replace("\n", "\n  "))
     return rows
 
 
@@ -144,9 +219,11 @@ def run_demo(
        rows have landed; a bad batch is stopped by the blocking checks (kept in raw_data, champion
        untouched); on drifted days drift and performance trigger retrains, and a candidate is promoted only
        when it beats the champion by the margin.
-    4. `retrain backfill` over every weekly partition: models as of each past week (Delta time travel),
+    4. The model as code: a params change, then the team's own pipeline and feature function, each retrained
+       by `retrain tick`; `retrain status --check` and `retrain reproduce champion`.
+    5. `retrain backfill` over every weekly partition: models as of each past week (Delta time travel),
        scored out of time, gathered in the backtest table and plot.
-    5. `retrain rollback` and `retrain status`.
+    6. `retrain rollback` and `retrain status`.
     """
     from retrain_assets.app.execution import backfill, ingest, rollback_champion
     from retrain_assets.app.instance import project_instance, project_lock
@@ -172,7 +249,10 @@ def run_demo(
             f"raw_data v0-v{history_days - 1}"
         )
         rows = live_days(project, instance, files[history_days:], echo)
+        rows += gitops(config_path, instance, echo)
         echo("\n" + render.format_table(rows, metric))
+        config = load_config(config_path)
+        project = load_project(config_path, config)
 
         last_day = files[-1][0]
         echo(f"\nretrain backfill --start {START} --end {last_day}")

@@ -266,11 +266,17 @@ class PartitionOutcome:
 
 
 def backfill(
-    project: ProjectSource, instance: "DagsterInstance", start: "dt.date", end: "dt.date", progress: Any = None
+    project: ProjectSource,
+    instance: "DagsterInstance",
+    start: "dt.date",
+    end: "dt.date",
+    progress: Any = None,
+    run_cache: bool = True,
 ) -> tuple[list[PartitionOutcome], Optional[list[dict[str, Any]]]]:
     """Run the ``history`` job for every partition starting in ``[start, end]``, in process and in order,
-    then the ``backtest`` summary; ``progress(index, total, outcome)`` is called after each partition. The
-    caller holds the project lock (or needs none: a test), as for :func:`materialize`."""
+    then the ``backtest`` summary; ``progress(index, total, outcome)`` is called after each partition.
+    ``run_cache=False`` trains every partition (see ``historical_model``). The caller holds the project lock
+    (or needs none: a test), as for :func:`materialize`."""
     import uuid
 
     from retrain_assets.defs.jobs import BACKTEST_JOB, HISTORY_JOB
@@ -284,11 +290,12 @@ def backfill(
         raise RuntimeError(f"the {HISTORY_JOB} job has no partitions (see jobs.history_jobs)")
     keys = [key for key in partitions.get_partition_keys() if start <= dt.date.fromisoformat(key[:10]) <= end]
     tags = {BACKFILL_TAG: uuid.uuid4().hex[:8], TRIGGER_TAG: "backfill"}
+    run_config = {**_QUIET_LOGGERS, "ops": {"historical_model": {"config": {"run_cache": run_cache}}}}
     outcomes = []
     for index, key in enumerate(keys, start=1):
         with _deadline(project.config, f"the history run of {key}"):
             result = job.execute_in_process(
-                instance=instance, partition_key=key, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS
+                instance=instance, partition_key=key, raise_on_error=False, tags=tags, run_config=run_config
             )
         outcome = PartitionOutcome(key, result.success)
         if result.success:

@@ -6,7 +6,6 @@ Dagster and nothing heavy. What is missing is said in words or left out, never p
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import textwrap
 from pathlib import Path
@@ -275,14 +274,15 @@ def backfill_summary(rows: Optional[list[dict]], report: Path) -> str:
 
 
 def demo_row(
-    day: Optional[dt.date],
+    label: str,
     version: Optional[int],
     rows: int,
     outcome: "RunOutcome",
     metric: str,
     champion_version: Optional[str],
 ) -> dict:
-    """One line of the demo's table from a run's outcome and the champion's version after it."""
+    """One line of the demo's table from a run's outcome and the champion's version after it; ``label`` is the
+    day it ran on, or what started it."""
     evaluation, decision = outcome.evaluation or {}, outcome.decision or {}
     warnings = sum(1 for c in outcome.checks.values() if not c.passed and not c.stopped_the_run)
     if outcome.blocking_failures:
@@ -299,7 +299,7 @@ def demo_row(
         verdict = "failed"
     passed = f"{sum(c.passed for c in outcome.checks.values())}/{len(outcome.checks)}"
     return {
-        "day": day.isoformat() if day else "history",
+        "day": label,
         "delta_version": version,
         "rows": rows,
         "checks": passed + (f" ({warnings} warn)" if warnings else ""),

@@ -82,9 +82,15 @@ def accepted_rows(
 
 
 def backtest(
-    config: "RetrainConfig", registry: "Registry", partition: str, end: dt.datetime, eval_end: dt.datetime
+    config: "RetrainConfig",
+    registry: "Registry",
+    partition: str,
+    end: dt.datetime,
+    eval_end: dt.datetime,
+    run_cache: bool = True,
 ) -> Backtest:
-    """Train as of ``end`` and evaluate on what landed in ``(end, eval_end]``; log the run to MLflow."""
+    """Train as of ``end`` (or, with ``run_cache``, reuse the model of a run with the same training inputs) and
+    evaluate on what landed in ``(end, eval_end]``; log the run to MLflow."""
     from retrain_assets.core.drift import drift_summary, score_drift
 
     uri = config.table_uri(delta.RAW_TABLE)
@@ -98,7 +104,7 @@ def backtest(
     code = training.model_code(config)
     key = run_cache_key(version, rejected, code.code_hash)
     experiment = registry.experiment_id(config.mlflow.experiment + HISTORY_SUFFIX)
-    source = cached_run(registry, experiment, key)
+    source = cached_run(registry, experiment, key) if run_cache else None
     if source is None:
         fitted = training.fit_and_record(frame, config, version, code)
         logged, train_rows = fitted.logged, len(fitted.train_rows)

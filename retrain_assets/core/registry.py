@@ -349,8 +349,10 @@ class Registry:
         return None if version is None else self.client.get_model_version(self.name, str(version))
 
     def record_decision(self, version: str, promote: bool, reason: str, extra: dict[str, Any]) -> None:
-        """Write the decision, its reason and the comparison onto the model version and its run."""
-        tags = {DECISION_TAG: "promoted" if promote else "rejected", DECISION_REASON_TAG: reason, **extra}
+        """Write the decision, its reason, when, and the comparison onto the model version and its run (a version
+        the run cache reused is decided again: the tags hold its latest decision)."""
+        verdict = "promoted" if promote else "rejected"
+        tags = {DECISION_TAG: verdict, DECISION_REASON_TAG: reason, "decided_at": _now(), **extra}
         run_id = _run_id(self.client.get_model_version(self.name, version))
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, str(value))
@@ -440,12 +442,13 @@ class Registry:
         return history
 
     def last_decision(self) -> Optional[dict[str, Any]]:
-        """The newest model version that has been decided on, as the ``last_decision`` block of status."""
+        """The latest decision on any model version (a reused version can be decided after newer ones), as the
+        ``last_decision`` block of status."""
         versions = self.client.search_model_versions(f"name = '{self.name}'")
         decided = [v for v in versions if DECISION_TAG in v.tags]
         if not decided:
             return None
-        newest = max(decided, key=lambda v: int(v.version))
+        newest = max(decided, key=lambda v: (v.tags.get("decided_at", ""), int(v.version)))
         return {
             "candidate_version": str(newest.version),
             "promoted": newest.tags[DECISION_TAG] == "promoted",

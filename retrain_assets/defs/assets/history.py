@@ -4,6 +4,7 @@ import datetime as dt
 
 from dagster import (
     AssetExecutionContext,
+    Config,
     DailyPartitionsDefinition,
     Failure,
     MetadataValue,
@@ -24,6 +25,12 @@ from retrain_assets.defs.resources import RetrainProject
 HISTORY_GROUP = "history"
 
 
+class HistoricalModelConfig(Config):
+    """Run config of ``historical_model`` (in the UI's launchpad, or ``retrain backfill --no-run-cache``)."""
+
+    run_cache: bool = True  # reuse the model of a partition with the same training inputs; false trains each
+
+
 def history_partitions(rules: HistoryConfig) -> TimeWindowPartitionsDefinition:
     """Daily or weekly (Monday) windows from ``history.start``, in UTC."""
     start = rules.first_partition().isoformat()
@@ -42,20 +49,26 @@ def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
         kinds={"scikitlearn", "mlflow"},
         code_version="1",
     )
-    def historical_model(context: AssetExecutionContext, project: RetrainProject) -> Output[dict]:
+    def historical_model(
+        context: AssetExecutionContext, project: RetrainProject, config: HistoricalModelConfig
+    ) -> Output[dict]:
         """The model as it would have been trained at the end of this window: raw_data time-travelled to
         the version that had landed by then, validated, trained with the current params and seed, and
         scored on the following window (out-of-time). Logged to the MLflow experiment ``<name>-history``
         with its partition and Delta version; never registered, never the champion. A window whose training
-        inputs an earlier partition already had reuses that model (the run cache in ``core.backtest``)."""
-        config = project.load()
+        inputs an earlier partition already had reuses that model (the run cache in ``core.backtest``; run config
+        ``run_cache: false`` trains every partition)."""
+        settings = project.load()
         window = context.partition_time_window
-        eval_end = window.end + (window.end - window.start) * config.history.evaluation_windows
+        eval_end = window.end + (window.end - window.start) * settings.history.evaluation_windows
+        registry = project.registry(settings)
         try:
-            result = backtest.backtest(config, project.registry(config), context.partition_key, window.end, eval_end)
+            result = backtest.backtest(
+                settings, registry, context.partition_key, window.end, eval_end, run_cache=config.run_cache
+            )
         except ValueError as exc:
             raise Failure(str(exc)) from exc
-        metric = config.promotion.metric
+        metric = settings.promotion.metric
         return Output(
             result.row(),
             metadata={
