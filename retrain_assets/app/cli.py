@@ -397,11 +397,13 @@ def reproduce(ctx, version, allow_code_change, at_commit, as_json) -> None:
     validated-features version, params and seed, and prove it is the same model: the same hash of its
     predictions on its holdout and the same metrics. Refuses, naming the files, when the code on disk differs
     from the version's. Exit status 0 only on identity. Logs and registers nothing."""
+    from retrain_assets.app.instance import quiet_mlflow
     from retrain_assets.core.registry import Registry
     from retrain_assets.core.reproduce import CannotReproduce, reproduce as run
     from retrain_assets.core.usercode import UserCodeError
 
     config = _load(ctx)
+    quiet_mlflow()
     try:
         found = run(config, Registry(config), version, allow_code_change=allow_code_change, at_commit=at_commit)
     except (CannotReproduce, UserCodeError) as exc:

@@ -64,6 +64,14 @@ def project_lock(config: RetrainConfig, command: Optional[str] = None) -> Iterat
         yield
 
 
+def quiet_mlflow() -> None:
+    """Keep MLflow's chatter and download progress bars out of the CLI's output."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def quiet_libraries() -> None:
     """Keep MLflow's registration chatter and Dagster's beta notices out of the CLI's output."""
     from dagster import BetaWarning
@@ -71,10 +79,7 @@ def quiet_libraries() -> None:
     from retrain_assets.app.compat import missing_check_result_logger
 
     warnings.filterwarnings("ignore", category=BetaWarning)  # Output(data_version=...) is marked beta
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_mlflow()
     # When a run decides not to retrain, evaluation_report is skipped and Dagster warns that its blocking
     # check "emitted no result" before skipping prod_model as well: expected, so not worth printing.
     missing_check_result_logger().setLevel(logging.ERROR)
