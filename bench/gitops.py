@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from bench.workload import START, Measurement, scratch, timed, write_batch, write_project
+from bench.workload import START, Measurement, project_with_champion, scratch, timed, write_batch, write_project
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -62,18 +62,10 @@ def _run(command: list[str]) -> subprocess.CompletedProcess:
 def measure_check(data: Path, repetitions: int, warmup: int = 1) -> dict:
     """``{"check", "status"}`` Measurements of whole processes; ``imports``: ``{"dagster", "mlflow"}`` booleans of
     a check process (both False, or this raises)."""
-    from retrain_assets.app.execution import ingest
-    from retrain_assets.app.instance import project_instance
-    from retrain_assets.app.ticking import tick
-
     results = {"check": Measurement(), "status": Measurement()}
     with scratch("check") as directory:
-        config_path, config = write_project(directory)
-        with project_instance(config) as instance:
-            ingest(config, instance, write_batch(data, 0, 2000))
-            first = tick(config_path, instance)
-        if not any(launch.outcome and launch.outcome.success for launch in first.launches):
-            raise RuntimeError(f"the first tick did not train a champion: {first.to_json()}")
+        with project_with_champion(directory, data) as (config_path, _, _):
+            pass
         _run(_retrain(config_path, "status", "--check"))  # may read MLflow and write model_state.json
         for index in range(warmup + repetitions):
             for kind, arguments in (("check", ("status", "--check")), ("status", ("status",))):

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.workload import Measurement, scratch, timed, write_batch, write_project
+from bench.workload import Measurement, project_with_champion, scratch, timed
 
 TICK_GOAL = 0.5
 
@@ -31,18 +31,11 @@ def measure(data: Path, repetitions: int, warmup: int = 1) -> dict:
     """``{"process", "full_path", "in_process"}`` Measurements; ``runs_launched``: runs the no-op ticks (all
     kinds) added to the instance; ``launch_requests``: run requests the in-process ticks returned;
     ``imports`` / ``full_path_imports``: ``[(module, seconds)]`` of the slowest top-level imports."""
-    from retrain_assets.app.execution import ingest
-    from retrain_assets.app.instance import project_instance
     from retrain_assets.app.ticking import tick
 
     results = {"process": Measurement(), "full_path": Measurement(), "in_process": Measurement()}
     with scratch("tick") as directory:
-        config_path, config = write_project(directory)
-        with project_instance(config) as instance:
-            ingest(config, instance, write_batch(data, 0, 2000))
-            first = tick(config_path, instance)
-            if not any(launch.outcome and launch.outcome.success for launch in first.launches):
-                raise RuntimeError(f"the first tick did not train a champion: {first.to_json()}")
+        with project_with_champion(directory, data) as (config_path, _, instance):
             runs_before = instance.get_runs_count()
             launched = 0
             for index in range(warmup + repetitions):

@@ -97,6 +97,25 @@ def write_project(directory: Path, **sections: dict) -> tuple[Path, RetrainConfi
 
 
 @contextlib.contextmanager
+def project_with_champion(
+    directory: Path, data: Path, rows: int = 2000
+) -> Iterator[tuple[Path, RetrainConfig, object]]:
+    """A project in ``directory`` with one landed batch whose first in-process tick trained the champion:
+    ``(config_path, config, instance)``, the instance open while the ``with`` lasts."""
+    from retrain_assets.app.execution import ingest
+    from retrain_assets.app.instance import project_instance
+    from retrain_assets.app.ticking import tick
+
+    config_path, config = write_project(directory)
+    with project_instance(config) as instance:
+        ingest(config, instance, write_batch(data, 0, rows))
+        first = tick(config_path, instance)
+        if not any(launch.outcome and launch.outcome.success for launch in first.launches):
+            raise RuntimeError(f"the first tick did not train a champion: {first.to_json()}")
+        yield config_path, config, instance
+
+
+@contextlib.contextmanager
 def scratch(prefix: str) -> Iterator[Path]:
     """A temporary folder, removed afterwards."""
     path = Path(tempfile.mkdtemp(prefix=f"retrain-bench-{prefix}-"))

@@ -14,6 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from retrain_assets.app.cli import main
+from retrain_assets_tests.test_gitops import Repo
 
 pytestmark = pytest.mark.integration
 
@@ -25,21 +26,6 @@ def add_ratio(frame):
     made["charges_per_tenure_month"] = made["monthly_charges"] / (made["tenure_months"] + 1)
     return made
 '''
-
-
-class Repo:
-    """A git repository holding a project, its main branch the one the workflow's tick job runs on."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.git = ["git", "-C", str(folder), "-c", "user.email=ci@example.org", "-c", "user.name=ci"]
-        subprocess.run([*self.git, "init", "-q", "-b", "main"], check=True)
-
-    def commit(self, message: str, **files: str) -> None:
-        for name, text in files.items():
-            (self.folder / name).write_text(text)
-        subprocess.run([*self.git, "add", *files], check=True)
-        subprocess.run([*self.git, "commit", "-q", "-m", message], check=True)
 
 
 def run_job(repo: Repo, job: str, summary: Path) -> list[subprocess.CompletedProcess]:
@@ -67,20 +53,8 @@ def run_job(repo: Repo, job: str, summary: Path) -> list[subprocess.CompletedPro
 @pytest.fixture
 def repo(project, monkeypatch) -> Repo:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    raw = yaml.safe_load(project.path.read_text())
-    raw["model"].update({"features": "features.py:add_ratio", "params": {"C": 1.0}})
-    repository = Repo(project.path.parent)
-    repository.commit(
-        "model",
-        **{
-            "retrain.yaml": yaml.safe_dump(raw, sort_keys=False),
-            "features.py": textwrap.dedent(FEATURES),
-            ".gitignore": ".retrain/\ndata/\ncheck.txt\n",
-        },
-    )
-    repository.raw = raw
-    landed = CliRunner().invoke(main, ["--config", str(project.path), "ingest", str(project.batch(0))])
-    assert landed.exit_code == 0, landed.output
+    model = {"features": "features.py:add_ratio", "params": {"C": 1.0}}
+    repository = Repo.of_project(project, model, **{"features.py": textwrap.dedent(FEATURES)})
     return repository
 
 

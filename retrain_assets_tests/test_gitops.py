@@ -27,10 +27,27 @@ def launched(project) -> list[dict]:
 
 
 class Repo:
+    """A git repository holding a project; its branch is main."""
+
     def __init__(self, folder):
         self.folder = folder
         self.git = ["git", "-C", str(folder), "-c", "user.email=ci@example.org", "-c", "user.name=ci"]
-        subprocess.run([*self.git, "init", "-q"], check=True)
+        subprocess.run([*self.git, "init", "-q", "-b", "main"], check=True)
+
+    @classmethod
+    def of_project(cls, project, model: dict, **files: str) -> "Repo":
+        """``project`` as the first commit of a repository: ``model`` merged into its model section, ``files``
+        beside it; then its first batch landed."""
+        raw = yaml.safe_load(project.path.read_text())
+        raw["model"].update(model)
+        repository = cls(project.path.parent)
+        repository.raw = raw
+        ignored = ".retrain/\ndata/\ncheck.txt\n"
+        repository.commit(
+            "model", **{"retrain.yaml": yaml.safe_dump(raw, sort_keys=False), ".gitignore": ignored, **files}
+        )
+        assert retrain(project.path, "ingest", str(project.batch(0))).exit_code == 0
+        return repository
 
     def commit(self, message: str, **files: str) -> None:
         for name, text in files.items():
@@ -43,27 +60,12 @@ class Repo:
 def repo(project, monkeypatch):
     """The project as a git checkout with its own model code, the first champion trained by a tick."""
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    folder = project.path.parent
-    (folder / ".gitignore").write_text(".retrain/\ndata/\n")
-    raw = yaml.safe_load(project.path.read_text())
-    raw["model"].update(
-        {
-            "pipeline": "churn_model.py:make_pipeline",
-            "features": "churn_model.py:add_ratios",
-            "params": {"max_iter": 40},
-        }
-    )
-    repository = Repo(folder)
-    repository.commit(
-        "model",
-        **{
-            "retrain.yaml": yaml.safe_dump(raw, sort_keys=False),
-            "churn_model.py": textwrap.dedent(CHURN_MODEL),
-            ".gitignore": ".retrain/\ndata/\n",
-        },
-    )
-    repository.raw = raw
-    assert retrain(project.path, "ingest", str(project.batch(0))).exit_code == 0
+    own = {
+        "pipeline": "churn_model.py:make_pipeline",
+        "features": "churn_model.py:add_ratios",
+        "params": {"max_iter": 40},
+    }
+    repository = Repo.of_project(project, own, **{"churn_model.py": textwrap.dedent(CHURN_MODEL)})
     [first] = launched(project)
     assert first["decision"]["promoted"] is True
     return repository

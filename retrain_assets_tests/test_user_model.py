@@ -7,6 +7,7 @@ import textwrap
 import pytest
 from mlflow import MlflowClient
 
+from retrain_assets.app.demo import OWN_MODEL
 from retrain_assets.app.execution import materialize
 from retrain_assets.core.landing import ingest_file
 from retrain_assets.core.registry import Registry
@@ -14,33 +15,15 @@ from retrain_assets_tests.conftest import write_config
 
 pytestmark = pytest.mark.integration
 
-CHURN_MODEL = '''
-import numpy as np
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
-
-
-def add_ratios(frame):
-    """Charges per month of tenure: what a long customer pays matters less than what a new one does."""
-    made = frame.copy()
-    made["charges_per_tenure_month"] = made["monthly_charges"] / (made["tenure_months"] + 1)
-    return made
-
-
-def make_pipeline(params, roles):
-    encode = ColumnTransformer(
-        [("categories", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan), roles.categorical)],
-        remainder="passthrough",
-    )
-    booster = HistGradientBoostingClassifier(random_state=roles.seed, **params)
-    return Pipeline([("encode", encode), ("booster", booster)])
-
+# the README's and the demo's worked example, and a factory that returns no estimator
+CHURN_MODEL = (
+    OWN_MODEL
+    + """
 
 def not_a_model(params, roles):
     return {"params": params}
-'''
+"""
+)
 
 
 def registry_versions(project) -> list:

@@ -21,7 +21,7 @@ from retrain_assets.core import batches, training
 from retrain_assets.core.alerts import send_alert
 from retrain_assets.core.config import RetrainConfig
 from retrain_assets.core.names import CHAMPION, TRIGGER_TAG
-from retrain_assets.core.registry import ModelRef, Registry
+from retrain_assets.core.registry import ModelRef
 from retrain_assets.core.triggers import TriggerDecision, code_change, decide_retrain
 from retrain_assets.defs.resources import RetrainProject
 
@@ -85,7 +85,8 @@ def candidate_model(
     if not decision.retrain:
         return
     if reuse is not None:
-        yield _reused(registry.reuse_candidate(reuse, context.run_id, decision.summary), registry, reuse, config)
+        ref = registry.reuse_candidate(reuse, context.run_id, decision.summary)
+        yield _model_output(ref, registry.metrics(reuse), reuse.tags, config, reused=True)
         return
     send_alert(
         config,
@@ -110,31 +111,19 @@ def candidate_model(
         }
     )
     ref = registry.log_candidate(logged)
-    primary = config.promotion.metric
-    yield Output(
-        ref,
-        metadata={
-            "model_version": ref.version,
-            "mlflow_run_id": ref.run_id,
-            "model_uri": ref.uri,
-            f"holdout_{primary}": logged.metrics[primary],
-            "metrics": MetadataValue.json(logged.metrics),
-            "delta_version": features.raw_version,
-            "reused": False,
-            "params_hash": logged.tags["params_hash"],
-            "code_hash": logged.tags["code_hash"],
-            "code_version": logged.tags["code_version"],
-            "rows_train": len(fitted.train_rows),
-            "rows_holdout": len(fitted.holdout),
-            "data_range": JsonMetadataValue(training.data_range(frame, config)),  # .json takes no None
-            "trigger_reason": decision.summary,
-        },
-    )
+    trained = {
+        "code_version": logged.tags["code_version"],
+        "rows_train": len(fitted.train_rows),
+        "rows_holdout": len(fitted.holdout),
+        "data_range": JsonMetadataValue(training.data_range(frame, config)),  # .json takes no None
+    }
+    yield _model_output(ref, logged.metrics, logged.tags, config, reused=False, **trained)
 
 
-def _reused(ref: ModelRef, registry: Registry, version: Any, config: RetrainConfig) -> Output:
-    """The run cache's hit as this asset's output: the existing version, recorded as reused (not retrained)."""
-    metrics = registry.metrics(version)
+def _model_output(
+    ref: ModelRef, metrics: dict[str, float], tags: dict[str, str], config: RetrainConfig, reused: bool, **more: Any
+) -> Output:
+    """The asset's output: the registered version with its record; ``reused`` when the run cache supplied it."""
     primary = config.promotion.metric
     return Output(
         ref,
@@ -142,13 +131,14 @@ def _reused(ref: ModelRef, registry: Registry, version: Any, config: RetrainConf
             "model_version": ref.version,
             "mlflow_run_id": ref.run_id,
             "model_uri": ref.uri,
-            "reused": True,
+            "reused": reused,
             f"holdout_{primary}": metrics.get(primary, float("nan")),
             "metrics": MetadataValue.json(metrics),
-            "delta_version": int(version.tags["delta_version"]),
-            "params_hash": version.tags.get("params_hash", ""),
-            "code_hash": version.tags.get("code_hash", ""),
+            "delta_version": int(tags["delta_version"]),
+            "params_hash": tags.get("params_hash", ""),
+            "code_hash": tags.get("code_hash", ""),
             "trigger_reason": ref.trigger_reason,
+            **more,
         },
     )
 
