@@ -9,8 +9,8 @@ from deltalake import DeltaTable
 
 from retrain_assets.app.ticking import next_fire_time, tick
 from retrain_assets.core import delta, landing, synthetic
+from retrain_assets.defs.build import build_defs
 from retrain_assets.defs.resources import RetrainProject
-from retrain_assets.defs.sensors import raw_data_version_sensor
 
 from .conftest import START, write_config
 
@@ -29,7 +29,7 @@ def evaluate(project, cursor=None):
             instance=instance, cursor=cursor, resources={"project": RetrainProject(config_path=str(project.path))}
         ) as context,
     ):
-        return raw_data_version_sensor.evaluate_tick(context)
+        return build_defs(str(project.path)).resolve_sensor_def("raw_data_version_sensor").evaluate_tick(context)
 
 
 def test_sensor_requests_one_coalesced_run_per_new_version_and_skips_when_nothing_is_new(automated):
@@ -215,3 +215,14 @@ def test_run_failure_alert_cuts_urls_to_their_host(project, instance, monkeypatc
     alert = next(alert for alert in recent_alerts(project.config) if alert["kind"] == "run_failed")
     assert "of retrain failed: validated_features: " in alert["text"] and "http://127.0.0.1/…" in alert["text"]
     assert "canary-password" not in project.config.alerts_log.read_text()
+
+
+def test_the_daemon_evaluates_the_sensors_as_often_as_retrain_yaml_says(automated):
+    write_config(automated, triggers={"sensor_interval_seconds": 5})
+    defs = build_defs(str(automated.path))
+
+    intervals = {
+        name: defs.resolve_sensor_def(name).minimum_interval_seconds
+        for name in ("raw_data_version_sensor", "model_code_sensor")
+    }
+    assert intervals == {"raw_data_version_sensor": 5, "model_code_sensor": 5}

@@ -333,6 +333,12 @@ class TriggersConfig(_Section):
     drift: DriftTrigger = Field(default_factory=DriftTrigger)
     performance: PerformanceTrigger = Field(default_factory=PerformanceTrigger)
     schedule: Optional[str] = Field("0 6 * * 1", description="Cron (UTC) of the retrain schedule; null turns it off.")
+    sensor_interval_seconds: int = Field(
+        30,
+        ge=1,
+        description="How often the Dagster daemon evaluates the sensors (new raw_data versions, model code); "
+        "`retrain tick` evaluates them whenever it runs.",
+    )
     min_new_rows: int = Field(
         0, ge=0, description="Retrain on new data only once this many validated rows landed since the champion's data."
     )

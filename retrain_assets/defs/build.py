@@ -13,7 +13,7 @@ from retrain_assets.defs.executors import executor_from_env
 from retrain_assets.defs.jobs import history_jobs, max_runtime_tag, retrain_job
 from retrain_assets.defs.resources import RetrainProject, artifact_io_manager
 from retrain_assets.defs.schedules import retrain_schedule
-from retrain_assets.defs.sensors import alert_on_run_failure, model_code_sensor, raw_data_version_sensor
+from retrain_assets.defs.sensors import build_sensors
 
 
 def _project_config(config_path: Optional[str]) -> Optional[RetrainConfig]:
@@ -31,8 +31,8 @@ def build_defs(
     that holds the project lock and executes runs itself passes ``hold_project_lock=False`` (see
     :class:`RetrainProject`).
 
-    The config shapes four things at load time: the schedule's cron, the history partitions, and two code
-    versions, so that Dagster marks an asset stale exactly when what builds it changed.
+    The config shapes five things at load time: the schedule's cron, the sensors' interval, the history
+    partitions, and two code versions, so that Dagster marks an asset stale exactly when what builds it changed.
     ``validated_features``' is the hash of the validation rules; ``candidate_model``'s the hash of the
     project's model code, params and the platform release (:func:`training.model_code`).
     """
@@ -41,12 +41,13 @@ def build_defs(
     if config is None:
         config = _project_config(config_path)
     assets = _versioned(list(LINEAGE), config) if config is not None else list(LINEAGE)
-    cron = (config.triggers if config is not None else TriggersConfig()).schedule
+    triggers = config.triggers if config is not None else TriggersConfig()
+    cron = triggers.schedule
     partitions = history_partitions(config.history if config is not None else HistoryConfig())
     return Definitions(
         assets=assets + build_history_assets(partitions),
         jobs=[retrain_job, *history_jobs(partitions)],
-        sensors=[raw_data_version_sensor, model_code_sensor, alert_on_run_failure],
+        sensors=build_sensors(triggers.sensor_interval_seconds),
         schedules=[retrain_schedule(cron, max_runtime_tag(config) if config else {})] if cron else [],
         resources=_resources(config, config_path, hold_project_lock),
         executor=executor_from_env(),

@@ -9,6 +9,7 @@ from dagster import (
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -33,7 +34,6 @@ ALERTED_RUN_TAGS = (
 )
 
 
-@sensor(job=retrain_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
 def raw_data_version_sensor(context: SensorEvaluationContext, project: RetrainProject):
     """Requests the retraining job for each new raw_data version (coalesced into one run on the newest
     version unless ``triggers.new_version.coalesce`` is false), tagged with the version and trigger."""
@@ -59,7 +59,6 @@ def raw_data_version_sensor(context: SensorEvaluationContext, project: RetrainPr
     return SensorResult(run_requests=requests, cursor=str(latest))
 
 
-@sensor(job=retrain_job, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
 def model_code_sensor(context: SensorEvaluationContext, project: RetrainProject):
     """GitOps: requests the retraining job when the model's code or params (:func:`training.model_code`)
     differ from those ``candidate_model`` last decided with, so a commit retrains without new data. The run
@@ -81,6 +80,22 @@ def model_code_sensor(context: SensorEvaluationContext, project: RetrainProject)
         run_key=f"{trigger}-{code.code_hash}-features-v{features}",
         tags={TRIGGER_TAG: trigger, **max_runtime_tag(config)},
     )
+
+
+def build_sensors(interval_seconds: int) -> list[SensorDefinition]:
+    """The project's sensors. The daemon evaluates the two that request runs every ``interval_seconds``
+    (``triggers.sensor_interval_seconds``, Dagster's ``minimum_interval_seconds``); `retrain tick` evaluates
+    them whenever it runs."""
+    requesting = [
+        sensor(
+            name=evaluation.__name__,
+            job=retrain_job,
+            default_status=DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=interval_seconds,
+        )(evaluation)
+        for evaluation in (raw_data_version_sensor, model_code_sensor)
+    ]
+    return [*requesting, alert_on_run_failure]
 
 
 @run_failure_sensor(default_status=DefaultSensorStatus.RUNNING, monitored_jobs=[retrain_job])
