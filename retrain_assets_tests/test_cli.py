@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 
@@ -66,6 +67,9 @@ def test_ingest_materialize_status_round_trip(project, tmp_path, monkeypatch):
 
     instance_settings = yaml.safe_load((project.config.dagster_home / "dagster.yaml").read_text())
     assert instance_settings["run_monitoring"] == {"enabled": True}, "daemon runs are held to their max runtime"
+    queue = instance_settings["concurrency"]["runs"]
+    assert queue["tag_concurrency_limits"] == [{"key": "retrain/trigger", "limit": 1}], "one retraining run at a time"
+    assert 1 <= queue["max_concurrent_runs"] <= min(4, os.cpu_count()), "no more runs at once than cores"
     page = project.config.reports_dir / "evaluation-model-v1.html"
     assert report["last_report"] == str(page)
     html = page.read_text()

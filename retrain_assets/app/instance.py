@@ -14,12 +14,26 @@ from typing import TYPE_CHECKING, Iterator, Optional
 
 from retrain_assets.core import landing
 from retrain_assets.core.config import RetrainConfig
+from retrain_assets.core.names import TRIGGER_TAG
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
+
 # Run monitoring makes the daemon fail a run past its dagster/max_runtime tag (runs.max_runtime_minutes).
-_INSTANCE_YAML = "telemetry:\n  enabled: false\nrun_monitoring:\n  enabled: true\n"
+def _instance_yaml() -> str:
+    """The generated instance settings: run monitoring (a run past its max runtime, or whose worker died, is
+    failed), and a run queue for the daemon: retraining runs (tagged ``retrain/trigger``) one at a time, as
+    they write the same tables and move the same alias, and at most as many runs at once as the machine has
+    cores (up to 4), so a UI backfill does not start 8 processes on 2 cores."""
+    limit = max(1, min(4, os.cpu_count() or 1))
+    return (
+        "telemetry:\n  enabled: false\n"
+        "run_monitoring:\n  enabled: true\n"
+        "concurrency:\n  runs:\n"
+        f"    max_concurrent_runs: {limit}\n"
+        f"    tag_concurrency_limits:\n      - key: {TRIGGER_TAG}\n        limit: 1\n"
+    )
 
 
 def prepare_dagster_home(config: RetrainConfig) -> Path:
@@ -30,7 +44,7 @@ def prepare_dagster_home(config: RetrainConfig) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
     if not settings.exists():
-        settings.write_text(_INSTANCE_YAML)
+        settings.write_text(_instance_yaml())
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
