@@ -91,7 +91,10 @@ def code_state(snap: dict[str, Any], code: "ModelCode", features_version: Option
     tried = [v for v in snap.get("versions", []) if same_data and v.get("code_hash") == code.code_hash]
     if tried:
         newest = tried[-1]
-        return CodeState("lost", code.code_hash, newest["version"], newest.get("decision_reason"))
+        reason = newest.get("decision_reason")
+        if newest.get("decision") == "promoted":  # it was champion, and a rollback replaced it
+            reason = f"v{newest['version']} was promoted, then the champion was rolled back to v{champion['version']}"
+        return CodeState("lost", code.code_hash, newest["version"], reason)
     changes = code_change(champion, code.params_hash, code.source_hash, None)
     return CodeState("untried", code.code_hash, champion["version"], changes=changes)
 
