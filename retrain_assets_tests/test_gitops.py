@@ -149,6 +149,11 @@ def test_reproduce_refuses_other_code_naming_the_file_and_measures_it_when_allow
     assert at_commit.exit_code == 0 and "identical" in at_commit.output and "code: git commit " in at_commit.output
     assert "+ 2)" in model_file.read_text(), "the working tree is left as it was"
 
+    model_file.rename(repo.folder / "renamed.py")  # the module is gone from the working tree
+    gone = retrain(project.path, "reproduce", "1")
+    assert gone.exit_code == 1 and "model.pipeline: file 'churn_model.py'" in gone.output
+    assert retrain(project.path, "reproduce", "1", "--at-commit").exit_code == 0, "its commit still has it"
+
 
 def test_reproduce_names_a_version_that_does_not_exist(project, repo):
     result = retrain(project.path, "reproduce", "9")

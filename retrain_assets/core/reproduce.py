@@ -131,8 +131,13 @@ def reproduce(
     config = recorded_config(config, manifest, tags)
     recorded_source = tags.get("source_hash", "")
     with contextlib.ExitStack() as stack:
-        code = training.model_code(config)
-        differences = code_differences(manifest, code, recorded_source)
+        try:
+            code = training.model_code(config)
+            differences = code_differences(manifest, code, recorded_source)
+        except usercode.UserCodeError as exc:  # e.g. the module was renamed since: its commit still has it
+            if not at_commit:
+                raise
+            differences = [str(exc)]
         code_from = "the working tree"
         if differences and at_commit:
             commit = tags.get("git_commit")

@@ -81,7 +81,8 @@ def candidate_model(
         "run_cache": f"reused v{reuse.version}" if reuse is not None else "miss",
     }
     context.log_event(AssetObservation(asset_key=CANDIDATE_MODEL, metadata=recorded))
-    context.log.info(("retraining: " if decision.retrain else "not retraining: ") + decision.summary)
+    doing = "not retraining" if not decision.retrain else (f"reusing v{reuse.version}" if reuse else "retraining")
+    context.log.info(f"{doing}: {decision.summary}")
     if not decision.retrain:
         return
     if reuse is not None:
