@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/run.py            # full run: 100k and 1M rows, median of 3 after a warm-up
     .venv/bin/python bench/run.py --quick    # smoke run: 20k and 100k rows, 1 repetition after a warm-up
+    .venv/bin/python bench/run.py --only daemon   # the daemon path (`bench/daemon.py`): not in the default run
 
 Prints the machine, one table (benchmark, platform, baseline, ratio, goal, met?, notes) and the import and
 load details the table refers to. See ``bench/RESULTS.md`` for the numbers of a full run and their reading.
-Everything happens in temporary folders that are removed afterwards; nothing touches the network.
+Everything happens in temporary folders that are removed afterwards; nothing touches the network (``daemon``
+serves the UI on a free port of 127.0.0.1 and stops every process it started).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 warnings.filterwarnings("ignore")
 
-from bench import batch_cost, cycle, gitops, noop_tick  # noqa: E402
+from bench import batch_cost, cycle, daemon, gitops, noop_tick  # noqa: E402
 from bench.workload import Row, machine  # noqa: E402
 
 MB = 2**20
@@ -37,7 +39,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="20k/100k rows, 1 repetition: a smoke run")
     parser.add_argument("--repetitions", type=int, default=None, help="timed repetitions after the warm-up (default 3)")
     parser.add_argument(
-        "--only", choices=["cycle", "tick", "batch", "rss", "gitops"], action="append", help="run only these"
+        "--only",
+        choices=["cycle", "tick", "batch", "rss", "gitops", "daemon"],
+        action="append",
+        help="run only these (daemon runs only when named)",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # internal: peak-RSS subprocess
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -202,6 +207,55 @@ def run_gitops(data: Path, repetitions: int) -> list[Row]:
     return rows
 
 
+def run_daemon(data: Path, repetitions: int, backfill_repetitions: int) -> list[Row]:
+    result = daemon.measure(data, repetitions, backfill_repetitions)
+    under, tick = result["daemon"], result["tick"]
+    ui, cli, details, cli_details = result["ui"], result["cli"], result["ui_details"], result["cli_details"]
+    executor = os.environ.get("RETRAIN_EXECUTOR", "multiprocess")
+    decision, cron = under["decision"], tick["decision"]
+    runs = f"runs {min(details['run_seconds']):.0f}-{max(details['run_seconds']):.0f} s"
+    rows = [
+        Row(
+            "new version → decision, daemon (sensor every 1 s) vs `retrain tick`",
+            f"{decision.median:.2f} s",
+            f"{cron.median:.2f} s",
+            decision.median / cron.median,
+            "(report)",
+            None,
+            f"run status daemon {', '.join(under['statuses'])} / tick {', '.join(tick['statuses'])}; the daemon "
+            f"launches each run as its own process (default run launcher), steps with the {executor} executor; "
+            f"tick: whole process, run in process; spread {decision.spread()} / {cron.spread()} s",
+        ),
+        Row(
+            "new version → run start, daemon (sensor every 1 s)",
+            f"{under['start'].median:.2f} s",
+            "-",
+            None,
+            "(reference)",
+            None,
+            f"run created by the sensor after {under['created'].median:.2f} s; spread {under['start'].spread()} s; "
+            f"first run (daemon start included) started after {under['warmup']['start']:.1f} s",
+        ),
+        ratio_row(
+            f"UI backfill of {daemon.PARTITIONS} partitions vs `retrain backfill`",
+            ui,
+            cli,
+            daemon.BACKFILL_GOAL,
+            f"UI: launch → backfill COMPLETED_SUCCESS, one run process per partition, at most "
+            f"{details['concurrency']} at once, {runs}, first start after {details['first_run_start']:.1f} s, "
+            f"last end after {details['last_run_end']:.1f} s; `retrain backfill` in process (+ backtest summary); "
+            f"trained/reused {details['trained']}/{details['reused']} vs {cli_details['trained']}/"
+            f"{cli_details['reused']}",
+        ),
+    ]
+    log(
+        f"daemon: decision {decision.samples}, start {under['start'].samples}, created {under['created'].samples}, "
+        f"warm-up {under['warmup']}; tick {cron.samples}; backfill ui {ui.samples}, cli {cli.samples}; "
+        f"ui details {details}; cli details {cli_details}"
+    )
+    return rows
+
+
 def format_table(rows: list[Row]) -> str:
     header = ["benchmark", "platform", "baseline", "ratio", "goal", "met?", "notes"]
     body = [
@@ -245,7 +299,7 @@ def main(argv: list[str]) -> int:
     sizes = [20_000, 100_000] if args.quick else [100_000, 1_000_000]
     tables = [200_000, 500_000] if args.quick else [1_000_000, 5_000_000]
     repetitions = args.repetitions or (1 if args.quick else 3)
-    selected = set(args.only or ["cycle", "tick", "batch", "rss", "gitops"])
+    selected = set(args.only or ["cycle", "tick", "batch", "rss", "gitops"])  # daemon only when named
     info = machine()
     print(f"machine: {info['cores']} cores, {info['ram']} RAM, {info['cpu']}; Python {info['python']}")
     print(f"packages: {info['packages']}")
@@ -273,6 +327,8 @@ def main(argv: list[str]) -> int:
                 rows += run_rss(data, sizes[-1])
             if "gitops" in selected:
                 rows += run_gitops(data, repetitions)
+            if "daemon" in selected:
+                rows += run_daemon(data, repetitions, args.repetitions or 1)
         finally:
             os.chdir(home)
     print()

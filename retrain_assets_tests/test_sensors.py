@@ -57,17 +57,24 @@ def test_sensor_can_request_one_run_per_version_and_ignores_compactions(automate
     assert not compacted.run_requests and compacted.cursor == "3" and "added no rows" in compacted.skip_message
 
 
-def test_tick_skips_a_run_key_that_already_ran(automated, persistent):
+def test_a_lost_cursor_runs_no_version_again_and_a_repeated_run_key_is_skipped(automated, persistent):
+    from dagster import RunRequest
+
+    from retrain_assets.app.project import load_project
+    from retrain_assets.app.ticking import _launch, save_cursor
+
     land(automated, 0)
     first = tick(automated.path, persistent)
     assert [launch.run_key for launch in first.launches] == ["0"]
 
-    from retrain_assets.app.ticking import save_cursor
-
-    save_cursor(persistent, "raw_data_version_sensor", "")  # a lost cursor: the sensor asks again
+    save_cursor(persistent, "raw_data_version_sensor", "")  # a lost cursor: the run storage still knows
     again = tick(automated.path, persistent)
-    first_run = first.launches[0].outcome.run_id
-    assert [launch.skipped for launch in again.launches] == [f"run_key 0 already ran as {first_run}"]
+    assert again.launches == [] and "still at version 0" in again.skips["raw_data_version_sensor"]
+
+    # two evaluators racing on one version: the second request finds the first's run and is skipped
+    race = RunRequest(run_key="0", tags={"retrain/delta_version": "0", "retrain/trigger": "new_version"})
+    raced = _launch(load_project(automated.path), persistent, "raw_data_version_sensor", "dagster/sensor_name", race)
+    assert raced.outcome is None and raced.skipped == f"run_key 0 already ran as {first.launches[0].outcome.run_id}"
 
 
 def test_schedule_fires_once_when_due_and_does_not_rebuild_the_same_model(automated, persistent):
@@ -226,3 +233,34 @@ def test_the_daemon_evaluates_the_sensors_as_often_as_retrain_yaml_says(automate
         for name in ("raw_data_version_sensor", "model_code_sensor")
     }
     assert intervals == {"raw_data_version_sensor": 5, "model_code_sensor": 5}
+
+
+def evaluate_on(project, instance, cursor):
+    """The version sensor evaluated as the daemon evaluates it: on the project's instance, with the daemon's own
+    cursor (its instigator state), not the one `retrain tick` keeps."""
+    resources = {"project": RetrainProject(config_path=str(project.path))}
+    with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return build_defs(str(project.path)).resolve_sensor_def("raw_data_version_sensor").evaluate_tick(context)
+
+
+def test_the_daemon_and_tick_start_where_the_other_stopped_with_coalesce_on_then_off(automated, persistent):
+    for day in range(3):
+        land(automated, day)
+    coalesced = tick(automated.path, persistent)
+    assert [launch.run_key for launch in coalesced.launches] == ["2"], "v0 and v1 are covered by the run on v2"
+
+    write_config(automated, triggers={"new_version": {"coalesce": False}})
+    stale = evaluate_on(automated, persistent, cursor=None)  # a daemon that has never ticked: no cursor at all
+    assert not stale.run_requests and "still at version 2" in stale.skip_message, "no re-run of skipped v0, v1"
+
+    for day in range(3, 5):
+        land(automated, day)
+    daemon = evaluate_on(automated, persistent, cursor="0")  # a daemon whose cursor is far behind
+    assert [request.run_key for request in daemon.run_requests] == ["3", "4"]
+    for request in daemon.run_requests:  # what the daemon does with them: runs tagged as the request says
+        tags = {**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": "raw_data_version_sensor"}
+        persistent.create_run_for_job(build_defs(str(automated.path)).resolve_job_def("retrain"), tags=tags)
+
+    land(automated, 5)
+    after = tick(automated.path, persistent)
+    assert [launch.run_key for launch in after.launches if launch.outcome] == ["5"], "only what the daemon left"

@@ -1,9 +1,13 @@
 """Sensors: one run per new ``raw_data`` Delta version, and an alert for every failed run.
 
-The version sensor's tick reads only the Delta log (no mlflow, scikit-learn or Great Expectations), so a
-tick with nothing new costs milliseconds. Its cursor is the last table version it has handled; ``run_key``
-is the version, so no version can start two runs, whether ticks come from the daemon or `retrain tick`.
+The version sensor's tick reads only the Delta log and the run storage (no mlflow, scikit-learn or Great
+Expectations), so a tick with nothing new costs milliseconds. What it has handled is the newest version a run
+was requested for, or its cursor if that is newer (:func:`newest_handled_version`): the daemon and `retrain
+tick` share the run storage, not a cursor, so they can take turns; ``run_key`` is the version, so no version
+can start two runs.
 """
+
+from typing import Optional
 
 from dagster import (
     DefaultSensorStatus,
@@ -20,7 +24,7 @@ from dagster import (
 from retrain_assets.core import delta
 from retrain_assets.core.names import BACKFILL_TAG, DELTA_VERSION_TAG, TRIGGER_TAG
 from retrain_assets.defs.assets.model import latest_decision, retrain_decision
-from retrain_assets.defs.jobs import max_runtime_tag, retrain_job
+from retrain_assets.defs.jobs import RETRAIN_JOB, max_runtime_tag, retrain_job
 from retrain_assets.defs.resources import RetrainProject
 
 ALERTED_RUN_TAGS = (
@@ -40,7 +44,7 @@ def raw_data_version_sensor(context: SensorEvaluationContext, project: RetrainPr
     config = project.load()
     uri = config.table_uri(delta.RAW_TABLE)
     latest = delta.latest_version(uri)
-    seen = int(context.cursor) if context.cursor else None
+    seen = newest_handled_version(context)
     if latest is None:
         return SkipReason(f"no raw_data table at {uri} yet")
     if seen is not None and latest <= seen:
@@ -57,6 +61,19 @@ def raw_data_version_sensor(context: SensorEvaluationContext, project: RetrainPr
         for version in targets
     ]
     return SensorResult(run_requests=requests, cursor=str(latest))
+
+
+def newest_handled_version(context: SensorEvaluationContext) -> Optional[int]:
+    """The newest raw_data version already handled: the larger of this evaluator's cursor and the newest version
+    a run was requested for. The daemon keeps its cursor in its instigator state and `retrain tick` keeps its own,
+    but both write their runs to the one run storage, so whichever evaluates next starts where the other
+    stopped: a version is never run twice, and a version a coalesced run covered is never run later."""
+    from dagster import RunsFilter
+
+    runs = context.instance.get_runs(RunsFilter(job_name=RETRAIN_JOB, tags={TRIGGER_TAG: "new_version"}), limit=20)
+    requested = [int(run.tags[DELTA_VERSION_TAG]) for run in runs if DELTA_VERSION_TAG in run.tags]
+    cursor = [int(context.cursor)] if context.cursor else []
+    return max([*requested, *cursor], default=None)
 
 
 def model_code_sensor(context: SensorEvaluationContext, project: RetrainProject):
