@@ -12,7 +12,9 @@
   The daemon is started as `retrain ui` starts it (``DAGSTER_HOME``, ``RETRAIN_CONFIG``, ``write_workspace``,
   ``webui.daemon``), so it launches each run as its own process (Dagster's default run launcher, through the
   code server) and each step in its own process too (the multiprocess executor), unless ``RETRAIN_EXECUTOR``
-  says otherwise.
+  says otherwise. Its logs, and those of its runs, go to a file in the scratch folder. Dagster's sensor loop
+  runs at most every 5 s (``MIN_INTERVAL_LOOP_TIME``), whatever the sensor's interval, and the run queue is
+  read every 5 s (``dequeue_interval_seconds``).
 * backfill: a backfill of ``historical_model`` over the first ``PARTITIONS`` weekly partitions of a project
   whose batches (one a day, 2,000 rows, landed at the end of their day) cover ``PARTITIONS + 1`` weeks, so
   every partition has data to train on and a following week to be scored on. Each side builds its own
@@ -21,8 +23,8 @@
     in-process tick that trains the champion, so the daemon's version sensor finds the latest version's
     run key used and launches nothing. Once the sensor has ticked (the daemon is up), the clock starts and
     ``launchPartitionBackfill`` is sent over GraphQL with ``partitionNames``; it stops when
-    ``partitionBackfillOrError`` reports the backfill finished (polled every second). The last run's end
-    time, from its run record, is reported too;
+    ``partitionBackfillOrError`` reports the backfill finished (polled every second). The first run's start
+    and the last run's end, from the run records, are reported too (the backfill daemon runs every 30 s);
   - `retrain backfill`: ``execution.backfill`` in this process over the same partitions (run cache on, as
     on the UI side), including the ``backtest`` summary run it ends with (the UI backfill has none).
   Every partition must succeed on both sides, and no other run may start during the UI backfill
@@ -103,6 +105,24 @@ def _environment() -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """File descriptors 1 and 2 pointed at ``log`` while inside, so a process started here (the daemon, and the
+    code server and runs below it) writes its logs there and not into the table."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "ab") as output:
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+    try:
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def _project(directory: Path, interval: Optional[int] = None, **sections: dict) -> tuple[Path, "RetrainConfig"]:
     """:func:`write_project`, then retrain.yaml rewritten (as the tests' ``write_config`` does) with the
     schedule off and, given ``interval``, the daemon's sensors evaluated every ``interval`` seconds."""
@@ -127,7 +147,11 @@ def _check_alive(process: subprocess.Popen, what: str, log: Optional[Path] = Non
 
 
 def _wait_for_run(
-    instance: "DagsterInstance", version: int, since: float, process: Optional[subprocess.Popen] = None
+    instance: "DagsterInstance",
+    version: int,
+    since: float,
+    process: Optional[subprocess.Popen] = None,
+    log: Optional[Path] = None,
 ) -> dict:
     """Poll the instance every 0.2 s until the run of raw_data ``version`` has finished; its run id, status and
     the seconds from ``since`` (a ``time.time()``) to its creation, start and end."""
@@ -158,11 +182,13 @@ def _wait_for_run(
                     "end": (record.end_time or time.time()) - since,
                 }
         if process is not None:
-            _check_alive(process, "dagster-daemon")
+            _check_alive(process, "dagster-daemon", log)
         if time.monotonic() > deadline:
             found = [(r.run_id[:8], r.status.value) for r in runs]
+            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
             raise RuntimeError(
                 f"no finished run of raw_data version {version} {RUN_TIMEOUT:.0f} s after it landed (runs: {found})"
+                f"\n{tail}"
             )
         time.sleep(POLL_SECONDS)
 
@@ -182,15 +208,17 @@ def measure_daemon_latency(data: Path, repetitions: int) -> dict:
         with project_instance(config) as instance:
             first = ingest(config, instance, write_batch(data, 0, LATENCY_ROWS))
             landed = time.time()
-            workspace = write_workspace(config.dagster_home)
-            with daemon(workspace) as process:
+            workspace, log = write_workspace(config.dagster_home), directory / "daemon.log"
+            with contextlib.ExitStack() as stack:
+                with _output_to(log):
+                    process = stack.enter_context(daemon(workspace))
                 try:
-                    results["warmup"] = _wait_for_run(instance, first.version, landed, process)
+                    results["warmup"] = _wait_for_run(instance, first.version, landed, process, log)
                     for index in range(repetitions):
                         batch = write_batch(data, index + 1, LATENCY_ROWS)
                         version = ingest(config, instance, batch).version
                         landed = time.time()
-                        run = _wait_for_run(instance, version, landed, process)
+                        run = _wait_for_run(instance, version, landed, process, log)
                         for kind, key in (("created", "created"), ("start", "start"), ("decision", "end")):
                             if run[key] is not None:
                                 results[kind].samples.append(run[key])
@@ -331,15 +359,19 @@ def _wait_idle(instance: "DagsterInstance") -> None:
 
 def _stop(server: subprocess.Popen) -> list[str]:
     """SIGTERM (`retrain ui` then stops its daemon and code servers), then SIGKILL to whatever is left of its
-    process group; the commands that were still left before the SIGKILL."""
+    process group; the processes of the group still running before the SIGKILL (``pgid stat args``)."""
     with contextlib.suppress(ProcessLookupError):
         server.send_signal(signal.SIGTERM)
     try:
         server.wait(timeout=60)
     except subprocess.TimeoutExpired:
         pass
-    listing = subprocess.run(["ps", "-o", "pgid=,args=", "-e"], capture_output=True, text=True).stdout
-    leftovers = [line for line in listing.splitlines() if line.split(maxsplit=1)[0] == str(server.pid)]
+    listing = subprocess.run(["ps", "-o", "pgid=,stat=,args=", "-e"], capture_output=True, text=True).stdout
+    leftovers = [  # zombies (stat Z) have exited already: only their parent has not reaped them yet
+        line
+        for line in listing.splitlines()
+        if line.split(maxsplit=2)[0] == str(server.pid) and not line.split(maxsplit=2)[1].startswith("Z")
+    ]
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):

@@ -233,7 +233,8 @@ def run_daemon(data: Path, repetitions: int, backfill_repetitions: int) -> list[
             None,
             "(reference)",
             None,
-            f"run created by the sensor after {under['created'].median:.2f} s; spread {under['start'].spread()} s; "
+            f"run created by the sensor after {under['created'].median:.2f} s (Dagster's sensor loop: every 5 s at "
+            f"most); spread {under['start'].spread()} s; "
             f"first run (daemon start included) started after {under['warmup']['start']:.1f} s",
         ),
         ratio_row(
@@ -245,7 +246,7 @@ def run_daemon(data: Path, repetitions: int, backfill_repetitions: int) -> list[
             f"{details['concurrency']} at once, {runs}, first start after {details['first_run_start']:.1f} s, "
             f"last end after {details['last_run_end']:.1f} s; `retrain backfill` in process (+ backtest summary); "
             f"trained/reused {details['trained']}/{details['reused']} vs {cli_details['trained']}/"
-            f"{cli_details['reused']}",
+            f"{cli_details['reused']}; UI processes left after SIGTERM: {len(details['leftovers'])}",
         ),
     ]
     log(

@@ -159,7 +159,9 @@ def test_automation_drift_trigger(remote_automated, persistent):
 
 
 def test_sensor_and_tick(remote_automated, persistent):
-    test_sensors.test_tick_skips_a_run_key_that_already_ran(remote_automated, persistent)
+    test_sensors.test_a_lost_cursor_runs_no_version_again_and_a_repeated_run_key_is_skipped(
+        remote_automated, persistent
+    )
 
 
 def test_history_backfill(remote_automated, persistent):
