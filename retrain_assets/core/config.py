@@ -336,8 +336,8 @@ class TriggersConfig(_Section):
     sensor_interval_seconds: int = Field(
         30,
         ge=1,
-        description="How often the Dagster daemon evaluates the sensors (new raw_data versions, model code); "
-        "`retrain tick` evaluates them whenever it runs.",
+        description="How often the Dagster daemon evaluates the sensors (new raw_data versions, model code); its "
+        "sensor loop wakes every 5 s, so less acts as 5. `retrain tick` evaluates them whenever it runs.",
     )
     min_new_rows: int = Field(
         0, ge=0, description="Retrain on new data only once this many validated rows landed since the champion's data."
