@@ -41,15 +41,13 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional
 
-from bench.workload import START, Measurement, scratch, timed, write_batch, write_project
+from bench.workload import START, Measurement, free_port, graphql, scratch, timed, write_batch, write_project
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
@@ -310,26 +308,6 @@ def measure_cli_backfill(data: Path) -> dict:
     return {"seconds": seconds, "keys": keys, "trained": len(outcomes) - reused, "reused": reused}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def graphql(port: int, query: str) -> dict:
-    """One GraphQL request to the UI, as a client that is not a browser sends it (JSON, no Origin)."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = json.load(response)
-    if body.get("errors"):
-        raise RuntimeError(f"GraphQL errors: {body['errors']}")
-    return body["data"]
-
-
 def _wait_until_up(port: int, server: subprocess.Popen, log: Path) -> dict:
     """Poll until the UI answers GraphQL and its daemon's version sensor has ticked once: that tick."""
     deadline = time.monotonic() + UI_TIMEOUT
@@ -392,7 +370,7 @@ def measure_ui_backfill(data: Path) -> dict:
         # the champion, trained in process: the daemon's version sensor then finds the newest version's run key
         # used and launches nothing beside the backfill
         tick(path, inst)
-        port, log = _free_port(), directory / "ui.log"
+        port, log = free_port(), directory / "ui.log"
         env = {key: value for key, value in os.environ.items() if key not in ("DAGSTER_HOME", "RETRAIN_CONFIG")}
         with open(log, "w") as output:
             server = subprocess.Popen(

@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -113,6 +116,28 @@ def project_with_champion(
         if not any(launch.outcome and launch.outcome.success for launch in first.launches):
             raise RuntimeError(f"the first tick did not train a champion: {first.to_json()}")
         yield config_path, config, instance
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a benchmark or a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def graphql(port: int, query: str) -> dict:
+    """One GraphQL request to the UI on ``port``, as a client that is not a browser sends it (JSON, no Origin);
+    its ``data``, or a RuntimeError naming the errors."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.load(response)
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {body['errors']}")
+    return body["data"]
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ materializations; headless Chromium renders the asset graph; and `retrain ui` se
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from bench.workload import free_port, graphql
 from retrain_assets.app.execution import ingest, materialize
 from retrain_assets.app.instance import project_instance
 from retrain_assets.core import synthetic
@@ -91,24 +91,6 @@ CHROMIUM_FLAGS = [
 GRAPH_NODE = "//*[local-name()='svg']//*[local-name()='foreignObject']"
 COLLAPSED_GROUP = f"{GRAPH_NODE}//*[@aria-label='unfold_more']"
 COMMUNITY_DIALOG = "//*[contains(@class, 'dialog')][.//*[normalize-space()='Join the Dagster community']]"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        body = json.load(response)
-    assert not body.get("errors"), body["errors"]
-    return body["data"]
 
 
 def wait_for_asset_graph(port: int, server: subprocess.Popen, timeout: float = 60) -> list[dict]:
