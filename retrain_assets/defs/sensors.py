@@ -82,7 +82,7 @@ def model_code_sensor(context: SensorEvaluationContext, project: RetrainProject)
     key names the code hash and the features version, so each change is tried once per data version;
     ``candidate_model`` then retrains only when the champion was built from other code or params and nothing
     was built from the current ones on this data yet (it lost: no retrain loop)."""
-    from retrain_assets.core.training import model_code, params_hash
+    from retrain_assets.core.training import model_code
 
     config = project.load()
     last = latest_decision(context.instance)
@@ -91,7 +91,7 @@ def model_code_sensor(context: SensorEvaluationContext, project: RetrainProject)
     code = model_code(config)
     if last["code_hash"] == code.code_hash:
         return SkipReason(f"model code and params unchanged since the last decision (code {code.code_hash})")
-    trigger = "params_changed" if last.get("params_hash") != params_hash(config) else "code_changed"
+    trigger = "params_changed" if last.get("params_hash") != code.params_hash else "code_changed"
     features = delta.latest_version(config.table_uri(delta.FEATURES_TABLE))
     return RunRequest(
         run_key=f"{trigger}-{code.code_hash}-features-v{features}",
