@@ -104,12 +104,15 @@ MODEL_STAGE = ("candidate_model", "evaluation_report", "prod_model")
 
 @dataclass
 class MaterializePlan:
-    """What `retrain materialize` runs, as `dvc repro` decides it: ``run`` (upstream first; empty when nothing
-    is stale) with why, and ``skipped`` with why not."""
+    """What `retrain materialize` runs, as `dvc repro` decides it: ``why`` each asset it runs is stale
+    (upstream first; empty when nothing is), and ``skipped`` with why not."""
 
-    run: list[str]
     why: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def run(self) -> list[str]:
+        return list(self.why)
 
 
 def plan_materialize(project: LoadedProject, instance: "DagsterInstance") -> MaterializePlan:
@@ -128,23 +131,23 @@ def plan_materialize(project: LoadedProject, instance: "DagsterInstance") -> Mat
     features = AssetKey("validated_features")
     data, model = list(DATA_STAGE), list(MODEL_STAGE)
     if instance.get_latest_materialization_event(features) is None:
-        return MaterializePlan(data + model, dict.fromkeys(data + model, "never materialized"))
+        return MaterializePlan(dict.fromkeys(data + model, "never materialized"))
     causes = stale_causes(instance, project.defs.resolve_asset_graph())
     data_causes = sorted(causes.get(AssetKey("raw_data"), set()) | causes.get(features, set()))
     if data_causes:
         why = "; ".join(data_causes)
-        return MaterializePlan(data + model, {**dict.fromkeys(data, why), **dict.fromkeys(model, "upstream runs")})
+        return MaterializePlan({**dict.fromkeys(data, why), **dict.fromkeys(model, "upstream runs")})
     fresh = "up to date: no new raw_data version and the same validation rules since it last ran"
     skipped = dict.fromkeys(data, fresh)
     state = model_code_state(project.config, Registry(project.config))
     if state.stale:
         why = "; ".join(message for _, message in state.changes) or state.reason or state.state
-        return MaterializePlan(model, dict.fromkeys(model, why), skipped)
+        return MaterializePlan(dict.fromkeys(model, why), skipped)
     if state.state == "champion":
         done = f"up to date: the champion v{state.version} was built from the current code and params"
     else:
         done = f"the current code and params were tried as v{state.version} on this data and lost: {state.reason}"
-    return MaterializePlan([], {}, {**skipped, **dict.fromkeys(model, done)})
+    return MaterializePlan({}, {**skipped, **dict.fromkeys(model, done)})
 
 
 def _deadline(config: RetrainConfig, what: str) -> contextlib.AbstractContextManager[None]:
