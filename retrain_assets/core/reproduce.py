@@ -178,13 +178,7 @@ def _retrain_and_compare(
 
 
 def _changed_rows(before: Any, after: Any, holdout: Any, config: "RetrainConfig") -> int:
-    import numpy as np
-
-    inputs = training.model_inputs(holdout, config)
-    outputs = [
-        np.asarray(m.predict_proba(inputs) if config.data.task == "classification" else m.predict(inputs), dtype=float)
-        for m in (before, after)
-    ]
+    outputs = [training.raw_output(model, holdout, config) for model in (before, after)]
     if outputs[0].shape != outputs[1].shape:
         return len(holdout)
     differ = outputs[0] != outputs[1]

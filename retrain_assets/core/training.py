@@ -381,14 +381,19 @@ def model_code(config: "RetrainConfig") -> ModelCode:
     return ModelCode(code_hash, source.hash, params, source.file_hashes, source.git_commit, source.git_dirty)
 
 
-def prediction_hash(pipeline: Any, frame: "pd.DataFrame", config: "RetrainConfig") -> str:
-    """A hash of the model's raw output on ``frame`` (class probabilities, or the regression values) as float64
-    bytes: two models with the same hash predict identically on those rows, which is what reproduce proves."""
+def raw_output(pipeline: Any, frame: "pd.DataFrame", config: "RetrainConfig") -> "np.ndarray":
+    """The model's raw output on ``frame`` as float64: class probabilities, or the regression values."""
     import numpy as np
 
     inputs = model_inputs(frame, config)
     output = pipeline.predict_proba(inputs) if config.data.task == "classification" else pipeline.predict(inputs)
-    array = np.ascontiguousarray(np.asarray(output, dtype=np.float64))
+    return np.ascontiguousarray(np.asarray(output, dtype=np.float64))
+
+
+def prediction_hash(pipeline: Any, frame: "pd.DataFrame", config: "RetrainConfig") -> str:
+    """A hash of :func:`raw_output` as bytes: two models with the same hash predict identically on those rows,
+    which is what reproduce proves."""
+    array = raw_output(pipeline, frame, config)
     return hashlib.sha256(str(array.shape).encode() + array.tobytes()).hexdigest()[:16]
 
 
