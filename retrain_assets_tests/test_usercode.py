@@ -77,7 +77,9 @@ def test_a_dotted_spec_imports_the_module_beside_retrain_yaml(project):
     assert loaded.function(C=0.5)["C"] == 0.5
     assert loaded.function()["features"]({"total": 120.0, "months": 12})["charge_per_month"] == 10.0
     assert loaded.spec == PIPELINE_SPEC and loaded.module_name == "churn_model.train"
-    assert loaded.source == (project / "churn_model" / "train.py").resolve() == code_files(PIPELINE_SPEC, project)
+    assert (
+        loaded.source == (project / "churn_model" / "train.py").resolve() == code_files(PIPELINE_SPEC, project, "model")
+    )
     assert sys.path[0] == str(project.resolve())
 
 
@@ -109,7 +111,7 @@ def test_a_file_spec_loads_under_a_stable_module_name(project, relative):
     again = load_function("models/train.py:make_pipeline", project, "model.pipeline")
 
     assert first.function() == "pipeline" and first.spec == spec
-    assert first.source == train.resolve() == code_files(spec, project)
+    assert first.source == train.resolve() == code_files(spec, project, "model")
     assert again.module_name == first.module_name and again.function is first.function
     assert sys.modules[first.module_name].make_pipeline is first.function
 
@@ -198,11 +200,14 @@ def test_code_files_prefers_base_dir_and_searches_sys_path(project, tmp_path_fac
     write(elsewhere / "installed_pkg" / "sub" / "__init__.py", "")
     monkeypatch.syspath_prepend(str(elsewhere))
 
-    assert code_files(PIPELINE_SPEC, project) == (project / "churn_model" / "train.py").resolve()
-    assert code_files("installed_pkg.sub:f", project) == (elsewhere / "installed_pkg" / "sub" / "__init__.py").resolve()
-    assert code_files("churn_model:f", project) == (project / "churn_model" / "__init__.py").resolve()
+    assert code_files(PIPELINE_SPEC, project, "model") == (project / "churn_model" / "train.py").resolve()
+    assert (
+        code_files("installed_pkg.sub:f", project, "model")
+        == (elsewhere / "installed_pkg" / "sub" / "__init__.py").resolve()
+    )
+    assert code_files("churn_model:f", project, "model") == (project / "churn_model" / "__init__.py").resolve()
     with pytest.raises(UserCodeError, match=r"model: cannot locate module 'nowhere\.train' of spec 'nowhere\.train:f'"):
-        code_files("nowhere.train:f", project)
+        code_files("nowhere.train:f", project, "model")
 
 
 def test_the_fingerprint_always_covers_the_factory_module(project):

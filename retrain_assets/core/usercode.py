@@ -24,8 +24,6 @@ from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 CODE_DEPS_KEY = "model.code_deps"
-# fingerprint names the spec but is not told which key held it; the section is what it can name
-SPEC_SECTION_KEY = "model"
 GIT_TIMEOUT_SECONDS = 10
 _CHUNK_BYTES = 1 << 20
 _imported_digests: dict[str, Optional[bytes]] = {}  # module name -> its file's digest when this process imported it
@@ -87,7 +85,7 @@ def load_function(spec: str, base_dir: Path, key: str) -> UserFunction:
     return UserFunction(spec, function, module.__name__, Path(module.__file__).resolve())
 
 
-def code_files(spec: str, base_dir: Path, key: str = SPEC_SECTION_KEY) -> Path:
+def code_files(spec: str, base_dir: Path, key: str) -> Path:
     """The source file a spec's module lives in, found without importing anything (importing may be slow or
     fail, and ``retrain status --check`` must stay quick); an error names ``key``, the config key of the spec."""
     module_part, _ = _split(spec, key)
