@@ -213,9 +213,12 @@ def test_retrain_ui_read_only_serves_the_lineage_refuses_mutations_and_stops_on_
 
 
 def process_group(pgid: int) -> list[str]:
-    """Commands of the processes still alive in a process group."""
-    listing = subprocess.run(["ps", "-o", "pgid=,args=", "-e"], capture_output=True, text=True).stdout
-    return [line for line in listing.splitlines() if line.split(maxsplit=1)[0] == str(pgid)]
+    """Commands of the processes still alive in a process group. A zombie (state Z) has exited and only waits to
+    be reaped by whoever adopted it (in a container, an init that may be slow to), so it does not count, as in
+    ``webui.stop_descendants``."""
+    listing = subprocess.run(["ps", "-o", "pgid=,stat=,args=", "-e"], capture_output=True, text=True).stdout
+    rows = [line.split(maxsplit=2) for line in listing.splitlines()]
+    return [" ".join(row) for row in rows if row[0] == str(pgid) and not row[1].startswith("Z")]
 
 
 PAUSED = "{ instance { autoMaterializePaused } }"
