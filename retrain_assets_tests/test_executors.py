@@ -23,10 +23,11 @@ def job_on(executor: str, monkeypatch, project):
     return build_defs(str(project.path)).resolve_job_def(RETRAIN_JOB)
 
 
-def test_default_is_multiprocess(project, monkeypatch):
+def test_default_runs_every_step_in_the_run_process(project, monkeypatch):
     monkeypatch.delenv("RETRAIN_EXECUTOR", raising=False)
     job = build_defs(str(project.path)).resolve_job_def(RETRAIN_JOB)
-    assert job.executor_def.name == "multi_or_in_process_executor"
+    assert job.executor_def.name == "in_process"
+    assert job_on("multiprocess", monkeypatch, project).executor_def.name == "multi_or_in_process_executor"
 
 
 def test_kubernetes_executor_config_validates(project, monkeypatch):

@@ -3,11 +3,14 @@
 import datetime as dt
 
 import pytest
+from dagster import AssetCheckKey, AssetKey, DagsterRunStatus, RunsFilter
 from mlflow import MlflowClient
 
 from retrain_assets.app.execution import backfill, ingest
 from retrain_assets.core import delta, synthetic
 from retrain_assets.core.backtest import HISTORY_SUFFIX
+from retrain_assets.defs.assets.history import WINDOW_CHECK
+from retrain_assets.defs.jobs import HISTORY_JOB, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
 from .conftest import START, write_config
 
@@ -107,8 +110,35 @@ def test_partitions_with_the_same_inputs_share_one_model(three_weeks, persistent
 
 
 def test_backfill_before_any_data_fails_that_partition_clearly(three_weeks, persistent):
+    """One run over the range; the window with nothing to train on fails its own check, the others are done."""
     write_config(three_weeks, history={"start": "2025-12-29"})
-    outcomes, _ = backfill(three_weeks.path, persistent, dt.date(2025, 12, 29), dt.date(2026, 1, 5))
-    early, first = outcomes
+    outcomes, _ = backfill(three_weeks.path, persistent, dt.date(2025, 12, 29), dt.date(2026, 1, 12))
+    early, first, second = outcomes
     assert not early.success and "no raw_data version had landed by 2026-01-05" in early.error
-    assert first.success
+    assert first.success and second.success
+
+    (run,) = persistent.get_runs(RunsFilter(job_name=HISTORY_JOB))
+    assert run.status == DagsterRunStatus.FAILURE, "a failed window fails the run, naming it"
+    assert run.tags[PARTITION_RANGE_START_TAG] == "2025-12-29" and run.tags[PARTITION_RANGE_END_TAG] == "2026-01-12"
+    model = AssetKey("historical_model")
+    assert persistent.get_materialized_partitions(model) == {"2026-01-05", "2026-01-12"}
+    checks = persistent.event_log_storage.get_asset_check_execution_history(AssetCheckKey(model, WINDOW_CHECK), 10)
+    verdicts = {record.partition: record.evaluation.passed for record in checks}
+    assert verdicts == {"2025-12-29": False, "2026-01-05": True, "2026-01-12": True}
+    failed = next(record.evaluation for record in checks if not record.evaluation.passed)
+    assert "no raw_data version had landed" in failed.description
+
+
+def test_a_window_whose_batches_all_fail_validation_is_gated(automated, persistent, tmp_path):
+    """Time travel to a version whose only batch is bad: the check fails with the version; nothing is trained."""
+    write_config(automated, history={"partitions": "daily", "start": START.isoformat()})
+    for day, frame in synthetic.churn_days(START, 2, 200, seed=3, bad_day=0):
+        path = tmp_path / f"{day}.csv"
+        frame.to_csv(path, index=False)
+        ingest(automated.config, persistent, path, end_of(day))
+
+    bad, good = backfill(automated.path, persistent, START, START + dt.timedelta(days=1))[0]
+
+    assert not bad.success and "every batch up to raw_data v0 fails validation (rejected v0" in bad.error
+    assert good.success and good.row["rejected_versions"] == [0] and good.row["delta_version"] == 1
+    assert persistent.get_materialized_partitions(AssetKey("historical_model")) == {good.partition}

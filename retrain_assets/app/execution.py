@@ -276,13 +276,19 @@ def backfill(
     progress: Any = None,
     run_cache: bool = True,
 ) -> tuple[list[PartitionOutcome], Optional[list[dict[str, Any]]]]:
-    """Run the ``history`` job for every partition starting in ``[start, end]``, in process and in order,
-    then the ``backtest`` summary; ``progress(index, total, outcome)`` is called after each partition.
-    ``run_cache=False`` trains every partition (see ``historical_model``). The caller holds the project lock
-    (or needs none: a test), as for :func:`materialize`."""
+    """Run the ``history`` job once over every partition starting in ``[start, end]``, in process, then the
+    ``backtest`` summary; ``progress(index, total, outcome)`` is called for each partition once the run ends.
+    The run is the one a UI backfill launches (``historical_model`` has a single-run backfill policy: the
+    partition range travels in Dagster's range tags), so both take one code path and show the same
+    per-partition materializations and ``window_validated`` checks. ``run_cache=False`` trains every partition
+    (see ``historical_model``). The caller holds the project lock (or needs none: a test), as for
+    :func:`materialize`."""
     import uuid
 
-    from retrain_assets.defs.jobs import BACKTEST_JOB, HISTORY_JOB
+    from dagster import DagsterEventType
+
+    from retrain_assets.defs.assets.history import backtest_row
+    from retrain_assets.defs.jobs import BACKTEST_JOB, HISTORY_JOB, PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
     project = as_loaded(project)
     quiet_libraries()
@@ -292,21 +298,30 @@ def backfill(
     if partitions is None:
         raise RuntimeError(f"the {HISTORY_JOB} job has no partitions (see jobs.history_jobs)")
     keys = [key for key in partitions.get_partition_keys() if start <= dt.date.fromisoformat(key[:10]) <= end]
-    tags = {BACKFILL_TAG: uuid.uuid4().hex[:8], TRIGGER_TAG: "backfill"}
+    if not keys:
+        return [], None
+    tags = {
+        BACKFILL_TAG: uuid.uuid4().hex[:8],
+        TRIGGER_TAG: "backfill",
+        PARTITION_RANGE_START_TAG: keys[0],
+        PARTITION_RANGE_END_TAG: keys[-1],
+    }
     run_config = {**_QUIET_LOGGERS, "ops": {"historical_model": {"config": {"run_cache": run_cache}}}}
-    outcomes = []
-    for index, key in enumerate(keys, start=1):
-        with _deadline(project.config, f"the history run of {key}"):
-            result = job.execute_in_process(
-                instance=instance, partition_key=key, raise_on_error=False, tags=tags, run_config=run_config
-            )
-        outcome = PartitionOutcome(key, result.success)
-        if result.success:
-            outcome.row = result.output_for_node("historical_model")
-        else:
-            outcome.error = _first_error(result)
-        outcomes.append(outcome)
-        if progress is not None:
+    with _deadline(project.config, f"the history run of {keys[0]} to {keys[-1]}"):
+        result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=run_config)
+    done: dict[str, PartitionOutcome] = {}
+    for event in result.all_events:
+        if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.step_materialization_data.materialization
+            key = str(materialization.partition)
+            done[key] = PartitionOutcome(key, True, row=backtest_row(materialization.metadata))
+        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION and not event.event_specific_data.passed:
+            evaluation = event.event_specific_data
+            done[evaluation.partition] = PartitionOutcome(evaluation.partition, False, error=evaluation.description)
+    not_reached = _first_error(result) or "the history run stopped before this partition"
+    outcomes = [done.get(key, PartitionOutcome(key, False, error=not_reached)) for key in keys]
+    if progress is not None:
+        for index, outcome in enumerate(outcomes, start=1):
             progress(index, len(keys), outcome)
     if not any(outcome.success for outcome in outcomes):
         return outcomes, None

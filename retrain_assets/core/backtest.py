@@ -81,32 +81,53 @@ def accepted_rows(
     return (pd.concat(frames, ignore_index=True) if frames else None), rejected
 
 
-def backtest(
-    config: "RetrainConfig",
-    registry: "Registry",
-    partition: str,
-    end: dt.datetime,
-    eval_end: dt.datetime,
-    run_cache: bool = True,
-) -> Backtest:
-    """Train as of ``end`` (or, with ``run_cache``, reuse the model of a run with the same training inputs) and
-    evaluate on what landed in ``(end, eval_end]``; log the run to MLflow."""
-    from retrain_assets.core.drift import drift_summary, score_drift
+@dataclass
+class TrainingWindow:
+    """What a partition trains on: ``raw_data`` time-travelled to the version that had landed by ``end``, its
+    accepted rows (within ``training.window``) and the batches rejected on the way. Finding it is the gate of
+    the history path: a window with no version, or with every batch rejected, has nothing to train on."""
 
+    partition: str
+    end: dt.datetime
+    version: int
+    frame: "pd.DataFrame" = field(repr=False)
+    rejected: list[int]
+
+
+def training_window(config: "RetrainConfig", partition: str, end: dt.datetime) -> TrainingWindow:
+    """The window of ``partition``, validated; a ``ValueError`` says why there is nothing to train on."""
     uri = config.table_uri(delta.RAW_TABLE)
     version = delta.version_as_of(uri, end)
     if version is None:
         raise ValueError(f"partition {partition}: no raw_data version had landed by {end.isoformat()}")
     frame, rejected = accepted_rows(config, None, version)
     if frame is None:
-        raise ValueError(f"partition {partition}: every batch up to raw_data v{version} fails validation")
-    frame = training.window(frame, config)
-    code = training.model_code(config)
+        raise ValueError(
+            f"partition {partition}: every batch up to raw_data v{version} fails validation "
+            f"(rejected {', '.join(f'v{v}' for v in rejected)}; `retrain status` lists why)"
+        )
+    return TrainingWindow(partition, end, version, training.window(frame, config), rejected)
+
+
+def backtest(
+    config: "RetrainConfig",
+    registry: "Registry",
+    inputs: TrainingWindow,
+    eval_end: dt.datetime,
+    code: "training.ModelCode",
+    run_cache: bool = True,
+) -> Backtest:
+    """Train on ``inputs`` with ``code`` (or, with ``run_cache``, reuse the model of a run with the same training
+    inputs) and evaluate on what landed in ``(inputs.end, eval_end]``; log the run to MLflow."""
+    from retrain_assets.core.drift import drift_summary, score_drift
+
+    uri = config.table_uri(delta.RAW_TABLE)
+    version, rejected, partition, end = inputs.version, inputs.rejected, inputs.partition, inputs.end
     key = run_cache_key(version, rejected, code.code_hash)
     experiment = registry.experiment_id(config.mlflow.experiment + HISTORY_SUFFIX)
     source = cached_run(registry, experiment, key) if run_cache else None
     if source is None:
-        fitted = training.fit_and_record(frame, config, version, code)
+        fitted = training.fit_and_record(inputs.frame, config, version, code)
         logged, train_rows = fitted.logged, len(fitted.train_rows)
         logged.tags[RUN_CACHE_TAG] = key
     else:

@@ -1,8 +1,10 @@
 """Where steps run: chosen by ``RETRAIN_EXECUTOR`` (the one place that reads it), same definitions everywhere.
 
-- unset / ``multiprocess``: Dagster's default, one process per step (what `dagster dev` runs);
-- ``in_process``: every step in one process (what `retrain tick`, `materialize` and `backfill` use anyway,
-  through ``execute_in_process``);
+- unset / ``in_process``: every step in the run's own process. The lineage is a chain and the history job one
+  step, so steps gain nothing from processes of their own, and each would import the ML stack again (about
+  4 s of a run the daemon launches; ``bench/daemon.py`` measures it). `retrain tick`, `materialize` and
+  `backfill` run this way too, through ``execute_in_process``;
+- ``multiprocess``: Dagster's default elsewhere, one process per step;
 - ``k8s``: one Kubernetes Job per step (dagster-k8s); configure namespace, image and env per run or in
   ``dagster.yaml``'s run launcher;
 - ``celery``: steps as Celery tasks (dagster-celery); the broker URL comes from ``RETRAIN_CELERY_BROKER``.
@@ -21,14 +23,14 @@ EXECUTOR_ENV = "RETRAIN_EXECUTOR"
 
 
 def executor_from_env() -> Optional["ExecutorDefinition"]:
-    """The executor named by ``$RETRAIN_EXECUTOR``; ``None`` keeps Dagster's default (multiprocess)."""
-    name = os.environ.get(EXECUTOR_ENV, "multiprocess")
-    if name == "multiprocess":
-        return None
+    """The executor named by ``$RETRAIN_EXECUTOR``; ``None`` is Dagster's multiprocess executor."""
+    name = os.environ.get(EXECUTOR_ENV, "in_process")
     if name == "in_process":
         from dagster import in_process_executor
 
         return in_process_executor
+    if name == "multiprocess":
+        return None
     if name == "k8s":
         from dagster_k8s import k8s_job_executor
 

@@ -25,11 +25,14 @@ def max_runtime_tag(config: "RetrainConfig") -> dict[str, str]:
 
 
 HISTORY_JOB = "history"
+# the tags of a run over a partition range, as the daemon sets them for a single-run backfill
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 BACKTEST_JOB = "backtest"
 
 
 def history_jobs(partitions) -> list:
-    """The backfillable ``history`` job (one run per partition) and the ``backtest`` summary job."""
+    """The backfillable ``history`` job (a range of partitions in one run) and the ``backtest`` summary job."""
     return [
         define_asset_job(
             HISTORY_JOB,

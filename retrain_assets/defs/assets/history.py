@@ -1,14 +1,23 @@
 """The history path: ``historical_model`` per time window (backfillable) and the ``backtest_summary``."""
 
 import datetime as dt
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any, Optional
 
 from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetCheckSpec,
     AssetExecutionContext,
+    AssetMaterialization,
+    BackfillPolicy,
     Config,
     DailyPartitionsDefinition,
     Failure,
     MetadataValue,
     Output,
+    PreviewWarning,
     TableColumn,
     TableMetadataValue,
     TableRecord,
@@ -19,10 +28,12 @@ from dagster import (
 )
 
 from retrain_assets.core import backtest
-from retrain_assets.core.config import HistoryConfig
+from retrain_assets.core.config import HistoryConfig, RetrainConfig
 from retrain_assets.defs.resources import RetrainProject
 
 HISTORY_GROUP = "history"
+ROW_METADATA = "backtest_row"
+WINDOW_CHECK = "window_validated"  # the per-partition gate: the window's time-travelled batches validated
 
 
 class HistoricalModelConfig(Config):
@@ -47,44 +58,54 @@ def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
         partitions_def=partitions,
         deps=["raw_data"],
         kinds={"scikitlearn", "mlflow"},
-        code_version="1",
+        code_version="2",
+        backfill_policy=BackfillPolicy.single_run(),
+        output_required=False,
+        check_specs=[_window_check_spec(partitions)],
     )
     def historical_model(
         context: AssetExecutionContext, project: RetrainProject, config: HistoricalModelConfig
-    ) -> Output[dict]:
-        """The model as it would have been trained at the end of this window: raw_data time-travelled to
+    ) -> Iterator[Any]:
+        """The model as it would have been trained at the end of each window: raw_data time-travelled to
         the version that had landed by then, validated, trained with the current params and seed, and
         scored on the following window (out-of-time). Logged to the MLflow experiment ``<name>-history``
         with its partition and Delta version; never registered, never the champion. A window whose training
         inputs an earlier partition already had reuses that model (the run cache in ``core.backtest``; run config
-        ``run_cache: false`` trains every partition)."""
+        ``run_cache: false`` trains every partition).
+
+        One run does a whole range (``BackfillPolicy.single_run()``: a UI backfill is one process importing the
+        ML stack once, as `retrain backfill` is), partition by partition: each gets its ``window_validated`` check
+        and, when that passed, its own materialization, so a window with nothing to train on fails alone and
+        the UI shows which one and why. The run then fails, naming them; the other partitions stay done."""
+        from retrain_assets.core.training import model_code
+
         settings = project.load()
-        window = context.partition_time_window
-        eval_end = window.end + (window.end - window.start) * settings.history.evaluation_windows
         registry = project.registry(settings)
-        try:
-            result = backtest.backtest(
-                settings, registry, context.partition_key, window.end, eval_end, run_cache=config.run_cache
+        code = model_code(settings)
+        check = AssetCheckKey(context.asset_key, WINDOW_CHECK)
+        failed = {}
+        for key in context.partition_keys:
+            window = partitions.time_window_for_partition_key(key)
+            eval_end = window.end + (window.end - window.start) * settings.history.evaluation_windows
+            try:
+                inputs = backtest.training_window(settings, key, window.end)
+            except ValueError as exc:
+                failed[key] = str(exc)
+                yield _window_check(check, key, passed=False, description=str(exc), metadata={})
+                continue
+            gate = {"delta_version": inputs.version, "rejected_versions": MetadataValue.json(inputs.rejected)}
+            yield _window_check(check, key, passed=True, description=None, metadata=gate)
+            result = backtest.backtest(settings, registry, inputs, eval_end, code, run_cache=config.run_cache)
+            yield AssetMaterialization(
+                context.asset_key, partition=key, metadata=materialization_metadata(result, window.end, settings)
             )
-        except ValueError as exc:
-            raise Failure(str(exc)) from exc
-        metric = settings.promotion.metric
-        return Output(
-            result.row(),
-            metadata={
-                "delta_version": result.delta_version,
-                "as_of": window.end.isoformat(),
-                "train_rows": result.train_rows,
-                "eval_rows": result.eval_rows,
-                f"holdout_{metric}": result.metrics.get(metric),
-                f"out_of_time_{metric}": result.oot_metrics.get(metric),
-                "max_psi": result.max_psi,
-                "drifted": MetadataValue.json(result.drifted),
-                "rejected_versions": MetadataValue.json(result.rejected_versions),
-                "mlflow_run_id": result.run_id,
-                "reused_model_run": result.reused_from or "none (trained)",
-            },
-        )
+        if failed:
+            listed = "; ".join(failed.values())
+            raise Failure(
+                f"{len(failed)} of {len(context.partition_keys)} history partitions have nothing to train on: {listed}",
+                metadata={"failed_partitions": MetadataValue.json(failed)},
+            )
+        yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check))
 
     @asset(group_name=HISTORY_GROUP, deps=[historical_model], kinds={"mlflow"}, code_version="1")
     def backtest_summary(context: AssetExecutionContext, project: RetrainProject) -> Output[list]:
@@ -109,6 +130,60 @@ def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
         )
 
     return [historical_model, backtest_summary]
+
+
+def _window_check_spec(partitions: TimeWindowPartitionsDefinition) -> AssetCheckSpec:
+    """``window_validated``, one result per partition. Partitioned checks are a Dagster preview (1.13); the
+    warning is silenced here, where the choice is made, rather than for every load."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return AssetCheckSpec(
+            WINDOW_CHECK,
+            asset="historical_model",
+            blocking=True,
+            partitions_def=partitions,
+            description="The window's raw_data version, time-travelled to, has accepted batches to train on.",
+        )
+
+
+def _window_check(
+    check: AssetCheckKey, partition: str, passed: bool, description: Optional[str], metadata: dict
+) -> AssetCheckEvaluation:
+    """The ``window_validated`` result of one partition (a ranged run has no single partition for Dagster to
+    fill in, so the evaluation names it)."""
+    return AssetCheckEvaluation(
+        asset_key=check.asset_key,
+        check_name=check.name,
+        passed=passed,
+        partition=partition,
+        blocking=True,
+        description=description,
+        metadata=metadata,
+    )
+
+
+def materialization_metadata(result: backtest.Backtest, as_of: dt.datetime, settings: RetrainConfig) -> dict:
+    """One partition's materialization: what the UI plots across partitions, and its backtest row whole."""
+    metric = settings.promotion.metric
+    return {
+        "delta_version": result.delta_version,
+        "as_of": as_of.isoformat(),
+        "train_rows": result.train_rows,
+        "eval_rows": result.eval_rows,
+        f"holdout_{metric}": result.metrics.get(metric),
+        f"out_of_time_{metric}": result.oot_metrics.get(metric),
+        "max_psi": result.max_psi,
+        "drifted": MetadataValue.json(result.drifted),
+        "rejected_versions": MetadataValue.json(result.rejected_versions),
+        "mlflow_run_id": result.run_id,
+        "reused_model_run": result.reused_from or "none (trained)",
+        ROW_METADATA: MetadataValue.json(result.row()),
+    }
+
+
+def backtest_row(metadata: Mapping[str, Any]) -> dict:
+    """The backtest row a partition's materialization carries (see :func:`materialization_metadata`)."""
+    return dict(metadata[ROW_METADATA].value)
 
 
 def _backtest_table(rows: list[dict], metric: str) -> TableMetadataValue:
