@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 BACKFILL_GOAL = 1.3
 LATENCY_ROWS = 2000
-PARTITIONS = 6  # weekly partitions backfilled, each with a week of data and the following week to score on
+PARTITIONS = 20  # weekly partitions backfilled, each with a week of data and the following week to score on
 ROWS_PER_DAY = 2000
 POLL_SECONDS = 0.2
 RUN_TIMEOUT = 300.0  # seconds from a new version to its run's end (the first one includes the daemon's start)
@@ -86,10 +86,11 @@ def _retrain(config_path: Path, *arguments: str) -> list[str]:
 
 @contextlib.contextmanager
 def _environment() -> Iterator[None]:
-    """Give back ``DAGSTER_HOME``, ``RETRAIN_CONFIG`` and the SIGINT disposition as they were. SIGINT is set
-    to Python's handler while inside: a shell starts background jobs with SIGINT ignored, children inherit
-    that, and Dagster maps SIGTERM onto SIGINT, so a daemon started from such a job would ignore SIGTERM."""
-    saved = {name: os.environ.get(name) for name in ("DAGSTER_HOME", "RETRAIN_CONFIG")}
+    """Give back ``DAGSTER_HOME``, ``RETRAIN_CONFIG``, ``RETRAIN_EXECUTOR`` and the SIGINT disposition as they
+    were. SIGINT is set to Python's handler while inside: a shell starts background jobs with SIGINT ignored,
+    children inherit that, and Dagster maps SIGTERM onto SIGINT, so a daemon started from such a job would
+    ignore SIGTERM."""
+    saved = {name: os.environ.get(name) for name in ("DAGSTER_HOME", "RETRAIN_CONFIG", "RETRAIN_EXECUTOR")}
     handler = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -191,15 +192,24 @@ def _wait_for_run(
         time.sleep(POLL_SECONDS)
 
 
-def measure_daemon_latency(data: Path, repetitions: int) -> dict:
-    """``{"created", "start", "decision"}`` Measurements (seconds from the end of the ingest), ``statuses`` of
-    the timed runs, ``warmup``: the first run (daemon start included)."""
+def measure_daemon_latency(data: Path, repetitions: int, executor: Optional[str] = None) -> dict:
+    """``{"created", "start", "decision"}`` Measurements (seconds from the end of the ingest) and ``run`` (its
+    start to its end), ``statuses`` of the timed runs, ``warmup``: the first run (daemon start included).
+    ``executor`` sets ``RETRAIN_EXECUTOR`` for the daemon and the runs it launches."""
     from retrain_assets.app.execution import ingest
     from retrain_assets.app.instance import prepare_dagster_home, project_instance
     from retrain_assets.app.webui import daemon, descendants, stop_descendants, write_workspace
 
-    results = {"created": Measurement(), "start": Measurement(), "decision": Measurement(), "statuses": []}
+    results = {
+        "created": Measurement(),
+        "start": Measurement(),
+        "decision": Measurement(),
+        "run": Measurement(),
+        "statuses": [],
+    }
     with scratch("daemon") as directory, _environment():
+        if executor is not None:
+            os.environ["RETRAIN_EXECUTOR"] = executor
         config_path, config = _project(directory, interval=1)
         prepare_dagster_home(config)  # DAGSTER_HOME, as `retrain ui` sets it
         os.environ["RETRAIN_CONFIG"] = str(config_path.resolve())
@@ -220,6 +230,8 @@ def measure_daemon_latency(data: Path, repetitions: int) -> dict:
                         for kind, key in (("created", "created"), ("start", "start"), ("decision", "end")):
                             if run[key] is not None:
                                 results[kind].samples.append(run[key])
+                        if run["start"] is not None:
+                            results["run"].samples.append(run["end"] - run["start"])
                         results["statuses"].append(run["status"])
                         if run["runs"] != 1:
                             raise RuntimeError(f"raw_data version {version} has {run['runs']} runs, expected 1")
@@ -405,20 +417,20 @@ def measure_ui_backfill(data: Path) -> dict:
             runs = inst.get_runs(RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
             others = [run.run_id[:8] for run in inst.get_runs() if run.run_id not in before | {r.run_id for r in runs}]
             records = [inst.get_run_record_by_id(run.run_id) for run in runs]
-            reused = sum(
-                1
-                for record in inst.fetch_materializations(AssetKey("historical_model"), limit=100).records
-                if record.asset_materialization is not None
-                and str(record.asset_materialization.metadata["reused_model_run"].value) != "none (trained)"
-            )
+            materializations = [
+                record.asset_materialization
+                for record in inst.fetch_materializations(AssetKey("historical_model"), limit=1000).records
+                if record.asset_materialization is not None and record.run_id in {run.run_id for run in runs}
+            ]
+            materialized = {str(m.partition) for m in materializations}
+            reused = sum(1 for m in materializations if str(m.metadata["reused_model_run"].value) != "none (trained)")
         finally:
             leftovers = _stop(server)
-    partitions = sorted(run.tags.get("dagster/partition", "?") for run in runs)
     statuses = [run.status.value for run in runs]
-    if status["status"] != "COMPLETED_SUCCESS" or partitions != keys or set(statuses) != {"SUCCESS"} or others:
+    if status["status"] != "COMPLETED_SUCCESS" or materialized != set(keys) or set(statuses) != {"SUCCESS"} or others:
         raise RuntimeError(
-            f"UI backfill {backfill_id}: {status}, runs of partitions {partitions} (expected {keys}), "
-            f"statuses {statuses}, other runs started meanwhile: {others}"
+            f"UI backfill {backfill_id}: {status}, materialized partitions {sorted(materialized)} (expected {keys}), "
+            f"run statuses {statuses}, other runs started meanwhile: {others}"
         )
     spans = [(record.start_time, record.end_time) for record in records]
     concurrency = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
@@ -429,7 +441,8 @@ def measure_ui_backfill(data: Path) -> dict:
         "run_seconds": [end - start for start, end in spans],
         "statuses": statuses,
         "concurrency": concurrency,
-        "trained": len(runs) - reused,
+        "runs": len(runs),
+        "trained": len(materialized) - reused,
         "reused": reused,
         "sensor_tick": first_tick,
         "leftovers": leftovers,
@@ -437,12 +450,14 @@ def measure_ui_backfill(data: Path) -> dict:
 
 
 def measure(data: Path, repetitions: int, backfill_repetitions: int = 1) -> dict:
-    """``{"daemon", "tick"}`` (latency, ``repetitions`` new versions each) and ``{"ui", "cli"}`` Measurements
+    """``{"daemon", "multiprocess", "tick"}`` (latency, ``repetitions`` new versions each; the daemon with the
+    default in-process executor and with the multiprocess one) and ``{"ui", "cli"}`` Measurements
     of the backfill (``backfill_repetitions`` each, UI first: its in-process tick has imported what the
     in-process backfill needs), with the details of the last repetition of each under ``ui_details`` and
     ``cli_details``."""
     results = {
         "daemon": measure_daemon_latency(data, repetitions),
+        "multiprocess": measure_daemon_latency(data, repetitions, executor="multiprocess"),
         "tick": measure_tick_latency(data, repetitions),
         "ui": Measurement(),
         "cli": Measurement(),

@@ -211,8 +211,9 @@ def run_daemon(data: Path, repetitions: int, backfill_repetitions: int) -> list[
     result = daemon.measure(data, repetitions, backfill_repetitions)
     under, tick = result["daemon"], result["tick"]
     ui, cli, details, cli_details = result["ui"], result["cli"], result["ui_details"], result["cli_details"]
-    executor = os.environ.get("RETRAIN_EXECUTOR", "multiprocess")
+    executor = os.environ.get("RETRAIN_EXECUTOR", "in_process")
     decision, cron = under["decision"], tick["decision"]
+    multi, inproc = result["multiprocess"]["run"], under["run"]
     runs = f"runs {min(details['run_seconds']):.0f}-{max(details['run_seconds']):.0f} s"
     rows = [
         Row(
@@ -225,6 +226,17 @@ def run_daemon(data: Path, repetitions: int, backfill_repetitions: int) -> list[
             f"run status daemon {', '.join(under['statuses'])} / tick {', '.join(tick['statuses'])}; the daemon "
             f"launches each run as its own process (default run launcher), steps with the {executor} executor; "
             f"tick: whole process, run in process; spread {decision.spread()} / {cron.spread()} s",
+        ),
+        Row(
+            "daemon-launched run, start → end: multiprocess vs in-process executor",
+            f"{multi.median:.2f} s",
+            f"{inproc.median:.2f} s",
+            multi.median / inproc.median,
+            "(report)",
+            None,
+            "the five lineage steps each in a process of their own (each importing the ML stack) against all of "
+            f"them in the run's process, the default; same daemon, same batches; spread {multi.spread()} / "
+            f"{inproc.spread()} s",
         ),
         Row(
             "new version → run start, daemon (sensor every 1 s)",
@@ -242,8 +254,8 @@ def run_daemon(data: Path, repetitions: int, backfill_repetitions: int) -> list[
             ui,
             cli,
             daemon.BACKFILL_GOAL,
-            f"UI: launch → backfill COMPLETED_SUCCESS, one run process per partition, at most "
-            f"{details['concurrency']} at once, {runs}, first start after {details['first_run_start']:.1f} s, "
+            f"UI: launch → backfill COMPLETED_SUCCESS, {details['runs']} run process(es) (single-run backfill "
+            f"policy), {runs}, first start after {details['first_run_start']:.1f} s, "
             f"last end after {details['last_run_end']:.1f} s; `retrain backfill` in process (+ backtest summary); "
             f"trained/reused {details['trained']}/{details['reused']} vs {cli_details['trained']}/"
             f"{cli_details['reused']}; UI processes left after SIGTERM: {len(details['leftovers'])}",

@@ -47,7 +47,9 @@ def test_checks_gate_where_designed():
     assert blocking == {
         **{name: "validated_features" for name in validation},
         "candidate_meets_minimum": "evaluation_report",
+        "window_validated": "historical_model",
     }
+    assert checks["window_validated"].partitions_def is not None, "one verdict per history partition"
     assert warning == {
         "values_as_expected": "validated_features",
         "feature_drift": "validated_features",
