@@ -311,13 +311,14 @@ def backfill(
         result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags, run_config=run_config)
     done: dict[str, PartitionOutcome] = {}
     for event in result.all_events:
-        if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+        if event.is_step_materialization:
             materialization = event.step_materialization_data.materialization
             key = str(materialization.partition)
             done[key] = PartitionOutcome(key, True, row=backtest_row(materialization.metadata))
-        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION and not event.event_specific_data.passed:
-            evaluation = event.event_specific_data
-            done[evaluation.partition] = PartitionOutcome(evaluation.partition, False, error=evaluation.description)
+        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            check = event.asset_check_evaluation_data
+            if not check.passed and check.partition is not None:
+                done[check.partition] = PartitionOutcome(check.partition, False, error=check.description)
     not_reached = _first_error(result) or "the history run stopped before this partition"
     outcomes = [done.get(key, PartitionOutcome(key, False, error=not_reached)) for key in keys]
     if progress is not None:
