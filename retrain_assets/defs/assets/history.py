@@ -12,6 +12,7 @@ from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
     BackfillPolicy,
+    BetaWarning,
     Config,
     DailyPartitionsDefinition,
     Failure,
@@ -53,59 +54,62 @@ def history_partitions(rules: HistoryConfig) -> TimeWindowPartitionsDefinition:
 def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
     """The two history assets over ``partitions`` (they depend on the config, so they are built per load)."""
 
-    @asset(
-        group_name=HISTORY_GROUP,
-        partitions_def=partitions,
-        deps=["raw_data"],
-        kinds={"scikitlearn", "mlflow"},
-        code_version="2",
-        backfill_policy=BackfillPolicy.single_run(),
-        output_required=False,
-        check_specs=[_window_check_spec(partitions)],
-    )
-    def historical_model(
-        context: AssetExecutionContext, project: RetrainProject, config: HistoricalModelConfig
-    ) -> Iterator[Any]:
-        """The model as it would have been trained at the end of each window: raw_data time-travelled to
-        the version that had landed by then, validated, trained with the current params and seed, and
-        scored on the following window (out-of-time). Logged to the MLflow experiment ``<name>-history``
-        with its partition and Delta version; never registered, never the champion. A window whose training
-        inputs an earlier partition already had reuses that model (the run cache in ``core.backtest``; run config
-        ``run_cache: false`` trains every partition).
+    with warnings.catch_warnings():  # backfill_policy is marked beta in Dagster 1.13
+        warnings.simplefilter("ignore", BetaWarning)
 
-        One run does a whole range (``BackfillPolicy.single_run()``: a UI backfill is one process importing the
-        ML stack once, as `retrain backfill` is), partition by partition: each gets its ``window_validated`` check
-        and, when that passed, its own materialization, so a window with nothing to train on fails alone and
-        the UI shows which one and why. The run then fails, naming them; the other partitions stay done."""
-        from retrain_assets.core.training import model_code
+        @asset(
+            group_name=HISTORY_GROUP,
+            partitions_def=partitions,
+            deps=["raw_data"],
+            kinds={"scikitlearn", "mlflow"},
+            code_version="2",
+            backfill_policy=BackfillPolicy.single_run(),
+            output_required=False,
+            check_specs=[_window_check_spec(partitions)],
+        )
+        def historical_model(
+            context: AssetExecutionContext, project: RetrainProject, config: HistoricalModelConfig
+        ) -> Iterator[Any]:
+            """The model as it would have been trained at the end of each window: raw_data time-travelled to
+            the version that had landed by then, validated, trained with the current params and seed, and
+            scored on the following window (out-of-time). Logged to the MLflow experiment ``<name>-history``
+            with its partition and Delta version; never registered, never the champion. A window whose training
+            inputs an earlier partition already had reuses that model (the run cache in ``core.backtest``; run config
+            ``run_cache: false`` trains every partition).
 
-        settings = project.load()
-        registry = project.registry(settings)
-        code = model_code(settings)
-        check = AssetCheckKey(context.asset_key, WINDOW_CHECK)
-        failed = {}
-        for key in context.partition_keys:
-            window = partitions.time_window_for_partition_key(key)
-            eval_end = window.end + (window.end - window.start) * settings.history.evaluation_windows
-            try:
-                inputs = backtest.training_window(settings, key, window.end)
-            except ValueError as exc:
-                failed[key] = str(exc)
-                yield _window_check(check, key, passed=False, description=str(exc), metadata={})
-                continue
-            gate = {"delta_version": inputs.version, "rejected_versions": MetadataValue.json(inputs.rejected)}
-            yield _window_check(check, key, passed=True, description=None, metadata=gate)
-            result = backtest.backtest(settings, registry, inputs, eval_end, code, run_cache=config.run_cache)
-            yield AssetMaterialization(
-                context.asset_key, partition=key, metadata=materialization_metadata(result, window.end, settings)
-            )
-        if failed:
-            listed = "; ".join(failed.values())
-            raise Failure(
-                f"{len(failed)} of {len(context.partition_keys)} history partitions have nothing to train on: {listed}",
-                metadata={"failed_partitions": MetadataValue.json(failed)},
-            )
-        yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check))
+            One run does a whole range (``BackfillPolicy.single_run()``: a UI backfill is one process importing the
+            ML stack once, as `retrain backfill` is), partition by partition: each gets its ``window_validated`` check
+            and, when that passed, its own materialization, so a window with nothing to train on fails alone and
+            the UI shows which one and why. The run then fails, naming them; the other partitions stay done."""
+            from retrain_assets.core.training import model_code
+
+            settings = project.load()
+            registry = project.registry(settings)
+            code = model_code(settings)
+            check = AssetCheckKey(context.asset_key, WINDOW_CHECK)
+            failed = {}
+            for key in context.partition_keys:
+                window = partitions.time_window_for_partition_key(key)
+                eval_end = window.end + (window.end - window.start) * settings.history.evaluation_windows
+                try:
+                    inputs = backtest.training_window(settings, key, window.end)
+                except ValueError as exc:
+                    failed[key] = str(exc)
+                    yield _window_check(check, key, passed=False, description=str(exc), metadata={})
+                    continue
+                gate = {"delta_version": inputs.version, "rejected_versions": MetadataValue.json(inputs.rejected)}
+                yield _window_check(check, key, passed=True, description=None, metadata=gate)
+                result = backtest.backtest(settings, registry, inputs, eval_end, code, run_cache=config.run_cache)
+                yield AssetMaterialization(
+                    context.asset_key, partition=key, metadata=materialization_metadata(result, window.end, settings)
+                )
+            if failed:
+                listed, total = "; ".join(failed.values()), len(context.partition_keys)
+                raise Failure(
+                    f"{len(failed)} of {total} history partitions have nothing to train on: {listed}",
+                    metadata={"failed_partitions": MetadataValue.json(failed)},
+                )
+            yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check))
 
     @asset(group_name=HISTORY_GROUP, deps=[historical_model], kinds={"mlflow"}, code_version="1")
     def backtest_summary(context: AssetExecutionContext, project: RetrainProject) -> Output[list]:
