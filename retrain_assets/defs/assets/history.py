@@ -54,8 +54,9 @@ def history_partitions(rules: HistoryConfig) -> TimeWindowPartitionsDefinition:
 def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
     """The two history assets over ``partitions`` (they depend on the config, so they are built per load)."""
 
-    with warnings.catch_warnings():  # backfill_policy is marked beta in Dagster 1.13
+    with warnings.catch_warnings():  # backfill_policy is beta and partitioned checks a preview in Dagster 1.13
         warnings.simplefilter("ignore", BetaWarning)
+        warnings.simplefilter("ignore", PreviewWarning)
 
         @asset(
             group_name=HISTORY_GROUP,
@@ -137,17 +138,15 @@ def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
 
 
 def _window_check_spec(partitions: TimeWindowPartitionsDefinition) -> AssetCheckSpec:
-    """``window_validated``, one result per partition. Partitioned checks are a Dagster preview (1.13); the
-    warning is silenced here, where the choice is made, rather than for every load."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PreviewWarning)
-        return AssetCheckSpec(
-            WINDOW_CHECK,
-            asset="historical_model",
-            blocking=True,
-            partitions_def=partitions,
-            description="The window's raw_data version, time-travelled to, has accepted batches to train on.",
-        )
+    """``window_validated``, one result per partition (a Dagster preview in 1.13: made where its warning is
+    silenced, in :func:`build_history_assets`)."""
+    return AssetCheckSpec(
+        WINDOW_CHECK,
+        asset="historical_model",
+        blocking=True,
+        partitions_def=partitions,
+        description="The window's raw_data version, time-travelled to, has accepted batches to train on.",
+    )
 
 
 def _window_check(
