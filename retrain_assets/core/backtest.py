@@ -55,8 +55,24 @@ class Backtest:
         return {key: value for key, value in asdict(self).items() if key != "drift_scores"}
 
 
+class BatchReads:
+    """The ``raw_data`` batches one history run has read, by version. Partition k trains on every batch up to
+    its window's end, so reading them afresh per partition costs O(N²) batch reads over a range of N; a Delta
+    version never changes, so each is read once. Kept per run, not per process, so that a long-lived code
+    server does not go on holding the table."""
+
+    def __init__(self) -> None:
+        self._frames: dict[tuple[str, int], "pd.DataFrame"] = {}
+
+    def read(self, uri: str, version: int) -> "pd.DataFrame":
+        key = (uri, version)
+        if key not in self._frames:
+            self._frames[key] = delta.read_batch(uri, version).to_pandas()
+        return self._frames[key]
+
+
 def accepted_rows(
-    config: "RetrainConfig", after: Optional[int], upto: int
+    config: "RetrainConfig", after: Optional[int], upto: int, reads: Optional[BatchReads] = None
 ) -> tuple[Optional["pd.DataFrame"], list[int]]:
     """Rows of the accepted batches in ``(after, upto]``, and the rejected versions."""
     import pandas as pd
@@ -67,10 +83,10 @@ def accepted_rows(
     uri = config.table_uri(delta.RAW_TABLE)
     rules = rules_hash(config)
     judged = verdicts(config)
-    frames, rejected = [], []
+    frames, rejected, reads = [], [], reads or BatchReads()
     for commit in delta.batch_commits(uri, after, upto):
         version = commit["version"]
-        frame = delta.read_batch(uri, version).to_pandas()
+        frame = reads.read(uri, version)
         key = (uri, version, rules)
         if version not in judged and key not in _verdicts:
             _verdicts[key] = validate(config, frame, commit).accepted
@@ -94,13 +110,15 @@ class TrainingWindow:
     rejected: list[int]
 
 
-def training_window(config: "RetrainConfig", partition: str, end: dt.datetime) -> TrainingWindow:
+def training_window(
+    config: "RetrainConfig", partition: str, end: dt.datetime, reads: Optional[BatchReads] = None
+) -> TrainingWindow:
     """The window of ``partition``, validated; a ``ValueError`` says why there is nothing to train on."""
     uri = config.table_uri(delta.RAW_TABLE)
     version = delta.version_as_of(uri, end)
     if version is None:
         raise ValueError(f"partition {partition}: no raw_data version had landed by {end.isoformat()}")
-    frame, rejected = accepted_rows(config, None, version)
+    frame, rejected = accepted_rows(config, None, version, reads)
     if frame is None:
         raise ValueError(
             f"partition {partition}: every batch up to raw_data v{version} fails validation "
@@ -116,6 +134,7 @@ def backtest(
     eval_end: dt.datetime,
     code: "training.ModelCode",
     run_cache: bool = True,
+    reads: Optional[BatchReads] = None,
 ) -> Backtest:
     """Train on ``inputs`` with ``code`` (or, with ``run_cache``, reuse the model of a run with the same training
     inputs) and evaluate on what landed in ``(inputs.end, eval_end]``; log the run to MLflow."""
@@ -133,7 +152,9 @@ def backtest(
     else:
         logged, train_rows = _reused(registry, source), int(source.data.tags["train_rows"])
     eval_version = delta.version_as_of(uri, eval_end)
-    following, _ = accepted_rows(config, version, eval_version) if eval_version not in (None, version) else (None, [])
+    following, _ = (
+        accepted_rows(config, version, eval_version, reads) if eval_version not in (None, version) else (None, [])
+    )
     oot = training.evaluate(logged.pipeline, following, config) if following is not None else {}
     rules = config.triggers.drift
     scores = {}

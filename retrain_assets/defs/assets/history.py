@@ -88,19 +88,19 @@ def build_history_assets(partitions: TimeWindowPartitionsDefinition) -> list:
             registry = project.registry(settings)
             code = model_code(settings)
             check = AssetCheckKey(context.asset_key, WINDOW_CHECK)
-            failed = {}
+            failed, reads = {}, backtest.BatchReads()
             for key in context.partition_keys:
                 window = partitions.time_window_for_partition_key(key)
                 eval_end = window.end + (window.end - window.start) * settings.history.evaluation_windows
                 try:
-                    inputs = backtest.training_window(settings, key, window.end)
+                    inputs = backtest.training_window(settings, key, window.end, reads)
                 except ValueError as exc:
                     failed[key] = str(exc)
                     yield _window_check(check, key, passed=False, description=str(exc), metadata={})
                     continue
                 gate = {"delta_version": inputs.version, "rejected_versions": MetadataValue.json(inputs.rejected)}
                 yield _window_check(check, key, passed=True, description=None, metadata=gate)
-                result = backtest.backtest(settings, registry, inputs, eval_end, code, run_cache=config.run_cache)
+                result = backtest.backtest(settings, registry, inputs, eval_end, code, config.run_cache, reads)
                 yield AssetMaterialization(
                     context.asset_key, partition=key, metadata=materialization_metadata(result, window.end, settings)
                 )
