@@ -477,3 +477,18 @@ def ui(ctx, port, host, read_only, no_daemon, allowed_hosts) -> None:
     mode = " (read-only)" if read_only else ""
     click.echo(f"Dagster UI{mode} on http://{host}:{port} (DAGSTER_HOME={home}); Ctrl-C stops it")
     serve(config, host, port, read_only=read_only, with_daemon=not no_daemon, allowed_hosts=allowed_hosts)
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default serving.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default serving.port, 5005).")
+@click.pass_context
+def serve(ctx, host, port) -> None:
+    """Serve the champion over HTTP (MLflow's scoring protocol), journal every prediction into the
+    predictions table, and swap in the new champion when the alias moves."""
+    from retrain_assets.app.serve import serve as run_server
+
+    config = _load(ctx)
+    host, port = host or config.serving.host, port or config.serving.port
+    click.echo(f"serving the champion of {config.project} on http://{host}:{port}; Ctrl-C stops it")
+    run_server(config, host, port)

@@ -392,6 +392,34 @@ class RunsConfig(_Section):
         return (self.lock_alert_minutes or self.max_runtime_minutes + 10) * 60
 
 
+class ServingConfig(_Section):
+    host: str = Field(
+        "127.0.0.1", description="Address the prediction server binds to (loopback: put a proxy in front)."
+    )
+    port: int = Field(5005, ge=1, le=65535)
+    poll_seconds: float = Field(
+        5, gt=0, description="How often the server asks the registry where the champion alias points."
+    )
+    flush_rows: int = Field(
+        1000, ge=1, description="Served rows are appended to the predictions table once this many wait..."
+    )
+    flush_seconds: float = Field(2.0, gt=0, description="...or once the oldest has waited this long.")
+    journal_dir: Optional[str] = Field(
+        None,
+        description="Where each served row is journaled before the answer, relative to the config file's "
+        "folder; default <home>/journal. Local disk: the answer waits for its fsync.",
+    )
+    max_body_bytes: int = Field(10 * 1024**2, ge=1, description="A larger request body is refused unread.")
+    shadow: bool = Field(
+        False,
+        description="Also score each request with the challenger and log it (shadow rows), answering "
+        "with the champion's.",
+    )
+    batch_wait_ms: float = Field(
+        2, ge=0, description="Requests arriving within this window are scored as one batch (0: each alone)."
+    )
+
+
 class RetrainConfig(_Section):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # no password quoted (MlflowConfig)
 
@@ -406,6 +434,7 @@ class RetrainConfig(_Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     runs: RunsConfig = Field(default_factory=RunsConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _code_dir: Optional[Path] = PrivateAttr(default=None)
@@ -488,6 +517,13 @@ class RetrainConfig(_Section):
     @property
     def alerts_log(self) -> Path:
         return self.home / "alerts.jsonl"
+
+    @property
+    def journal_dir(self) -> Path:
+        """The prediction ledger's journal (``serving.journal_dir``, else ``<home>/journal``)."""
+        if self.serving.journal_dir:
+            return (self._base_dir / self.serving.journal_dir).resolve()
+        return self.home / "journal"
 
     @property
     def higher_is_better(self) -> bool:

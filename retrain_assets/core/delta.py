@@ -72,7 +72,7 @@ def to_table_schema(
     for name, kind in columns.items():
         if name in missing:
             continue
-        cast = _cast_column(frame[name], kind)
+        cast = cast_column(frame[name], kind)
         broken = cast.isna() & frame[name].notna()
         if broken.any():
             why = withheld(name)
@@ -255,7 +255,7 @@ def append(uri: str, table: "pa.Table", metadata: Optional[dict[str, str]] = Non
     return version
 
 
-def _cast_column(values: "pd.Series", kind: "ColumnType") -> "pd.Series":
+def cast_column(values: "pd.Series", kind: "ColumnType") -> "pd.Series":
     """Cast one column to its declared type; values that do not convert become ``<NA>`` (detected by caller)."""
     import pandas as pd
 

@@ -15,6 +15,7 @@ POINTS = {
     "features_appended": "a batch is in validated_features, its validation_log entry not yet written",
     "model_logging": "inside the candidate's MLflow run, after the model is logged, before it is registered",
     "alias_promotion": "previous_champion moved, champion not yet",
+    "ledger_committed": "a prediction journal segment is in the predictions table, its file not yet removed",
 }
 
 
