@@ -48,6 +48,7 @@ def prediction_row(n: int) -> dict:
     return {
         "prediction_id": f"{n:032x}",
         "request_id": f"request-{n // 4}",
+        "row_index": n % 4,
         "model_name": "churn",
         "model_version": 3,
         "alias": "champion",

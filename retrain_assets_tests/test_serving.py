@@ -367,6 +367,8 @@ def test_shadow_challenger_scores_every_request_off_the_response(served, tmp_pat
     assert len(shadow) == 40 and set(shadow["alias"]) == {"challenger"}
     assert set(shadow["model_version"]) == {int(challenger)}
     assert set(shadow["request_id"]) == {reply["request_id"] for reply in replies}
+    pairs = {(row.request_id, row.row_index) for row in shadow.itertuples()}
+    assert pairs == {(row.request_id, row.row_index) for row in new[~new["shadow"]].itertuples()}
     answered = {pid for reply in replies for pid in reply["prediction_ids"]}
     assert answered == set(new[~new["shadow"]]["prediction_id"]) and not answered & set(shadow["prediction_id"])
 

@@ -68,6 +68,7 @@ PREDICTIONS_SCHEMA = pa.schema(
     [
         pa.field("prediction_id", pa.string(), nullable=False),
         pa.field("request_id", pa.string(), nullable=False),
+        pa.field("row_index", pa.int64(), nullable=False),  # the row's place in its request: joins shadow to champion
         pa.field("model_name", pa.string(), nullable=False),
         pa.field("model_version", pa.int64(), nullable=False),
         pa.field("alias", pa.string(), nullable=False),
@@ -432,10 +433,11 @@ def _journal_row(row: dict[str, Any], index: int) -> dict[str, Any]:
         if not isinstance(row[name], str) or not row[name]:
             raise refuse(name, "a non-empty string")
         out[name] = row[name]
-    version = row["model_version"]
-    if not isinstance(version, numbers.Integral) or isinstance(version, bool):
-        raise refuse("model_version", "an integer")
-    out["model_version"] = int(version)
+    for name in ("row_index", "model_version"):
+        value = row[name]
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise refuse(name, "an integer")
+        out[name] = int(value)
     if not isinstance(row["shadow"], bool):
         raise refuse("shadow", "a bool")
     out["shadow"] = row["shadow"]

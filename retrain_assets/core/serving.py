@@ -154,6 +154,7 @@ def ledger_rows(
         {
             "prediction_id": uuid.uuid4().hex,
             "request_id": request_id,
+            "row_index": index,
             "model_name": model.name,
             "model_version": model.version,
             "alias": model.alias,
@@ -165,8 +166,8 @@ def ledger_rows(
             "score": value,
             "latency_ms": latency_ms,
         }
-        for features, prediction, proba, value in zip(
-            records, scored.predictions, probabilities, scored.scores, strict=True
+        for index, (features, prediction, proba, value) in enumerate(
+            zip(records, scored.predictions, probabilities, scored.scores, strict=True)
         )
     ]
 
