@@ -237,6 +237,14 @@ def _psi(expected: list[float], actual: list[float]) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
+def _tested_rows(rows: int, reference: dict) -> float:
+    """The sample size the bucket test is run at: the reference's shares were measured on ``count`` values, not
+    known exactly, so a small reference (a holdout's scores) widens the test as a two-sample one would
+    (1/n = 1/rows + 1/count); a training reference of many rows leaves it at about ``rows``."""
+    count = reference.get("count")
+    return rows if not count else 1.0 / (1.0 / rows + 1.0 / count)
+
+
 def _chi_square_p(expected: list[float], actual: list[float], rows: int) -> float:
     """p-value of a chi-square goodness-of-fit test of a batch's bucket shares against the reference's.
 
@@ -308,7 +316,9 @@ def _score_numeric(
     counts = np.bincount(np.searchsorted(reference["edges"], values, side="left"), minlength=len(expected) - 1)
     actual = (counts / len(column)).tolist() + [1.0 - values.size / len(column)]
     psi = _psi(expected, actual)
-    psi_drifted = psi > psi_threshold and _chi_square_p(expected, actual, len(column)) < ks_pvalue
+    psi_drifted = (
+        psi > psi_threshold and _chi_square_p(expected, actual, _tested_rows(len(column), reference)) < ks_pvalue
+    )
     psi_text = f"PSI {psi:.2f}" + (f" > {psi_threshold:g}" if psi_drifted else "")
     if not (reference["cdf"]["points"] if "cdf" in reference else reference.get("sample")):
         reason = f"PSI {psi:.2f}" if psi_drifted else ""

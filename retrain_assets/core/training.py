@@ -418,6 +418,7 @@ def fit_and_record(
     history backtest; callers add their own metrics and tags before logging ``logged``."""
     from retrain_assets.core.drift import reference_profile
     from retrain_assets.core.registry import LoggedModel, code_version
+    from retrain_assets.core.served_drift import SCORES_KEY, score_reference
 
     train_rows, holdout = split(frame, config)
     pipeline = train(train_rows, config)
@@ -446,6 +447,9 @@ def fit_and_record(
     }
     features = config.data.features
     profile = reference_profile(train_rows, features, bins=config.triggers.drift.bins, seed=model.seed)
+    scores = score_reference(pipeline, holdout, config)
+    if scores is not None:  # what served scores are compared to (prediction drift)
+        profile[SCORES_KEY] = scores
     inputs = model_inputs(frame.head(_SIGNATURE_ROWS), config).head(0)  # the signature's columns and types; no rows
     manifest = {**code.manifest(), "model": config.model.model_dump(mode="json")}  # what reproduce retrains with
     logged = LoggedModel(pipeline, inputs, params, metrics, tags, profile, manifest)
