@@ -8,8 +8,11 @@ TEST_WORKERS ?= 2
 # the browser test drives Debian's chromium + chromedriver (installed by `make browser` when run as root);
 # `make test BROWSER=no` leaves it out and needs neither
 BROWSER ?= yes
+# the distributed test starts Debian's redis-server and PostgreSQL (installed by `make services` when run as
+# root); `make test SERVICES=no` leaves it out and needs neither
+SERVICES ?= yes
 
-.PHONY: install browser demo test lint ui validate clean bench
+.PHONY: install browser services demo test lint ui validate clean bench
 
 install: $(VENV)/.installed
 
@@ -25,12 +28,23 @@ demo: install
 browser:
 	@bash scripts/ensure-browser
 
-ifeq ($(BROWSER),no)
-test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not browser"
+services:
+	@bash scripts/ensure-services
+
+ifeq ($(SERVICES),no)
+TEST_SERVICES :=
+LEAVE_OUT_SERVICES := not services
 else
-test: browser install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+TEST_SERVICES := services
+LEAVE_OUT_SERVICES :=
+endif
+
+ifeq ($(BROWSER),no)
+test: $(TEST_SERVICES) install
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not browser$(if $(LEAVE_OUT_SERVICES), and $(LEAVE_OUT_SERVICES))"
+else
+test: browser $(TEST_SERVICES) install
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(if $(LEAVE_OUT_SERVICES),-m "$(LEAVE_OUT_SERVICES)")
 endif
 
 # ruff (lint and format) and mypy; runs all three, fails if any finds something

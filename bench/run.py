@@ -3,11 +3,14 @@
     .venv/bin/python bench/run.py            # full run: 100k and 1M rows, median of 3 after a warm-up
     .venv/bin/python bench/run.py --quick    # smoke run: 20k and 100k rows, 1 repetition after a warm-up
     .venv/bin/python bench/run.py --only daemon   # the daemon path (`bench/daemon.py`): not in the default run
+    .venv/bin/python bench/run.py --only serving  # `retrain serve` vs `mlflow models serve` under wrk
+                                                  # (`bench/serving.py`): not in the default run either
 
 Prints the machine, one table (benchmark, platform, baseline, ratio, goal, met?, notes) and the import and
 load details the table refers to. See ``bench/RESULTS.md`` for the numbers of a full run and their reading.
 Everything happens in temporary folders that are removed afterwards; nothing touches the network (``daemon``
-serves the UI on a free port of 127.0.0.1 and stops every process it started).
+serves the UI on a free port of 127.0.0.1, ``serving`` its prediction servers, and each stops every process it
+started).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 warnings.filterwarnings("ignore")
 
-from bench import batch_cost, cycle, daemon, gitops, noop_tick  # noqa: E402
+from bench import batch_cost, cycle, daemon, gitops, noop_tick, serving  # noqa: E402
 from bench.workload import Row, machine  # noqa: E402
 
 MB = 2**20
@@ -40,9 +43,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, default=None, help="timed repetitions after the warm-up (default 3)")
     parser.add_argument(
         "--only",
-        choices=["cycle", "tick", "batch", "rss", "gitops", "daemon"],
+        choices=["cycle", "tick", "batch", "rss", "gitops", "daemon", "serving"],
         action="append",
-        help="run only these (daemon runs only when named)",
+        help="run only these (daemon and serving run only when named)",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # internal: peak-RSS subprocess
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -269,6 +272,80 @@ def run_daemon(data: Path, repetitions: int, backfill_repetitions: int) -> list[
     return rows
 
 
+def run_serving(data: Path, quick: bool) -> list[Row]:
+    result = serving.measure(data, quick)
+    runs, swap = result["runs"], result["swap"]
+    ours, unrecorded, mlflow = serving.SERVERS
+    processes = "1 uvicorn process each (mlflow: its default, --workers unset)"
+    rows = []
+    for (size, connections), by_server in runs.items():
+        mine, theirs = by_server[ours], by_server[mlflow]
+        ratio = mine.throughput / theirs.throughput
+        rows.append(
+            Row(
+                f"serving {size}-row requests, {connections} connection(s): retrain serve vs mlflow models serve",
+                mine.describe(),
+                theirs.describe(),
+                ratio,
+                f">= {serving.GOAL:g}x at <= its p99",
+                ratio >= serving.GOAL and mine.p99_ms <= theirs.p99_ms and mine.socket_errors == 0,
+                f"p50 {mine.p50_ms:.1f} / {theirs.p50_ms:.1f} ms; ledger on; socket errors {mine.socket_errors} / "
+                f"{theirs.socket_errors}; {processes}",
+            )
+        )
+    top = max(serving.CONNECTIONS)
+    for size in serving.ROWS:
+        on, off = runs[(size, top)][ours], runs[(size, top)][unrecorded]
+        others = ", ".join(
+            f"{c}: {runs[(size, c)][ours].throughput / runs[(size, c)][unrecorded].throughput:.2f}x "
+            f"(p99 {runs[(size, c)][ours].p99_ms:.1f} / {runs[(size, c)][unrecorded].p99_ms:.1f} ms)"
+            for c in serving.CONNECTIONS
+            if c != top
+        )
+        rows.append(
+            Row(
+                f"ledger cost, {size}-row requests, {top} connections: retrain serve with the ledger vs without",
+                on.describe(),
+                off.describe(),
+                on.throughput / off.throughput,
+                "(report)",
+                None,
+                f"throughput on/off at other connection counts {others}; on: each row journaled and fsynced before "
+                "the answer, appended to Delta per serving.flush_rows/flush_seconds (defaults)",
+            )
+        )
+    steady, during = swap["steady"], swap["swap"]
+    champion, other = result["versions"]
+    load = f"{serving.SWAP_ROWS}-row requests, {serving.SWAP_CONNECTIONS} connections"
+    rows += [
+        Row(
+            f"hot swap under load: failed requests ({load}, poll_seconds {serving.SWAP_POLL_SECONDS:g})",
+            f"{during.failed} of {during.requests:,}",
+            "-",
+            None,
+            "0",
+            during.failed == 0,
+            f"non-2xx {during.non_2xx}, socket errors {during.socket_errors}; `retrain rollback --to {other} "
+            f"--force` (from v{champion}) {swap['rollback_at']:.1f} s into the {during.seconds:.0f} s run, "
+            f"v{other} answering {swap['seen_after']:.2f} s after it returned",
+        ),
+        Row(
+            "hot swap under load: longest pause (max latency, swap run vs run without)",
+            f"{during.max_ms:,.0f} ms",
+            f"{steady.max_ms:,.0f} ms",
+            during.max_ms / steady.max_ms,
+            "(report)",
+            None,
+            f"p99 {during.p99_ms:.1f} / {steady.p99_ms:.1f} ms; {during.describe()} / {steady.describe()}",
+        ),
+    ]
+    log(
+        f"serving: set-up {result['setup_seconds']:.0f} s, wrk runs of {result['seconds']} s; predictions table "
+        f"{result['ledger_rows']:,} rows; runs {runs}; swap {swap}"
+    )
+    return rows
+
+
 def format_table(rows: list[Row]) -> str:
     header = ["benchmark", "platform", "baseline", "ratio", "goal", "met?", "notes"]
     body = [
@@ -312,7 +389,7 @@ def main(argv: list[str]) -> int:
     sizes = [20_000, 100_000] if args.quick else [100_000, 1_000_000]
     tables = [200_000, 500_000] if args.quick else [1_000_000, 5_000_000]
     repetitions = args.repetitions or (1 if args.quick else 3)
-    selected = set(args.only or ["cycle", "tick", "batch", "rss", "gitops"])  # daemon only when named
+    selected = set(args.only or ["cycle", "tick", "batch", "rss", "gitops"])  # daemon, serving only when named
     info = machine()
     print(f"machine: {info['cores']} cores, {info['ram']} RAM, {info['cpu']}; Python {info['python']}")
     print(f"packages: {info['packages']}")
@@ -342,6 +419,8 @@ def main(argv: list[str]) -> int:
                 rows += run_gitops(data, repetitions)
             if "daemon" in selected:
                 rows += run_daemon(data, repetitions, args.repetitions or 1)
+            if "serving" in selected:
+                rows += run_serving(data, args.quick)
         finally:
             os.chdir(home)
     print()

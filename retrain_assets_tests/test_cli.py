@@ -67,6 +67,11 @@ def test_ingest_materialize_status_round_trip(project, tmp_path, monkeypatch):
 
     instance_settings = yaml.safe_load((project.config.dagster_home / "dagster.yaml").read_text())
     assert instance_settings["run_monitoring"] == {"enabled": True}, "daemon runs are held to their max runtime"
+    assert instance_settings["run_retries"] == {  # a daemon run whose worker died is retried, a failed step is not
+        "enabled": True,
+        "max_retries": 2,
+        "retry_on_asset_or_op_failure": False,
+    }
     queue = instance_settings["concurrency"]["runs"]
     assert queue["tag_concurrency_limits"] == [{"key": "retrain/trigger", "limit": 1}], "one retraining run at a time"
     assert 1 <= queue["max_concurrent_runs"] <= min(4, os.cpu_count()), "no more runs at once than cores"
@@ -330,13 +335,16 @@ def test_dag_lists_each_asset_upstream_first_with_what_it_reads_and_its_checks(p
 
     assert result.exit_code == 0, result.output
     tree, listing = result.output.split("\n\n", 1)
-    assert tree.splitlines()[:3] == ["raw_data", "|-- validated_features", "|   |-- candidate_model"]
+    roots = tree.splitlines()
+    assert roots[roots.index("raw_data") :][:3] == ["raw_data", "|-- validated_features", "|   |-- candidate_model"]
     assert "`-- evaluation_report (see above)" in tree, "a second upstream is one branch, not a second copy"
     assets = {line.split()[0]: line for line in listing.splitlines()[1:] if not line.startswith("      ")}
     order = list(assets)
-    assert set(order) == {name for edge in LINEAGE_EDGES for name in edge}
+    assert set(order) == {name for edge in LINEAGE_EDGES for name in edge} | {"live_performance"}
     assert all(order.index(up) < order.index(down) for up, down in LINEAGE_EDGES), order
-    assert order[0] == "raw_data" and order.index("prod_model") < order.index("historical_model")
+    assert set(order[:2]) == {"live_performance", "raw_data"}, "the roots first"
+    assert order.index("prod_model") < order.index("historical_model")
+    assert assets["live_performance"].rstrip().endswith("group live"), "it reads tables, no asset"
     assert assets["raw_data"].rstrip().endswith("group retrain"), "a root reads nothing"
     assert assets["validated_features"].endswith("<- raw_data")
     assert assets["evaluation_report"].endswith("group retrain  <- candidate_model, validated_features")
@@ -356,7 +364,7 @@ def test_dag_mermaid_has_one_edge_per_dependency_and_a_subgraph_per_group(projec
     edges = [tuple(line.split(" --> ")) for line in (line.strip() for line in lines) if " --> " in line]
     assert len(edges) == len(LINEAGE_EDGES) and set(edges) == LINEAGE_EDGES
     assert '  subgraph group_retrain["retrain"]' in lines and '  subgraph group_history["history"]' in lines
-    assert sum(line.strip() == "end" for line in lines) == 2
+    assert '  subgraph group_live["live"]' in lines and sum(line.strip() == "end" for line in lines) == 3
     assert '    validated_features["validated_features<br/>10 checks, 7 blocking"]' in lines
     assert '    prod_model["prod_model<br/>1 check"]' in lines
 

@@ -100,3 +100,21 @@ def test_workspace_process_context_loads_the_code_location(tmp_path, monkeypatch
             assert request.read_only is read_only
             assert request.get_code_location("retrain_assets").get_repository("__repository__").has_job("retrain")
             assert create_app_from_workspace_process_context(context) is not None
+
+
+def test_the_scheduler_tags_its_runs_with_the_hidden_scheduled_execution_time(tmp_path, monkeypatch):
+    """The tag name ``retrain tick`` writes so the daemon finds its scheduled runs (and reads to find the
+    daemon's): the scheduler's own, with its leading dot, on a run it launched through a code server."""
+    monkeypatch.chdir(tmp_path)  # no retrain.yaml here: the defaults' weekly schedule
+    monkeypatch.delenv("RETRAIN_CONFIG", raising=False)
+    assert compat.scheduled_execution_time_tag() == ".dagster/scheduled_execution_time"
+    start = dt.datetime.now(dt.timezone.utc)
+    due = next(time for time in compat.cron_fire_times("0 6 * * 1", "UTC", start) if time > start)
+    with instance_for_test() as instance:  # its run queue holds the run: nothing executes it
+        with compat.workspace_process_context(instance, write_workspace(tmp_path), read_only=False) as context:
+            compat.launch_scheduled_runs(context, start)  # a schedule seen the first time starts its clock
+            assert instance.get_runs() == []
+            compat.launch_scheduled_runs(context, due + dt.timedelta(minutes=1))
+        (run,) = instance.get_runs()
+    assert run.tags["dagster/schedule_name"] == "retrain_schedule"
+    assert run.tags[compat.scheduled_execution_time_tag()] == due.astimezone(dt.timezone.utc).isoformat()

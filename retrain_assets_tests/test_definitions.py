@@ -20,7 +20,8 @@ def test_lineage_edges():
         for key in graph.get_all_asset_keys()
     }
 
-    assert set(parents) == set(LINEAGE) | {"historical_model", "backtest_summary"}
+    assert set(parents) == set(LINEAGE) | {"historical_model", "backtest_summary", "live_performance"}
+    assert parents["live_performance"] == set(), "it reads the predictions and labels tables, no asset"
     assert parents["historical_model"] == {"raw_data"} and parents["backtest_summary"] == {"historical_model"}
     assert parents["raw_data"] == set()
     assert parents["validated_features"] == {"raw_data"}
@@ -61,7 +62,14 @@ def test_checks_gate_where_designed():
 
 def test_automation_is_on_by_default():
     sensors = {sensor.name: sensor for sensor in defs.sensors}
-    assert set(sensors) == {"raw_data_version_sensor", "model_code_sensor", "alert_on_run_failure"}
+    assert set(sensors) == {
+        "raw_data_version_sensor",
+        "model_code_sensor",
+        "alert_on_run_failure",
+        "close_mlflow_runs_of_failed_run",
+        "live_labels_sensor",
+        "live_performance_sensor",
+    }
     assert all(sensor.default_status == DefaultSensorStatus.RUNNING for sensor in sensors.values())
     (schedule,) = defs.schedules
     assert schedule.cron_schedule == "0 6 * * 1" and schedule.default_status == DefaultScheduleStatus.RUNNING
@@ -99,3 +107,11 @@ def test_the_model_format_library_is_pinned_from_below():
     project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
     (skops,) = [Requirement(line) for line in project["dependencies"] if Requirement(line).name == "skops"]
     assert any(spec.operator == ">=" for spec in skops.specifier) and skops.specifier.contains("0.16.0")
+
+
+def test_live_performance_runs_one_day_per_run_in_its_own_job():
+    from dagster import DailyPartitionsDefinition
+
+    job = defs.resolve_job_def("live")
+    assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {"live_performance"}
+    assert isinstance(job.partitions_def, DailyPartitionsDefinition)

@@ -73,7 +73,8 @@ def test_a_lost_cursor_runs_no_version_again_and_a_repeated_run_key_is_skipped(a
 
     # two evaluators racing on one version: the second request finds the first's run and is skipped
     race = RunRequest(run_key="0", tags={"retrain/delta_version": "0", "retrain/trigger": "new_version"})
-    raced = _launch(load_project(automated.path), persistent, "raw_data_version_sensor", "dagster/sensor_name", race)
+    identity = {"dagster/sensor_name": "raw_data_version_sensor", "dagster/run_key": "0"}
+    raced = _launch(load_project(automated.path), persistent, "raw_data_version_sensor", race, identity)
     assert raced.outcome is None and raced.skipped == f"run_key 0 already ran as {first.launches[0].outcome.run_id}"
 
 
@@ -88,10 +89,30 @@ def test_schedule_fires_once_when_due_and_does_not_rebuild_the_same_model(automa
     due = tick(automated.path, persistent, now=later)
     (launch,) = due.launches
     assert launch.source == "retrain_schedule" and launch.run_key == "schedule@2026-11-16T06:00:00+00:00"
+    tags = persistent.get_run_by_id(launch.outcome.run_id).tags
+    assert tags["dagster/schedule_name"] == "retrain_schedule"
+    assert tags[".dagster/scheduled_execution_time"] == "2026-11-16T06:00:00+00:00", "as the daemon tags its runs"
     assert launch.outcome.success and launch.outcome.trigger == "schedule" and "schedule" in launch.outcome.fired
     assert launch.outcome.retrain["retrain"] is False and launch.outcome.decision is None
     assert "the champion v1 was built from this very data" in launch.outcome.reason, "no new data: the run cache"
     assert not tick(automated.path, persistent, now=later).launches
+
+
+def test_a_scheduled_time_the_daemon_launched_is_not_due_for_tick(automated, persistent):
+    """The daemon's scheduler tags its run with the schedule's name and the hidden ``.dagster/`` time tag; the
+    tick reads the schedule's last time from there, not from its own cursor."""
+    start = dt.datetime(2026, 11, 2, 12, tzinfo=dt.timezone.utc)  # a Monday, after 06:00
+    started = tick(automated.path, persistent, now=start)
+    assert "started; first run at 2026-11-09T06:00" in started.skips["retrain_schedule"]
+    daemon_tags = {
+        "dagster/schedule_name": "retrain_schedule",
+        ".dagster/scheduled_execution_time": "2026-11-09T06:00:00+00:00",
+        "retrain/trigger": "schedule",
+    }
+    persistent.create_run_for_job(build_defs(str(automated.path)).resolve_job_def("retrain"), tags=daemon_tags)
+
+    after = tick(automated.path, persistent, now=start + dt.timedelta(days=8))  # past 11-09 06:00
+    assert after.launches == [] and "next run at 2026-11-16T06:00" in after.skips["retrain_schedule"]
 
 
 def test_next_fire_time_follows_the_cron():
@@ -158,12 +179,12 @@ def test_a_run_recorded_since_the_last_tick_needs_the_full_tick(automated, persi
     assert not quiet_since_last_tick(automated.config, automated.path, now)
 
 
-def alert_sensor(project, instance):
-    """Evaluates the run-failure sensor like a daemon tick, keeping its cursor between calls."""
+def alert_sensor(project, instance, name: str = "alert_on_run_failure"):
+    """Evaluates a run-failure sensor (default: the alert) like a daemon tick, keeping its cursor between calls."""
     from retrain_assets.definitions import build_defs
-    from retrain_assets.defs.sensors import alert_on_run_failure
 
     defs = build_defs(str(project.path))
+    status_sensor = defs.resolve_sensor_def(name)
     cursor = None
 
     def evaluate() -> None:
@@ -172,10 +193,10 @@ def alert_sensor(project, instance):
             instance=instance,
             cursor=cursor,
             definitions=defs,
-            sensor_name=alert_on_run_failure.name,
+            sensor_name=status_sensor.name,
             resources=defs.resources,
         ) as context:
-            cursor = alert_on_run_failure.evaluate_tick(context).cursor
+            cursor = status_sensor.evaluate_tick(context).cursor
 
     evaluate()  # the first tick starts the cursor, as the daemon's does
     return evaluate
@@ -224,15 +245,32 @@ def test_run_failure_alert_cuts_urls_to_their_host(project, instance, monkeypatc
     assert "canary-password" not in project.config.alerts_log.read_text()
 
 
+def test_a_failed_run_has_the_mlflow_runs_it_left_open_killed(project, instance):
+    """A worker killed under the daemon leaves its MLflow run RUNNING; the failure sensor closes it, and only it."""
+    from retrain_assets.app.execution import materialize
+    from retrain_assets.core.registry import Registry
+
+    evaluate = alert_sensor(project, instance, "close_mlflow_runs_of_failed_run")
+    failed = materialize(project.path, instance)  # no batch landed: the run fails
+    assert not failed.success
+    registry = Registry(project.config)
+    experiment = registry.experiment_id()
+    left_open = registry.client.create_run(experiment, tags={"dagster_run_id": failed.run_id})
+    other = registry.client.create_run(experiment, tags={"dagster_run_id": "another-run"})
+
+    evaluate()
+
+    assert registry.client.get_run(left_open.info.run_id).info.status == "KILLED"
+    assert registry.client.get_run(other.info.run_id).info.status == "RUNNING"
+
+
 def test_the_daemon_evaluates_the_sensors_as_often_as_retrain_yaml_says(automated):
     write_config(automated, triggers={"sensor_interval_seconds": 5})
     defs = build_defs(str(automated.path))
 
-    intervals = {
-        name: defs.resolve_sensor_def(name).minimum_interval_seconds
-        for name in ("raw_data_version_sensor", "model_code_sensor")
-    }
-    assert intervals == {"raw_data_version_sensor": 5, "model_code_sensor": 5}
+    names = ("raw_data_version_sensor", "model_code_sensor", "close_mlflow_runs_of_failed_run")
+    intervals = {name: defs.resolve_sensor_def(name).minimum_interval_seconds for name in names}
+    assert intervals == dict.fromkeys(names, 5)
 
 
 def evaluate_on(project, instance, cursor):

@@ -1,4 +1,4 @@
-"""The ``retrain`` command: init, ingest, materialize, status, dag, reproduce, demo, ui.
+"""The ``retrain`` command: init, ingest, label, materialize, status, dag, reproduce, demo, ui.
 
 Heavy libraries (mlflow, great_expectations, sklearn, dagster) are imported inside the commands that need them.
 """
@@ -129,6 +129,62 @@ def ingest(ctx, files, landed_at) -> None:
             click.echo(f"{result.source}: raw_data version {result.version} ({result.rows} rows)")
     if refused:
         raise click.ClickException(f"{refused} of {len(files)} files refused; nothing of them was written")
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--feed",
+    is_flag=True,
+    help="Then land the predictions labelled since the last feed as one raw_data batch (features + label).",
+)
+@click.pass_context
+def label(ctx, files, feed) -> None:
+    """Land ground truth for served predictions: each CSV/Parquet FILE (prediction_id and/or the data.id
+    column, the label in the target column or `label`, optionally labeled_at) becomes one version of the
+    labels table; a bad file is refused whole and quarantined, as ingest refuses a batch."""
+    from retrain_assets.core.labels import land_labels
+    from retrain_assets.core.landing import BatchRefused
+
+    if not files and not feed:
+        raise click.UsageError("give labels FILE... to land, --feed, or both")
+    config = _load(ctx)
+    refused = 0
+    for path in files:
+        try:
+            result = land_labels(config, path)
+        except BatchRefused as exc:
+            refused += 1
+            click.echo(f"refused {exc}", err=True)
+            continue
+        click.echo(f"{result.source}: labels version {result.version} ({result.rows} labels)")
+    if feed:
+        _feed(config)
+    if refused:
+        raise click.ClickException(f"{refused} of {len(files)} files refused; nothing of them was written")
+
+
+def _feed(config: RetrainConfig) -> None:
+    """`retrain label --feed`, under the project lock so that two feeds never land the same labels twice."""
+    from retrain_assets.app.execution import ingest
+    from retrain_assets.app.instance import project_instance, project_lock
+    from retrain_assets.core import feedback
+    from retrain_assets.core.landing import BatchRefused
+    from retrain_assets.core.locking import ProjectBusy
+
+    try:
+        with project_lock(config, "retrain label --feed"), project_instance(config) as instance:
+            batch = feedback.collect(config)
+            if batch.table is None:
+                click.echo(f"nothing to feed: {batch.reason}")
+                return
+            result = ingest(config, instance, feedback.write(config, batch), metadata=batch.metadata)
+    except (ProjectBusy, feedback.FeedRefused, BatchRefused) as exc:
+        raise click.ClickException(f"feed: {exc}") from None
+    click.echo(
+        f"fed {result.rows} labelled predictions (labels versions {batch.after + 1} to {batch.through}) "
+        f"as raw_data version {result.version} ({result.source})"
+    )
 
 
 @main.command()

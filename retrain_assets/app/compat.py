@@ -48,6 +48,31 @@ def cron_fire_times(cron: str, timezone: str, start: dt.datetime) -> Iterator[dt
     return cron_string_iterator(start.timestamp(), cron, timezone)
 
 
+def scheduled_execution_time_tag() -> str:
+    """The run tag under which the scheduler daemon records a run's scheduled time, and by which it looks for a
+    run of that time before launching it (with the schedule's name and any run key). It is a hidden tag, with
+    a leading dot: ``.dagster/scheduled_execution_time``; a run tagged ``dagster/scheduled_execution_time``
+    is not found, and the daemon launches that time again. Checked against Dagster 1.13.27."""
+    from dagster._core.storage.tags import SCHEDULED_EXECUTION_TIME_TAG
+
+    return SCHEDULED_EXECUTION_TIME_TAG
+
+
+def launch_scheduled_runs(context: "WorkspaceProcessContext", at: dt.datetime) -> None:
+    """One iteration of the scheduler daemon as if the clock read ``at``: every running schedule of the
+    workspace launches the times that came since its last iteration, as ``dagster-daemon run`` would, without
+    waiting for the cron. A schedule seen for the first time only starts its clock at ``at``. Raises what the
+    daemon would only log. Checked against Dagster 1.13.27."""
+    from dagster._scheduler.scheduler import launch_scheduled_runs as iterate
+    from dagster._utils.error import SerializableErrorInfo
+
+    logger = logging.getLogger("dagster.daemon.SchedulerDaemon")
+    yielded = iterate(context, logger, at, iteration_times={})  # errors, span markers and heartbeats (None)
+    errors = [value for value in yielded if isinstance(value, SerializableErrorInfo)]
+    if errors:
+        raise RuntimeError(f"the scheduler failed at {at.isoformat()}: {errors[0].to_string()}")
+
+
 def missing_check_result_logger() -> logging.Logger:
     """The logger on which Dagster warns that a blocking check "emitted no result" before a downstream step
     (its execution plan's module logger). Checked against Dagster 1.13.27."""

@@ -243,13 +243,18 @@ def _has_output(result: Any, node: str) -> bool:
 
 
 def ingest(
-    config: RetrainConfig, instance: "DagsterInstance", path: Path, landed_at: Optional["dt.datetime"] = None
+    config: RetrainConfig,
+    instance: "DagsterInstance",
+    path: Path,
+    landed_at: Optional["dt.datetime"] = None,
+    metadata: Optional[dict[str, str]] = None,
 ) -> "landing.IngestResult":
-    """`retrain ingest` for one file: land it in Delta, then tell Dagster that ``raw_data`` has a new data
-    version, so the UI shows what depends on it as stale until the sensor's run catches up."""
+    """`retrain ingest` for one file (and `retrain label --feed` for its batch, with the commit ``metadata``
+    saying what it covered): land it in Delta, then tell Dagster that ``raw_data`` has a new data version, so
+    the UI shows what depends on it as stale until the sensor's run catches up."""
     from dagster import AssetMaterialization
 
-    result = landing.ingest_file(config, path, landed_at)
+    result = landing.ingest_file(config, path, landed_at, metadata)
     materialization = AssetMaterialization(
         "raw_data",
         description=f"{result.source} landed as Delta version {result.version}",

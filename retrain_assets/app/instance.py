@@ -20,16 +20,32 @@ if TYPE_CHECKING:
     from dagster import DagsterInstance
 
 
-# Run monitoring makes the daemon fail a run past its dagster/max_runtime tag (runs.max_runtime_minutes).
+# A run's lineage (the run and its retries) has at most this many runs, whoever retries it: `retrain tick`'s
+# recovery of a run whose process died (ticking.recover_interrupted), the daemon's run_retries for its own runs.
+MAX_ATTEMPTS = 3
+
+
 def _instance_yaml() -> str:
-    """The generated instance settings: run monitoring (a run past its max runtime, or whose worker died, is
-    failed), and a run queue for the daemon: retraining runs (tagged ``retrain/trigger``) one at a time, as
-    they write the same tables and move the same alias, and at most as many runs at once as the machine has
-    cores (up to 4), so a UI backfill does not start 8 processes on 2 cores."""
+    """The generated instance settings:
+
+    - run monitoring: the daemon fails a run past its ``dagster/max_runtime`` tag (``runs.max_runtime_minutes``).
+      It does not resume a run whose worker died (``max_resume_run_attempts`` stays 0): Dagster's default run
+      launcher cannot tell whether a worker is alive, so a resumed run could run twice;
+    - run retries: a daemon-launched run whose worker died (killed, out of memory; the code server marks it
+      failed with no failed step) is re-executed from its failed step, as `retrain tick` re-executes its own
+      (``MAX_ATTEMPTS`` runs in all). A run failed by a step (a bad batch, a failing check) is not retried:
+      running it again would fail the same way. The sensor ``close_mlflow_runs_of_failed_run`` closes the MLflow
+      runs a killed worker left open;
+    - a run queue: retraining runs (tagged ``retrain/trigger``) one at a time, as they write the same tables and
+      move the same alias, and at most as many runs at once as the machine has cores (up to 4), so a UI backfill
+      does not start 8 processes on 2 cores."""
     limit = max(1, min(4, os.cpu_count() or 1))
     return (
         "telemetry:\n  enabled: false\n"
         "run_monitoring:\n  enabled: true\n"
+        "run_retries:\n  enabled: true\n"
+        f"  max_retries: {MAX_ATTEMPTS - 1}\n"
+        "  retry_on_asset_or_op_failure: false\n"
         "concurrency:\n  runs:\n"
         f"    max_concurrent_runs: {limit}\n"
         f"    tag_concurrency_limits:\n      - key: {TRIGGER_TAG}\n        limit: 1\n"

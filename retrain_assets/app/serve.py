@@ -18,7 +18,8 @@ Choices, and why:
   goes on serving, the refusal is logged and alerted (``champion_unloadable``), and that version is not tried
   again until the alias moves.
 - **Ledger.** Every answered row is in the journal before the answer (:mod:`retrain_assets.core.ledger`); the
-  Delta table gets them in micro-batches, and an unreachable lake only shows in ``/health``.
+  Delta table gets them in micro-batches, and an unreachable lake only shows in ``/health``. With
+  ``serving.ledger: false`` (only to measure what it costs) nothing is recorded and answers carry no ids.
 - **Shadow.** With ``serving.shadow: true`` the challenger scores each batch after the answer has gone; its
   rows go to the ledger marked ``shadow`` and are never returned.
 - **Refusals.** A bad request gets a 4xx in MLflow's error shape (``{"error_code", "message"}``) naming the field;
@@ -142,14 +143,14 @@ class _Pending:
     frame: "pd.DataFrame"
     request_id: str
     arrived: float
-    future: "asyncio.Future[tuple[ServedModel, Scored, list[str]]]"
+    future: "asyncio.Future[tuple[ServedModel, Scored, Optional[list[str]]]]"
 
 
 class Batcher:
     """Scores the requests that arrive within ``wait`` seconds of each other in one ``predict``, journals
     their rows in one ledger call, then answers each (see the module docstring)."""
 
-    def __init__(self, config: "RetrainConfig", slots: Slots, ledger: "PredictionLedger", wait: float):
+    def __init__(self, config: "RetrainConfig", slots: Slots, ledger: Optional["PredictionLedger"], wait: float):
         self.config, self.slots, self.ledger, self.wait = config, slots, ledger, wait
         self._queue: "asyncio.Queue[_Pending]" = asyncio.Queue()
         self._task: Optional[asyncio.Task] = None
@@ -164,7 +165,9 @@ class Batcher:
         if self._shadow_tasks:
             await asyncio.gather(*self._shadow_tasks, return_exceptions=True)
 
-    async def score(self, frame: "pd.DataFrame", request_id: str) -> tuple["ServedModel", "Scored", list[str]]:
+    async def score(
+        self, frame: "pd.DataFrame", request_id: str
+    ) -> tuple["ServedModel", "Scored", Optional[list[str]]]:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(frame, request_id, time.perf_counter(), future))
         return await future
@@ -206,14 +209,20 @@ class Batcher:
                 self._shadow_tasks.add(task)
                 task.add_done_callback(self._shadow_tasks.discard)
 
-    def _score_and_journal(self, model: "ServedModel", batch: list[_Pending]) -> tuple[list["Scored"], list[list[str]]]:
-        """Score the batch as one frame, split the answer per request and journal every row (one fsync)."""
+    def _score_and_journal(
+        self, model: "ServedModel", batch: list[_Pending]
+    ) -> tuple[list["Scored"], list[Optional[list[str]]]]:
+        """Score the batch as one frame, split the answer per request and journal every row (one fsync); without
+        a ledger there is nothing to journal and no prediction ids."""
         from retrain_assets.core.serving import ledger_rows
 
         scored = self._score_split(model, batch)
+        if self.ledger is None:
+            return scored, [None] * len(batch)
         served_at = dt.datetime.now(dt.timezone.utc)
         done = time.perf_counter()
-        rows, ids = [], []
+        rows: list[dict[str, Any]] = []
+        ids: list[Optional[list[str]]] = []
         for item, answer in zip(batch, scored, strict=True):
             latency = (done - item.arrived) * 1000
             made = ledger_rows(model, item.frame, answer, item.request_id, served_at, latency)
@@ -242,6 +251,7 @@ class Batcher:
         and costs the champion's answers nothing."""
         from retrain_assets.core.serving import ledger_rows
 
+        assert self.ledger is not None  # serving.shadow needs serving.ledger (ServingConfig)
         started = time.perf_counter()
         try:
             scored = self._score_split(challenger, batch)
@@ -261,8 +271,9 @@ class NoChampion(RuntimeError):
     """No champion is loaded yet (none registered, or the one registered was refused)."""
 
 
-def build_app(config: "RetrainConfig", registry: "Registry", ledger: "PredictionLedger") -> "FastAPI":
-    """The FastAPI app; starting it (its lifespan) starts the watcher, the ledger and the batcher."""
+def build_app(config: "RetrainConfig", registry: "Registry", ledger: Optional["PredictionLedger"]) -> "FastAPI":
+    """The FastAPI app; starting it (its lifespan) starts the watcher, the ledger (``None``: serving.ledger is
+    off) and the batcher."""
     import contextlib
 
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -276,7 +287,8 @@ def build_app(config: "RetrainConfig", registry: "Registry", ledger: "Prediction
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
-        ledger.start()
+        if ledger is not None:
+            ledger.start()
         await asyncio.to_thread(watcher.start)
         batcher = Batcher(config, slots, ledger, config.serving.batch_wait_ms / 1000)
         batcher.start()
@@ -286,7 +298,8 @@ def build_app(config: "RetrainConfig", registry: "Registry", ledger: "Prediction
         finally:
             await batcher.stop()
             await asyncio.to_thread(watcher.stop)
-            await asyncio.to_thread(ledger.close)
+            if ledger is not None:
+                await asyncio.to_thread(ledger.close)
 
     app = FastAPI(title=f"retrain serve: {registry.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.slots, app.state.watcher = slots, watcher
@@ -325,9 +338,9 @@ def build_app(config: "RetrainConfig", registry: "Registry", ledger: "Prediction
         content: dict[str, Any] = {"predictions": scored.predictions}
         if scored.probabilities is not None:
             content["probabilities"] = scored.probabilities
-        content.update(
-            {"prediction_ids": ids, "request_id": request_id, "model": model.name, "model_version": str(model.version)}
-        )
+        if ids is not None:
+            content["prediction_ids"] = ids
+        content.update({"request_id": request_id, "model": model.name, "model_version": str(model.version)})
         return JSONResponse(content)
 
     @app.post("/invocations")
@@ -362,9 +375,10 @@ def build_app(config: "RetrainConfig", registry: "Registry", ledger: "Prediction
     @app.get("/health")
     async def health():
         model = slots.models.get(CHAMPION)
-        ledger_health = ledger.health()
+        ledger_health = None if ledger is None else ledger.health()
         served = {alias: served.describe() for alias, served in slots.models.items()}
-        status = "degraded" if ledger_health["lake"] == "unreachable" else "ok"  # serving, journaling either way
+        unreachable = ledger_health is not None and ledger_health["lake"] == "unreachable"
+        status = "degraded" if unreachable else "ok"  # serving, journaling either way
         if model is None:
             status = "no_champion"
         return {
@@ -376,7 +390,7 @@ def build_app(config: "RetrainConfig", registry: "Registry", ledger: "Prediction
             if slots.last_poll is None
             else dt.datetime.fromtimestamp(slots.last_poll, dt.timezone.utc),
             "swaps": slots.swaps,
-            "ledger": ledger_health,
+            "ledger": "off" if ledger_health is None else ledger_health,
         }
 
     @app.post("/webhooks/registry")
@@ -399,13 +413,14 @@ _V2_TYPES = {
 }
 
 
-def _v2_response(model: "ServedModel", scored: "Scored", ids: list[str], request_id: str) -> dict[str, Any]:
+def _v2_response(model: "ServedModel", scored: "Scored", ids: Optional[list[str]], request_id: str) -> dict[str, Any]:
     rows = len(scored.predictions)
     kind = "FP64" if all(isinstance(p, float) for p in scored.predictions) else "BYTES"
     outputs: list[dict[str, Any]] = [
-        {"name": "predictions", "shape": [rows], "datatype": kind, "data": scored.predictions},
-        {"name": "prediction_ids", "shape": [rows], "datatype": "BYTES", "data": ids},
+        {"name": "predictions", "shape": [rows], "datatype": kind, "data": scored.predictions}
     ]
+    if ids is not None:
+        outputs.append({"name": "prediction_ids", "shape": [rows], "datatype": "BYTES", "data": ids})
     if scored.probabilities is not None:
         classes = list(scored.probabilities[0]) if scored.probabilities else []
         flat = [row[label] for row in scored.probabilities for label in classes]
@@ -429,8 +444,12 @@ def serve(config: "RetrainConfig", host: str, port: int) -> None:
 
     quiet_mlflow()
     serving = config.serving
-    ledger = PredictionLedger(
-        config.table_uri(PREDICTIONS_TABLE), config.journal_dir, serving.flush_rows, serving.flush_seconds
+    ledger = (
+        PredictionLedger(
+            config.table_uri(PREDICTIONS_TABLE), config.journal_dir, serving.flush_rows, serving.flush_seconds
+        )
+        if serving.ledger
+        else None
     )
     app = build_app(config, Registry(config), ledger)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,10 +1,16 @@
 """`retrain tick`: what the Dagster daemon does, once, in process — for cron, CI or a laptop.
 
 Every sensor is evaluated with its cursor, every schedule whose time has come is evaluated, and each
-requested run is executed to completion against the project's persistent instance. Cursors live in the
-instance's cursor storage, so a later tick (or a new process over the same ``DAGSTER_HOME``) resumes where
-this one stopped. A request whose ``run_key`` already has a run from the same sensor or schedule is skipped,
-as the daemon does, so a version never runs twice.
+requested run is executed to completion against the project's persistent instance.
+
+The daemon and the tick keep one record of what was launched: the run storage they share, so they can take
+turns. A request is skipped when a run tagged as the daemon tags it exists already, whoever launched it: for a
+sensor its name and ``run_key`` (so a version never runs twice), for a schedule its name and the scheduled
+time, under the daemon's own tag ``.dagster/scheduled_execution_time`` (with the leading dot: a hidden tag;
+:func:`scheduled_time_tag`), which the tick writes on its runs too. A schedule is due from the newest run
+launched for it (:func:`_due_time`); the version sensor starts from the newest version a run was requested for
+(``defs.sensors.newest_handled_version``). The tick's own cursors, in the instance's cursor storage, hold
+only what a sensor keeps for itself and, for a schedule that has no run yet, when the tick's clock started.
 
 A tick holds the project lock (:func:`instance.project_lock`): a second tick at the same time launches
 nothing. Holding it, a tick knows that any run this package started and that is still marked as running
@@ -23,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from retrain_assets.app.execution import RunOutcome, materialize, resume
-from retrain_assets.app.instance import project_lock
+from retrain_assets.app.instance import MAX_ATTEMPTS, project_lock
 from retrain_assets.app.project import LoadedProject, ProjectSource, as_loaded
 from retrain_assets.core import statefiles
 from retrain_assets.core.names import INTERRUPTED_TAG, LAUNCHER_TAG, TRIGGER_TAG
@@ -35,10 +41,14 @@ if TYPE_CHECKING:
     from retrain_assets.core.locking import LockHolder
 
 _CURSOR_PREFIX = "retrain_tick"
-MAX_ATTEMPTS = 3  # an interrupted run is re-executed until its lineage has had this many runs
 STATE_FILE = "tick_state.json"
 
 logger = logging.getLogger(__name__)
+
+# The tags by which the daemon knows what launched a run, and which request it was.
+SENSOR_NAME_TAG = "dagster/sensor_name"
+SCHEDULE_NAME_TAG = "dagster/schedule_name"
+RUN_KEY_TAG = "dagster/run_key"
 
 
 def load_cursor(instance: "DagsterInstance", name: str) -> Optional[str]:
@@ -265,7 +275,7 @@ def recover_interrupted(project: LoadedProject, instance: "DagsterInstance", run
     instance.report_run_failed(run, message=message)
     instance.add_run_tags(run.run_id, {INTERRUPTED_TAG: "true"})
     Registry(project.config).close_interrupted(run.run_id)
-    launch = Launch(source="recovery", run_key=run.tags.get("dagster/run_key"), tags=dict(run.tags))
+    launch = Launch(source="recovery", run_key=run.tags.get(RUN_KEY_TAG), tags=dict(run.tags))
     if run.root_run_id:
         attempts = len(instance.get_runs(RunsFilter(tags={"dagster/root_run_id": run.root_run_id}))) + 1
     else:
@@ -288,10 +298,12 @@ def _tick(project: LoadedProject, instance: "DagsterInstance", now: dt.datetime,
     for sensor_def in sensors:
         if sensor_def not in status_sensors:
             for request in _evaluate_sensor(defs, sensor_def, instance, report):
-                report.launches.append(_launch(project, instance, sensor_def.name, "dagster/sensor_name", request))
+                source = {SENSOR_NAME_TAG: sensor_def.name}
+                identity = {**source, RUN_KEY_TAG: request.run_key} if request.run_key is not None else {}
+                report.launches.append(_launch(project, instance, sensor_def.name, request, identity, source))
     for schedule_def in defs.schedules or []:
-        for request in _due_schedule_requests(schedule_def, instance, now, report):
-            report.launches.append(_launch(project, instance, schedule_def.name, "dagster/schedule_name", request))
+        for request, identity in _schedule_requests(schedule_def, instance, now, report):
+            report.launches.append(_launch(project, instance, schedule_def.name, request, identity))
     for status_sensor in status_sensors:
         _evaluate_sensor(defs, status_sensor, instance, report)
     _remember(project, instance, now)
@@ -316,25 +328,66 @@ def _evaluate_sensor(
     return list(result.run_requests or [])
 
 
-def _due_schedule_requests(schedule_def, instance: "DagsterInstance", now: dt.datetime, report: TickReport):
-    """Requests of the latest due time since the last tick; the first tick only starts the clock."""
-    from dagster import build_schedule_context
+def scheduled_time_tag(moment: dt.datetime) -> dict[str, str]:
+    """The tag of a run scheduled for ``moment``, as the scheduler daemon writes it and looks it up: its hidden
+    tag (:func:`compat.scheduled_execution_time_tag`), the time in UTC, ISO format."""
+    from retrain_assets.app.compat import scheduled_execution_time_tag
 
-    last = load_cursor(instance, schedule_def.name)
-    save_cursor(instance, schedule_def.name, now.isoformat())
+    return {scheduled_execution_time_tag(): moment.astimezone(dt.timezone.utc).isoformat()}
+
+
+def last_scheduled_time(instance: "DagsterInstance", schedule_name: str) -> Optional[dt.datetime]:
+    """The newest scheduled time a run was launched for by the schedule, by this tick or by the daemon
+    (``None`` before the first): the run storage is the one record of what ran."""
+    from dagster import RunsFilter
+
+    from retrain_assets.app.compat import scheduled_execution_time_tag
+
+    tag = scheduled_execution_time_tag()
+    runs = instance.get_runs(RunsFilter(tags={SCHEDULE_NAME_TAG: schedule_name}), limit=20)
+    return max((dt.datetime.fromisoformat(run.tags[tag]) for run in runs if tag in run.tags), default=None)
+
+
+def _due_time(schedule_def, instance: "DagsterInstance", now: dt.datetime, report: TickReport) -> Optional[dt.datetime]:
+    """The latest fire time after the schedule's last scheduled run and not after ``now``; ``None`` when none is
+    (why goes to ``report.skips``). Only a launched run moves the schedule on, so a tick that died before
+    launching leaves the time due. Before any run of the schedule, the time its clock started is the start:
+    the first tick only starts the clock (kept as the tick's cursor), as the daemon's first iteration does."""
+    last = last_scheduled_time(instance, schedule_def.name)
     if last is None:
-        report.skips[schedule_def.name] = f"started; first run at {_next(schedule_def, now)}"
-        return []
-    due, moment = None, dt.datetime.fromisoformat(last)
+        started = load_cursor(instance, schedule_def.name)
+        if started is None:
+            save_cursor(instance, schedule_def.name, now.isoformat())
+            report.skips[schedule_def.name] = f"started; first run at {_next(schedule_def, now)}"
+            return None
+        last = dt.datetime.fromisoformat(started)
+    due, moment = None, last
     timezone = schedule_def.execution_timezone or "UTC"
     while (moment := next_fire_time(schedule_def.cron_schedule, timezone, moment)) <= now:
         due = moment
     if due is None:
         report.skips[schedule_def.name] = f"not due; next run at {_next(schedule_def, now)}"
+    return due
+
+
+def _schedule_requests(
+    schedule_def, instance: "DagsterInstance", now: dt.datetime, report: TickReport
+) -> list[tuple["RunRequest", dict[str, str]]]:
+    """The schedule's requests for its due time (:func:`_due_time`), each with its identity as the daemon
+    dedupes on it: the schedule's name, the scheduled time and, if the schedule set one, the run key. A request
+    without a run key is given ``schedule@<time>``, for the tick's report."""
+    from dagster import build_schedule_context
+
+    due = _due_time(schedule_def, instance, now, report)
+    if due is None:
         return []
     result = schedule_def.evaluate_tick(build_schedule_context(instance=instance, scheduled_execution_time=due))
+    identity = {SCHEDULE_NAME_TAG: schedule_def.name, **scheduled_time_tag(due)}
     return [
-        request.with_replaced_attrs(run_key=request.run_key or f"schedule@{due.isoformat()}")
+        (
+            request.with_replaced_attrs(run_key=request.run_key or f"schedule@{due.isoformat()}"),
+            {**identity, RUN_KEY_TAG: request.run_key} if request.run_key else identity,
+        )
         for request in result.run_requests or []
     ]
 
@@ -344,17 +397,25 @@ def _next(schedule_def, now: dt.datetime) -> str:
 
 
 def _launch(
-    project: LoadedProject, instance: "DagsterInstance", source: str, source_tag: str, request: "RunRequest"
+    project: LoadedProject,
+    instance: "DagsterInstance",
+    source: str,
+    request: "RunRequest",
+    identity: dict[str, str],
+    tags: Optional[dict[str, str]] = None,
 ) -> Launch:
+    """Execute ``request`` unless a run carrying every tag of ``identity`` exists, launched by a tick or by the
+    daemon; the run is tagged with ``identity`` (and ``tags``), so the daemon finds it in turn. An empty
+    ``identity`` (a sensor request without a run key) always runs, as under the daemon."""
     from dagster import RunsFilter
 
-    tags = {**request.tags, source_tag: source}
-    launch = Launch(source=source, run_key=request.run_key, tags=tags)
+    run_tags = {**request.tags, **(tags or {}), **identity}
     if request.run_key is not None:
-        tags["dagster/run_key"] = request.run_key
-        earlier = instance.get_runs(RunsFilter(tags={"dagster/run_key": request.run_key, source_tag: source}), limit=1)
-        if earlier:
-            launch.skipped = f"run_key {request.run_key} already ran as {earlier[0].run_id}"
-            return launch
-    launch.outcome = materialize(project, instance, tags=tags)
+        run_tags[RUN_KEY_TAG] = request.run_key
+    launch = Launch(source=source, run_key=request.run_key, tags=run_tags)
+    earlier = instance.get_runs(RunsFilter(tags=identity), limit=1) if identity else []
+    if earlier:
+        launch.skipped = f"run_key {request.run_key} already ran as {earlier[0].run_id}"
+        return launch
+    launch.outcome = materialize(project, instance, tags=run_tags)
     return launch

@@ -400,6 +400,11 @@ class ServingConfig(_Section):
     poll_seconds: float = Field(
         5, gt=0, description="How often the server asks the registry where the champion alias points."
     )
+    ledger: bool = Field(
+        True,
+        description="The journal and the predictions table; off only to measure what they cost: nothing is "
+        "recorded, and answers carry no prediction ids.",
+    )
     flush_rows: int = Field(
         1000, ge=1, description="Served rows are appended to the predictions table once this many wait..."
     )
@@ -418,6 +423,21 @@ class ServingConfig(_Section):
     batch_wait_ms: float = Field(
         2, ge=0, description="Requests arriving within this window are scored as one batch (0: each alone)."
     )
+    label_delay_hours: float = Field(
+        24,
+        ge=0,
+        description="Labels of a day's predictions are taken as complete this long after the day ends: "
+        "live_performance computes a day only then (later labels recompute it).",
+    )
+    min_labelled_rows: int = Field(
+        30, ge=1, description="Fewer labelled rows of a model on a day report no live metric and trigger nothing."
+    )
+
+    @model_validator(mode="after")
+    def _shadow_is_recorded(self) -> "ServingConfig":
+        if self.shadow and not self.ledger:
+            raise ValueError("serving.shadow: the challenger's answers go only to the ledger; serving.ledger is off")
+        return self
 
 
 class RetrainConfig(_Section):

@@ -245,7 +245,7 @@ def _tested_rows(rows: int, reference: dict) -> float:
     return rows if not count else 1.0 / (1.0 / rows + 1.0 / count)
 
 
-def _chi_square_p(expected: list[float], actual: list[float], rows: int) -> float:
+def _chi_square_p(expected: list[float], actual: list[float], rows: float) -> float:
     """p-value of a chi-square goodness-of-fit test of a batch's bucket shares against the reference's.
 
     PSI measures how far the shares moved, whatever the batch size; this says whether ``rows`` values could

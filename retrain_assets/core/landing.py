@@ -355,7 +355,8 @@ def _quarantine_name(stamp: str, name: str) -> str:
     return f"{stamp}-{cut}-{digest}{suffix}"
 
 
-def _sha256(handle: BinaryIO) -> str:
+def file_sha256(handle: BinaryIO) -> str:
+    """The SHA-256 of the whole file open as ``handle``: what tells a file landed before."""
     digest = hashlib.sha256()
     handle.seek(0)
     for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -406,11 +407,17 @@ def check_cardinality(table: "pa.Table", config: "RetrainConfig", source: str) -
         )
 
 
-def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.datetime] = None) -> IngestResult:
+def ingest_file(
+    config: "RetrainConfig",
+    path: Path,
+    landed_at: Optional[dt.datetime] = None,
+    metadata: Optional[dict[str, str]] = None,
+) -> IngestResult:
     """Append one file to ``raw_data`` as one new Delta version; refuse (and quarantine) what cannot land.
 
     ``landed_at`` replays history: it is recorded in the commit as the time the batch became available,
-    which is what "the table as of date D" means for backfills (default: the commit time itself). The file
+    which is what "the table as of date D" means for backfills (default: the commit time itself).
+    ``metadata`` goes into the commit too: what a batch made from labelled predictions covered. The file
     is opened once (:func:`open_batch`, which also enforces ``storage.landing_dir``): its size, hash, rows
     and quarantine copy all come from that one descriptor."""
     ensure_home(config)
@@ -419,10 +426,12 @@ def ingest_file(config: "RetrainConfig", path: Path, landed_at: Optional[dt.date
     except Unread as exc:  # not hashed, nor copied into quarantine: left where it is
         raise refuse(config, path, str(exc), keep=False) from None
     with handle:
-        return _land(config, path, handle, landed_at)
+        return _land(config, path, handle, landed_at, metadata or {})
 
 
-def _land(config: "RetrainConfig", path: Path, handle: BinaryIO, landed_at: Optional[dt.datetime]) -> IngestResult:
+def _land(
+    config: "RetrainConfig", path: Path, handle: BinaryIO, landed_at: Optional[dt.datetime], extra: dict[str, str]
+) -> IngestResult:
     """:func:`ingest_file` of the file open as ``handle``."""
     from deltalake import CommitProperties, write_deltalake
 
@@ -431,7 +440,7 @@ def _land(config: "RetrainConfig", path: Path, handle: BinaryIO, landed_at: Opti
         InputLimits.of(config).check_size(path.name, os.fstat(handle.fileno()).st_size)
     except BeyondLimit as exc:  # not hashed, nor copied into quarantine: left where it is
         raise refuse(config, path, str(exc), keep=False) from None
-    sha = _sha256(handle)
+    sha = file_sha256(handle)
     entries = history(uri)
     landed = next((entry["version"] for entry in entries if entry.get(SHA_KEY) == sha), None)
     if landed is not None:
@@ -441,7 +450,7 @@ def _land(config: "RetrainConfig", path: Path, handle: BinaryIO, landed_at: Opti
         table = cast_batch(config, path.name, handle)
         if landed_at is not None:
             _check_landing_time(config, path.name, table, landed_at.astimezone(dt.timezone.utc), entries)
-        metadata = {SOURCE_KEY: path.name, SHA_KEY: sha}
+        metadata = {**extra, SOURCE_KEY: path.name, SHA_KEY: sha}
         if landed_at is not None:
             metadata[LANDED_KEY] = landed_at.astimezone(dt.timezone.utc).isoformat()
         write_deltalake(uri, table, mode="append", commit_properties=CommitProperties(custom_metadata=metadata))

@@ -73,16 +73,25 @@ def performance(
 ) -> Finding:
     """The champion scored on the new labelled rows (a seeded sample of at most ``training.SAMPLE_ROWS``),
     against the floor and its own recorded holdout score."""
-    rules, metric = config.triggers.performance, config.promotion.metric
-    higher = config.higher_is_better
+    metric = config.promotion.metric
     batch = training.sample(batch, config)
     value = training.evaluate(registry.load(str(champion.version)), batch, config)[metric]
     recorded = registry.metrics(champion).get(metric, math.nan)
-    drop = (recorded - value) if higher else (value - recorded)
     base = f"champion v{champion.version} {metric} {value:.4f} on {len(batch)} new rows (holdout {recorded:.4f})"
+    return judge_performance(config, value, recorded, base, "this batch")
+
+
+def judge_performance(config: "RetrainConfig", value: float, recorded: float, base: str, rows: str) -> Finding:
+    """The performance rule of ``triggers.performance`` for the champion's ``value`` of ``promotion.metric``
+    against its ``recorded`` holdout value: past the floor, or more than ``max_drop`` worse. One rule for new
+    batches and for live labelled rows (:mod:`retrain_assets.core.live`); ``base`` opens the message and
+    ``rows`` names what it was measured on."""
+    rules, metric = config.triggers.performance, config.promotion.metric
+    higher = config.higher_is_better
+    drop = (recorded - value) if higher else (value - recorded)
     metadata = {metric: value, f"holdout_{metric}": recorded, "drop": drop}
     if math.isnan(value):
-        return Finding(False, f"{base}: undefined on this batch", metadata)
+        return Finding(False, f"{base}: undefined on {rows}", metadata)
     if rules.floor is not None and (value < rules.floor if higher else value > rules.floor):
         return Finding(True, f"{base} is past the floor {rules.floor}", metadata)
     if rules.max_drop is not None and drop > rules.max_drop:

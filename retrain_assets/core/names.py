@@ -3,7 +3,9 @@ check names, and the MLflow aliases and model-version tag keys. A name here is p
 (runs, check history, the registry), so renaming one orphans what was written under the old name."""
 
 # Dagster run tags: how a run started. What a run found and decided travels in asset outputs and events.
-TRIGGER_TAG = "retrain/trigger"  # what started the run: new_version, schedule, manual, backfill
+# what started the run: new_version, schedule, manual, backfill, live_performance (a retrain), live_labels (a day)
+TRIGGER_TAG = "retrain/trigger"
+TRIGGER_REASON_TAG = "retrain/trigger_reason"  # why, when the starter says more than its kind (live_performance)
 DELTA_VERSION_TAG = "retrain/delta_version"  # the raw_data version a sensor run is for
 BACKFILL_TAG = "retrain/backfill"  # one id shared by the runs of one `retrain backfill`
 # Runs this package executes in its own process carry this tag: a tick that holds the project lock and finds

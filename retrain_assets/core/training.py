@@ -284,19 +284,34 @@ def score(
     pipeline: "Pipeline", frame: "pd.DataFrame", config: "RetrainConfig"
 ) -> tuple[dict[str, float], "np.ndarray"]:
     """``(metrics, predictions)`` on ``frame`` from one pass of the model (see :func:`evaluate`)."""
-    from sklearn import metrics
-
     features, target = features_and_target(frame, config)
     if config.data.task == "regression":
         predicted = pipeline.predict(features)
-        return {
-            "r2": float(metrics.r2_score(target, predicted)),
-            "rmse": float(metrics.root_mean_squared_error(target, predicted)),
-            "mae": float(metrics.mean_absolute_error(target, predicted)),
-        }, predicted
-    classes = list(pipeline.classes_)
+        return regression_metrics(target, predicted), predicted
     proba = pipeline.predict_proba(features)
-    predicted = pipeline.classes_[proba.argmax(axis=1)]
+    return classification_metrics(target.to_numpy(), proba, list(pipeline.classes_))
+
+
+def regression_metrics(target: Any, predicted: Any) -> dict[str, float]:
+    """The regression metrics of ``predicted`` against ``target``: what a holdout and live rows are judged by."""
+    from sklearn import metrics
+
+    return {
+        "r2": float(metrics.r2_score(target, predicted)),
+        "rmse": float(metrics.root_mean_squared_error(target, predicted)),
+        "mae": float(metrics.mean_absolute_error(target, predicted)),
+    }
+
+
+def classification_metrics(
+    target: "np.ndarray", proba: "np.ndarray", classes: list
+) -> tuple[dict[str, float], "np.ndarray"]:
+    """``(metrics, predictions)`` from class probabilities (columns in the order of ``classes``): one function
+    for holdouts and for live rows scored from the probabilities the server logged."""
+    import numpy as np
+    from sklearn import metrics
+
+    predicted = np.asarray(classes)[proba.argmax(axis=1)]
     binary = len(classes) == 2
     f1_options = {"pos_label": classes[-1]} if binary else {"average": "macro"}
     result = {
@@ -304,7 +319,7 @@ def score(
         "f1": float(metrics.f1_score(target, predicted, **f1_options)),
         "log_loss": float(metrics.log_loss(target, proba, labels=classes)),
     }
-    result["roc_auc"] = _roc_auc(target.to_numpy(), proba, classes)
+    result["roc_auc"] = _roc_auc(target, proba, classes)
     return result, predicted
 
 

@@ -1,7 +1,8 @@
 """Whether a run retrains, and why: the trigger rules of ``retrain.yaml`` as pure functions.
 
 A run is started by the Delta version sensor (``new_version``), the model-code sensor (``code_changed``,
-``params_changed``), the schedule (``schedule``), a person (``manual``) or a backfill. It always validates the
+``params_changed``), the live-performance sensor (``live_performance``: the champion fell behind its holdout
+on labelled production rows), the schedule (``schedule``), a person (``manual``) or a backfill. It always validates the
 new batches; it trains a candidate only when a trigger fires. Drift and a performance drop are measured on
 the batches the run accepted (non-blocking checks on ``validated_features``) and fire whatever the volume
 rule says; a change of the model's code or params fires once per data version.
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from retrain_assets.core.config import RetrainConfig
     from retrain_assets.core.monitoring import Finding
 
-ALWAYS_RETRAIN = ("schedule", "manual", "backfill")
+ALWAYS_RETRAIN = ("schedule", "manual", "backfill", "live_performance")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ def decide_retrain(
     drift: Optional["Finding"] = None,
     performance: Optional["Finding"] = None,
     code_changes: Sequence[tuple[str, str]] = (),
+    trigger_reason: Optional[str] = None,
 ) -> TriggerDecision:
     """Collect every trigger that fires; retrain when at least one does.
 
@@ -56,11 +58,12 @@ def decide_retrain(
         performance: This run's champion-performance finding, if it measured one.
         code_changes: ``(kind, message)`` of each way the champion was built from other code or params
             (:func:`code_change`), when nothing was built from the current ones on this data yet.
+        trigger_reason: Why the run was started, when its starter said (run tag ``retrain/trigger_reason``).
     """
     rules = config.triggers
     fired: list[tuple[str, str]] = []
     if trigger in ALWAYS_RETRAIN:
-        fired.append((trigger, f"{trigger} run"))
+        fired.append((trigger, f"{trigger} run" + (f": {trigger_reason}" if trigger_reason else "")))
     if not has_champion:
         fired.append(("bootstrap", "no champion yet"))
     if rules.drift.enabled and drift and drift.fired:

@@ -9,11 +9,12 @@ from dagster import Definitions
 from retrain_assets.core.config import RetrainConfig, load_config, resolve_config_path
 from retrain_assets.defs.assets import LINEAGE, candidate_model, validated_features
 from retrain_assets.defs.assets.history import build_history_assets, history_partitions
+from retrain_assets.defs.assets.live import build_live_assets, live_partitions  # live performance (issue 13)
 from retrain_assets.defs.executors import executor_from_env
-from retrain_assets.defs.jobs import history_jobs, max_runtime_tag, retrain_job
+from retrain_assets.defs.jobs import history_jobs, live_job, max_runtime_tag, retrain_job
 from retrain_assets.defs.resources import RetrainProject, artifact_io_manager
 from retrain_assets.defs.schedules import retrain_schedule
-from retrain_assets.defs.sensors import build_sensors
+from retrain_assets.defs.sensors import build_live_sensors, build_sensors
 
 
 def _project_config(config_path: Optional[str]) -> Optional[RetrainConfig]:
@@ -31,8 +32,9 @@ def build_defs(
     that holds the project lock and executes runs itself passes ``hold_project_lock=False`` (see
     :class:`RetrainProject`).
 
-    The config shapes five things at load time: the schedule's cron, the sensors' interval, the history
-    partitions, and two code versions, so that Dagster marks an asset stale exactly when what builds it changed.
+    The config shapes six things at load time: the schedule's cron, the sensors' interval, the history
+    partitions, the days of ``live_performance``, and two code versions, so that Dagster marks an asset stale
+    exactly when what builds it changed.
     ``validated_features``' is the hash of the validation rules; ``candidate_model``'s the hash of the
     project's model code, params and the platform release (:func:`training.model_code`).
     """
@@ -44,10 +46,11 @@ def build_defs(
     triggers = config.triggers if config is not None else TriggersConfig()
     cron = triggers.schedule
     partitions = history_partitions(config.history if config is not None else HistoryConfig())
+    days = live_partitions(config)  # live performance (issue 13): one partition per day served
     return Definitions(
-        assets=assets + build_history_assets(partitions),
-        jobs=[retrain_job, *history_jobs(partitions)],
-        sensors=build_sensors(triggers.sensor_interval_seconds),
+        assets=assets + build_history_assets(partitions) + build_live_assets(days),
+        jobs=[retrain_job, *history_jobs(partitions), live_job(days)],
+        sensors=build_sensors(triggers.sensor_interval_seconds) + build_live_sensors(triggers.sensor_interval_seconds),
         schedules=[retrain_schedule(cron, max_runtime_tag(config) if config else {})] if cron else [],
         resources=_resources(config, config_path, hold_project_lock),
         executor=executor_from_env(),

@@ -7,7 +7,9 @@
 - ``multiprocess``: Dagster's default elsewhere, one process per step;
 - ``k8s``: one Kubernetes Job per step (dagster-k8s); configure namespace, image and env per run or in
   ``dagster.yaml``'s run launcher;
-- ``celery``: steps as Celery tasks (dagster-celery); the broker URL comes from ``RETRAIN_CELERY_BROKER``.
+- ``celery``: steps as Celery tasks (dagster-celery); the broker URL comes from ``RETRAIN_CELERY_BROKER``, results
+  come back over ``rpc://``; workers run ``celery -A dagster_celery.app -b $RETRAIN_CELERY_BROKER worker`` with
+  the same environment and a shared (Postgres) instance, as ``retrain_assets_tests/test_distributed.py`` does.
 dagster-k8s and dagster-celery are optional (``pip install 'retrain-assets[k8s]'`` or ``[celery]``).
 """
 

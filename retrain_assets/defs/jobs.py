@@ -1,8 +1,8 @@
 """The retraining job: the whole lineage, validated first, trained only when a trigger fires."""
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetSelection, DailyPartitionsDefinition, define_asset_job
 
 from retrain_assets.core.names import MAX_RUNTIME_TAG
 
@@ -48,3 +48,16 @@ def history_jobs(partitions) -> list:
             description="Gather the backtest table and plots.",
         ),
     ]
+
+
+LIVE_JOB = "live"
+
+
+def live_job(partitions: DailyPartitionsDefinition) -> Any:
+    """The ``live`` job: one day of ``live_performance`` per run, as the labels sensor requests it."""
+    return define_asset_job(
+        LIVE_JOB,
+        selection=AssetSelection.assets("live_performance"),
+        partitions_def=partitions,
+        description="Join one day's served predictions with their labels: live metrics per model version.",
+    )

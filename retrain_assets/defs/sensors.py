@@ -1,4 +1,5 @@
-"""Sensors: one run per new ``raw_data`` Delta version, and an alert for every failed run.
+"""Sensors: one run per new ``raw_data`` Delta version, and for every failed run an alert and the MLflow runs it
+left open closed.
 
 The version sensor's tick reads only the Delta log and the run storage (no mlflow, scikit-learn or Great
 Expectations), so a tick with nothing new costs milliseconds. What it has handled is the newest version a run
@@ -100,9 +101,9 @@ def model_code_sensor(context: SensorEvaluationContext, project: RetrainProject)
 
 
 def build_sensors(interval_seconds: int) -> list[SensorDefinition]:
-    """The project's sensors. The daemon evaluates the two that request runs every ``interval_seconds``
-    (``triggers.sensor_interval_seconds``, Dagster's ``minimum_interval_seconds``); `retrain tick` evaluates
-    them whenever it runs."""
+    """The project's sensors. The daemon evaluates the two that request runs, and the one that closes a failed
+    run's MLflow runs, every ``interval_seconds`` (``triggers.sensor_interval_seconds``, Dagster's
+    ``minimum_interval_seconds``); `retrain tick` evaluates them whenever it runs."""
     requesting = [
         sensor(
             name=evaluation.__name__,
@@ -112,7 +113,24 @@ def build_sensors(interval_seconds: int) -> list[SensorDefinition]:
         )(evaluation)
         for evaluation in (raw_data_version_sensor, model_code_sensor)
     ]
-    return [*requesting, alert_on_run_failure]
+    closing = run_failure_sensor(
+        name=close_mlflow_runs_of_failed_run.__name__,
+        monitored_jobs=[retrain_job],
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=interval_seconds,
+    )(close_mlflow_runs_of_failed_run)
+    return [*requesting, alert_on_run_failure, closing]
+
+
+def close_mlflow_runs_of_failed_run(context: RunFailureSensorContext, project: RetrainProject):
+    """Marks ``KILLED`` the MLflow runs a failed retraining run left ``RUNNING``. A run whose worker was killed
+    under the daemon never closes its MLflow run itself; the daemon's run retries re-execute the Dagster run (see
+    ``instance._instance_yaml``) and this sensor closes what the dead worker left, as `retrain tick` does for its
+    own runs (:meth:`Registry.close_interrupted`)."""
+    config = project.load()
+    closed = project.registry(config).close_interrupted(context.dagster_run.run_id)
+    if closed:
+        context.log.info(f"run {context.dagster_run.run_id[:8]} left MLflow runs open, now KILLED: {closed}")
 
 
 @run_failure_sensor(default_status=DefaultSensorStatus.RUNNING, monitored_jobs=[retrain_job])
@@ -133,3 +151,97 @@ def alert_on_run_failure(context: RunFailureSensorContext, project: RetrainProje
         f"run {run.run_id[:8]} of {run.job_name} failed: {message}",
         {"run_id": run.run_id, "error": message, "tags": tags, "retrain": retrain_decision(context.instance, run)},
     )
+
+
+# ---- live performance (issue 13): labels -> live_performance days -> the live_performance trigger ----------
+
+
+def live_labels_sensor(context: SensorEvaluationContext, project: RetrainProject):
+    """Requests a ``live`` run for each day of ``live_performance`` that became due (its end plus
+    ``serving.label_delay_hours``) and for each due day whose predictions a new labels version labelled, so
+    late labels reach the day they belong to. A tick reads the labels table's version and the predictions
+    table's file statistics (Delta logs only); the new labels and the predictions they name only when the
+    version moved. The run key is the day and the labels version: a day is computed once per labels version."""
+    import datetime as dt
+    import json
+
+    from retrain_assets.core.live import plan_days
+
+    config = project.load()
+    state = json.loads(context.cursor) if context.cursor else {}
+    due = state.get("due_through")
+    plan = plan_days(
+        config,
+        dt.datetime.now(dt.timezone.utc),
+        state.get("labels_version"),
+        dt.date.fromisoformat(due) if due else None,
+    )
+    cursor = json.dumps(
+        {
+            "labels_version": plan.labels_version,
+            "due_through": plan.due_through.isoformat() if plan.due_through else None,
+        }
+    )
+    labels = "no-labels" if plan.labels_version is None else f"labels-v{plan.labels_version}"
+    if not plan.days:
+        return SensorResult(skip_reason=f"no day became due and no new labels ({labels})", cursor=cursor)
+    tags = {TRIGGER_TAG: "live_labels", **max_runtime_tag(config)}
+    requests = [RunRequest(run_key=f"{day}@{labels}", partition_key=day.isoformat(), tags=tags) for day in plan.days]
+    return SensorResult(run_requests=requests, cursor=cursor)
+
+
+def live_performance_sensor(context: SensorEvaluationContext, project: RetrainProject):
+    """Requests the retraining job, trigger ``live_performance`` with its reason in ``retrain/trigger_reason``,
+    when a ``live_performance`` materialization found the champion's live metric past the rule of
+    ``triggers.performance`` (more than ``max_drop`` below its holdout metric, or past the floor) on at least
+    ``serving.min_labelled_rows`` labelled rows. It reads only the materializations after its cursor (the last
+    one's storage id); the run key names the champion version and the labels version, so a champion is
+    retrained at most once per labels version, however many days found it behind."""
+    from dagster import AssetKey, AssetRecordsFilter
+
+    from retrain_assets.core.names import TRIGGER_REASON_TAG
+    from retrain_assets.defs.assets.live import LIVE_PERFORMANCE, TRIGGER_METADATA
+
+    after = int(context.cursor) if context.cursor else None
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(LIVE_PERFORMANCE), after_storage_id=after), limit=100, ascending=True
+    ).records
+    if not records:
+        return SkipReason("no live_performance materialization since the last tick")
+    config = project.load()
+    requests: dict[str, RunRequest] = {}
+    for record in records:
+        materialization = record.asset_materialization
+        entry = materialization.metadata.get(TRIGGER_METADATA) if materialization is not None else None
+        found = entry.value if entry is not None else None
+        if isinstance(found, dict) and found.get("fired"):
+            key = f"live_performance-champion-v{found['champion_version']}-labels-v{found['labels_version']}"
+            tags = {TRIGGER_TAG: "live_performance", TRIGGER_REASON_TAG: found["reason"], **max_runtime_tag(config)}
+            requests.setdefault(key, RunRequest(run_key=key, tags=tags))
+    cursor = str(records[-1].storage_id)
+    if not requests:
+        return SensorResult(skip_reason="the champion is not behind its holdout on live labelled rows", cursor=cursor)
+    return SensorResult(run_requests=list(requests.values()), cursor=cursor)
+
+
+def build_live_sensors(interval_seconds: int) -> list[SensorDefinition]:
+    """The two live-performance sensors, evaluated as often as the others (``triggers.sensor_interval_seconds``)
+    and on by default: days of the ``live`` job, and the retraining job when the champion fell behind."""
+    from retrain_assets.defs.jobs import LIVE_JOB
+
+    labels = sensor(
+        name=live_labels_sensor.__name__,
+        job_name=LIVE_JOB,
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=interval_seconds,
+    )(live_labels_sensor)
+    trigger = sensor(
+        name=live_performance_sensor.__name__,
+        job=retrain_job,
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=interval_seconds,
+    )(live_performance_sensor)
+    return [labels, trigger]
+
+
+# ---- end of live performance ---------------------------------------------------------------------------------

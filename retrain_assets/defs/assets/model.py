@@ -20,7 +20,7 @@ from dagster import (
 from retrain_assets.core import batches, training
 from retrain_assets.core.alerts import send_alert
 from retrain_assets.core.config import RetrainConfig
-from retrain_assets.core.names import CHAMPION, TRIGGER_TAG
+from retrain_assets.core.names import CHAMPION, TRIGGER_REASON_TAG, TRIGGER_TAG
 from retrain_assets.core.registry import ModelRef
 from retrain_assets.core.triggers import TriggerDecision, code_change, decide_retrain
 from retrain_assets.defs.resources import RetrainProject
@@ -33,9 +33,10 @@ def candidate_model(
     context: AssetExecutionContext, project: RetrainProject, validated_features: batches.ValidatedBatches
 ):
     """Decides whether this run retrains (see ``triggers:`` in retrain.yaml), from how the run started (its
-    ``retrain/trigger`` tag) and what ``validated_features`` found; the decision is recorded as an
-    observation of this asset (:func:`retrain_decision` reads it back) and becomes the model's
-    ``trigger_reason``, which its ModelRef carries to the report. If it retrains, it trains the configured
+    ``retrain/trigger`` tag, with ``retrain/trigger_reason`` when its starter gave one) and what
+    ``validated_features`` found; the decision is recorded as an observation of this asset
+    (:func:`retrain_decision` reads it back) and becomes the model's ``trigger_reason``, which its ModelRef
+    carries to the report. If it retrains, it trains the configured
     Pipeline (preprocessing inside) with a fixed seed on the stable train split, logs params, metrics,
     provenance tags and a drift reference profile to MLflow and registers it with the alias ``challenger``.
     If not, it yields nothing and the run ends here.
@@ -66,6 +67,7 @@ def candidate_model(
         drift=validated_features.drift,
         performance=validated_features.performance,
         code_changes=changed,
+        trigger_reason=context.run_tags.get(TRIGGER_REASON_TAG),
     )
     rebuilt = str(cached.version) if cached is not None else None
     if decision.retrain and champion is not None and rebuilt == str(champion.version):
