@@ -225,7 +225,7 @@ def test_the_champion_falling_behind_on_live_labels_requests_one_retrain(live):
     fine = compute(live, ago(6))
     assert fine["champion_trigger"]["fired"] is False, fine["champion_trigger"]
     quiet = evaluate(live, "live_performance_sensor")
-    assert not quiet.run_requests and "not behind" in quiet.skip_message
+    assert not quiet.run_requests and "neither behind" in quiet.skip_message
     behind = compute(live, ago(5))
     fired = evaluate(live, "live_performance_sensor", quiet.cursor)
     (request,) = fired.run_requests
@@ -243,6 +243,35 @@ def test_the_champion_falling_behind_on_live_labels_requests_one_retrain(live):
 
     decision = decide_retrain(live.config, "live_performance", True, 0, trigger_reason=reason)
     assert decision.retrain and decision.fired == ("live_performance",) and reason in decision.summary
+
+
+def test_served_rows_unlike_the_training_data_fail_the_drift_checks_and_request_one_retrain(live):
+    steady = serve(live, ago(6), live.data.iloc[:120])
+    assert len(steady) == 120
+    calm = compute(live, ago(6))
+    assert calm["champion_drift"]["fired"] is False, calm["champion_drift"]
+    quiet = evaluate(live, "live_performance_sensor")
+    assert not quiet.run_requests
+
+    benign = live.data[live.data[TARGET] == 1].iloc[:120]
+    serve(live, ago(5), benign.assign(**{"mean radius": benign["mean radius"] * 1.6}))
+    result = live.defs.resolve_job_def("live").execute_in_process(
+        instance=live.instance, partition_key=ago(5).isoformat(), raise_on_error=False
+    )
+    assert result.success
+    checks = {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert not checks["prediction_drift"].passed and "prediction drift" in checks["prediction_drift"].description
+    assert not checks["served_feature_drift"].passed and "mean radius" in checks["served_feature_drift"].description
+    assert checks["prediction_drift"].severity.value == "WARN"  # non-blocking: the day is still computed
+    fired = evaluate(live, "live_performance_sensor", quiet.cursor)
+    (request,) = fired.run_requests
+    assert request.run_key == f"prediction_drift-champion-v{live.champion.version}"
+    assert request.tags["retrain/trigger"] == "prediction_drift"
+    assert "prediction drift" in request.tags["retrain/trigger_reason"]
 
 
 def test_champion_and_challenger_are_judged_on_the_same_labelled_rows(live):

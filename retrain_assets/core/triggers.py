@@ -1,11 +1,12 @@
 """Whether a run retrains, and why: the trigger rules of ``retrain.yaml`` as pure functions.
 
 A run is started by the Delta version sensor (``new_version``), the model-code sensor (``code_changed``,
-``params_changed``), the live-performance sensor (``live_performance``: the champion fell behind its holdout
-on labelled production rows), the schedule (``schedule``), a person (``manual``) or a backfill. It always validates the
-new batches; it trains a candidate only when a trigger fires. Drift and a performance drop are measured on
-the batches the run accepted (non-blocking checks on ``validated_features``) and fire whatever the volume
-rule says; a change of the model's code or params fires once per data version.
+``params_changed``), the live sensor (``live_performance``: the champion fell behind its holdout on labelled
+production rows; ``prediction_drift``: its served scores or inputs drifted), the schedule (``schedule``), a
+person (``manual``) or a backfill. It always validates the new batches; it trains a candidate only when a
+trigger fires. Drift and a performance drop are measured on the batches the run accepted (non-blocking checks
+on ``validated_features``) and fire whatever the volume rule says; a change of the model's code or params
+fires once per data version.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from retrain_assets.core.config import RetrainConfig
     from retrain_assets.core.monitoring import Finding
 
-ALWAYS_RETRAIN = ("schedule", "manual", "backfill", "live_performance")
+ALWAYS_RETRAIN = ("schedule", "manual", "backfill", "live_performance", "prediction_drift")
 
 
 @dataclass(frozen=True)

@@ -191,16 +191,17 @@ def live_labels_sensor(context: SensorEvaluationContext, project: RetrainProject
 
 
 def live_performance_sensor(context: SensorEvaluationContext, project: RetrainProject):
-    """Requests the retraining job, trigger ``live_performance`` with its reason in ``retrain/trigger_reason``,
-    when a ``live_performance`` materialization found the champion's live metric past the rule of
-    ``triggers.performance`` (more than ``max_drop`` below its holdout metric, or past the floor) on at least
-    ``serving.min_labelled_rows`` labelled rows. It reads only the materializations after its cursor (the last
-    one's storage id); the run key names the champion version and the labels version, so a champion is
-    retrained at most once per labels version, however many days found it behind."""
+    """Requests the retraining job, with the reason in ``retrain/trigger_reason``, when a ``live_performance``
+    materialization found the champion's served scores or inputs drifted (trigger ``prediction_drift``, once
+    per champion), or its live metric past the rule of ``triggers.performance`` (more than ``max_drop`` below
+    its holdout metric, or past the floor) on at least ``serving.min_labelled_rows`` labelled rows (trigger
+    ``live_performance``; the run key names the champion and labels versions, so a champion is retrained at
+    most once per labels version, however many days found it behind). It reads only the materializations
+    after its cursor (the last one's storage id)."""
     from dagster import AssetKey, AssetRecordsFilter
 
     from retrain_assets.core.names import TRIGGER_REASON_TAG
-    from retrain_assets.defs.assets.live import LIVE_PERFORMANCE, TRIGGER_METADATA
+    from retrain_assets.defs.assets.live import DRIFT_METADATA, LIVE_PERFORMANCE, TRIGGER_METADATA
 
     after = int(context.cursor) if context.cursor else None
     records = context.instance.fetch_materializations(
@@ -218,9 +219,16 @@ def live_performance_sensor(context: SensorEvaluationContext, project: RetrainPr
             key = f"live_performance-champion-v{found['champion_version']}-labels-v{found['labels_version']}"
             tags = {TRIGGER_TAG: "live_performance", TRIGGER_REASON_TAG: found["reason"], **max_runtime_tag(config)}
             requests.setdefault(key, RunRequest(run_key=key, tags=tags))
+        entry = materialization.metadata.get(DRIFT_METADATA) if materialization is not None else None
+        drifted = entry.value if entry is not None else None
+        if isinstance(drifted, dict) and drifted.get("fired"):  # once per champion: it drifts until replaced
+            key = f"prediction_drift-champion-v{drifted['champion_version']}"
+            tags = {TRIGGER_TAG: "prediction_drift", TRIGGER_REASON_TAG: drifted["reason"], **max_runtime_tag(config)}
+            requests.setdefault(key, RunRequest(run_key=key, tags=tags))
     cursor = str(records[-1].storage_id)
     if not requests:
-        return SensorResult(skip_reason="the champion is not behind its holdout on live labelled rows", cursor=cursor)
+        why = "the champion is neither behind its holdout on live labelled rows nor drifting in what it is served"
+        return SensorResult(skip_reason=why, cursor=cursor)
     return SensorResult(run_requests=list(requests.values()), cursor=cursor)
 
 

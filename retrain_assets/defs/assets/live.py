@@ -4,6 +4,9 @@ import datetime as dt
 from typing import Optional
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     DailyPartitionsDefinition,
     Failure,
@@ -15,7 +18,7 @@ from dagster import (
     asset,
 )
 
-from retrain_assets.core import live
+from retrain_assets.core import live, served_drift
 from retrain_assets.core.config import RetrainConfig
 from retrain_assets.core.names import CHAMPION
 from retrain_assets.defs.resources import RetrainProject
@@ -23,6 +26,8 @@ from retrain_assets.defs.resources import RetrainProject
 LIVE_GROUP = "live"
 LIVE_PERFORMANCE = "live_performance"
 TRIGGER_METADATA = "champion_trigger"  # the performance rule on the champion's rows: what the live sensor reads
+DRIFT_METADATA = "champion_drift"  # prediction and served-input drift of the champion's rows: the sensor reads it too
+DRIFT_CHECKS = (served_drift.PREDICTION_DRIFT_CHECK, served_drift.SERVED_DRIFT_CHECK)
 
 
 def live_partitions(config: Optional[RetrainConfig]) -> DailyPartitionsDefinition:
@@ -40,7 +45,15 @@ def build_live_assets(partitions: DailyPartitionsDefinition) -> list:
         group_name=LIVE_GROUP,
         partitions_def=partitions,
         kinds={"deltalake", "mlflow"},
-        code_version="1",
+        code_version="2",
+        check_specs=[
+            AssetCheckSpec(
+                name,
+                asset=LIVE_PERFORMANCE,
+                description=f"{what} of the champion on the day's served rows against its reference (triggers.drift).",
+            )
+            for name, what in zip(DRIFT_CHECKS, ("Served scores vs holdout scores", "Served inputs"), strict=True)
+        ],
     )
     def live_performance(context: AssetExecutionContext, project: RetrainProject) -> MaterializeResult:
         """The day's served predictions joined with every label landed so far: per model version and alias
@@ -64,6 +77,7 @@ def build_live_assets(partitions: DailyPartitionsDefinition) -> list:
         version = int(champion.version) if champion is not None else None
         finding = live.champion_finding(config, day, version, holdout)
         context.log.info(finding.message)
+        drift = _drift_findings(config, registry, champion, window.start, window.end)
         metric = config.promotion.metric
         return MaterializeResult(
             metadata={
@@ -82,10 +96,44 @@ def build_live_assets(partitions: DailyPartitionsDefinition) -> list:
                         **finding.metadata,
                     }
                 ),
-            }
+                DRIFT_METADATA: MetadataValue.json(
+                    {
+                        "fired": config.triggers.drift.enabled and any(f.fired for f in drift.values()),
+                        "reason": "; ".join(f.message for f in drift.values()),
+                        "champion_version": version,
+                    }
+                ),
+            },
+            check_results=[
+                AssetCheckResult(
+                    check_name=name,
+                    passed=not found.fired,
+                    severity=AssetCheckSeverity.WARN,
+                    description=found.message,
+                    metadata={"scores": MetadataValue.json(found.metadata.get("scores", {}))},
+                )
+                for name, found in drift.items()
+            ],
         )
 
     return [live_performance]
+
+
+def _drift_findings(config: RetrainConfig, registry, champion, start: dt.datetime, end: dt.datetime) -> dict:
+    """The champion's prediction drift and served-input drift over the day's rows it answered (no labels
+    needed: measured when the day is computed)."""
+    from retrain_assets.core.ledger import PREDICTIONS_TABLE
+    from retrain_assets.core.monitoring import Finding
+
+    if champion is None:
+        return {name: Finding(False, "no champion: nothing served to compare") for name in DRIFT_CHECKS}
+    version = int(champion.version)
+    profile = registry.reference_profile(champion)
+    rows = served_drift.served(config.table_uri(PREDICTIONS_TABLE), version, start, end)
+    return {
+        served_drift.PREDICTION_DRIFT_CHECK: served_drift.prediction_drift(config, profile, rows, version),
+        served_drift.SERVED_DRIFT_CHECK: served_drift.served_feature_drift(config, profile, rows, version),
+    }
 
 
 def _models_table(day: live.LiveDay, metric: str) -> MetadataValue:
