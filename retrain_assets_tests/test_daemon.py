@@ -6,7 +6,9 @@ A daemon is started as `retrain ui` starts it (``DAGSTER_HOME`` the project's, `
 :func:`webui.write_workspace`, :func:`compat.daemon_command`), in a process group of its own, with its logs in
 a file beside the project. It is stopped, with its code server and any run worker, as soon as a test no
 longer needs it. Batches are small and the sensors' interval is 1 s, but Dagster's sensor loop and its run
-queue each wake only every 5 s, so each daemon-launched run costs 10-20 s."""
+queue each wake only every 5 s and each run worker imports the ML stack, so a daemon-launched run costs about
+20 s. The schedule test drives the daemon's scheduler in process (:func:`compat.launch_scheduled_runs`)
+rather than waiting for the cron."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import requests
 
+from bench.workload import free_port
 from retrain_assets.core import delta
 from retrain_assets.core.config import RetrainConfig
 from retrain_assets.core.ledger import PREDICTIONS_TABLE
@@ -34,14 +35,6 @@ START_TIMEOUT = 120.0
 def served(tmp_path_factory) -> Served:
     """Breast cancer cut in three parts: two land for the first champion, the third makes a second version."""
     return trained_project(tmp_path_factory.mktemp("serving"))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
