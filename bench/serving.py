@@ -336,7 +336,7 @@ def check_answers(ours: Server, unrecorded: Server, mlflow: Server, bodies: dict
 def check_ledger(config: Any, expected: int) -> int:
     """The predictions table's rows, once every ledger-on server stopped; at least ``expected``."""
     from retrain_assets.core import delta
-    from retrain_assets.core.ledger import PREDICTIONS_TABLE
+    from retrain_assets.core.delta import PREDICTIONS_TABLE
 
     rows = delta.table_rows(config.table_uri(PREDICTIONS_TABLE))
     if rows < expected:

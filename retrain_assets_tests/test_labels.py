@@ -23,8 +23,9 @@ from dagster import DagsterInstance, Definitions, build_sensor_context
 from retrain_assets.app.cli import main
 from retrain_assets.core import delta, payloads, serving
 from retrain_assets.core.config import RetrainConfig, load_config
+from retrain_assets.core.delta import PREDICTIONS_TABLE
 from retrain_assets.core.labels import LABELS_TABLE
-from retrain_assets.core.ledger import PREDICTIONS_TABLE, PredictionLedger
+from retrain_assets.core.ledger import PredictionLedger
 from retrain_assets.defs.build import build_defs
 
 from .serving_project import ID, TARGET, TIMESTAMP, Served, trained_project
@@ -328,3 +329,17 @@ def test_feed_lands_the_labelled_predictions_as_one_valid_batch_exactly_once(liv
     assert refused.exit_code == 1 and "5 of 5 labelled predictions to feed carry no 'patient_id'" in refused.output
     named = re.search(r"e\.g\. prediction '(\w+)'", refused.output)
     assert named and named.group(1) in set(anonymous["prediction_id"]) and delta.latest_version(raw) == version
+
+
+def test_retrain_tick_computes_the_days_the_labels_sensor_requests(live):
+    from retrain_assets.app.ticking import tick
+
+    answers = serve(live, ago(3), live.data.iloc[:40])
+    assert label(live, "day.csv", answers[["prediction_id", TARGET]]).exit_code == 0
+    report = tick(live.path, live.instance)
+    (day,) = [launch for launch in report.launches if launch.source == "live_labels_sensor"]
+    assert day.outcome is not None and day.outcome.success, day.outcome
+    run = live.instance.get_run_by_id(day.outcome.run_id)
+    assert (run.job_name, run.tags["dagster/partition"]) == ("live", ago(3).isoformat())
+    again = tick(live.path, live.instance)  # nothing new: the day is not run twice
+    assert not [launch for launch in again.launches if launch.source == "live_labels_sensor" and not launch.skipped]

@@ -17,11 +17,11 @@ from deltalake import DeltaTable
 
 from retrain_assets.core import delta
 from retrain_assets.core.config import ConfigError, parse_config
+from retrain_assets.core.delta import PREDICTIONS_TABLE
 from retrain_assets.core.faults import CRASH_ENV
 from retrain_assets.core.ledger import (
     COLUMNS,
     PREDICTIONS_SCHEMA,
-    PREDICTIONS_TABLE,
     SEGMENT_KEY,
     JournalCorrupt,
     PredictionLedger,

@@ -31,7 +31,11 @@ def sample(rng: random.Random, kind: str):
     if kind == "int":
         return rng.choice([None, "7", 3.0, 2**60]) if odd else rng.randint(-(10**6), 10**6)
     if kind == "float":
-        return rng.choice([None, "2.5", float("nan"), 2**60]) if odd else rng.choice([rng.random() * 100, rng.randint(0, 9)])
+        return (
+            rng.choice([None, "2.5", float("nan"), 2**60])
+            if odd
+            else rng.choice([rng.random() * 100, rng.randint(0, 9)])
+        )
     if kind == "bool":
         return rng.choice([None, "yes", 1]) if odd else rng.random() < 0.5
     return rng.choice([None, 12]) if odd else rng.choice(["basic", "premium", "", "ünï"])

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from retrain_assets.core.config import RetrainConfig
+from retrain_assets.core.delta import PREDICTIONS_TABLE
 from retrain_assets.core.inference import infer_config
-from retrain_assets.core.ledger import PREDICTIONS_TABLE, PredictionLedger
+from retrain_assets.core.ledger import PredictionLedger
 from retrain_assets.core.served_drift import (
     SCORES_KEY,
     prediction_drift,

@@ -24,7 +24,7 @@ import requests
 from bench.workload import free_port
 from retrain_assets.core import delta
 from retrain_assets.core.config import RetrainConfig
-from retrain_assets.core.ledger import PREDICTIONS_TABLE
+from retrain_assets.core.delta import PREDICTIONS_TABLE
 
 from .serving_project import Served, retrain, trained_project
 

@@ -80,20 +80,30 @@ def materialize(
     instance: "DagsterInstance",
     tags: Optional[dict[str, str]] = None,
     assets: Optional[list[str]] = None,
+    job_name: Optional[str] = None,
+    partition_key: Optional[str] = None,
 ) -> RunOutcome:
-    """Run the retraining job once, in process, for a caller that holds the project lock (or needs none: a
-    test): every asset, or only ``assets`` (those not run are read from the IO manager's storage, as Dagster
-    does for a subset run). A failing blocking check gives ``success=False``."""
+    """Run the retraining job (or the job ``job_name``, a sensor's other target: the ``live`` job's day
+    ``partition_key``) once, in process, for a caller that holds the project lock (or needs none: a test):
+    every asset, or only ``assets`` (those not run are read from the IO manager's storage, as Dagster does
+    for a subset run). A failing blocking check gives ``success=False``."""
     from dagster import AssetKey
 
     project = as_loaded(project)
     quiet_libraries()
-    job = _retrain_job(project.defs)
+    from retrain_assets.defs.jobs import RETRAIN_JOB
+
+    job = _retrain_job(project.defs) if job_name in (None, RETRAIN_JOB) else project.defs.resolve_job_def(job_name)
     tags = {**(tags or {}), LAUNCHER_TAG: "retrain"}
     selection = [AssetKey(name) for name in assets] if assets is not None else None
-    with _deadline(project.config, "the retrain run"):
+    with _deadline(project.config, f"the {job.name} run"):
         result = job.execute_in_process(
-            instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET_LOGGERS, asset_selection=selection
+            instance=instance,
+            raise_on_error=False,
+            tags=tags,
+            run_config=_QUIET_LOGGERS,
+            asset_selection=selection,
+            partition_key=partition_key,
         )
     return _outcome(result, instance, result.output_for_node)
 

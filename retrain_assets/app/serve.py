@@ -439,7 +439,8 @@ def serve(config: "RetrainConfig", host: str, port: int) -> None:
     import uvicorn
 
     from retrain_assets.app.instance import quiet_mlflow
-    from retrain_assets.core.ledger import PREDICTIONS_TABLE, PredictionLedger
+    from retrain_assets.core.delta import PREDICTIONS_TABLE
+    from retrain_assets.core.ledger import PredictionLedger
     from retrain_assets.core.registry import Registry
 
     quiet_mlflow()

@@ -32,6 +32,7 @@ from retrain_assets.app.execution import RunOutcome, materialize, resume
 from retrain_assets.app.instance import MAX_ATTEMPTS, project_lock
 from retrain_assets.app.project import LoadedProject, ProjectSource, as_loaded
 from retrain_assets.core import statefiles
+from retrain_assets.core.delta import LABELS_TABLE, PREDICTIONS_TABLE
 from retrain_assets.core.names import INTERRUPTED_TAG, LAUNCHER_TAG, TRIGGER_TAG
 
 if TYPE_CHECKING:
@@ -66,8 +67,8 @@ def quiet_since_last_tick(
     config: "RetrainConfig", config_path: Path, now: dt.datetime, say: Optional[Callable[[str], None]] = None
 ) -> bool:
     """True when a tick could not do anything: ``raw_data`` is at the version the last tick's sensor saw,
-    the schedule's next time has not come, the config and the model's code are unchanged, and no run has been
-    recorded since
+    the schedule's next time has not come, no labels landed and no served day came due for ``live_performance``,
+    the config and the model's code are unchanged, and no run has been recorded since
     (a failed run elsewhere still reaches the failure alert). Reads the Delta log and one small
     file, so `retrain tick` answers without importing Dagster; anything else takes the full path. An empty or
     corrupt state file (written from outside: ours are replaced atomically) is no state: ``say`` (default: a
@@ -93,12 +94,25 @@ def quiet_since_last_tick(
         and state.get("code_hash") == model_code(config).code_hash
         and state.get("runs_mtime") == _runs_mtime(config)
         and state.get("raw_version") == delta.latest_version(config.table_uri(delta.RAW_TABLE))
+        and state.get("labels_version") == delta.latest_version(config.table_uri(LABELS_TABLE))
+        and state.get("live_due_day") == _live_due_day(config, now)
         and (due_at is None or now < due_at)
     )
 
 
+def _live_due_day(config: "RetrainConfig", now: dt.datetime) -> Optional[str]:
+    """The newest day ``live_performance`` may compute, once anything was served (else ``None``): a new one
+    is due work for the live sensor, as a new labels version is."""
+    from retrain_assets.core import delta
+
+    if delta.latest_version(config.table_uri(PREDICTIONS_TABLE)) is None:
+        return None
+    return config.serving.last_due_day(now).isoformat()
+
+
 def _remember(project: LoadedProject, instance: "DagsterInstance", now: dt.datetime) -> None:
     """After a full tick: what the next one needs to know to answer quickly (see quiet_since_last_tick)."""
+    from retrain_assets.core import delta
     from retrain_assets.core.training import model_code
 
     cursor = load_cursor(instance, "raw_data_version_sensor")
@@ -109,6 +123,8 @@ def _remember(project: LoadedProject, instance: "DagsterInstance", now: dt.datet
         "raw_version": int(cursor) if cursor else None,
         "code_hash": model_code(project.config).code_hash,
         "next_schedule": min(schedules) if schedules else None,
+        "labels_version": delta.latest_version(project.config.table_uri(LABELS_TABLE)),
+        "live_due_day": _live_due_day(project.config, now),
     }
     statefiles.write_atomic(project.config.dagster_home / STATE_FILE, json.dumps(state))
 
@@ -300,7 +316,8 @@ def _tick(project: LoadedProject, instance: "DagsterInstance", now: dt.datetime,
             for request in _evaluate_sensor(defs, sensor_def, instance, report):
                 source = {SENSOR_NAME_TAG: sensor_def.name}
                 identity = {**source, RUN_KEY_TAG: request.run_key} if request.run_key is not None else {}
-                report.launches.append(_launch(project, instance, sensor_def.name, request, identity, source))
+                job = request.job_name or sensor_def.job_name  # the live sensor targets the `live` job
+                report.launches.append(_launch(project, instance, sensor_def.name, request, identity, source, job))
     for schedule_def in defs.schedules or []:
         for request, identity in _schedule_requests(schedule_def, instance, now, report):
             report.launches.append(_launch(project, instance, schedule_def.name, request, identity))
@@ -403,10 +420,12 @@ def _launch(
     request: "RunRequest",
     identity: dict[str, str],
     tags: Optional[dict[str, str]] = None,
+    job_name: Optional[str] = None,
 ) -> Launch:
     """Execute ``request`` unless a run carrying every tag of ``identity`` exists, launched by a tick or by the
     daemon; the run is tagged with ``identity`` (and ``tags``), so the daemon finds it in turn. An empty
-    ``identity`` (a sensor request without a run key) always runs, as under the daemon."""
+    ``identity`` (a sensor request without a run key) always runs, as under the daemon. ``job_name`` is the
+    job the request targets (the retraining job when ``None``), run for the request's partition."""
     from dagster import RunsFilter
 
     run_tags = {**request.tags, **(tags or {}), **identity}
@@ -417,5 +436,7 @@ def _launch(
     if earlier:
         launch.skipped = f"run_key {request.run_key} already ran as {earlier[0].run_id}"
         return launch
-    launch.outcome = materialize(project, instance, tags=run_tags)
+    launch.outcome = materialize(
+        project, instance, tags=run_tags, job_name=job_name, partition_key=request.partition_key
+    )
     return launch

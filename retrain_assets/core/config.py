@@ -433,6 +433,17 @@ class ServingConfig(_Section):
         30, ge=1, description="Fewer labelled rows of a model on a day report no live metric and trigger nothing."
     )
 
+    def due_at(self, day_end: dt.datetime) -> dt.datetime:
+        """When the labels of a day ending at ``day_end`` are taken as complete: its end + the label delay."""
+        return day_end + dt.timedelta(hours=self.label_delay_hours)
+
+    def last_due_day(self, now: dt.datetime) -> dt.date:
+        """The newest day whose labels are complete at ``now`` (:meth:`due_at`): here, not in ``core.live``, so
+        the quiet tick can ask without importing what the live join needs."""
+        return (now - dt.timedelta(hours=self.label_delay_hours)).astimezone(dt.timezone.utc).date() - dt.timedelta(
+            days=1
+        )
+
     @model_validator(mode="after")
     def _shadow_is_recorded(self) -> "ServingConfig":
         if self.shadow and not self.ledger:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 RAW_TABLE = "raw_data"
 FEATURES_TABLE = "validated_features"
 VALIDATION_LOG_TABLE = "validation_log"
+PREDICTIONS_TABLE = "predictions"  # what `retrain serve` answered (core.ledger)
+LABELS_TABLE = "labels"  # the ground truth `retrain label` landed (core.labels)
 RAW_VERSION_COLUMN = "_raw_version"
 SOURCE_KEY = "retrain.source_file"
 SHA_KEY = "retrain.source_sha256"

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Optional
 import pyarrow as pa
 
 from retrain_assets.core import delta, landing
+from retrain_assets.core.delta import LABELS_TABLE
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from retrain_assets.core.config import RetrainConfig
 
-LABELS_TABLE = "labels"
 PREDICTION_ID = "prediction_id"
 ENTITY_ID = "entity_id"
 LABEL = "label"

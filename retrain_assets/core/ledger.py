@@ -62,7 +62,6 @@ except ImportError:  # pragma: no cover - Windows: no flock; one process per jou
 
 logger = logging.getLogger(__name__)
 
-PREDICTIONS_TABLE = "predictions"
 SEGMENT_KEY = "retrain.ledger_segment"
 PREDICTIONS_SCHEMA = pa.schema(
     [

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from retrain_assets.core import delta
+from retrain_assets.core.delta import PREDICTIONS_TABLE
 from retrain_assets.core.labels import ENTITY_ID, LABEL, LABELED_AT, LABELS_TABLE, PREDICTION_ID
-from retrain_assets.core.ledger import PREDICTIONS_TABLE
 from retrain_assets.core.monitoring import Finding, judge_performance
 from retrain_assets.core.names import CHALLENGER, CHAMPION
 
@@ -49,16 +49,6 @@ _DAY = dt.timedelta(days=1)
 def first_day(config: "RetrainConfig", today: Optional[dt.date] = None) -> dt.date:
     """The first day of ``live_performance``: ``history.start``, else a year before today."""
     return config.history.start or (today or dt.date.today()) - dt.timedelta(days=DEFAULT_DAYS)
-
-
-def due_at(config: "RetrainConfig", day_end: dt.datetime) -> dt.datetime:
-    """When the labels of a day ending at ``day_end`` are taken as complete: its end + the label delay."""
-    return day_end + dt.timedelta(hours=config.serving.label_delay_hours)
-
-
-def last_due_day(config: "RetrainConfig", now: dt.datetime) -> dt.date:
-    """The newest day whose labels are complete at ``now`` (:func:`due_at`)."""
-    return (now - dt.timedelta(hours=config.serving.label_delay_hours)).astimezone(dt.timezone.utc).date() - _DAY
 
 
 def read_labels(config: "RetrainConfig", version: Optional[int] = None) -> "pd.DataFrame":
@@ -281,7 +271,7 @@ def plan_days(
     due days whose predictions a labels version after ``seen_labels`` labelled. Reads the Delta logs of the
     two tables; the labels and predictions themselves only when a labels version landed."""
     labels_version = delta.latest_version(config.table_uri(LABELS_TABLE))
-    first, last_due = first_day(config, now.date()), last_due_day(config, now)
+    first, last_due = first_day(config, now.date()), config.serving.last_due_day(now)
     begin = max(first, due_through + _DAY) if due_through is not None else first
     days = set(served_days(config, begin, last_due)) if begin <= last_due else set()
     newest_due = max(days, default=due_through)

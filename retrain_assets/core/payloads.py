@@ -118,12 +118,13 @@ def typed(frame: "pd.DataFrame", config: "RetrainConfig") -> "pd.DataFrame":
     unknown = [name for name in frame.columns if name not in data.features and name not in optional]
     if unknown:
         raise PayloadError(f"unknown column {_names(unknown)}: not in data.columns", status=422)
-    cast = {}
+    cast: dict[str, Any] = {}
+    sent = dict(zip(frame.columns, frame.to_numpy(dtype=object).T.tolist(), strict=True))
     for name in frame.columns:
         kind = data.columns[name]
-        values = frame[name]
-        converted = _as_sent(values, kind)
+        converted = _as_sent(sent[name], kind)
         if converted is None:
+            values = frame[name]
             _refuse_nested(values, name)
             converted = cast_column(values, kind)
             lost = converted.isna() & values.notna()
@@ -142,29 +143,27 @@ def typed(frame: "pd.DataFrame", config: "RetrainConfig") -> "pd.DataFrame":
 
 
 _SENT_AS = {"int": (int,), "float": (int, float), "category": (str,), "string": (str,), "bool": (bool,)}
-_DTYPES = {"int": "Int64", "float": "float64", "category": "string", "string": "string", "bool": "boolean"}
+_DTYPES = {"int": "Int64", "category": "string", "string": "string", "bool": "boolean"}
 _EXACT_INT = 2**53  # below it a float holds every int exactly, so cast_column's range check cannot differ
 
 
-def _as_sent(values: "pd.Series", kind: str) -> "Optional[pd.Series]":
-    """``values`` as :func:`~retrain_assets.core.delta.cast_column` casts them, built in one step when every
+def _as_sent(items: list[Any], kind: str) -> Any:
+    """A column's values as :func:`~retrain_assets.core.delta.cast_column` casts them, built in one step when every
     value is already what JSON sends for ``kind`` (an int for int, a number for float, a string for category and
-    string, a bool for bool): the usual request, for which the general cast costs more than the model's
-    ``predict``. ``None`` for anything else (a null, a string of digits, a timestamp...): that takes the general
-    cast and its checks."""
+    string, a bool for bool): the usual request, for which the general cast's pandas passes cost more than the
+    model's ``predict``. ``None`` for anything else (a null, a string of digits, a timestamp...): that takes the
+    general cast and its checks."""
+    import numpy as np
     import pandas as pd
 
     accepted = _SENT_AS.get(kind)
-    if accepted is None:
-        return None
-    items = values.tolist()
-    if not all(type(value) in accepted for value in items):  # type(), not isinstance: a bool is not an int here
+    if accepted is None or not all(type(value) in accepted for value in items):  # type(): a bool is no int here
         return None
     if kind in ("int", "float") and not all(
         type(value) is float or -_EXACT_INT < value < _EXACT_INT for value in items
     ):
         return None
-    return pd.Series(items, index=values.index, dtype=_DTYPES[kind])
+    return np.array(items, dtype="float64") if kind == "float" else pd.array(items, dtype=_DTYPES[kind])
 
 
 def _refuse_nested(values: "pd.Series", name: str) -> None:

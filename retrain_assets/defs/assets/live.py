@@ -32,7 +32,7 @@ DRIFT_CHECKS = (served_drift.PREDICTION_DRIFT_CHECK, served_drift.SERVED_DRIFT_C
 
 def live_partitions(config: Optional[RetrainConfig]) -> DailyPartitionsDefinition:
     """UTC days from ``history.start`` (default: a year before today, as the history partitions); the newest
-    is the last day that is over. A day is computed only once its labels are due (:func:`live.due_at`)."""
+    is the last day that is over. A day is computed only once its labels are due (``ServingConfig.due_at``)."""
     start = live.first_day(config) if config is not None else dt.date.today() - dt.timedelta(days=live.DEFAULT_DAYS)
     return DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC")
 
@@ -64,7 +64,7 @@ def build_live_assets(partitions: DailyPartitionsDefinition) -> list:
         ``serving.label_delay_hours``: before that its labels are incomplete, and the run fails saying when."""
         config = project.load()
         window = context.partition_time_window
-        ready = live.due_at(config, window.end)
+        ready = config.serving.due_at(window.end)
         if dt.datetime.now(dt.timezone.utc) < ready:
             raise Failure(
                 f"live_performance {context.partition_key}: its labels are due only at {ready.isoformat()} (the "
@@ -122,7 +122,7 @@ def build_live_assets(partitions: DailyPartitionsDefinition) -> list:
 def _drift_findings(config: RetrainConfig, registry, champion, start: dt.datetime, end: dt.datetime) -> dict:
     """The champion's prediction drift and served-input drift over the day's rows it answered (no labels
     needed: measured when the day is computed)."""
-    from retrain_assets.core.ledger import PREDICTIONS_TABLE
+    from retrain_assets.core.delta import PREDICTIONS_TABLE
     from retrain_assets.core.monitoring import Finding
 
     if champion is None:
