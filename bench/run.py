@@ -289,8 +289,9 @@ def run_serving(data: Path, quick: bool) -> list[Row]:
                 ratio,
                 f">= {serving.GOAL:g}x at <= its p99",
                 ratio >= serving.GOAL and mine.p99_ms <= theirs.p99_ms and mine.socket_errors == 0,
-                f"p50 {mine.p50_ms:.1f} / {theirs.p50_ms:.1f} ms; ledger on; socket errors {mine.socket_errors} / "
-                f"{theirs.socket_errors}; {processes}",
+                f"p50 {mine.p50_ms:.1f} / {theirs.p50_ms:.1f} ms; server CPU per request {mine.cpu_ms:.1f} / "
+                f"{theirs.cpu_ms:.1f} ms; ledger on; socket errors {mine.socket_errors} / {theirs.socket_errors}; "
+                f"{processes}",
             )
         )
     top = max(serving.CONNECTIONS)
@@ -302,6 +303,8 @@ def run_serving(data: Path, quick: bool) -> list[Row]:
             for c in serving.CONNECTIONS
             if c != top
         )
+        cpu = f"server CPU per request {on.cpu_ms:.1f} / {off.cpu_ms:.1f} ms"
+
         rows.append(
             Row(
                 f"ledger cost, {size}-row requests, {top} connections: retrain serve with the ledger vs without",
@@ -310,8 +313,8 @@ def run_serving(data: Path, quick: bool) -> list[Row]:
                 on.throughput / off.throughput,
                 "(report)",
                 None,
-                f"throughput on/off at other connection counts {others}; on: each row journaled and fsynced before "
-                "the answer, appended to Delta per serving.flush_rows/flush_seconds (defaults)",
+                f"{cpu}; throughput on/off at other connection counts {others}; on: each row journaled and fsynced "
+                "before the answer, appended to Delta per serving.flush_rows/flush_seconds (defaults)",
             )
         )
     steady, during = swap["steady"], swap["swap"]

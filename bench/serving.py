@@ -100,10 +100,16 @@ class WrkRun:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    cpu_seconds: float = 0.0  # user + system time of the server's processes during the run
 
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        """Server CPU per answered request: steadier than throughput on a machine that is not quiet."""
+        return self.cpu_seconds * 1000 / self.requests
 
     @property
     def failed(self) -> int:
@@ -179,8 +185,10 @@ def _wrk_result(command: list[str], returncode: int, stdout: str, stderr: str) -
 def wrk(server: Server, script: Path, rows: int, connections: int, seconds: float) -> WrkRun:
     """One wrk run against ``server``; any non-2xx answer is an error (none is expected outside the swap)."""
     command = _wrk_command(server.url, script, connections, seconds)
+    before = cpu_seconds(server.process.pid)
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     run = _wrk_result(command, done.returncode, done.stdout, done.stderr)
+    run.cpu_seconds = cpu_seconds(server.process.pid) - before
     server.answered_rows += run.requests * rows
     if run.non_2xx:
         raise RuntimeError(
@@ -188,6 +196,18 @@ def wrk(server: Server, script: Path, rows: int, connections: int, seconds: floa
             f"connections); its log:\n{_tail(server.log)}"
         )
     return run
+
+
+def cpu_seconds(group: int) -> float:
+    """User + system CPU seconds of the live processes of process group ``group`` (a server and its workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rpartition(")")[2].split()  # after the command name, which may hold spaces
+            if int(fields[2]) == group:  # fields: state, ppid, pgrp, ...; utime and stime are the 12th and 13th
+                total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def post(server: Server, body: bytes) -> dict[str, Any]:
@@ -375,6 +395,7 @@ def measure_swap(config_path: Path, directory: Path, script: Path, other: str, s
         steady = wrk(server, script, SWAP_ROWS, SWAP_CONNECTIONS, seconds)
         command = _wrk_command(server.url, script, SWAP_CONNECTIONS, seconds)
         # wrk prints its few lines only at the end: nothing needs reading while the alias moves
+        before = cpu_seconds(server.process.pid)
         load = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             started = time.monotonic()
@@ -397,6 +418,7 @@ def measure_swap(config_path: Path, directory: Path, script: Path, other: str, s
                 load.kill()
                 load.wait()
         swap = _wrk_result(command, load.returncode, out, err)
+        swap.cpu_seconds = cpu_seconds(server.process.pid) - before
         server.answered_rows += swap.requests * SWAP_ROWS
         if seen is None:
             raise RuntimeError(
@@ -444,9 +466,10 @@ def measure(data: Path, quick: bool = False) -> dict[str, Any]:
         champion, other = _registered(config)
         bodies = _bodies(config, data)
         scripts = {rows: _lua_script(directory, rows, body) for rows, body in bodies.items()}
+        unrecorded_path = _variant(config_path, "ledger-off", ledger=False)
         started = [
             _retrain_serve(SERVERS[0], config_path, directory),
-            _retrain_serve(SERVERS[1], _variant(config_path, "ledger-off", ledger=False), directory),
+            _retrain_serve(SERVERS[1], unrecorded_path, directory),
             _mlflow_serve(config, directory),
         ]
         with servers(*started) as (ours, unrecorded, mlflow):

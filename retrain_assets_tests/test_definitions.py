@@ -57,6 +57,8 @@ def test_checks_gate_where_designed():
         "champion_performance": "validated_features",
         "candidate_beats_champion": "evaluation_report",
         "champion_is_fresh": "prod_model",
+        "prediction_drift": "live_performance",
+        "served_feature_drift": "live_performance",
     }
 
 

@@ -110,12 +110,13 @@ def typed(frame: "pd.DataFrame", config: "RetrainConfig") -> "pd.DataFrame":
         raise PayloadError(f"column {_names(sorted({n for n in names if names.count(n) > 1}))} sent twice")
     frame.columns = names
     optional = {data.id, data.timestamp, *data.ignore} - {None}
-    missing = [name for name in data.features if name not in frame.columns]
+    features = data.features  # a property that builds its dict: once, not once per column
+    missing = [name for name in features if name not in frame.columns]
     if missing:
         raise PayloadError(f"missing column {_names(missing)}: every feature of data.columns is required", status=422)
     if data.target in frame.columns:
         raise PayloadError(f"column {data.target!r} is the target: send features, not labels", status=422)
-    unknown = [name for name in frame.columns if name not in data.features and name not in optional]
+    unknown = [name for name in frame.columns if name not in features and name not in optional]
     if unknown:
         raise PayloadError(f"unknown column {_names(unknown)}: not in data.columns", status=422)
     cast: dict[str, Any] = {}
