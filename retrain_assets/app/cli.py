@@ -114,21 +114,29 @@ def ingest(ctx, files, landed_at) -> None:
     """Append each CSV/Parquet FILE to raw_data as one new Delta version (refused files go to quarantine)."""
     from retrain_assets.app.execution import ingest as ingest_one
     from retrain_assets.app.instance import project_instance
-    from retrain_assets.core.landing import BatchRefused
 
     config = _load(ctx)
-    refused = 0
     with project_instance(config) as instance:
-        for path in files:
-            try:
-                result = ingest_one(config, instance, path, landed_at)
-            except BatchRefused as exc:
-                refused += 1
-                click.echo(f"refused {exc}", err=True)
-                continue
-            click.echo(f"{result.source}: raw_data version {result.version} ({result.rows} rows)")
+        refused = _land_each(files, lambda path: ingest_one(config, instance, path, landed_at), "raw_data", "rows")
     if refused:
         raise click.ClickException(f"{refused} of {len(files)} files refused; nothing of them was written")
+
+
+def _land_each(files, land, table: str, unit: str) -> int:
+    """Land each file with ``land`` (one version of ``table`` each), saying what became of it; how many were
+    refused (a refused file is refused whole, and the others still land)."""
+    from retrain_assets.core.landing import BatchRefused
+
+    refused = 0
+    for path in files:
+        try:
+            result = land(path)
+        except BatchRefused as exc:
+            refused += 1
+            click.echo(f"refused {exc}", err=True)
+            continue
+        click.echo(f"{result.source}: {table} version {result.version} ({result.rows} {unit})")
+    return refused
 
 
 @main.command()
@@ -144,20 +152,11 @@ def label(ctx, files, feed) -> None:
     column, the label in the target column or `label`, optionally labeled_at) becomes one version of the
     labels table; a bad file is refused whole and quarantined, as ingest refuses a batch."""
     from retrain_assets.core.labels import land_labels
-    from retrain_assets.core.landing import BatchRefused
 
     if not files and not feed:
         raise click.UsageError("give labels FILE... to land, --feed, or both")
     config = _load(ctx)
-    refused = 0
-    for path in files:
-        try:
-            result = land_labels(config, path)
-        except BatchRefused as exc:
-            refused += 1
-            click.echo(f"refused {exc}", err=True)
-            continue
-        click.echo(f"{result.source}: labels version {result.version} ({result.rows} labels)")
+    refused = _land_each(files, lambda path: land_labels(config, path), "labels", "labels")
     if feed:
         _feed(config)
     if refused:
