@@ -139,7 +139,11 @@ def test_a_run_past_its_maximum_runtime_is_stopped_and_frees_the_project(automat
 
     from ..conftest import write_config
 
-    write_config(automated, runs={"max_runtime_minutes": 0.02})  # 1.2 s: shorter than any training run
+    # a features step that takes 30 s: past the 1.2 s limit however warm this process's imports already are
+    (automated.path.parent / "slow_features.py").write_text(
+        "import time\n\n\ndef features(frame):\n    time.sleep(30)\n    return frame\n"
+    )
+    write_config(automated, runs={"max_runtime_minutes": 0.02}, model={"features": "slow_features.py:features"})
     landing.ingest_file(automated.config, automated.batch(0))
     with project_instance(automated.config) as instance:
         outcome = materialize(automated.path, instance)
