@@ -21,14 +21,13 @@ import pandas as pd
 import pytest
 import requests
 
+from bench import serving as bench_serving
 from bench.workload import free_port
 from retrain_assets.core import delta
 from retrain_assets.core.config import RetrainConfig
 from retrain_assets.core.delta import PREDICTIONS_TABLE
 
 from .serving_project import Served, retrain, trained_project
-
-START_TIMEOUT = 120.0
 
 
 @pytest.fixture(scope="module")
@@ -51,23 +50,20 @@ class Server:
 
 
 def start_server(project: Served, log: Path) -> Server:
+    """`retrain serve` on the project, up (``/ping`` answers 200), as the serving benchmark starts it."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "RETRAIN_CRASH_AT")}
-    command = [str(Path(sys.executable).parent / "retrain"), "--config", str(project.path), "serve"]
-    with open(log, "a") as output:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)], stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        with contextlib.suppress(requests.ConnectionError):
-            if server.get("/ping").status_code == 200:
-                return server
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"retrain serve did not come up: {log.read_text()[-3000:]}")
-        time.sleep(0.2)
+    command = [
+        str(Path(sys.executable).parent / "retrain"),
+        "--config",
+        str(project.path),
+        "serve",
+        "--port",
+        str(port),
+    ]
+    started = bench_serving.start_server("retrain serve", command, env, log, port)
+    bench_serving.wait_up(started)
+    return Server(started.process, started.url, log)
 
 
 @contextlib.contextmanager
@@ -75,14 +71,8 @@ def running(project: Served, log: Path) -> Iterator[Server]:
     server = start_server(project, log)
     try:
         yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    finally:  # SIGTERM: the server flushes its ledger on the way out
+        bench_serving.stop_server(bench_serving.Server("retrain serve", server.process, server.url, log))
 
 
 @contextlib.contextmanager
