@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Optional, TypeVar
 
 import pytest
 from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
+from mlflow.exceptions import MlflowException
 
 from retrain_assets.app import compat
 from retrain_assets.app.ticking import tick
@@ -207,6 +208,28 @@ def _open_mlflow_run(registry: Registry, run_id: str):
     return found[0] if found else None
 
 
+def _freeze_inside_open_run(pid: int, registry: Registry, run_id: str, attempts: int = 20) -> None:
+    """SIGSTOP the worker and confirm its MLflow run is still open, so what is open now is what a kill leaves
+    open. A worker frozen inside a write holds the sqlite store's lock and the confirming read fails with
+    "database is locked" (CI hit this): let it finish that write and freeze it again."""
+    for _ in range(attempts):
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            still_open = _open_mlflow_run(registry, run_id)
+        except MlflowException as error:
+            if "database is locked" not in str(error):
+                raise
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.05)
+            continue
+        if still_open is None:
+            os.kill(pid, signal.SIGCONT)
+            pytest.fail("the MLflow run closed before the worker could be stopped")
+        return
+    os.kill(pid, signal.SIGCONT)
+    pytest.fail(f"the worker was inside a write to the MLflow store at each of {attempts} freezes")
+
+
 def test_a_killed_run_worker_is_retried_once_and_leaves_nothing_half_done(automated, persistent):
     """While a daemon-launched run is inside its MLflow run (the candidate being logged), its worker is
     SIGKILLed. The code server fails the run; run_retries re-executes it from the failed step, once; the
@@ -220,10 +243,7 @@ def test_a_killed_run_worker_is_retried_once_and_leaves_nothing_half_done(automa
         left_open = daemon.wait_for(lambda: _open_mlflow_run(registry, run.run_id), "the run's MLflow run", poll=0.1)
         pid = daemon.wait_for(lambda: _worker_pid(persistent, run.run_id), "the run worker's pid")
         assert pid in descendants(daemon.process.pid), "the worker is a process of this daemon's code server"
-        os.kill(pid, signal.SIGSTOP)  # frozen, so what is open now is what the kill leaves open
-        if _open_mlflow_run(registry, run.run_id) is None:
-            os.kill(pid, signal.SIGCONT)
-            pytest.fail("the MLflow run closed before the worker could be stopped")
+        _freeze_inside_open_run(pid, registry, run.run_id)
         os.kill(pid, signal.SIGKILL)
 
         retry = daemon.wait_for(lambda: _finished_retry(persistent, run), "the retry of the killed run")
