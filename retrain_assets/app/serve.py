@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the endpoints' annotations here
 
@@ -150,8 +150,15 @@ class Batcher:
     """Scores the requests that arrive within ``wait`` seconds of each other in one ``predict``, journals
     their rows in one ledger call, then answers each (see the module docstring)."""
 
-    def __init__(self, config: "RetrainConfig", slots: Slots, ledger: Optional["PredictionLedger"], wait: float):
-        self.config, self.slots, self.ledger, self.wait = config, slots, ledger, wait
+    def __init__(
+        self,
+        config: "RetrainConfig",
+        slots: Slots,
+        ledger: Optional["PredictionLedger"],
+        wait: float,
+        clock: Callable[[], dt.datetime],
+    ):
+        self.config, self.slots, self.ledger, self.wait, self.clock = config, slots, ledger, wait, clock
         self._queue: "asyncio.Queue[_Pending]" = asyncio.Queue()
         self._task: Optional[asyncio.Task] = None
         self._shadow_tasks: set[asyncio.Task] = set()
@@ -219,7 +226,7 @@ class Batcher:
         scored = self._score_split(model, batch)
         if self.ledger is None:
             return scored, [None] * len(batch)
-        served_at = dt.datetime.now(dt.timezone.utc)
+        served_at = self.clock()
         done = time.perf_counter()
         rows: list[dict[str, Any]] = []
         ids: list[Optional[list[str]]] = []
@@ -255,7 +262,7 @@ class Batcher:
         started = time.perf_counter()
         try:
             scored = self._score_split(challenger, batch)
-            served_at = dt.datetime.now(dt.timezone.utc)
+            served_at = self.clock()
             latency = (time.perf_counter() - started) * 1000
             rows = [
                 row
@@ -271,9 +278,19 @@ class NoChampion(RuntimeError):
     """No champion is loaded yet (none registered, or the one registered was refused)."""
 
 
-def build_app(config: "RetrainConfig", registry: "Registry", ledger: Optional["PredictionLedger"]) -> "FastAPI":
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def build_app(
+    config: "RetrainConfig",
+    registry: "Registry",
+    ledger: Optional["PredictionLedger"],
+    clock: Callable[[], dt.datetime] = utc_now,
+) -> "FastAPI":
     """The FastAPI app; starting it (its lifespan) starts the watcher, the ledger (``None``: serving.ledger is
-    off) and the batcher."""
+    off) and the batcher. ``clock`` stamps the ledger's ``served_at``: the wall clock, except where recorded
+    traffic is replayed as of its own day (``retrain demo``, as ``retrain ingest --as-of`` replays batches)."""
     import contextlib
 
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -290,7 +307,7 @@ def build_app(config: "RetrainConfig", registry: "Registry", ledger: Optional["P
         if ledger is not None:
             ledger.start()
         await asyncio.to_thread(watcher.start)
-        batcher = Batcher(config, slots, ledger, config.serving.batch_wait_ms / 1000)
+        batcher = Batcher(config, slots, ledger, config.serving.batch_wait_ms / 1000, clock)
         batcher.start()
         state["batcher"] = batcher
         try:
