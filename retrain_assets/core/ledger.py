@@ -13,13 +13,16 @@ Choices, and why:
   holds whole rows that can be appended.
 - **Micro-batches.** A flusher thread closes the segment once ``flush_rows`` rows wait or its first row has
   waited ``flush_seconds``, and appends each closed segment as one commit naming it (:data:`SEGMENT_KEY`),
-  then deletes the file. While the lake fails it keeps the segments, retries with backoff and closes
+  then deletes the file. It appends the rows as journaled, kept in memory (the newest :data:`KEPT_SEGMENTS`
+  segments), through one open table (:class:`delta.TableAppender`): the journal is read back only after a
+  restart or a long outage. While the lake fails it keeps the segments, retries with backoff and closes
   segments by size only, so an outage drains in about rows / ``flush_rows`` commits, not one per interval.
-- **Exactly once, by segment.** Before a segment's first append, the table's version is written beside it
-  (``<segment>.intent``). A later attempt (a retry after an error, a replay after a crash between the commit
-  and the file's removal) looks for the segment's id in the commits after that version only: exact, costs
-  as many commits as landed since (usually one), and a first attempt reads no history. So segment order
-  does not matter either. Rows repeating a prediction id within a segment are appended once.
+- **Exactly once, by segment.** Before a segment's first append, the newest table version the ledger has
+  seen (never newer than the table) is written beside it (``<segment>.intent``). A later attempt (a retry
+  after an error, a replay after a crash between the commit and the file's removal) looks for the segment's
+  id in the commits after that version only: exact, costs as many commits as landed since (usually one),
+  and a first attempt reads no history. So segment order does not matter either. Rows repeating a
+  prediction id within a segment are appended once.
 - **Crashes tear only a last line.** A process appends only to segments it created (the folder is held with
   ``flock``, which the kernel drops when the process dies) and never reopens one, so only a segment's last
   line can be torn: a crash mid-write, of a row never acknowledged, skipped with a warning. A bad line
@@ -82,6 +85,7 @@ PREDICTIONS_SCHEMA = pa.schema(
 )
 COLUMNS = tuple(PREDICTIONS_SCHEMA.names)
 MAX_BACKOFF_SECONDS = 30.0
+KEPT_SEGMENTS = 8  # closed segments whose rows stay in memory; later ones are read back from the journal
 
 _TEXT = ("prediction_id", "request_id", "model_name", "alias")
 _SEGMENT = ".jsonl"
@@ -101,6 +105,7 @@ class _LakeFailed(RuntimeError):
 class _Segment:
     path: Path
     rows: int
+    journaled: Optional[list[dict[str, Any]]] = None  # its rows as written, kept so a flush need not read them
 
     @property
     def id(self) -> str:
@@ -120,6 +125,7 @@ class PredictionLedger:
         if flush_rows < 1 or flush_seconds <= 0:
             raise ValueError(f"flush_rows must be >= 1 and flush_seconds > 0, got {flush_rows}, {flush_seconds}")
         self.table_uri = table_uri
+        self._appender = delta.TableAppender(table_uri)
         self.journal_dir = Path(journal_dir)
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
@@ -170,7 +176,8 @@ class PredictionLedger:
 
         Raises ``ValueError`` for a row the table would refuse (nothing of the call is written) and
         ``OSError`` when the journal's disk fails; never because of the lake."""
-        data = b"".join(_encode(_journal_row(row, index)) for index, row in enumerate(rows))
+        journaled = [_journal_row(row, index) for index, row in enumerate(rows)]
+        data = b"".join(map(_encode, journaled))
         if not data:
             return
         with self._lock:
@@ -185,6 +192,8 @@ class PredictionLedger:
                 os.ftruncate(self._descriptor, self._size)  # no half row stays behind
                 raise
             self._size += len(data)
+            if self._current.journaled is not None:
+                self._current.journaled += journaled
             waiting = self._current.rows
             self._current.rows += len(rows)
             self._backlog += len(rows)
@@ -243,7 +252,7 @@ class PredictionLedger:
         path = self.journal_dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}{_SEGMENT}"
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         _fsync_dir(self.journal_dir)
-        self._current, self._descriptor = _Segment(path, 0), descriptor
+        self._current, self._descriptor = _Segment(path, 0, []), descriptor
         self._size = 0
         self._opened_at = time.monotonic()
         self._wake.set()  # the flusher learns when this segment is due
@@ -266,6 +275,8 @@ class PredictionLedger:
                 return
             os.fsync(self._descriptor)
             os.close(self._descriptor)
+            if len(self._closed) >= KEPT_SEGMENTS:  # an outage: the backlog waits on disk, not in memory
+                self._current.journaled = None
             self._closed.append(self._current)
             self._current, self._descriptor = None, None
             self._synced = self._writes
@@ -338,7 +349,7 @@ class PredictionLedger:
 
     def _append(self, segment: _Segment) -> None:
         """Append one closed segment as one commit, unless an earlier attempt did, then delete its files."""
-        rows, _ = read_segment(segment.path)
+        rows = segment.journaled if segment.journaled is not None else read_segment(segment.path)[0]
         if rows:
             if segment.intent.exists():
                 intent, _ = read_json(segment.intent)
@@ -347,12 +358,12 @@ class PredictionLedger:
                     committed = _committed(self.table_uri, segment.id, after)
             else:
                 with self._lake_call():
-                    version = delta.latest_version(self.table_uri)
+                    version = self._appender.known_version  # never newer than the table: a safe lower bound
                 write_atomic(segment.intent, json.dumps({"after_version": -1 if version is None else version}))
                 committed = False
             if not committed:
                 with self._lake_call():
-                    delta.append(self.table_uri, _to_arrow(rows), {SEGMENT_KEY: segment.id})
+                    self._appender.append(_to_arrow(rows), {SEGMENT_KEY: segment.id})
                 crash_point("ledger_committed")
         segment.path.unlink()
         _fsync_dir(self.journal_dir)  # the segment is gone for good before its intent goes
@@ -444,9 +455,15 @@ def _journal_row(row: dict[str, Any], index: int) -> dict[str, Any]:
     if not isinstance(served, dt.datetime) or served.utcoffset() is None:
         raise refuse("served_at", "a timezone-aware datetime")
     out["served_at"] = (served - _EPOCH) // dt.timedelta(microseconds=1)
-    if not isinstance(row["features"], dict):
-        raise refuse("features", "a mapping of column to value")
-    out["features"] = _json(row["features"], where, "features")
+    features = row["features"]
+    if isinstance(features, str):  # already JSON text (core.serving.ledger_rows): an object, whole
+        if not (features.startswith("{") and features.endswith("}")):
+            raise ValueError(f"{where}: features text must be a JSON object, got {features[:40]!r}")
+        out["features"] = features
+    elif isinstance(features, dict):
+        out["features"] = _json(features, where, "features")
+    else:
+        raise refuse("features", "a mapping of column to value, or its JSON text")
     out["prediction"] = _json(row["prediction"], where, "prediction")
     probabilities = row.get("probabilities")
     if probabilities is not None and not isinstance(probabilities, dict):

@@ -9,7 +9,6 @@ predict is refused like one that does not load.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -145,8 +144,9 @@ def ledger_rows(
     shadow: bool = False,
 ) -> list[dict[str, Any]]:
     """The ledger's rows for one request (see :data:`retrain_assets.core.ledger.PREDICTIONS_SCHEMA`), each
-    with a new prediction id."""
-    records = json.loads(frame.to_json(orient="records", date_format="iso"))
+    with a new prediction id. Features are JSON text written by pandas in one pass (15 significant digits,
+    missing values as null), not a dict per row: on the answer's path that costs a third of the time."""
+    records = frame.to_json(orient="records", lines=True, date_format="iso", double_precision=15).splitlines()
     probabilities: list[Optional[dict[str, float]]] = (
         [*scored.probabilities] if scored.probabilities else [None] * len(records)
     )
