@@ -58,6 +58,7 @@ ui: install
 	$(BIN)/retrain --config $(DEMO_DIR)/retrain.yaml ui
 
 bench: install
+	bash scripts/ensure-wrk
 	$(BIN)/python bench/run.py
 
 validate: install

@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/run.py            # full run: 100k and 1M rows, median of 3 after a warm-up
     .venv/bin/python bench/run.py --quick    # smoke run: 20k and 100k rows, 1 repetition after a warm-up
-    .venv/bin/python bench/run.py --only daemon   # the daemon path (`bench/daemon.py`): not in the default run
-    .venv/bin/python bench/run.py --only serving  # `retrain serve` vs `mlflow models serve` under wrk
-                                                  # (`bench/serving.py`): not in the default run either
+    .venv/bin/python bench/run.py --only daemon   # only the daemon path (`bench/daemon.py`)
+    .venv/bin/python bench/run.py --only serving  # only `retrain serve` vs `mlflow models serve` under wrk
+                                                  # (`bench/serving.py`; `make bench` installs wrk)
 
 Prints the machine, one table (benchmark, platform, baseline, ratio, goal, met?, notes) and the import and
 load details the table refers to. See ``bench/RESULTS.md`` for the numbers of a full run and their reading.
@@ -45,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--only",
         choices=["cycle", "tick", "batch", "rss", "gitops", "daemon", "serving"],
         action="append",
-        help="run only these (daemon and serving run only when named)",
+        help="run only these (default: all)",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # internal: peak-RSS subprocess
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -392,7 +392,7 @@ def main(argv: list[str]) -> int:
     sizes = [20_000, 100_000] if args.quick else [100_000, 1_000_000]
     tables = [200_000, 500_000] if args.quick else [1_000_000, 5_000_000]
     repetitions = args.repetitions or (1 if args.quick else 3)
-    selected = set(args.only or ["cycle", "tick", "batch", "rss", "gitops"])  # daemon, serving only when named
+    selected = set(args.only or ["cycle", "tick", "batch", "rss", "gitops", "daemon", "serving"])
     info = machine()
     print(f"machine: {info['cores']} cores, {info['ram']} RAM, {info['cpu']}; Python {info['python']}")
     print(f"packages: {info['packages']}")
