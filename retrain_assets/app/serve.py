@@ -9,8 +9,10 @@ Endpoints, MLflow's scoring protocol first, so a client written for ``mlflow mod
 
 Choices, and why:
 
-- **Batching.** Requests that arrive within ``serving.batch_wait_ms`` of each other are scored in one
-  ``predict`` and journaled with one fsync: under concurrency that is most of the cost of a request.
+- **Batching.** Requests that queue while a batch is being scored are scored together in the next one
+  ``predict`` and journaled with one fsync: under concurrency that is most of the cost of a request. The
+  batcher waits up to ``serving.batch_wait_ms`` for more only while other requests are still being read or
+  parsed, so a lone request never waits for company that is not coming.
 - **Hot swap.** A watcher thread asks the registry every ``serving.poll_seconds`` where the champion (and, with
   ``serving.shadow``, the challenger) alias points. A new version is loaded and smoke-tested beside the one
   serving, then put in place by one reference assignment; a batch takes its model when it starts, so requests
@@ -160,6 +162,7 @@ class Batcher:
     ):
         self.config, self.slots, self.ledger, self.wait, self.clock = config, slots, ledger, wait, clock
         self._queue: "asyncio.Queue[_Pending]" = asyncio.Queue()
+        self.arriving = 0  # requests being read or parsed: worth waiting for (see the module docstring)
         self._task: Optional[asyncio.Task] = None
         self._shadow_tasks: set[asyncio.Task] = set()
 
@@ -186,13 +189,15 @@ class Batcher:
             deadline = time.perf_counter() + self.wait
             while rows < MAX_BATCH_ROWS:
                 try:
-                    item = (
-                        self._queue.get_nowait()
-                        if self.wait == 0
-                        else await asyncio.wait_for(self._queue.get(), max(0.0, deadline - time.perf_counter()))
-                    )
-                except (asyncio.QueueEmpty, asyncio.TimeoutError):
-                    break
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    left = deadline - time.perf_counter()
+                    if not self.arriving or left <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), left)
+                    except asyncio.TimeoutError:
+                        break
                 batch.append(item)
                 rows += len(item.frame)
             model = self.slots.models.get(CHAMPION)  # taken once: the whole batch is answered by this version
@@ -339,10 +344,15 @@ def build_app(
 
     async def answer(request: Request, v2: bool):
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        batcher: Batcher = state["batcher"]
         try:
-            body = await read_body(request)
-            frame = parse_v2(body, config) if v2 else parse(body, request.headers.get("content-type"), config)
-            model, scored, ids = await state["batcher"].score(frame, request_id)
+            batcher.arriving += 1
+            try:
+                body = await read_body(request)
+                frame = parse_v2(body, config) if v2 else parse(body, request.headers.get("content-type"), config)
+            finally:
+                batcher.arriving -= 1
+            model, scored, ids = await batcher.score(frame, request_id)
         except PayloadError as exc:
             return refusal(exc.status, str(exc))
         except NoChampion:

@@ -421,7 +421,10 @@ class ServingConfig(_Section):
         "with the champion's.",
     )
     batch_wait_ms: float = Field(
-        2, ge=0, description="Requests arriving within this window are scored as one batch (0: each alone)."
+        2,
+        ge=0,
+        description="Requests queued while a batch is scored go in the next one; it waits up to this long for "
+        "requests still being read (0: never waits).",
     )
     label_delay_hours: float = Field(
         24,

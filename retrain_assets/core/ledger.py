@@ -93,6 +93,11 @@ _INTENT = ".intent"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
+class JsonText(str):
+    """A value already encoded as JSON (by :func:`retrain_assets.core.serving.ledger_rows`, a request at a
+    time): journaled as it is, where any other value of a JSON column is encoded here, row by row."""
+
+
 class JournalCorrupt(ValueError):
     """A journal line before a segment's last is damaged; the message names file and line."""
 
@@ -456,23 +461,21 @@ def _journal_row(row: dict[str, Any], index: int) -> dict[str, Any]:
         raise refuse("served_at", "a timezone-aware datetime")
     out["served_at"] = (served - _EPOCH) // dt.timedelta(microseconds=1)
     features = row["features"]
-    if isinstance(features, str):  # already JSON text (core.serving.ledger_rows): an object, whole
-        if not (features.startswith("{") and features.endswith("}")):
-            raise ValueError(f"{where}: features text must be a JSON object, got {features[:40]!r}")
-        out["features"] = features
+    if type(features) is JsonText:
+        out["features"] = str(features)
     elif isinstance(features, dict):
         out["features"] = _json(features, where, "features")
     else:
-        raise refuse("features", "a mapping of column to value, or its JSON text")
-    out["prediction"] = _json(row["prediction"], where, "prediction")
+        raise refuse("features", "a mapping of column to value")
+    prediction = row["prediction"]
+    out["prediction"] = str(prediction) if type(prediction) is JsonText else _json(prediction, where, "prediction")
     probabilities = row.get("probabilities")
-    if probabilities is not None and not isinstance(probabilities, dict):
+    if probabilities is None or type(probabilities) is JsonText:
+        out["probabilities"] = None if probabilities is None else str(probabilities)
+    elif isinstance(probabilities, dict):
+        out["probabilities"] = _json({str(label): p for label, p in probabilities.items()}, where, "probabilities")
+    else:
         raise refuse("probabilities", "a mapping of class to probability, or None")
-    out["probabilities"] = (
-        None
-        if probabilities is None
-        else _json({str(label): p for label, p in probabilities.items()}, where, "probabilities")
-    )
     for name in ("score", "latency_ms"):
         value = row.get(name)
         if value is None and name == "score":
@@ -487,7 +490,7 @@ def _journal_row(row: dict[str, Any], index: int) -> dict[str, Any]:
 def _json(value: Any, where: str, name: str) -> str:
     """``value`` as JSON text; numpy scalars and arrays (what a model returns) as plain values."""
     try:
-        return json.dumps(value, default=_plain)
+        return _PLAIN_JSON.encode(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {name} is not JSON: {exc}") from None
 
@@ -498,8 +501,13 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+# Made once: json.dumps with any keyword builds a new encoder per call, which costs more than the encoding.
+_PLAIN_JSON = json.JSONEncoder(default=_plain)
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def _encode(row: dict[str, Any]) -> bytes:
-    body = json.dumps(row, separators=(",", ":")).encode("utf-8")
+    body = _COMPACT_JSON.encode(row).encode("utf-8")
     return b"%08x %s\n" % (zlib.crc32(body), body)
 
 

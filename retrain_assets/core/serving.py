@@ -9,8 +9,9 @@ predict is refused like one that does not load.
 
 from __future__ import annotations
 
+import json
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -144,15 +145,26 @@ def ledger_rows(
     shadow: bool = False,
 ) -> list[dict[str, Any]]:
     """The ledger's rows for one request (see :data:`retrain_assets.core.ledger.PREDICTIONS_SCHEMA`), each
-    with a new prediction id. Features are JSON text written by pandas in one pass (15 significant digits,
-    missing values as null), not a dict per row: on the answer's path that costs a third of the time."""
+    with a new prediction id. Features, predictions and probabilities are handed over as JSON text made for
+    the whole request at once (pandas' encoder: 15 significant digits, missing values as null), not encoded
+    row by row: on the answer's path that took more time than the journal's write."""
+    import pandas as pd
+
+    from retrain_assets.core.ledger import JsonText
+
     records = frame.to_json(orient="records", lines=True, date_format="iso", double_precision=15).splitlines()
-    probabilities: list[Optional[dict[str, float]]] = (
-        [*scored.probabilities] if scored.probabilities else [None] * len(records)
-    )
+    predictions = pd.Series(scored.predictions, dtype=object).to_json(orient="records", lines=True).splitlines()
+    probabilities: list[Optional[JsonText]] = [None] * len(records)
+    if scored.probabilities:
+        keys = [json.dumps(label) + ":" for label in scored.probabilities[0]]  # every row has the same classes
+        probabilities = [
+            JsonText("{" + ",".join(key + repr(p) for key, p in zip(keys, row.values(), strict=True)) + "}")
+            for row in scored.probabilities
+        ]
+    ids = os.urandom(16 * len(records)).hex()  # 128 random bits per row, one system call for the request
     return [
         {
-            "prediction_id": uuid.uuid4().hex,
+            "prediction_id": ids[32 * index : 32 * index + 32],
             "request_id": request_id,
             "row_index": index,
             "model_name": model.name,
@@ -160,14 +172,14 @@ def ledger_rows(
             "alias": model.alias,
             "shadow": shadow,
             "served_at": served_at,
-            "features": features,
-            "prediction": prediction,
+            "features": JsonText(features),
+            "prediction": JsonText(prediction),
             "probabilities": proba,
             "score": value,
             "latency_ms": latency_ms,
         }
         for index, (features, prediction, proba, value) in enumerate(
-            zip(records, scored.predictions, probabilities, scored.scores, strict=True)
+            zip(records, predictions, probabilities, scored.scores, strict=True)
         )
     ]
 
