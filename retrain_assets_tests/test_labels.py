@@ -96,7 +96,7 @@ def serve(live: Live, day: dt.date, rows: pd.DataFrame, shadow: bool = False, wi
             ledger.record(made)
     finally:
         ledger.close()
-    ids = [row["prediction_id"] for row in answers[0]]
+    ids = answers[0].column("prediction_id").to_pylist()
     return pd.DataFrame({"prediction_id": ids, ID: rows[ID].tolist(), TARGET: rows[TARGET].tolist()})
 
 

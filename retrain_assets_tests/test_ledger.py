@@ -1,5 +1,5 @@
 """The prediction ledger on real Delta tables: micro-batched appends, rows that survive SIGKILL of a real
-process exactly once, serving through an unreachable lake, and torn or damaged journal lines."""
+process exactly once, serving through an unreachable lake, and torn or damaged journal frames."""
 
 import datetime as dt
 import json
@@ -67,7 +67,7 @@ def _ids(uri: str) -> list[str]:
 
 
 def _segments(journal: Path) -> list[Path]:
-    return sorted(journal.glob("*.jsonl"))
+    return sorted(journal.glob("*.journal"))
 
 
 def _wait_for(condition, seconds: float = 15.0) -> None:
@@ -185,33 +185,46 @@ def _journal_left_by_an_outage(tmp_path: Path, rows: int) -> Path:
     blocker.write_text("not a folder")
     journal = tmp_path / "journal"
     ledger = PredictionLedger(str(blocker / PREDICTIONS_TABLE), journal, flush_rows=1000, flush_seconds=60).start()
-    ledger.record([prediction_row(n) for n in range(rows)])
+    for n in range(rows):  # one frame each
+        ledger.record([prediction_row(n)])
     ledger.close()
     [segment] = _segments(journal)
     return segment
 
 
-def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path, caplog):
+def _frames(segment: Path) -> list[bytes]:
+    """A segment's frames as written: an 18-byte header (checksum, body length), then the body."""
+    data, frames = segment.read_bytes(), []
+    while data:
+        end = 18 + int(data[9:17], 16)
+        frames.append(data[:end])
+        data = data[end:]
+    return frames
+
+
+@pytest.mark.parametrize("cut", [10, 18, 300, -1], ids=["in the header", "after it", "in the body", "one byte short"])
+def test_a_torn_last_frame_is_skipped_with_a_warning(tmp_path, caplog, cut):
     segment = _journal_left_by_an_outage(tmp_path, 5)
-    first = segment.read_bytes().split(b"\n")[0]
+    first = _frames(segment)[0]
     with segment.open("ab") as out:
-        out.write(first[: len(first) // 2])  # a crash mid-write: never acknowledged
+        out.write(first[:cut])  # a crash mid-write: never acknowledged
 
     uri = str(tmp_path / PREDICTIONS_TABLE)
     PredictionLedger(uri, segment.parent, flush_rows=1000, flush_seconds=60).start().close()
     assert sorted(_ids(uri)) == [f"{n:032x}" for n in range(5)]
-    assert any(str(segment) in message and "line 6, torn" in message for message in caplog.messages)
+    assert any(str(segment) in message and "frame 6, torn" in message for message in caplog.messages)
 
 
-def test_a_damaged_line_before_the_last_stops_the_replay_naming_file_and_line(tmp_path):
+def test_a_damaged_frame_before_the_last_stops_the_replay_naming_file_and_frame(tmp_path):
     segment = _journal_left_by_an_outage(tmp_path, 5)
-    lines = segment.read_bytes().split(b"\n")
-    lines[1] = lines[1].replace(b"churn", b"chury")
-    segment.write_bytes(b"\n".join(lines))
+    frames = _frames(segment)
+    assert frames[1].count(b"churn") == 1
+    frames[1] = frames[1].replace(b"churn", b"chury")
+    segment.write_bytes(b"".join(frames))
     damaged = segment.read_bytes()
 
     uri = str(tmp_path / PREDICTIONS_TABLE)
-    with pytest.raises(JournalCorrupt, match=r"line 2 of 5 is damaged") as error:
+    with pytest.raises(JournalCorrupt, match=r"frame 2 \(byte \d+\) is damaged") as error:
         PredictionLedger(uri, segment.parent, flush_rows=1000, flush_seconds=60).start()
     assert str(segment) in str(error.value)
     assert segment.read_bytes() == damaged and _ids(uri) == []

@@ -226,6 +226,8 @@ class Batcher:
     ) -> tuple[list["Scored"], list[Optional[list[str]]]]:
         """Score the batch as one frame, split the answer per request and journal every row (one fsync); without
         a ledger there is nothing to journal and no prediction ids."""
+        import pyarrow as pa
+
         from retrain_assets.core.serving import ledger_rows
 
         scored = self._score_split(model, batch)
@@ -233,15 +235,12 @@ class Batcher:
             return scored, [None] * len(batch)
         served_at = self.clock()
         done = time.perf_counter()
-        rows: list[dict[str, Any]] = []
-        ids: list[Optional[list[str]]] = []
-        for item, answer in zip(batch, scored, strict=True):
-            latency = (done - item.arrived) * 1000
-            made = ledger_rows(model, item.frame, answer, item.request_id, served_at, latency)
-            rows += made
-            ids.append([row["prediction_id"] for row in made])
-        self.ledger.record(rows)
-        return scored, ids
+        tables = [
+            ledger_rows(model, item.frame, answer, item.request_id, served_at, (done - item.arrived) * 1000)
+            for item, answer in zip(batch, scored, strict=True)
+        ]
+        self.ledger.record(pa.concat_tables(tables))
+        return scored, [table.column("prediction_id").to_pylist() for table in tables]
 
     def _score_split(self, model: "ServedModel", batch: list[_Pending]) -> list["Scored"]:
         import pandas as pd
@@ -261,6 +260,8 @@ class Batcher:
     def _shadow(self, challenger: "ServedModel", batch: list[_Pending]) -> None:
         """The challenger's answers for a batch already answered, journaled as shadow rows; a failure is logged
         and costs the champion's answers nothing."""
+        import pyarrow as pa
+
         from retrain_assets.core.serving import ledger_rows
 
         assert self.ledger is not None  # serving.shadow needs serving.ledger (ServingConfig)
@@ -269,12 +270,11 @@ class Batcher:
             scored = self._score_split(challenger, batch)
             served_at = self.clock()
             latency = (time.perf_counter() - started) * 1000
-            rows = [
-                row
+            tables = [
+                ledger_rows(challenger, item.frame, answer, item.request_id, served_at, latency, shadow=True)
                 for item, answer in zip(batch, scored, strict=True)
-                for row in ledger_rows(challenger, item.frame, answer, item.request_id, served_at, latency, shadow=True)
             ]
-            self.ledger.record(rows)
+            self.ledger.record(pa.concat_tables(tables))
         except Exception as exc:
             logger.warning("retrain serve: shadow scoring by v%s failed: %s", challenger.version, exc)
 

@@ -7,10 +7,12 @@ Choices, and why:
   strings, as Databricks inference tables keep request and response, so a model with other columns changes
   no table schema. ``score`` is what prediction drift is computed on: the positive-class probability of a
   binary classifier, the predicted value of a regression, else null.
-- **Journal before the answer.** :meth:`PredictionLedger.record` appends one line per row (``<crc32> <json>``)
-  to the current segment file and fsyncs before it returns; callers that arrive during an fsync share the
-  next one. A row the table would refuse is refused before anything is written, so the journal only ever
-  holds whole rows that can be appended.
+- **Journal before the answer.** :meth:`PredictionLedger.record` appends one frame per call (``<crc32>
+  <length>`` in hex, a newline, then the rows as an Arrow IPC stream of the table's schema) to the current
+  segment file and fsyncs before it returns; callers that arrive during an fsync share the next one. Arrow,
+  not a JSON line per row: the rows are columns already (:func:`retrain_assets.core.serving.ledger_rows`), so
+  journaling costs a copy, not an encoding per row. Rows the table would refuse are refused before anything
+  is written, so the journal only ever holds whole rows that can be appended.
 - **Micro-batches.** A flusher thread closes the segment once ``flush_rows`` rows wait or its first row has
   waited ``flush_seconds``, and appends each closed segment as one commit naming it (:data:`SEGMENT_KEY`),
   then deletes the file. It appends the rows as journaled, kept in memory (the newest :data:`KEPT_SEGMENTS`
@@ -23,9 +25,9 @@ Choices, and why:
   id in the commits after that version only: exact, costs as many commits as landed since (usually one),
   and a first attempt reads no history. So segment order does not matter either. Rows repeating a
   prediction id within a segment are appended once.
-- **Crashes tear only a last line.** A process appends only to segments it created (the folder is held with
+- **Crashes tear only a last frame.** A process appends only to segments it created (the folder is held with
   ``flock``, which the kernel drops when the process dies) and never reopens one, so only a segment's last
-  line can be torn: a crash mid-write, of a row never acknowledged, skipped with a warning. A bad line
+  frame can be torn: a crash mid-write, of rows never acknowledged, skipped with a warning. A bad frame
   anywhere else is damage: :meth:`PredictionLedger.start` raises naming file and line and deletes nothing.
   The promise is for acknowledged rows: those of a call that never returned (killed, or a disk error after
   the write) may be appended too.
@@ -53,6 +55,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from retrain_assets.core import delta
 from retrain_assets.core.faults import crash_point
@@ -88,14 +91,9 @@ MAX_BACKOFF_SECONDS = 30.0
 KEPT_SEGMENTS = 8  # closed segments whose rows stay in memory; later ones are read back from the journal
 
 _TEXT = ("prediction_id", "request_id", "model_name", "alias")
-_SEGMENT = ".jsonl"
+_SEGMENT = ".journal"
 _INTENT = ".intent"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
-class JsonText(str):
-    """A value already encoded as JSON (by :func:`retrain_assets.core.serving.ledger_rows`, a request at a
-    time): journaled as it is, where any other value of a JSON column is encoded here, row by row."""
 
 
 class JournalCorrupt(ValueError):
@@ -110,7 +108,7 @@ class _LakeFailed(RuntimeError):
 class _Segment:
     path: Path
     rows: int
-    journaled: Optional[list[dict[str, Any]]] = None  # its rows as written, kept so a flush need not read them
+    journaled: Optional[list[pa.Table]] = None  # its frames as written, kept so a flush need not read them
 
     @property
     def id(self) -> str:
@@ -163,11 +161,12 @@ class PredictionLedger:
                 if not intent.with_suffix(_SEGMENT).exists():  # removed after its segment: nothing left to do
                     intent.unlink()
             for path in sorted(self.journal_dir.glob(f"*{_SEGMENT}")):
-                rows, torn = read_segment(path)
+                frames, torn = read_segment(path)
                 if torn is not None:
-                    logger.warning("%s: skipped line %d, torn by a crash mid-write (never acknowledged)", path, torn)
-                self._closed.append(_Segment(path, len(rows)))
-                self._backlog += len(rows)
+                    logger.warning("%s: skipped frame %d, torn by a crash mid-write (never acknowledged)", path, torn)
+                rows = sum(frame.num_rows for frame in frames)
+                self._closed.append(_Segment(path, rows))
+                self._backlog += rows
         except BaseException:
             self._release_folder()
             raise
@@ -176,15 +175,16 @@ class PredictionLedger:
         self._thread.start()
         return self
 
-    def record(self, rows: list[dict[str, Any]]) -> None:
-        """Journal ``rows`` (written and fsynced) before returning, so the caller may answer.
+    def record(self, rows: "pa.Table | list[dict[str, Any]]") -> None:
+        """Journal ``rows`` (written and fsynced) before returning, so the caller may answer: a table of
+        :data:`PREDICTIONS_SCHEMA`, or dicts (:func:`_journal_row` says what each field takes).
 
         Raises ``ValueError`` for a row the table would refuse (nothing of the call is written) and
         ``OSError`` when the journal's disk fails; never because of the lake."""
-        journaled = [_journal_row(row, index) for index, row in enumerate(rows)]
-        data = b"".join(map(_encode, journaled))
-        if not data:
+        table = _checked(rows) if isinstance(rows, pa.Table) else _rows_table(rows)
+        if not table.num_rows:
             return
+        data = _frame(table)
         with self._lock:
             if not self._accepting:
                 raise RuntimeError(f"prediction ledger of {self.journal_dir} is not started, or closed")
@@ -198,10 +198,10 @@ class PredictionLedger:
                 raise
             self._size += len(data)
             if self._current.journaled is not None:
-                self._current.journaled += journaled
+                self._current.journaled.append(table)
             waiting = self._current.rows
-            self._current.rows += len(rows)
-            self._backlog += len(rows)
+            self._current.rows += table.num_rows
+            self._backlog += table.num_rows
             self._writes += 1
             ticket = self._writes
             if waiting < self.flush_rows <= self._current.rows:
@@ -354,8 +354,8 @@ class PredictionLedger:
 
     def _append(self, segment: _Segment) -> None:
         """Append one closed segment as one commit, unless an earlier attempt did, then delete its files."""
-        rows = segment.journaled if segment.journaled is not None else read_segment(segment.path)[0]
-        if rows:
+        frames = segment.journaled if segment.journaled is not None else read_segment(segment.path)[0]
+        if frames:
             if segment.intent.exists():
                 intent, _ = read_json(segment.intent)
                 after = int(intent["after_version"]) if intent else -1  # damaged: search the whole log
@@ -368,7 +368,7 @@ class PredictionLedger:
                 committed = False
             if not committed:
                 with self._lake_call():
-                    self._appender.append(_to_arrow(rows), {SEGMENT_KEY: segment.id})
+                    self._appender.append(_unique(pa.concat_tables(frames)), {SEGMENT_KEY: segment.id})
                 crash_point("ledger_committed")
         segment.path.unlink()
         _fsync_dir(self.journal_dir)  # the segment is gone for good before its intent goes
@@ -382,26 +382,31 @@ class PredictionLedger:
             raise _LakeFailed(f"{self.table_uri}: {type(exc).__name__}: {exc}") from exc
 
 
-def read_segment(path: Path) -> tuple[list[dict[str, Any]], Optional[int]]:
-    """The rows of a journal segment and the number of its last line when that line was torn (skipped).
+def read_segment(path: Path) -> tuple[list[pa.Table], Optional[int]]:
+    """The frames of a journal segment and the number of its last frame when that frame was torn (skipped).
 
-    Raises :class:`JournalCorrupt` for a bad line before the last: only damage makes one."""
-    lines = path.read_bytes().split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    rows = []
-    for number, line in enumerate(lines, 1):
-        row = _decode(line)
-        if row is not None:
-            rows.append(row)
-        elif number < len(lines):
+    Raises :class:`JournalCorrupt` for a bad frame before the last: only damage makes one."""
+    data = path.read_bytes()
+    frames: list[pa.Table] = []
+    position, number = 0, 0
+    while position < len(data):
+        number += 1
+        header = data[position : position + _HEADER]
+        start = position + _HEADER
+        checksum, length = _header(header)
+        end = start + (length if length is not None else 0)
+        table = _unframe(data[start:end], checksum) if length is not None and end <= len(data) else None
+        if table is None:
+            if len(header) < _HEADER or (length is not None and end >= len(data)):
+                return frames, number  # the last frame, cut short or damaged at the end: torn
             raise JournalCorrupt(
-                f"{path}: line {number} of {len(lines)} is damaged (checksum or JSON); no row of this segment "
-                "was appended. Keep the file, and move it out of the journal folder to let the ledger start"
+                f"{path}: frame {number} (byte {position}) is damaged (header, checksum or Arrow data); no row of "
+                "this segment was appended. Keep the file, and move it out of the journal folder to let the "
+                "ledger start"
             )
-        else:
-            return rows, number
-    return rows, None
+        frames.append(table)
+        position = end
+    return frames, None
 
 
 def _committed(uri: str, segment_id: str, after: int) -> bool:
@@ -422,12 +427,39 @@ def _committed(uri: str, segment_id: str, after: int) -> bool:
             return any(entry.get(SEGMENT_KEY) == segment_id for entry in entries)
 
 
-def _to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
-    """Journal rows as a table of the schema, each prediction id once (its first row)."""
-    unique: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        unique.setdefault(row["prediction_id"], row)
-    return pa.Table.from_pylist(list(unique.values()), schema=PREDICTIONS_SCHEMA)
+def _unique(table: pa.Table) -> pa.Table:
+    """``table`` with each prediction id once (its first row)."""
+    ids = table.column("prediction_id")
+    if pc.count_distinct(ids).as_py() == len(ids):
+        return table
+    seen: set[str] = set()
+    first = [not (value in seen or seen.add(value)) for value in ids.to_pylist()]  # type: ignore[func-returns-value]
+    return table.filter(pa.array(first))
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Dict rows as a table of the schema, each checked first (:func:`_journal_row`)."""
+    return pa.Table.from_pylist([_journal_row(row, index) for index, row in enumerate(rows)], schema=PREDICTIONS_SCHEMA)
+
+
+def _checked(table: pa.Table) -> pa.Table:
+    """``table`` in the schema's column order and types, or ``ValueError`` naming the column: missing, of a type
+    that does not cast safely, or with nulls where the schema takes none."""
+    missing = [name for name in COLUMNS if name not in table.column_names]
+    unknown = [name for name in table.column_names if name not in COLUMNS]
+    if missing or unknown:
+        raise ValueError(f"prediction rows: missing columns {missing}, unknown columns {unknown}")
+    columns = []
+    for field in PREDICTIONS_SCHEMA:
+        column = table.column(field.name)
+        try:
+            column = column if column.type == field.type else column.cast(field.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ValueError(f"prediction rows: {field.name} is {column.type}, not {field.type}: {exc}") from None
+        if not field.nullable and column.null_count:
+            raise ValueError(f"prediction rows: {field.name} has {column.null_count} nulls")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=PREDICTIONS_SCHEMA)
 
 
 def _journal_row(row: dict[str, Any], index: int) -> dict[str, Any]:
@@ -460,22 +492,18 @@ def _journal_row(row: dict[str, Any], index: int) -> dict[str, Any]:
     if not isinstance(served, dt.datetime) or served.utcoffset() is None:
         raise refuse("served_at", "a timezone-aware datetime")
     out["served_at"] = (served - _EPOCH) // dt.timedelta(microseconds=1)
-    features = row["features"]
-    if type(features) is JsonText:
-        out["features"] = str(features)
-    elif isinstance(features, dict):
-        out["features"] = _json(features, where, "features")
-    else:
+    if not isinstance(row["features"], dict):
         raise refuse("features", "a mapping of column to value")
-    prediction = row["prediction"]
-    out["prediction"] = str(prediction) if type(prediction) is JsonText else _json(prediction, where, "prediction")
+    out["features"] = _json(row["features"], where, "features")
+    out["prediction"] = _json(row["prediction"], where, "prediction")
     probabilities = row.get("probabilities")
-    if probabilities is None or type(probabilities) is JsonText:
-        out["probabilities"] = None if probabilities is None else str(probabilities)
-    elif isinstance(probabilities, dict):
-        out["probabilities"] = _json({str(label): p for label, p in probabilities.items()}, where, "probabilities")
-    else:
+    if probabilities is not None and not isinstance(probabilities, dict):
         raise refuse("probabilities", "a mapping of class to probability, or None")
+    out["probabilities"] = (
+        None
+        if probabilities is None
+        else _json({str(label): p for label, p in probabilities.items()}, where, "probabilities")
+    )
     for name in ("score", "latency_ms"):
         value = row.get(name)
         if value is None and name == "score":
@@ -501,26 +529,38 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-# Made once: json.dumps with any keyword builds a new encoder per call, which costs more than the encoding.
-_PLAIN_JSON = json.JSONEncoder(default=_plain)
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+_PLAIN_JSON = json.JSONEncoder(default=_plain)  # made once: json.dumps with a keyword makes one per call
+_HEADER = 18  # b"<crc32 hex8> <length hex8>\n"
 
 
-def _encode(row: dict[str, Any]) -> bytes:
-    body = _COMPACT_JSON.encode(row).encode("utf-8")
-    return b"%08x %s\n" % (zlib.crc32(body), body)
+def _frame(table: pa.Table) -> bytes:
+    """One journal frame: a header with the body's checksum and length, then the rows as an Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    body = sink.getvalue().to_pybytes()
+    return b"%08x %08x\n" % (zlib.crc32(body), len(body)) + body
 
 
-def _decode(line: bytes) -> Optional[dict[str, Any]]:
-    """The row of one journal line, or ``None`` when the line is not whole (torn or damaged)."""
-    checksum, _, body = line.partition(b" ")
+def _header(header: bytes) -> tuple[int, Optional[int]]:
+    """A frame header's checksum and body length; length ``None`` when the header is not whole."""
     try:
-        if len(checksum) != 8 or int(checksum, 16) != zlib.crc32(body):
-            return None
-        row = json.loads(body)
-    except ValueError:  # not hex, not UTF-8, not JSON
+        if len(header) == _HEADER and header[8:9] == b" " and header[17:18] == b"\n":
+            return int(header[:8], 16), int(header[9:17], 16)
+    except ValueError:  # not hex
+        pass
+    return 0, None
+
+
+def _unframe(body: bytes, checksum: int) -> Optional[pa.Table]:
+    """The rows of one frame's body, or ``None`` when it is not whole (checksum, Arrow, schema)."""
+    if zlib.crc32(body) != checksum:
         return None
-    return row if isinstance(row, dict) else None
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
+    except (pa.ArrowInvalid, OSError):
+        return None
+    return table if table.schema.equals(PREDICTIONS_SCHEMA) else None
 
 
 def _write_all(descriptor: int, data: bytes) -> None:
