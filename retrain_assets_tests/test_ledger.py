@@ -262,7 +262,7 @@ def test_serving_config_defaults_and_refusals(tmp_path):
     data = {"target": "y", "task": "classification", "columns": {"x": "float", "y": "int"}}
     config = parse_config({"data": data}, base_dir=tmp_path)
     assert config.journal_dir == tmp_path.resolve() / ".retrain" / "journal"
-    assert (config.serving.port, config.serving.flush_rows, config.serving.shadow) == (5005, 1000, False)
+    assert (config.serving.port, config.serving.flush_rows, config.serving.shadow) == (5005, 10_000, False)
     moved = parse_config({"data": data, "serving": {"journal_dir": "spool"}}, base_dir=tmp_path)
     assert moved.journal_dir == tmp_path.resolve() / "spool"
     for key, value in [("flush_rows", 0), ("flush_seconds", 0), ("port", 70000), ("batch_wait_ms", -1)]:

@@ -406,7 +406,10 @@ class ServingConfig(_Section):
         "recorded, and answers carry no prediction ids.",
     )
     flush_rows: int = Field(
-        1000, ge=1, description="Served rows are appended to the predictions table once this many wait..."
+        10_000,
+        ge=1,
+        description="Served rows are appended to the predictions table once this many wait (a busy server: "
+        "about one Delta version a second, not dozens)...",
     )
     flush_seconds: float = Field(2.0, gt=0, description="...or once the oldest has waited this long.")
     journal_dir: Optional[str] = Field(
