@@ -88,9 +88,23 @@ def test_drift_shifts_feature_distributions():
     assert month_to_month > (calm["contract"] == "month-to-month").mean() + 0.1
 
 
-def test_drift_outside_zero_to_one_is_rejected():
-    with pytest.raises(ValueError, match="drift"):
-        churn_batch(DAY, 10, seed=7, drift=1.5)
+@pytest.mark.parametrize("drift", [-0.1, 2.5])
+def test_drift_outside_zero_to_two_is_rejected(drift):
+    with pytest.raises(ValueError, match=r"drift: .* is not within \[0, 2\]"):
+        churn_batch(DAY, 10, seed=7, drift=drift)
+
+
+def test_drift_past_one_turns_what_predicts_churn_around():
+    """The demo's served day: a model fit on the reference days ranks these customers clearly worse than its
+    own."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    columns = ["tenure_months", "monthly_charges", "support_calls"]
+    calm, turned = churn_batch(DAY, 4000, seed=7), churn_batch(DAY, 4000, seed=8, drift=1.6)
+    model = LogisticRegression(max_iter=1000).fit(calm[columns], calm["churned"])
+    same = roc_auc_score(calm["churned"], model.predict_proba(calm[columns])[:, 1])
+    assert roc_auc_score(turned["churned"], model.predict_proba(turned[columns])[:, 1]) < same - 0.1
 
 
 def test_corrupt_batch_breaks_a_copy():

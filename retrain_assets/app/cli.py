@@ -165,7 +165,7 @@ def label(ctx, files, feed) -> None:
 
 def _feed(config: RetrainConfig) -> None:
     """`retrain label --feed`, under the project lock so that two feeds never land the same labels twice."""
-    from retrain_assets.app.execution import ingest
+    from retrain_assets.app.execution import feed_labels
     from retrain_assets.app.instance import project_instance, project_lock
     from retrain_assets.core import feedback
     from retrain_assets.core.landing import BatchRefused
@@ -173,17 +173,9 @@ def _feed(config: RetrainConfig) -> None:
 
     try:
         with project_lock(config, "retrain label --feed"), project_instance(config) as instance:
-            batch = feedback.collect(config)
-            if batch.table is None:
-                click.echo(f"nothing to feed: {batch.reason}")
-                return
-            result = ingest(config, instance, feedback.write(config, batch), metadata=batch.metadata)
+            click.echo(feed_labels(config, instance))
     except (ProjectBusy, feedback.FeedRefused, BatchRefused) as exc:
         raise click.ClickException(f"feed: {exc}") from None
-    click.echo(
-        f"fed {result.rows} labelled predictions (labels versions {batch.after + 1} to {batch.through}) "
-        f"as raw_data version {result.version} ({result.source})"
-    )
 
 
 @main.command()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -202,6 +204,102 @@ def gitops(config_path: Path, instance: "DagsterInstance", echo: Callable[[str],
     return rows
 
 
+REQUEST_ROWS = 50  # rows per request of the served day
+
+
+def serve_a_day(
+    config_path: Path, instance: "DagsterInstance", day: dt.date, rows_per_day: int, echo: Callable[[str], None]
+) -> list[dict]:
+    """The loop closed (`retrain serve`, `retrain label --feed`, `retrain tick`): the champion serves a day of
+    customers unlike any it has seen, their outcomes come in a day late, the live day finds the champion behind
+    its holdout, the live-performance trigger retrains on the fed batch, and the server swaps to the new
+    champion. The server stamps each answer as of the replayed day, as `retrain ingest --as-of` does batches."""
+    from retrain_assets.app.execution import feed_labels
+    from retrain_assets.app.project import load_project
+    from retrain_assets.app.serve import BackgroundServer
+    from retrain_assets.core.labels import land_labels
+
+    config = load_config(config_path)
+    data, flushed, poll = config.data, config.serving.flush_seconds, config.serving.poll_seconds
+    traffic = synthetic.churn_batch(day, 3 * rows_per_day, seed=29, drift=1.6)
+    moment = [dt.datetime.combine(day, dt.time(), dt.timezone.utc)]
+    rows: list[dict] = []
+    with BackgroundServer(config, clock=lambda: moment[0]) as server:
+        served_by = _get(server.url, "/version")["champion"]
+        echo(f"\nretrain serve -> {server.url}: champion v{served_by['version']}")
+        requests = range(0, len(traffic), REQUEST_ROWS)
+        for start in requests:
+            moment[0] = dt.datetime.combine(day, dt.time(), dt.timezone.utc) + dt.timedelta(days=start / len(traffic))
+            request = traffic.iloc[start : start + REQUEST_ROWS][[data.id, *data.features]]
+            _post(
+                server.url,
+                "/invocations",
+                {"dataframe_split": json.loads(request.to_json(orient="split", index=False))},
+            )
+        in_delta = _until(lambda: _get(server.url, "/health")["ledger"]["backlog_rows"] == 0, 30 + 5 * flushed)
+        echo(
+            f"  {len(requests)} requests of {REQUEST_ROWS} customers on {day}: each answer journaled before it went, "
+            f"then appended to the predictions table{'' if in_delta else ' (NOT yet: see /health)'}"
+        )
+        rows.append(_serve_row(f"served {day}", len(traffic), f"answered by v{served_by['version']}", served_by))
+        labels_path = config_path.parent / "data" / f"churn-labels-{day.isoformat()}.csv"
+        late = end_of(day + dt.timedelta(days=1))
+        traffic[[data.id, data.target]].assign(labeled_at=late.isoformat()).to_csv(labels_path, index=False)
+        landed = land_labels(config, labels_path)
+        echo(f"retrain label {labels_path.name} --feed  (outcomes known {late:%Y-%m-%d %H:%M}, a day late)")
+        echo(f"  labels version {landed.version}; " + feed_labels(config, instance))
+        echo("retrain tick")
+        rows += tick_rows(load_project(config_path), instance, f"live {day}", None, echo)
+        _until(lambda: _get(server.url, "/version")["champion"]["version"] != served_by["version"], 3 * poll)
+        now_serving = _get(server.url, "/version")["champion"]
+        was, now = served_by["version"], now_serving["version"]
+        verdict = f"serving v{now} (was v{was})" if now != was else f"still serving v{was}"
+        echo(f"retrain serve: {verdict}")
+        rows.append(_serve_row("hot swap", "-", verdict, now_serving))
+    return rows
+
+
+def _serve_row(label: str, rows: "int | str", decision: str, champion: dict) -> dict:
+    """A line of the demo's table about the server (see :func:`render.demo_row`)."""
+    return {
+        "day": label,
+        "delta_version": "-",
+        "rows": rows,
+        "checks": "-",
+        "trigger": "-",
+        "decision": decision,
+        "candidate": None,
+        "champion": None,
+        "champion_version": f"v{champion['version']}",
+    }
+
+
+def _until(done: Callable[[], bool], seconds: float) -> bool:
+    """Whether ``done()`` became true within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _get(url: str, path: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(url + path, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def _post(url: str, path: str, document: dict) -> dict:
+    import urllib.request
+
+    body = json.dumps(document).encode()
+    request = urllib.request.Request(url + path, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read())
+
+
 def run_demo(
     directory: Path,
     fresh: bool,
@@ -221,9 +319,12 @@ def run_demo(
        when it beats the champion by the margin.
     4. The model as code: a params change, then the team's own pipeline and feature function, each retrained
        by `retrain tick`; `retrain status --check` and `retrain reproduce champion`.
-    5. `retrain backfill` over every weekly partition: models as of each past week (Delta time travel),
+    5. `retrain serve` in this process: a day of customers unlike any before, their outcomes labelled a day
+       late (`retrain label --feed`), then `retrain tick`: the live day finds the champion behind, the
+       live-performance trigger retrains on the fed batch, and the server swaps to the new champion.
+    6. `retrain backfill` over every weekly partition: models as of each past week (Delta time travel),
        scored out of time, gathered in the backtest table and plot.
-    6. `retrain rollback` and `retrain status`.
+    7. `retrain rollback` and `retrain status`.
     """
     from retrain_assets.app.execution import backfill, ingest, rollback_champion
     from retrain_assets.app.instance import project_instance, project_lock
@@ -250,6 +351,7 @@ def run_demo(
         )
         rows = live_days(project, instance, files[history_days:], echo)
         rows += gitops(config_path, instance, echo)
+        rows += serve_a_day(config_path, instance, files[-1][0] + dt.timedelta(days=1), rows_per_day, echo)
         echo("\n" + render.format_table(rows, metric))
         config = load_config(config_path)
         project = load_project(config_path, config)

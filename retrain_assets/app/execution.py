@@ -48,6 +48,7 @@ class RunOutcome:
     tags: dict[str, str] = field(default_factory=dict)
     drift_scores: Optional[dict[str, dict[str, Any]]] = None  # per feature, when the drift check measured any
     retrain: Optional[dict[str, Any]] = None  # what candidate_model decided: {"retrain", "fired", "reason"}
+    live: Optional[dict[str, Any]] = None  # a run of the live job: the live_performance day's metadata
 
     @property
     def trigger(self) -> str:
@@ -212,6 +213,7 @@ def resume(project: LoadedProject, instance: "DagsterInstance", run_id: str) -> 
 def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcome:
     """What the CLI reports of a finished in-process run; ``output(node)`` reads an asset's value."""
     from retrain_assets.core.names import DELTA_VERSION_TAG, DRIFT_CHECK
+    from retrain_assets.defs.assets.live import LIVE_PERFORMANCE
     from retrain_assets.defs.assets.model import retrain_decision
 
     run = instance.get_run_by_id(result.run_id)
@@ -228,6 +230,8 @@ def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcom
         materialization = event.step_materialization_data.materialization
         if materialization.asset_key.to_user_string() == "raw_data":
             outcome.raw_version = int(materialization.metadata["delta_version"].value)
+        if materialization.asset_key.to_user_string() == LIVE_PERFORMANCE:
+            outcome.live = {key: value.value for key, value in materialization.metadata.items()}
     if outcome.raw_version is None and DELTA_VERSION_TAG in outcome.tags:  # a resumed run skips raw_data
         outcome.raw_version = int(outcome.tags[DELTA_VERSION_TAG])
     outputs = {node: output(node) for node in ("evaluation_report", "prod_model") if _has_output(result, node)}
@@ -273,6 +277,21 @@ def ingest(
     )
     instance.report_runless_asset_event(materialization)
     return result
+
+
+def feed_labels(config: RetrainConfig, instance: "DagsterInstance") -> str:
+    """`retrain label --feed`: the predictions labelled since the last feed land as one ``raw_data`` batch
+    (:mod:`core.feedback`); what it did, in a line. The caller holds the project lock."""
+    from retrain_assets.core import feedback
+
+    batch = feedback.collect(config)
+    if batch.table is None:
+        return f"nothing to feed: {batch.reason}"
+    result = ingest(config, instance, feedback.write(config, batch), metadata=batch.metadata)
+    return (
+        f"fed {result.rows} labelled predictions (labels versions {batch.after + 1} to {batch.through}) "
+        f"as raw_data version {result.version} ({result.source})"
+    )
 
 
 @dataclass

@@ -283,6 +283,8 @@ def demo_row(
 ) -> dict:
     """One line of the demo's table from a run's outcome and the champion's version after it; ``label`` is the
     day it ran on, or what started it."""
+    if outcome.live is not None:
+        return _live_demo_row(label, outcome.live, metric, champion_version)
     evaluation, decision = outcome.evaluation or {}, outcome.decision or {}
     warnings = sum(1 for c in outcome.checks.values() if not c.passed and not c.stopped_the_run)
     if outcome.blocking_failures:
@@ -311,6 +313,31 @@ def demo_row(
     }
 
 
+def _live_demo_row(label: str, day: dict, metric: str, champion_version: Optional[str]) -> dict:
+    """The demo's line for a day of ``live_performance``: the served rows, the champion's live metric on the
+    labelled ones, and the triggers it fired."""
+    judged, drifted = day["champion_trigger"], day["champion_drift"]
+    fired = [name for name, found in (("live_performance", judged), ("prediction_drift", drifted)) if found["fired"]]
+    served_by = f"v{judged['champion_version']}"
+    return {
+        "day": label,
+        "delta_version": f"predictions v{day['predictions_version']}",
+        "rows": day["served_rows"],
+        "checks": f"{day['labelled_rows']} labelled",
+        "trigger": ",".join(fired) or "-",
+        "decision": f"{served_by} behind live" if fired else f"{served_by} holds live",
+        "candidate": None,
+        "champion": judged.get(metric),
+        "champion_version": f"v{champion_version}" if champion_version is not None else "-",
+    }
+
+
+def _first_kinds(fired: str, shown: int = 3) -> str:
+    """The first ``shown`` of a run's comma-separated triggers, and how many more: the table stays readable."""
+    kinds = fired.split(",")
+    return fired if len(kinds) <= shown else ",".join(kinds[:shown]) + f" +{len(kinds) - shown}"
+
+
 def format_table(rows: list[dict], metric: str) -> str:
     """The demo's table of :func:`demo_row` lines, columns padded to their widest cell."""
 
@@ -334,7 +361,7 @@ def format_table(rows: list[dict], metric: str) -> str:
             str(r["delta_version"]),
             str(r["rows"]),
             r["checks"],
-            r["trigger"],
+            _first_kinds(r["trigger"]),
             r["decision"],
             number(r["candidate"]),
             number(r["champion"]),

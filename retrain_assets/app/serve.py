@@ -461,23 +461,61 @@ def _no_champion(slots: Slots) -> str:
     return f"no champion is served: refused v{refused}" if refused else "no champion is served yet: none is registered"
 
 
+def ledger_for(config: "RetrainConfig") -> Optional["PredictionLedger"]:
+    """The prediction ledger ``serving`` asks for, or ``None`` with ``serving.ledger: false``."""
+    from retrain_assets.core.delta import PREDICTIONS_TABLE
+    from retrain_assets.core.ledger import PredictionLedger
+
+    serving = config.serving
+    if not serving.ledger:
+        return None
+    return PredictionLedger(
+        config.table_uri(PREDICTIONS_TABLE), config.journal_dir, serving.flush_rows, serving.flush_seconds
+    )
+
+
 def serve(config: "RetrainConfig", host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM; the ledger is flushed on the way out."""
     import uvicorn
 
     from retrain_assets.app.instance import quiet_mlflow
-    from retrain_assets.core.delta import PREDICTIONS_TABLE
-    from retrain_assets.core.ledger import PredictionLedger
     from retrain_assets.core.registry import Registry
 
     quiet_mlflow()
-    serving = config.serving
-    ledger = (
-        PredictionLedger(
-            config.table_uri(PREDICTIONS_TABLE), config.journal_dir, serving.flush_rows, serving.flush_seconds
-        )
-        if serving.ledger
-        else None
-    )
-    app = build_app(config, Registry(config), ledger)
+    app = build_app(config, Registry(config), ledger_for(config))
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+class BackgroundServer:
+    """`retrain serve` in a thread of this process, on a free port of 127.0.0.1, for as long as the ``with``
+    block: what ``retrain demo`` sends its day of traffic to (with its own ``clock``). Leaving the block stops
+    uvicorn as SIGTERM would: the batcher, the watcher and the ledger's last flush."""
+
+    def __init__(self, config: "RetrainConfig", clock: Callable[[], dt.datetime] = utc_now):
+        import socket
+
+        import uvicorn
+
+        from retrain_assets.core.registry import Registry
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = build_app(config, Registry(config), ledger_for(config), clock)
+        settings = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        self._server = uvicorn.Server(settings)
+        self._thread = threading.Thread(target=self._server.run, name="retrain-serve", daemon=True)
+
+    def __enter__(self) -> "BackgroundServer":
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"retrain serve did not start on {self.url}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=60)

@@ -311,7 +311,7 @@ def _tick(project: LoadedProject, instance: "DagsterInstance", now: dt.datetime,
     status_sensors = [s for s in sensors if isinstance(s, RunStatusSensorDefinition)]
     for status_sensor in status_sensors:  # first evaluation starts their cursor before this tick's runs
         _evaluate_sensor(defs, status_sensor, instance, report)
-    for sensor_def in sensors:
+    for sensor_def in sorted(sensors, key=lambda each: each.name not in LIVE_SENSORS):
         if sensor_def not in status_sensors:
             for request in _evaluate_sensor(defs, sensor_def, instance, report):
                 source = {SENSOR_NAME_TAG: sensor_def.name}
@@ -324,6 +324,11 @@ def _tick(project: LoadedProject, instance: "DagsterInstance", now: dt.datetime,
     for status_sensor in status_sensors:
         _evaluate_sensor(defs, status_sensor, instance, report)
     _remember(project, instance, now)
+
+
+# Evaluated first: a served day's verdict on the champion that served it is read (and acted on) before a run
+# on a new batch can replace that champion, which would leave the verdict about a champion no longer serving.
+LIVE_SENSORS = ("live_labels_sensor", "live_performance_sensor")
 
 
 def _evaluate_sensor(

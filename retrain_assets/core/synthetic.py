@@ -42,13 +42,15 @@ def churn_batch(day: datetime.date, rows: int, seed: int, drift: float = 0.0) ->
         day: The batch date; ids and event times fall on it.
         rows: Number of customers.
         seed: Base seed; combined with the day's ordinal so every day differs.
-        drift: 0 for the reference distribution, up to 1 for fully drifted features and churn behaviour.
+        drift: 0 for the reference distribution, 1 for fully drifted features and churn behaviour; up to 2
+            carries the same change further, until tenure, charges and support calls predict churn the other
+            way round (the demo's served day: customers unlike any the champion has seen).
 
     Returns:
         A frame with :data:`CHURN_COLUMNS` in order.
     """
-    if not 0.0 <= drift <= 1.0:
-        raise ValueError(f"drift: {drift} is not within [0, 1]")
+    if not 0.0 <= drift <= 2.0:
+        raise ValueError(f"drift: {drift} is not within [0, 2]")
     if rows < 0:
         raise ValueError(f"rows: {rows} is negative")
     rng = np.random.default_rng([seed, day.toordinal()])

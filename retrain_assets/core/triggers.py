@@ -63,7 +63,7 @@ def decide_retrain(
     """
     rules = config.triggers
     fired: list[tuple[str, str]] = []
-    if trigger in ALWAYS_RETRAIN:
+    if any(kind in ALWAYS_RETRAIN for kind in trigger.split(",")):  # a live run may name two triggers
         fired.append((trigger, f"{trigger} run" + (f": {trigger_reason}" if trigger_reason else "")))
     if not has_champion:
         fired.append(("bootstrap", "no champion yet"))

@@ -196,8 +196,9 @@ def live_performance_sensor(context: SensorEvaluationContext, project: RetrainPr
     per champion), or its live metric past the rule of ``triggers.performance`` (more than ``max_drop`` below
     its holdout metric, or past the floor) on at least ``serving.min_labelled_rows`` labelled rows (trigger
     ``live_performance``; the run key names the champion and labels versions, so a champion is retrained at
-    most once per labels version, however many days found it behind). It reads only the materializations
-    after its cursor (the last one's storage id)."""
+    most once per labels version, however many days found it behind). Both found for one champion make one
+    run, tagged with both triggers and both reasons, keyed as the live-performance run. It reads only the
+    materializations after its cursor (the last one's storage id)."""
     from dagster import AssetKey, AssetRecordsFilter
 
     from retrain_assets.core.names import TRIGGER_REASON_TAG
@@ -210,26 +211,29 @@ def live_performance_sensor(context: SensorEvaluationContext, project: RetrainPr
     if not records:
         return SkipReason("no live_performance materialization since the last tick")
     config = project.load()
-    requests: dict[str, RunRequest] = {}
+    found: dict[int, dict[str, tuple[str, str]]] = {}  # champion version -> trigger -> (run key, reason)
     for record in records:
         materialization = record.asset_materialization
-        entry = materialization.metadata.get(TRIGGER_METADATA) if materialization is not None else None
-        found = entry.value if entry is not None else None
-        if isinstance(found, dict) and found.get("fired"):
-            key = f"live_performance-champion-v{found['champion_version']}-labels-v{found['labels_version']}"
-            tags = {TRIGGER_TAG: "live_performance", TRIGGER_REASON_TAG: found["reason"], **max_runtime_tag(config)}
-            requests.setdefault(key, RunRequest(run_key=key, tags=tags))
-        entry = materialization.metadata.get(DRIFT_METADATA) if materialization is not None else None
-        drifted = entry.value if entry is not None else None
-        if isinstance(drifted, dict) and drifted.get("fired"):  # once per champion: it drifts until replaced
-            key = f"prediction_drift-champion-v{drifted['champion_version']}"
-            tags = {TRIGGER_TAG: "prediction_drift", TRIGGER_REASON_TAG: drifted["reason"], **max_runtime_tag(config)}
-            requests.setdefault(key, RunRequest(run_key=key, tags=tags))
+        metadata = materialization.metadata if materialization is not None else {}
+        for trigger, name in (("live_performance", TRIGGER_METADATA), ("prediction_drift", DRIFT_METADATA)):
+            entry = metadata.get(name)
+            value = entry.value if entry is not None else None
+            if isinstance(value, dict) and value.get("fired"):
+                key = f"{trigger}-champion-v{value['champion_version']}"  # drift: once per champion, until replaced
+                if trigger == "live_performance":
+                    key += f"-labels-v{value['labels_version']}"
+                found.setdefault(value["champion_version"], {}).setdefault(trigger, (key, value["reason"]))
     cursor = str(records[-1].storage_id)
-    if not requests:
+    if not found:
         why = "the champion is neither behind its holdout on live labelled rows nor drifting in what it is served"
         return SensorResult(skip_reason=why, cursor=cursor)
-    return SensorResult(run_requests=list(requests.values()), cursor=cursor)
+    requests = []
+    for fired in found.values():  # one run per champion: a second would retrain on the same data again
+        (key, _), triggers = next(iter(fired.values())), ",".join(fired)
+        reason = "; ".join(why for _, why in fired.values())
+        tags = {TRIGGER_TAG: triggers, TRIGGER_REASON_TAG: reason, **max_runtime_tag(config)}
+        requests.append(RunRequest(run_key=key, tags=tags))
+    return SensorResult(run_requests=requests, cursor=cursor)
 
 
 def build_live_sensors(interval_seconds: int) -> list[SensorDefinition]:
