@@ -275,6 +275,27 @@ def test_served_rows_unlike_the_training_data_fail_the_drift_checks_and_request_
     assert "prediction drift" in request.tags["retrain/trigger_reason"]
 
 
+def test_a_champion_behind_and_drifting_on_the_same_day_is_retrained_by_one_run(live):
+    from retrain_assets.core.triggers import decide_retrain
+
+    benign = live.data[live.data[TARGET] == 1].iloc[:120]
+    answered = serve(live, ago(5), benign.assign(**{"mean radius": benign["mean radius"] * 1.6}))
+    flipped = answered[["prediction_id"]].assign(label=1 - answered[TARGET])
+    flipped.loc[flipped.index[:40], "label"] = 1  # two classes, or the day has no ROC AUC to judge
+    assert label(live, "flipped.csv", flipped).exit_code == 0
+    day = compute(live, ago(5))
+    assert day["champion_trigger"]["fired"] and day["champion_drift"]["fired"]
+
+    (request,) = evaluate(live, "live_performance_sensor").run_requests
+    version = live.champion.version
+    assert request.run_key == f"live_performance-champion-v{version}-labels-v0"
+    assert request.tags["retrain/trigger"] == "live_performance,prediction_drift"
+    reason = request.tags["retrain/trigger_reason"]
+    assert day["champion_trigger"]["reason"] in reason and day["champion_drift"]["reason"] in reason
+    decision = decide_retrain(live.config, request.tags["retrain/trigger"], True, 0, trigger_reason=reason)
+    assert decision.retrain and decision.fired == ("live_performance,prediction_drift",)
+
+
 def test_champion_and_challenger_are_judged_on_the_same_labelled_rows(live):
     from sklearn.metrics import roc_auc_score
 
