@@ -24,6 +24,10 @@ Choices, and why:
   ``serving.ledger: false`` (only to measure what it costs) nothing is recorded and answers carry no ids.
 - **Shadow.** With ``serving.shadow: true`` the challenger scores each batch after the answer has gone; its
   rows go to the ledger marked ``shadow`` and are never returned.
+- **A frozen heap.** `retrain serve` moves what is alive after each swap out of the collector's sight
+  (:func:`freeze_heap`). Without it, a full collection of the libraries' and models' objects paused the event
+  loop for 100-200 ms under load: at 1-row, 8 connections the p99 was 115-156 ms in most runs, and 35-40 ms
+  with the freeze (p50 27 ms either way).
 - **Refusals.** A bad request gets a 4xx in MLflow's error shape (``{"error_code", "message"}``) naming the field;
   a body over ``serving.max_body_bytes`` is refused before it is read whole. Nothing of a refused request reaches
   the ledger.
@@ -70,8 +74,16 @@ class Slots:
 class Watcher:
     """Polls the registry and swaps in the version each alias points at (see the module docstring)."""
 
-    def __init__(self, config: "RetrainConfig", registry: "Registry", slots: Slots, aliases: tuple[str, ...]):
+    def __init__(
+        self,
+        config: "RetrainConfig",
+        registry: "Registry",
+        slots: Slots,
+        aliases: tuple[str, ...],
+        freeze_heap: bool = False,
+    ):
         self.config, self.registry, self.slots, self.aliases = config, registry, slots, aliases
+        self.freeze_heap = freeze_heap
         self._stop = threading.Event()
         self._poll_now = threading.Event()
         self._thread = threading.Thread(target=self._run, name="retrain-serve-watcher", daemon=True)
@@ -100,6 +112,7 @@ class Watcher:
         """Load and swap in every alias that moved; a failure leaves what serves as it was."""
         from retrain_assets.core import serving
 
+        swapped = False
         for alias in self.aliases:
             try:
                 target = self.registry.by_alias(alias)
@@ -123,8 +136,11 @@ class Watcher:
                 self.slots.models[alias] = loaded  # the swap: one reference assignment
                 self.slots.refused.pop(alias, None)
                 self.slots.swaps += 1
+                swapped = True
                 was = "nothing" if current is None else f"v{current.version}"
                 logger.warning("retrain serve: %s is now v%s (was %s)", alias, loaded.version, was)
+        if swapped and self.freeze_heap:
+            freeze_heap()
         self.slots.watcher_error = None
         self.slots.last_poll = time.time()
 
@@ -138,6 +154,18 @@ class Watcher:
             send_alert(
                 self.config, "champion_unloadable", f"retrain serve refused {why}; {keeps}", {"version": version}
             )
+
+
+def freeze_heap() -> None:
+    """Collect, then put every object alive in the collector's permanent generation (``gc.freeze``), so the
+    libraries and models loaded are not scanned again. Otherwise a full collection of that heap stops the
+    event loop for 100-200 ms under load. It is unfrozen first, so a replaced model's cycles are still
+    collected."""
+    import gc
+
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
@@ -292,10 +320,12 @@ def build_app(
     registry: "Registry",
     ledger: Optional["PredictionLedger"],
     clock: Callable[[], dt.datetime] = utc_now,
+    freeze: bool = False,
 ) -> "FastAPI":
     """The FastAPI app; starting it (its lifespan) starts the watcher, the ledger (``None``: serving.ledger is
     off) and the batcher. ``clock`` stamps the ledger's ``served_at``: the wall clock, except where recorded
-    traffic is replayed as of its own day (``retrain demo``, as ``retrain ingest --as-of`` replays batches)."""
+    traffic is replayed as of its own day (``retrain demo``, as ``retrain ingest --as-of`` replays batches).
+    ``freeze``: :func:`freeze_heap` after each swap, for a process that only serves (`retrain serve`)."""
     import contextlib
 
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -304,7 +334,7 @@ def build_app(
 
     slots = Slots()
     aliases = (CHAMPION, CHALLENGER) if config.serving.shadow else (CHAMPION,)
-    watcher = Watcher(config, registry, slots, aliases)
+    watcher = Watcher(config, registry, slots, aliases, freeze)
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
@@ -482,7 +512,7 @@ def serve(config: "RetrainConfig", host: str, port: int) -> None:
     from retrain_assets.core.registry import Registry
 
     quiet_mlflow()
-    app = build_app(config, Registry(config), ledger_for(config))
+    app = build_app(config, Registry(config), ledger_for(config), freeze=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
