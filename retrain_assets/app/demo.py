@@ -222,14 +222,15 @@ def serve_a_day(
     config = load_config(config_path)
     data, flushed, poll = config.data, config.serving.flush_seconds, config.serving.poll_seconds
     traffic = synthetic.churn_batch(day, 3 * rows_per_day, seed=29, drift=1.6)
-    moment = [dt.datetime.combine(day, dt.time(), dt.timezone.utc)]
+    midnight = dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+    moment = [midnight]  # what the server's clock says: advanced request by request through the day
     rows: list[dict] = []
     with BackgroundServer(config, clock=lambda: moment[0]) as server:
         served_by = _get(server.url, "/version")["champion"]
         echo(f"\nretrain serve -> {server.url}: champion v{served_by['version']}")
         requests = range(0, len(traffic), REQUEST_ROWS)
         for start in requests:
-            moment[0] = dt.datetime.combine(day, dt.time(), dt.timezone.utc) + dt.timedelta(days=start / len(traffic))
+            moment[0] = midnight + dt.timedelta(days=start / len(traffic))
             request = traffic.iloc[start : start + REQUEST_ROWS][[data.id, *data.features]]
             _post(
                 server.url,

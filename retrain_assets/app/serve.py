@@ -80,10 +80,10 @@ class Watcher:
         registry: "Registry",
         slots: Slots,
         aliases: tuple[str, ...],
-        freeze_heap: bool = False,
+        freeze: bool = False,
     ):
         self.config, self.registry, self.slots, self.aliases = config, registry, slots, aliases
-        self.freeze_heap = freeze_heap
+        self.freeze = freeze  # freeze_heap() after a swap
         self._stop = threading.Event()
         self._poll_now = threading.Event()
         self._thread = threading.Thread(target=self._run, name="retrain-serve-watcher", daemon=True)
@@ -139,7 +139,7 @@ class Watcher:
                 swapped = True
                 was = "nothing" if current is None else f"v{current.version}"
                 logger.warning("retrain serve: %s is now v%s (was %s)", alias, loaded.version, was)
-        if swapped and self.freeze_heap:
+        if swapped and self.freeze:
             freeze_heap()
         self.slots.watcher_error = None
         self.slots.last_poll = time.time()

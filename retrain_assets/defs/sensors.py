@@ -229,10 +229,9 @@ def live_performance_sensor(context: SensorEvaluationContext, project: RetrainPr
         return SensorResult(skip_reason=why, cursor=cursor)
     requests = []
     for fired in found.values():  # one run per champion: a second would retrain on the same data again
-        (key, _), triggers = next(iter(fired.values())), ",".join(fired)
-        reason = "; ".join(why for _, why in fired.values())
-        tags = {TRIGGER_TAG: triggers, TRIGGER_REASON_TAG: reason, **max_runtime_tag(config)}
-        requests.append(RunRequest(run_key=key, tags=tags))
+        keys, reasons = zip(*fired.values(), strict=True)
+        tags = {TRIGGER_TAG: ",".join(fired), TRIGGER_REASON_TAG: "; ".join(reasons), **max_runtime_tag(config)}
+        requests.append(RunRequest(run_key=keys[0], tags=tags))
     return SensorResult(run_requests=requests, cursor=cursor)
 
 
