@@ -44,6 +44,8 @@ def test_defaults_put_everything_under_home_beside_the_config(tmp_path):
         ({"data": {**MINIMAL["data"], "task": "ranking"}}, "data.task"),
         ({"data": {**MINIMAL["data"], "columns": {"x": "decimal", "y": "int"}}}, "data.columns.x"),
         ({"data": {**MINIMAL["data"], "timestamp": "x"}}, "data.timestamp"),
+        ({"promotion": {"live_check": {"min_rows": 100}}}, "promotion.live_check"),  # needs serving.shadow
+        ({"promotion": {"live_check": {"min_rows": 0}}}, "promotion.live_check.min_rows"),
     ],
 )
 def test_errors_name_the_bad_key(tmp_path, change, key):

@@ -364,3 +364,127 @@ def test_retrain_tick_computes_the_days_the_labels_sensor_requests(live):
     assert (run.job_name, run.tags["dagster/partition"]) == ("live", ago(3).isoformat())
     again = tick(live.path, live.instance)  # nothing new: the day is not run twice
     assert not [launch for launch in again.launches if launch.source == "live_labels_sensor" and not launch.skipped]
+
+
+def with_live_check(live: Live, min_rows: int, max_drop: float) -> Live:
+    """The project with ``promotion.live_check`` on (and the shadow scoring it needs), and no holdout margin:
+    the project's second version then wins on the holdout against the first, the champion."""
+    import dataclasses
+
+    import yaml
+
+    raw = yaml.safe_load(live.path.read_text())
+    raw["promotion"] = {**raw.get("promotion", {}), "margin": 0.0}
+    raw["promotion"]["live_check"] = {"min_rows": min_rows, "max_drop": max_drop}
+    raw["serving"] = {**raw.get("serving", {}), "shadow": True}
+    live.path.write_text(yaml.safe_dump(raw))
+    return dataclasses.replace(live, config=load_config(live.path), defs=build_defs(str(live.path)))
+
+
+def decide_again(live: Live, job: str = "retrain", tags: Optional[dict] = None) -> dict[str, Any]:
+    """``prod_model`` on the stored candidate (through ``evaluation_report`` for the retraining job); the
+    registry's aliases and the candidate's tags afterwards."""
+    from dagster import AssetKey
+
+    from retrain_assets.core.registry import Registry
+
+    selection = [AssetKey("evaluation_report"), AssetKey("prod_model")] if job == "retrain" else None
+    result = live.defs.resolve_job_def(job).execute_in_process(
+        instance=live.instance, asset_selection=selection, tags=tags, raise_on_error=False
+    )
+    assert result.success, [event.message for event in result.all_events if event.is_failure]
+    registry = Registry(live.config)
+    aliases = {alias: int(registry.by_alias(alias).version) for alias in ("champion", "challenger")}
+    return {**aliases, **registry.client.get_model_version(registry.name, str(live.challenger.version)).tags}
+
+
+def ranked_by(live: Live, model: serving.ServedModel, rows: pd.DataFrame) -> pd.Series:
+    """Labels that agree with ``model``'s ranking of ``rows`` (the upper half is 1): on them it is perfect."""
+    from retrain_assets.core.training import model_inputs
+
+    scores = pd.Series(model.pipeline.predict_proba(model_inputs(rows, live.config))[:, 1], index=rows.index)
+    return (scores > scores.median()).astype(int)
+
+
+def disputed(live: Live, count: int) -> pd.DataFrame:
+    """The ``count`` rows the champion and the challenger score most differently: where the truth tells them apart."""
+    from retrain_assets.core.training import model_inputs
+
+    inputs = model_inputs(live.data, live.config)
+    gap = (live.champion.pipeline.predict_proba(inputs) - live.challenger.pipeline.predict_proba(inputs))[:, 1]
+    return live.data.iloc[pd.Series(abs(gap)).nlargest(count).index]
+
+
+def live_auc(live: Live, model: serving.ServedModel, rows: pd.DataFrame, truth: pd.Series) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    from retrain_assets.core.training import model_inputs
+
+    return roc_auc_score(truth, model.pipeline.predict_proba(model_inputs(rows, live.config))[:, 1])
+
+
+def test_a_holdout_winner_waits_as_challenger_until_its_live_rows_pass_then_is_promoted(live):
+    live = with_live_check(live, min_rows=60, max_drop=0.01)
+    champion, challenger = live.champion.version, live.challenger.version
+
+    held = decide_again(live)
+    assert (held["champion"], held["challenger"], held["live_check"]) == (champion, challenger, "awaiting")
+    assert held["decision"] == "rejected"
+    assert (
+        f"awaiting the live check: challenger v{challenger} against champion v{champion} on 0 paired"
+        in (held["decision_reason"])
+    )
+
+    rows = disputed(live, 80)
+    truth = ranked_by(live, live.challenger, rows)  # the live truth sides with the challenger
+    for day, part in ((ago(3), slice(0, 40)), (ago(2), slice(40, 80))):
+        answered = serve(live, day, rows.iloc[part], shadow=True)
+        assert (
+            label(live, f"{day}.csv", answered[["prediction_id"]].assign(target=truth.iloc[part].tolist())).exit_code
+            == 0
+        )
+        check = compute(live, day)["challenger_live_check"]
+        requests = evaluate(live, "live_performance_sensor").run_requests or []
+        if day == ago(3):
+            assert (check["ready"], check["rows"]) == (False, 40)
+            assert not [r for r in requests if r.job_name == "live_check"], "40 of the 60 rows: nothing to decide yet"
+    assert (check["ready"], check["rows"], check["challenger_version"]) == (True, 80, challenger)
+    (request,) = [r for r in requests if r.job_name == "live_check"]
+    assert request.run_key == f"live_check-challenger-v{challenger}-labels-v1"
+    assert request.tags["retrain/trigger"] == "live_check"
+
+    decided = decide_again(live, "live_check", request.tags)
+
+    assert (decided["champion"], decided["live_check"], decided["decision"]) == (challenger, "passed", "promoted")
+    mine, theirs = live_auc(live, live.challenger, rows, truth), live_auc(live, live.champion, rows, truth)
+    assert (
+        f"passes the live check: live roc_auc {mine:.4f} against {theirs:.4f} on 80 paired rows"
+        in (decided["decision_reason"])
+    )
+    from retrain_assets.core.registry import Registry
+
+    assert int(Registry(live.config).by_alias("previous_champion").version) == champion
+    assert compute(live, ago(2))["challenger_live_check"]["ready"] is False, "decided: no challenger awaits"
+
+
+def test_a_holdout_winner_worse_on_its_live_rows_is_rejected_and_the_champion_stays(live):
+    live = with_live_check(live, min_rows=60, max_drop=0.01)
+    champion, challenger = live.champion.version, live.challenger.version
+    assert decide_again(live)["live_check"] == "awaiting"
+    rows = disputed(live, 80)
+    truth = ranked_by(live, live.champion, rows)  # the live truth sides with the champion
+    mine, theirs = live_auc(live, live.challenger, rows, truth), live_auc(live, live.champion, rows, truth)
+    assert theirs - mine > 0.01, "the rows must tell the two apart by more than max_drop"
+    answered = serve(live, ago(4), rows, shadow=True)
+    assert label(live, "day.csv", answered[["prediction_id"]].assign(target=truth.tolist())).exit_code == 0
+    assert compute(live, ago(4))["challenger_live_check"]["ready"]
+    (request,) = [r for r in evaluate(live, "live_performance_sensor").run_requests if r.job_name == "live_check"]
+
+    decided = decide_again(live, "live_check", request.tags)
+
+    assert (decided["champion"], decided["challenger"]) == (champion, challenger)
+    assert (decided["live_check"], decided["decision"]) == ("failed", "rejected")
+    assert (
+        f"fails the live check: live roc_auc {mine:.4f} against {theirs:.4f} on 80 paired rows"
+        in (decided["decision_reason"])
+    )

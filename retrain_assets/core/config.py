@@ -290,6 +290,20 @@ class ModelConfig(_Section):
     )
 
 
+class LiveCheck(_Section):
+    """The challenger must also hold up on live traffic: scored in shadow beside the champion, on the same
+    labelled request rows, before it takes the ``champion`` alias."""
+
+    min_rows: int = Field(
+        200, ge=1, description="Paired labelled rows (champion and challenger on the same requests) needed to judge."
+    )
+    max_drop: float = Field(
+        0.0,
+        ge=0,
+        description="How far the challenger's live metric may fall short of the champion's on those rows.",
+    )
+
+
 class PromotionConfig(_Section):
     metric: str = "roc_auc"
     minimum: Optional[float] = Field(
@@ -298,6 +312,11 @@ class PromotionConfig(_Section):
     margin: float = Field(0.0, ge=0.0)
     max_age_days: Optional[float] = Field(
         30, gt=0, description="A champion older than this fails the freshness check (warning)."
+    )
+    live_check: Optional[LiveCheck] = Field(
+        None,
+        description="Off by default. When set, a candidate that wins on the holdout stays the challenger, "
+        "scored in shadow, until the live check passes (needs serving.shadow).",
     )
 
 
@@ -491,6 +510,10 @@ class RetrainConfig(_Section):
         if self.promotion.metric not in METRICS[task]:
             raise ValueError(
                 f"promotion.metric: {self.promotion.metric!r} is not one of {', '.join(METRICS[task])} for {task}"
+            )
+        if self.promotion.live_check is not None and not self.serving.shadow:
+            raise ValueError(
+                "promotion.live_check: the challenger is judged on the rows it scored in shadow; set serving.shadow"
             )
         return self
 

@@ -4,6 +4,11 @@
 decides; ``prod_model`` only acts on ``report.decision`` and records it. A decision is recorded where it
 becomes final: by ``evaluation_report`` when the blocking floor stops the run (``prod_model`` never runs),
 by ``prod_model`` otherwise, both through :func:`record`.
+
+With ``promotion.live_check`` a holdout winner must also hold up on live traffic (:func:`judge_live`). That
+evidence accrues after the evaluation, while the challenger is scored in shadow, so ``prod_model`` completes
+the report's decision with it (:meth:`EvaluationReport.with_live`): when it applies it first the winner stays
+the challenger, awaiting; the ``live_check`` run applies it again once the rows are there.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from retrain_assets.core.names import COMPARISON_CHECK, MINIMUM_CHECK
+from retrain_assets.core.names import COMPARISON_CHECK, LIVE_CHECK_TAG, MINIMUM_CHECK
 
 if TYPE_CHECKING:
     from retrain_assets.core.config import RetrainConfig
+    from retrain_assets.core.live import PairedDay
     from retrain_assets.core.registry import Registry
 
 
@@ -68,6 +74,45 @@ def decide(candidate: dict[str, float], champion: Optional[dict[str, float]], co
     return comparison
 
 
+AWAITING, PASSED, FAILED = "awaiting", "passed", "failed"  # the states of a live check
+
+
+@dataclass(frozen=True)
+class LiveVerdict:
+    """``promotion.live_check`` on the champion and the challenger's paired live rows: ``awaiting`` (too few
+    rows, or the metric undefined on them), ``passed`` or ``failed``."""
+
+    status: str
+    reason: str
+    rows: int
+    champion: dict[str, float]
+    challenger: dict[str, float]
+
+
+def judge_live(pair: "PairedDay", config: "RetrainConfig") -> LiveVerdict:
+    """Passes when the challenger's live metric falls at most ``max_drop`` short of the champion's, over at
+    least ``min_rows`` labelled request rows both answered."""
+    rule, name = config.promotion.live_check, config.promotion.metric
+    assert rule is not None
+    who = f"challenger v{pair.challenger_version} against champion v{pair.champion_version}"
+    if pair.rows < rule.min_rows:
+        reason = (
+            f"awaiting the live check: {who} on {pair.rows} paired labelled rows, {rule.min_rows} needed "
+            "(promotion.live_check.min_rows)"
+        )
+        return LiveVerdict(AWAITING, reason, pair.rows, pair.champion, pair.challenger)
+    mine, theirs = pair.challenger.get(name, math.nan), pair.champion.get(name, math.nan)
+    if math.isnan(mine) or math.isnan(theirs):
+        reason = f"awaiting the live check: live {name} is undefined on the {pair.rows} paired rows of {who}"
+        return LiveVerdict(AWAITING, reason, pair.rows, pair.champion, pair.challenger)
+    drop = (theirs - mine) if config.higher_is_better else (mine - theirs)
+    said = f"live {name} {mine:.4f} against {theirs:.4f} on {pair.rows} paired rows ({who})"
+    if drop > rule.max_drop:
+        reason = f"fails the live check: {said}, {drop:.4f} worse, more than max_drop {rule.max_drop}"
+        return LiveVerdict(FAILED, reason, pair.rows, pair.champion, pair.challenger)
+    return LiveVerdict(PASSED, f"passes the live check: {said}", pair.rows, pair.champion, pair.challenger)
+
+
 @dataclass(frozen=True)
 class EvaluationReport:
     """Candidate and champion scored on the same holdout, the two gates and the one decision they make.
@@ -118,6 +163,13 @@ class EvaluationReport:
             decision=decision,
         )
 
+    def with_live(self, live: Optional[LiveVerdict]) -> Decision:
+        """The decision once the live check (when it applies) has spoken: a holdout winner is promoted only
+        when it passed; awaiting or failed, the champion stays."""
+        if live is None or not self.decision.promote:
+            return self.decision
+        return Decision(live.status == PASSED, f"{self.decision.reason}; {live.reason}")
+
     @property
     def gates(self) -> dict[str, list[Any]]:
         """Each gate's ``[passed, reason]`` by its check name."""
@@ -160,7 +212,14 @@ class EvaluationReport:
         }
 
 
-def record(registry: "Registry", report: EvaluationReport) -> None:
-    """Write the report's decision, its reason and the comparison onto the candidate's model version."""
-    decision = report.decision
-    registry.record_decision(report.candidate_version, decision.promote, decision.reason, report.comparison_record())
+def record(registry: "Registry", report: EvaluationReport, live: Optional[LiveVerdict] = None) -> Decision:
+    """Write the decision (:meth:`EvaluationReport.with_live`), its reason and the comparison onto the
+    candidate's model version, with the live check's state when it applied; returns that decision."""
+    decision = report.with_live(live)
+    extra = report.comparison_record()
+    if live is not None and report.decision.promote:
+        extra.update({LIVE_CHECK_TAG: live.status, "live_rows": live.rows})
+        extra.update({f"live_champion_{name}": value for name, value in live.champion.items()})
+        extra.update({f"live_challenger_{name}": value for name, value in live.challenger.items()})
+    registry.record_decision(report.candidate_version, decision.promote, decision.reason, extra)
+    return decision

@@ -189,8 +189,25 @@ def live_day(config: "RetrainConfig", start: dt.datetime, end: dt.datetime) -> L
         labels_version=labels_version,
         predictions_version=predictions_version,
         models=_models(config, rows),
-        paired=_paired(config, rows),
+        paired=_paired(config, rows, config.serving.min_labelled_rows),
     )
+
+
+def paired_rows(config: "RetrainConfig", champion: int, challenger: int) -> PairedDay:
+    """``champion`` and ``challenger`` (in shadow) on every labelled request row both answered, whatever the
+    day and whether the day is due yet (both are judged on the same rows, so a label still to come biases
+    neither): the evidence of ``promotion.live_check``. Metrics from its ``min_rows`` on; none below. The
+    scan keeps only the two versions' rows (file statistics prune the rest: versions grow with time)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rule = config.promotion.live_check
+    assert rule is not None
+    where = pc.field("model_version").isin(pa.array([champion, challenger], type=pa.int64()))
+    rows = join(config, read_predictions(config, where, DAY_COLUMNS), read_labels(config))
+    pairs = _paired(config, rows, rule.min_rows)
+    found = (pair for pair in pairs if (pair.champion_version, pair.challenger_version) == (champion, challenger))
+    return next(found, PairedDay(champion, challenger, 0, {}, {}))
 
 
 def _models(config: "RetrainConfig", rows: "pd.DataFrame") -> list[ModelDay]:
@@ -203,13 +220,13 @@ def _models(config: "RetrainConfig", rows: "pd.DataFrame") -> list[ModelDay]:
     return found
 
 
-def _paired(config: "RetrainConfig", rows: "pd.DataFrame") -> list[PairedDay]:
-    """Per (champion, challenger) version pair, both scored on the labelled rows both answered."""
+def _paired(config: "RetrainConfig", rows: "pd.DataFrame", least: int) -> list[PairedDay]:
+    """Per (champion, challenger) version pair, both scored on the labelled rows both answered (from ``least``
+    rows on)."""
     labelled = rows[rows[LABEL].notna()]
     champion = labelled[(labelled["alias"] == CHAMPION) & ~labelled["shadow"].astype(bool)]
     challenger = labelled[(labelled["alias"] == CHALLENGER) & labelled["shadow"].astype(bool)]
     both = champion.merge(challenger, on=KEY, suffixes=("", "_shadow"))
-    least = config.serving.min_labelled_rows
     found = []
     for (mine, theirs), group in both.groupby(["model_version", "model_version_shadow"], sort=True):
         shadow = group[[f"{name}_shadow" for name in ("prediction", "probabilities")] + [LABEL]]

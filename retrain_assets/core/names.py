@@ -29,5 +29,6 @@ CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
 DECISION_TAG = "decision"
 DECISION_REASON_TAG = "decision_reason"
+LIVE_CHECK_TAG = "live_check"  # promotion.live_check on a holdout winner: awaiting, passed or failed
 # Copied from the model version into prod_model's metadata: what a person asks of a champion.
 RECORD_TAGS = ("delta_version", "data_min", "data_max", "rows", "params_hash", "code_version", "trigger_reason")

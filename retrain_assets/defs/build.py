@@ -11,7 +11,7 @@ from retrain_assets.defs.assets import LINEAGE, candidate_model, validated_featu
 from retrain_assets.defs.assets.history import build_history_assets, history_partitions
 from retrain_assets.defs.assets.live import build_live_assets, live_partitions  # live performance (issue 13)
 from retrain_assets.defs.executors import executor_from_env
-from retrain_assets.defs.jobs import history_jobs, live_job, max_runtime_tag, retrain_job
+from retrain_assets.defs.jobs import history_jobs, live_check_job, live_job, max_runtime_tag, retrain_job
 from retrain_assets.defs.resources import RetrainProject, artifact_io_manager
 from retrain_assets.defs.schedules import retrain_schedule
 from retrain_assets.defs.sensors import build_live_sensors, build_sensors
@@ -49,7 +49,7 @@ def build_defs(
     days = live_partitions(config)  # live performance (issue 13): one partition per day served
     return Definitions(
         assets=assets + build_history_assets(partitions) + build_live_assets(days),
-        jobs=[retrain_job, *history_jobs(partitions), live_job(days)],
+        jobs=[retrain_job, live_check_job, *history_jobs(partitions), live_job(days)],
         sensors=build_sensors(triggers.sensor_interval_seconds) + build_live_sensors(triggers.sensor_interval_seconds),
         schedules=[retrain_schedule(cron, max_runtime_tag(config) if config else {})] if cron else [],
         resources=_resources(config, config_path, hold_project_lock),

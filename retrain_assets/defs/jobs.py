@@ -18,6 +18,16 @@ retrain_job = define_asset_job(
     description="Validate new raw_data batches; if a trigger fires, train a candidate, compare, promote if better.",
 )
 
+LIVE_CHECK_JOB = "live_check"
+live_check_job = define_asset_job(
+    LIVE_CHECK_JOB,
+    selection=AssetSelection.assets("prod_model"),
+    description=(
+        "Decide again on the challenger awaiting promotion.live_check, from its stored evaluation report and "
+        "its live rows: promote or reject it, without retraining."
+    ),
+)
+
 
 def max_runtime_tag(config: "RetrainConfig") -> dict[str, str]:
     """``runs.max_runtime_minutes`` as the tag Dagster's run monitoring enforces on daemon-launched runs."""

@@ -197,12 +197,16 @@ def live_performance_sensor(context: SensorEvaluationContext, project: RetrainPr
     its holdout metric, or past the floor) on at least ``serving.min_labelled_rows`` labelled rows (trigger
     ``live_performance``; the run key names the champion and labels versions, so a champion is retrained at
     most once per labels version, however many days found it behind). Both found for one champion make one
-    run, tagged with both triggers and both reasons, keyed as the live-performance run. It reads only the
-    materializations after its cursor (the last one's storage id)."""
+    run, tagged with both triggers and both reasons, keyed as the live-performance run.
+
+    With ``promotion.live_check`` it also requests the ``live_check`` job once a materialization counts enough
+    paired rows for the challenger awaiting it (trigger ``live_check``; keyed by the challenger and the labels
+    version). It reads only the materializations after its cursor (the last one's storage id)."""
     from dagster import AssetKey, AssetRecordsFilter
 
     from retrain_assets.core.names import TRIGGER_REASON_TAG
-    from retrain_assets.defs.assets.live import DRIFT_METADATA, LIVE_PERFORMANCE, TRIGGER_METADATA
+    from retrain_assets.defs.assets.live import DRIFT_METADATA, LIVE_CHECK_METADATA, LIVE_PERFORMANCE, TRIGGER_METADATA
+    from retrain_assets.defs.jobs import LIVE_CHECK_JOB
 
     after = int(context.cursor) if context.cursor else None
     records = context.instance.fetch_materializations(
@@ -212,9 +216,16 @@ def live_performance_sensor(context: SensorEvaluationContext, project: RetrainPr
         return SkipReason("no live_performance materialization since the last tick")
     config = project.load()
     found: dict[int, dict[str, tuple[str, str]]] = {}  # champion version -> trigger -> (run key, reason)
+    checks: dict[str, str] = {}  # live_check run key -> reason
     for record in records:
         materialization = record.asset_materialization
         metadata = materialization.metadata if materialization is not None else {}
+        entry = metadata.get(LIVE_CHECK_METADATA)
+        check = entry.value if entry is not None else None
+        if isinstance(check, dict) and check.get("ready"):
+            checks[f"live_check-challenger-v{check['challenger_version']}-labels-v{check['labels_version']}"] = check[
+                "reason"
+            ]
         for trigger, name in (("live_performance", TRIGGER_METADATA), ("prediction_drift", DRIFT_METADATA)):
             entry = metadata.get(name)
             value = entry.value if entry is not None else None
@@ -224,21 +235,29 @@ def live_performance_sensor(context: SensorEvaluationContext, project: RetrainPr
                     key += f"-labels-v{value['labels_version']}"
                 found.setdefault(value["champion_version"], {}).setdefault(trigger, (key, value["reason"]))
     cursor = str(records[-1].storage_id)
-    if not found:
+    if not found and not checks:
         why = "the champion is neither behind its holdout on live labelled rows nor drifting in what it is served"
         return SensorResult(skip_reason=why, cursor=cursor)
-    requests = []
+    runtime = max_runtime_tag(config)
+    requests = [  # first: the challenger's decision, before a retrain replaces it
+        RunRequest(
+            run_key=key,
+            job_name=LIVE_CHECK_JOB,
+            tags={TRIGGER_TAG: "live_check", TRIGGER_REASON_TAG: reason, **runtime},
+        )
+        for key, reason in checks.items()
+    ]
     for fired in found.values():  # one run per champion: a second would retrain on the same data again
         keys, reasons = zip(*fired.values(), strict=True)
-        tags = {TRIGGER_TAG: ",".join(fired), TRIGGER_REASON_TAG: "; ".join(reasons), **max_runtime_tag(config)}
-        requests.append(RunRequest(run_key=keys[0], tags=tags))
+        tags = {TRIGGER_TAG: ",".join(fired), TRIGGER_REASON_TAG: "; ".join(reasons), **runtime}
+        requests.append(RunRequest(run_key=keys[0], job_name=RETRAIN_JOB, tags=tags))
     return SensorResult(run_requests=requests, cursor=cursor)
 
 
 def build_live_sensors(interval_seconds: int) -> list[SensorDefinition]:
     """The two live-performance sensors, evaluated as often as the others (``triggers.sensor_interval_seconds``)
     and on by default: days of the ``live`` job, and the retraining job when the champion fell behind."""
-    from retrain_assets.defs.jobs import LIVE_JOB
+    from retrain_assets.defs.jobs import LIVE_JOB, live_check_job
 
     labels = sensor(
         name=live_labels_sensor.__name__,
@@ -248,7 +267,7 @@ def build_live_sensors(interval_seconds: int) -> list[SensorDefinition]:
     )(live_labels_sensor)
     trigger = sensor(
         name=live_performance_sensor.__name__,
-        job=retrain_job,
+        jobs=[retrain_job, live_check_job],
         default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=interval_seconds,
     )(live_performance_sensor)

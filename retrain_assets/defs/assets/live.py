@@ -20,7 +20,7 @@ from dagster import (
 
 from retrain_assets.core import live, served_drift
 from retrain_assets.core.config import RetrainConfig
-from retrain_assets.core.names import CHAMPION
+from retrain_assets.core.names import CHALLENGER, CHAMPION, LIVE_CHECK_TAG
 from retrain_assets.defs.resources import RetrainProject
 
 LIVE_GROUP = "live"
@@ -28,6 +28,7 @@ LIVE_PERFORMANCE = "live_performance"
 TRIGGER_METADATA = "champion_trigger"  # the performance rule on the champion's rows: what the live sensor reads
 DRIFT_METADATA = "champion_drift"  # prediction and served-input drift of the champion's rows: the sensor reads it too
 DRIFT_CHECKS = (served_drift.PREDICTION_DRIFT_CHECK, served_drift.SERVED_DRIFT_CHECK)
+LIVE_CHECK_METADATA = "challenger_live_check"  # promotion.live_check's evidence so far: the sensor reads it too
 
 
 def live_partitions(config: Optional[RetrainConfig]) -> DailyPartitionsDefinition:
@@ -60,7 +61,8 @@ def build_live_assets(partitions: DailyPartitionsDefinition) -> list:
         the rows served and labelled and the task's metrics (from ``serving.min_labelled_rows`` labelled rows
         on), the champion and the challenger on the same labelled rows (shadow), and the performance rule of
         ``triggers.performance`` on the current champion's rows against its holdout metric, which the
-        ``live_performance_sensor`` acts on. A day is computed only after its end plus
+        ``live_performance_sensor`` acts on, and (``promotion.live_check``) the paired rows so far of the
+        challenger awaiting that check, which the sensor acts on too. A day is computed only after its end plus
         ``serving.label_delay_hours``: before that its labels are incomplete, and the run fails saying when."""
         config = project.load()
         window = context.partition_time_window
@@ -103,6 +105,9 @@ def build_live_assets(partitions: DailyPartitionsDefinition) -> list:
                         "champion_version": version,
                     }
                 ),
+                LIVE_CHECK_METADATA: MetadataValue.json(
+                    {**_live_check(config, registry, version), "labels_version": day.labels_version}
+                ),
             },
             check_results=[
                 AssetCheckResult(
@@ -117,6 +122,25 @@ def build_live_assets(partitions: DailyPartitionsDefinition) -> list:
         )
 
     return [live_performance]
+
+
+def _live_check(config: RetrainConfig, registry, champion: Optional[int]) -> dict:
+    """Where the challenger awaiting ``promotion.live_check`` stands: its labelled rows paired with the
+    champion's, and ``ready`` once they are enough to judge it (the ``live_check`` run then decides)."""
+    from retrain_assets.core.decision import AWAITING
+
+    rule, challenger = config.promotion.live_check, registry.by_alias(CHALLENGER)
+    if rule is None or champion is None or challenger is None or challenger.tags.get(LIVE_CHECK_TAG) != AWAITING:
+        return {"ready": False, "reason": "no challenger awaits promotion.live_check"}
+    pair = live.paired_rows(config, champion, int(challenger.version))
+    return {
+        "ready": pair.rows >= rule.min_rows,
+        "reason": f"challenger v{pair.challenger_version} paired with champion v{champion} on {pair.rows} labelled "
+        f"rows ({rule.min_rows} needed)",
+        "challenger_version": pair.challenger_version,
+        "champion_version": champion,
+        "rows": pair.rows,
+    }
 
 
 def _drift_findings(config: RetrainConfig, registry, champion, start: dt.datetime, end: dt.datetime) -> dict:

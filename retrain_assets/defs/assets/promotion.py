@@ -1,6 +1,7 @@
 """``prod_model``: the champion. The candidate takes the ``champion`` alias only when it passes every gate."""
 
 import datetime as dt
+from typing import Optional
 
 from dagster import (
     AssetCheckResult,
@@ -14,8 +15,10 @@ from dagster import (
 )
 
 from retrain_assets.core.alerts import send_alert
-from retrain_assets.core.decision import EvaluationReport, record
-from retrain_assets.core.names import CHAMPION, FRESHNESS_CHECK, RECORD_TAGS
+from retrain_assets.core.config import RetrainConfig
+from retrain_assets.core.decision import AWAITING, EvaluationReport, LiveVerdict, judge_live, record
+from retrain_assets.core.names import CHAMPION, FRESHNESS_CHECK, LIVE_CHECK_TAG, RECORD_TAGS
+from retrain_assets.core.registry import Registry
 from retrain_assets.defs.checks import FRESHNESS_CHECKS
 from retrain_assets.defs.resources import RetrainProject
 
@@ -30,7 +33,13 @@ def prod_model(project: RetrainProject, evaluation_report: EvaluationReport):
     materialization with the full run record (Delta version, data range, rows, params hash, code version,
     trigger reason). Losing is a normal outcome: the run succeeds either way. Re-executed after a crash that
     came after the alias moved, it finds the candidate already champion and completes the same promotion
-    (no second move)."""
+    (no second move).
+
+    With ``promotion.live_check`` a holdout winner is promoted only once it also held up on live traffic
+    (:func:`~retrain_assets.core.decision.judge_live`): at first it has served nothing, so it stays the
+    ``challenger``, scored in shadow and tagged ``live_check=awaiting``; the ``live_check`` job runs this
+    asset alone on the stored report once ``live_performance`` counts enough paired rows, and the same rule
+    promotes it or rejects it."""
     config = project.load()
     registry = project.registry(config)
     current = registry.by_alias(CHAMPION)
@@ -42,15 +51,17 @@ def prod_model(project: RetrainProject, evaluation_report: EvaluationReport):
             f"prod_model: the champion moved from v{compared} to v{current_version} "
             "since evaluation_report ran; materialize evaluation_report again"
         )
-    promote, reason = report.decision.promote, report.decision.reason
-    record(registry, report)
+    live = _live_check(config, registry, report, current_version)
+    decided = record(registry, report, live)
+    promote, reason = decided.promote, decided.reason
     if promote:
         registry.promote(candidate)
     champion = candidate if promote else compared
+    verdict = "promoted" if promote else "held as challenger" if live and live.status == AWAITING else "rejected"
     send_alert(
         config,
         "promoted" if promote else "rejected",
-        f"candidate v{candidate} {'promoted' if promote else 'rejected'}: {reason}",
+        f"candidate v{candidate} {verdict}: {reason}",
         {"candidate_version": candidate, "champion_version": champion, "delta_version": report.delta_version},
     )
     candidate_tags = registry.client.get_model_version(registry.name, candidate).tags
@@ -66,10 +77,26 @@ def prod_model(project: RetrainProject, evaluation_report: EvaluationReport):
             "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "candidate_metrics": MetadataValue.json(report.candidate),
             "champion_metrics": JsonMetadataValue(report.champion),  # MetadataValue.json takes no None
+            LIVE_CHECK_TAG: live.status if live is not None else "not applied",
             **{key: candidate_tags.get(key) for key in RECORD_TAGS},
         },
     )
     yield _freshness(config, registry)
+
+
+def _live_check(
+    config: RetrainConfig, registry: Registry, report: EvaluationReport, current: Optional[str]
+) -> Optional[LiveVerdict]:
+    """``promotion.live_check`` on the holdout winner's shadow rows paired with the champion's; ``None`` where
+    it does not apply: off, no holdout win, no champion to pair with, or the candidate already champion (a
+    re-execution after the alias moved)."""
+    if config.promotion.live_check is None or not report.decision.promote or report.champion_version is None:
+        return None
+    if current == report.candidate_version:
+        return None
+    from retrain_assets.core.live import paired_rows
+
+    return judge_live(paired_rows(config, int(report.champion_version), int(report.candidate_version)), config)
 
 
 def _freshness(config, registry) -> AssetCheckResult:
