@@ -398,6 +398,30 @@ def test_corrupted_batch_is_stopped_and_the_champion_stays(name, case, trained, 
 
 
 @pytest.mark.parametrize("name", DATASETS)
+def test_the_stored_holdout_buckets_pick_the_rows_hashing_would(name, trained):
+    """Each accepted batch stores its rows' holdout buckets, so no run hashes the table again; the buckets
+    must be the hashes of the rows as they are read back, or the champion's holdout would move."""
+    from retrain_assets.core import training
+
+    project = trained(name)
+    config = load_config(project.folder / "retrain.yaml")
+    uri = config.table_uri(delta.FEATURES_TABLE)
+    frame = delta.read_table(uri)
+    column = training.bucket_column(config)
+    hashed = frame.drop(columns=[column])
+    assert (frame[column].to_numpy() == training.holdout_buckets(hashed, config)).all()
+
+    train, holdout = training.split(frame, config)
+    train_hashed, holdout_hashed = training.split(hashed, config)  # a table from before the stored buckets
+    pd.testing.assert_frame_equal(holdout, holdout_hashed)
+    pd.testing.assert_frame_equal(train, train_hashed)
+    ref = delta.TableRef(uri, delta.latest_version(uri), PARTS - 1)
+    read = training.holdout_rows(training.read_window(ref, config, holdout_only=True), config)
+    expected = holdout[list(config.data.columns)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(read.reset_index(drop=True), expected)  # only the holdout was read
+
+
+@pytest.mark.parametrize("name", DATASETS)
 def test_a_tick_over_only_bad_batches_fails_on_exactly_their_checks(name, stopped):
     after = stopped(name)
     data = DATASETS[name]

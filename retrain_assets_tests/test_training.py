@@ -44,6 +44,24 @@ def test_holdout_rows_stay_holdout_as_the_table_grows():
     assert 0.15 < late.mean() < 0.25
 
 
+def test_stored_buckets_and_rows_without_them_split_as_hashing_does():
+    import numpy as np
+
+    config = churn_config()
+    frame = frames(2)[0].reset_index(drop=True)
+    buckets = training.holdout_buckets(frame, config).astype("float64")
+    buckets[::3] = np.nan  # rows appended before the buckets were stored
+    stored = frame.assign(**{training.bucket_column(config): buckets})
+
+    assert (training.holdout_mask(stored, config) == training.holdout_mask(frame, config)).all()
+    train, holdout = training.split(stored, config)
+    assert list(holdout.columns) == list(frame.columns), "the model never sees the buckets"
+    assert len(train) + len(holdout) == len(frame)
+    other = churn_config(data__id=None)  # hashing whole rows: another column, so none is taken as stored
+    assert training.bucket_column(other) != training.bucket_column(config)
+    assert (training.holdout_mask(stored, other) == training.holdout_mask(frame, other)).all()
+
+
 def test_split_refuses_too_little_data():
     with pytest.raises(ValueError, match="cannot split 1 rows"):
         training.split(frames(1)[0].head(1), churn_config())

@@ -348,8 +348,12 @@ def _append_features(config: "RetrainConfig", batch, version: int) -> None:
     uri = config.table_uri(delta.FEATURES_TABLE)
     if any(e.get(RAW_VERSION_KEY) == str(version) for e in delta.history(uri)):
         return
+    from retrain_assets.core import training
+
     rows = batch.append_column(delta.RAW_VERSION_COLUMN, pa.array([version] * batch.num_rows, pa.int64()))
-    delta.append(uri, rows, {RAW_VERSION_KEY: str(version)})
+    buckets = training.holdout_buckets(batch.select(training.holdout_key_columns(config)).to_pandas(), config)
+    rows = rows.append_column(training.bucket_column(config), pa.array(buckets, pa.int16()))
+    delta.append(uri, rows, {RAW_VERSION_KEY: str(version)}, merge_schema=True)  # tables from before the buckets
 
 
 def _log(config: "RetrainConfig", outcome: BatchOutcome, revalidated: bool = False) -> None:

@@ -163,6 +163,13 @@ def read_table(
     return table.to_pyarrow_dataset().to_table(columns=columns, filter=where).to_pandas()
 
 
+def column_names(uri: str, version: Optional[int] = None) -> list[str]:
+    """The table's columns as of ``version`` (latest when ``None``), from its log."""
+    from deltalake import DeltaTable
+
+    return [field.name for field in DeltaTable(uri, version=version).schema().fields]
+
+
 def newest_value(uri: str, version: Optional[int], column: str) -> "Optional[pa.Scalar]":
     """The largest value of ``column`` as of ``version`` (``None``: no value). The Delta log's file statistics
     narrow the scan to the rows at or above the newest file maximum (less a millisecond: timestamps are kept

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from retrain_assets.core.monitoring import Finding
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from retrain_assets.core.config import RetrainConfig
@@ -29,14 +30,13 @@ SERVED_DRIFT_CHECK = "served_feature_drift"
 MIN_SERVED_ROWS = 30  # fewer served rows say too little to test a distribution on
 
 
-def score_reference(pipeline: Any, holdout: "pd.DataFrame", config: "RetrainConfig") -> Optional[dict]:
-    """The profile of ``pipeline``'s scores on ``holdout``; ``None`` for a multiclass model."""
+def score_reference(output: "np.ndarray", config: "RetrainConfig") -> Optional[dict]:
+    """The profile of a model's raw output on its holdout (``training.raw_output``); ``None`` for a multiclass
+    model."""
     import pandas as pd
 
     from retrain_assets.core.drift import reference_profile
-    from retrain_assets.core.training import raw_output
 
-    output = raw_output(pipeline, holdout, config)
     if config.data.task == "classification":
         if output.shape[1] != 2:
             return None

@@ -51,13 +51,46 @@ def params_hash(config: "RetrainConfig") -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def holdout_mask(frame: "pd.DataFrame", config: "RetrainConfig") -> "np.ndarray":
-    """Boolean mask of holdout rows, stable across table versions (hash of the id column or of the row)."""
+def holdout_key_columns(config: "RetrainConfig") -> list[str]:
+    """The columns a row's holdout bucket hashes."""
+    return [config.data.id] if config.data.id else list(config.data.columns)
+
+
+def bucket_column(config: "RetrainConfig") -> str:
+    """The ``validated_features`` column holding each row's holdout bucket (:func:`holdout_buckets`), named for
+    the columns it hashes: a config that hashes others finds no such column and hashes again."""
+    keys = json.dumps(holdout_key_columns(config)).encode()
+    return f"_holdout_bucket_{hashlib.sha256(keys).hexdigest()[:8]}"
+
+
+def holdout_buckets(frame: "pd.DataFrame", config: "RetrainConfig") -> "np.ndarray":
+    """Each row's bucket in ``[0, 10000)``: the hash of its id column, or of the whole row without one. Stored
+    once per accepted batch (:func:`bucket_column`), so no run hashes the table again."""
+    import numpy as np
     import pandas as pd
 
-    keys = [config.data.id] if config.data.id else list(config.data.columns)
-    hashes = pd.util.hash_pandas_object(frame[keys], index=False).to_numpy()
-    return (hashes % _HASH_BUCKETS) < round(config.model.holdout_fraction * _HASH_BUCKETS)
+    hashes = pd.util.hash_pandas_object(frame[holdout_key_columns(config)], index=False).to_numpy()
+    return (hashes % _HASH_BUCKETS).astype(np.int16)
+
+
+def holdout_cut(config: "RetrainConfig") -> int:
+    """Buckets below this are the holdout."""
+    return round(config.model.holdout_fraction * _HASH_BUCKETS)
+
+
+def holdout_mask(frame: "pd.DataFrame", config: "RetrainConfig") -> "np.ndarray":
+    """Boolean mask of holdout rows, stable across table versions: from the stored buckets where the frame has
+    them (rows appended before they were stored have none), else hashed now; the same rows either way."""
+    import numpy as np
+
+    column = bucket_column(config)
+    if column not in frame.columns:
+        return holdout_buckets(frame, config) < holdout_cut(config)
+    buckets = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = np.isnan(buckets)
+    if missing.any():
+        buckets[missing] = holdout_buckets(frame[missing], config)
+    return buckets < holdout_cut(config)
 
 
 def window(frame: "pd.DataFrame", config: "RetrainConfig") -> "pd.DataFrame":
@@ -74,10 +107,11 @@ def window(frame: "pd.DataFrame", config: "RetrainConfig") -> "pd.DataFrame":
     return frame[stamps > stamps.max() - pd.Timedelta(days=days)]
 
 
-def read_window(features: "TableRef", config: "RetrainConfig") -> "pd.DataFrame":
+def read_window(features: "TableRef", config: "RetrainConfig", holdout_only: bool = False) -> "pd.DataFrame":
     """The rows of :func:`window` read from ``validated_features`` at its pinned version, with the cut-off in
     the Delta scan: only the newest ``model.window_days`` are read, not the whole table (whose size grows
-    with every batch) to be filtered in pandas."""
+    with every batch) to be filtered in pandas. The stored holdout buckets come along; with ``holdout_only``
+    the scan keeps only holdout rows (and rows without a stored bucket, for :func:`split` to hash)."""
     import datetime as dt
 
     import pyarrow as pa
@@ -86,25 +120,47 @@ def read_window(features: "TableRef", config: "RetrainConfig") -> "pd.DataFrame"
 
     from retrain_assets.core import delta
 
-    columns = list(config.data.columns)
+    bucket = bucket_column(config)
+    stored = bucket in delta.column_names(features.uri, features.version)
+    columns = [*config.data.columns, *([bucket] if stored else [])]
+    where = None
+    if holdout_only and stored:
+        where = (ds.field(bucket) < holdout_cut(config)) | ds.field(bucket).is_null()
     days, stamp = config.model.window_days, config.data.timestamp
     newest = delta.newest_value(features.uri, features.version, stamp) if days is not None and stamp else None
     if days is None or stamp is None or newest is None:  # no window, or no timestamp to cut by
-        return window(delta.read_table(features.uri, features.version, columns=columns), config)
+        return window(delta.read_table(features.uri, features.version, columns=columns, where=where), config)
     cutoff = pc.subtract(newest, pa.scalar(dt.timedelta(days=days), pa.duration("us")))
-    return delta.read_table(features.uri, features.version, columns=columns, where=ds.field(stamp) > cutoff)
+    recent = ds.field(stamp) > cutoff
+    return delta.read_table(
+        features.uri, features.version, columns=columns, where=recent if where is None else recent & where
+    )
 
 
 def split(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame", "pd.DataFrame"]:
     """``(train, holdout)``; raises when either side is empty, naming the row count."""
-    mask = holdout_mask(frame, config)
-    train, holdout = frame[~mask], frame[mask]
+    mask, columns = holdout_mask(frame, config), _data_columns(frame, config)
+    train, holdout = frame.loc[~mask, columns], frame.loc[mask, columns]
     if train.empty or holdout.empty:
         raise ValueError(
             f"cannot split {len(frame)} rows into train ({len(train)}) and holdout ({len(holdout)}): "
             f"need more data or another model.holdout_fraction"
         )
     return train, holdout
+
+
+def holdout_rows(frame: "pd.DataFrame", config: "RetrainConfig") -> "pd.DataFrame":
+    """The holdout side of :func:`split` of a frame read with ``read_window(holdout_only=True)``, whose train
+    rows were left in the table; raises when it is empty."""
+    holdout = frame.loc[holdout_mask(frame, config), _data_columns(frame, config)]
+    if holdout.empty:
+        raise ValueError(f"no holdout rows among {len(frame)}: need more data or another model.holdout_fraction")
+    return holdout
+
+
+def _data_columns(frame: "pd.DataFrame", config: "RetrainConfig") -> list[str]:
+    """The frame's columns but the stored buckets: a model and ``model.features`` see only the data."""
+    return [name for name in frame.columns if name != bucket_column(config)]
 
 
 @dataclass(frozen=True)
@@ -408,8 +464,22 @@ def raw_output(pipeline: Any, frame: "pd.DataFrame", config: "RetrainConfig") ->
 def prediction_hash(pipeline: Any, frame: "pd.DataFrame", config: "RetrainConfig") -> str:
     """A hash of :func:`raw_output` as bytes: two models with the same hash predict identically on those rows,
     which is what reproduce proves."""
-    array = raw_output(pipeline, frame, config)
-    return hashlib.sha256(str(array.shape).encode() + array.tobytes()).hexdigest()[:16]
+    return output_hash(raw_output(pipeline, frame, config))
+
+
+def output_hash(output: "np.ndarray") -> str:
+    """The hash :func:`prediction_hash` gives, of an output already computed."""
+    return hashlib.sha256(str(output.shape).encode() + output.tobytes()).hexdigest()[:16]
+
+
+def output_metrics(
+    output: "np.ndarray", target: "pd.Series", pipeline: Any, config: "RetrainConfig"
+) -> dict[str, float]:
+    """The task's metrics (:func:`evaluate`'s) of :func:`raw_output` against ``target``: one model pass serves the
+    metrics, the prediction hash and the score reference."""
+    if config.data.task == "regression":
+        return regression_metrics(target, output)
+    return classification_metrics(target.to_numpy(), output, list(pipeline.classes_))[0]
 
 
 @dataclass(frozen=True)
@@ -437,7 +507,8 @@ def fit_and_record(
 
     train_rows, holdout = split(frame, config)
     pipeline = train(train_rows, config)
-    metrics = evaluate(pipeline, holdout, config)
+    output = raw_output(pipeline, holdout, config)
+    metrics = output_metrics(output, holdout[config.data.target], pipeline, config)
     span = data_range(frame, config)
     code = code or model_code(config)
     tags = {
@@ -447,7 +518,7 @@ def fit_and_record(
         "source_hash": code.source_hash,
         "code_files": ",".join(code.files)[:_MAX_TAG_CHARS],
         "params_hash": code.params_hash,
-        "predictions_hash": prediction_hash(pipeline, holdout, config),
+        "predictions_hash": output_hash(output),
         "rows": str(len(frame)),
         **({"data_min": span["min"], "data_max": span["max"]} if span else {}),
         **({"git_commit": code.git_commit} if code.git_commit else {}),
@@ -462,10 +533,10 @@ def fit_and_record(
     }
     features = config.data.features
     profile = reference_profile(train_rows, features, bins=config.triggers.drift.bins, seed=model.seed)
-    scores = score_reference(pipeline, holdout, config)
+    scores = score_reference(output, config)
     if scores is not None:  # what served scores are compared to (prediction drift)
         profile[SCORES_KEY] = scores
-    inputs = model_inputs(frame.head(_SIGNATURE_ROWS), config).head(0)  # the signature's columns and types; no rows
+    inputs = model_inputs(train_rows.head(_SIGNATURE_ROWS), config).head(0)  # the signature's columns and types; no rows
     manifest = {**code.manifest(), "model": config.model.model_dump(mode="json")}  # what reproduce retrains with
     logged = LoggedModel(pipeline, inputs, params, metrics, tags, profile, manifest)
     return FittedModel(logged, train_rows, holdout)

@@ -51,7 +51,7 @@ def evaluation_report(
     features = validated_features.features
     if features is None:
         raise Failure("evaluation_report: validated_features is empty; there is nothing to score on")
-    _, holdout = training.split(training.read_window(features, config), config)
+    holdout = training.holdout_rows(training.read_window(features, config, holdout_only=True), config)
     target = training.features_and_target(holdout, config)[1]
     candidate, candidate_predictions = training.score(registry.load(candidate_model.version), holdout, config)
     champion = _score_champion(registry, holdout, config)
