@@ -665,11 +665,14 @@ def _epoch_us(moment: dt.datetime) -> float:
 
 
 def _as_ge_sees(frame: "pd.DataFrame") -> "pd.DataFrame":
-    """``frame``, or a copy with timestamps as float microseconds since the epoch (null: NaN) and
-    categoricals/pandas strings as objects.
+    """``frame``, or a copy with timestamps as float microseconds since the epoch (null: NaN) and text
+    (categoricals and object columns holding only strings) as Arrow-backed strings.
 
-    GE 1.24 compares datetimes one Python object at a time (about 5 s per million rows) but numbers as arrays;
-    it cannot handle a categorical dtype. Samples of timestamp rules are turned back into dates in :func:`_outcome`.
+    GE 1.24 compares datetimes one Python object at a time (about 5 s per million rows) but numbers as arrays,
+    and it cannot handle a categorical dtype. It also copies the whole frame, every column, for each column
+    rule (dropping the rule's nulls): Arrow strings copy as buffers, object columns one pointer and reference
+    count at a time (0.55 s of 1.45 s for a 500k-row batch). Samples of timestamp rules are turned back into
+    dates in :func:`_outcome`.
     """
     import pandas as pd
 
@@ -678,8 +681,10 @@ def _as_ge_sees(frame: "pd.DataFrame") -> "pd.DataFrame":
         if pd.api.types.is_datetime64_any_dtype(series.dtype):
             naive = series.dt.tz_convert(None) if isinstance(series.dtype, pd.DatetimeTZDtype) else series
             converted[name] = (naive - pd.Timestamp(0)) / pd.Timedelta(microseconds=1)
-        elif isinstance(series.dtype, (pd.CategoricalDtype, pd.StringDtype)):
-            converted[name] = series.astype(object)
+        elif isinstance(series.dtype, pd.CategoricalDtype) or (
+            series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) == "string"
+        ):
+            converted[name] = series.astype("string[pyarrow]")  # strings only: nothing else is made text
     return frame.assign(**converted) if converted else frame
 
 
