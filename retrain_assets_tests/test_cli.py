@@ -78,7 +78,7 @@ def test_ingest_materialize_status_round_trip(project, tmp_path, monkeypatch):
     page = project.config.reports_dir / "evaluation-model-v1.html"
     assert report["last_report"] == str(page)
     html = page.read_text()
-    assert "Candidate vs champion" in html and html.count("data:image/png;base64,") >= 3
+    assert "Candidate vs champion" in html and html.count("<figure>") >= 3
 
 
 def test_materialize_runs_only_what_is_stale_and_force_runs_everything(project, monkeypatch):

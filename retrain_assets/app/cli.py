@@ -482,6 +482,39 @@ def rollback(ctx, version, reason, force) -> None:
 
 
 @main.command()
+@click.option(
+    "--vacuum/--no-vacuum",
+    default=True,
+    show_default=True,
+    help="Delete the files that commits removed, as far as no version the project still reads needs them.",
+)
+@click.option(
+    "--retention-hours",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Vacuum only files removed more than N hours ago (default: the shortest that keeps every version the "
+    "history, reproduce and running jobs read; a shorter one is refused and nothing is changed).",
+)
+@click.pass_context
+def maintain(ctx, vacuum, retention_hours) -> None:
+    """Keep the Delta tables quick to open: a checkpoint on each, small files of validation_log and predictions
+    compacted, commit logs kept, replaced files vacuumed. Runs beside ingest and runs; one line per table."""
+    from retrain_assets.app.instance import quiet_mlflow
+    from retrain_assets.core import maintenance
+
+    if retention_hours is not None and not vacuum:
+        raise click.UsageError("--retention-hours is the vacuum's; leave out --no-vacuum")
+    config = _load(ctx)
+    quiet_mlflow()  # the registry is read only when validated_features has files to vacuum
+    try:
+        tables = maintenance.plan(config, vacuum=vacuum, retention_hours=retention_hours)
+    except maintenance.RetentionRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    for table in maintenance.maintain(config, tables):
+        click.echo(table.describe())
+
+
+@main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
 @click.option("--fresh", is_flag=True, help="Start over: remove a previous demo in --dir first.")
 @click.option("--days", default=10, show_default=True, help="Daily batches to ingest.")

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
-    from deltalake import DeltaTable
+    from deltalake import DeltaTable, PostCommitHookProperties
 
     from retrain_assets.core.config import ColumnType
 
@@ -247,6 +247,16 @@ def table_rows(uri: str, version: Optional[int] = None) -> int:
     return summary["rows"]
 
 
+def keep_logs() -> "PostCommitHookProperties":
+    """The post-commit hooks of every write: checkpoints as delta-rs makes them (every 100th commit), without
+    the clean-up that comes with each, which deletes the commits older than ``delta.logRetentionDuration``
+    (30 days). The history partitions read raw_data from v0 and ``retrain reproduce`` opens old features
+    versions: a version whose commit is gone cannot be opened."""
+    from deltalake import PostCommitHookProperties
+
+    return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+
+
 def append(uri: str, table: "pa.Table", metadata: Optional[dict[str, str]] = None, merge_schema: bool = False) -> int:
     """Append an Arrow table as one new version (``metadata`` goes into the commit) and return the version.
     ``merge_schema`` adds columns the table does not have yet (tables written by an older release)."""
@@ -258,6 +268,7 @@ def append(uri: str, table: "pa.Table", metadata: Optional[dict[str, str]] = Non
         mode="append",
         commit_properties=CommitProperties(custom_metadata=metadata or {}),
         schema_mode="merge" if merge_schema else None,
+        post_commithook_properties=keep_logs(),
     )
     version = latest_version(uri)
     if version is None:
@@ -293,7 +304,13 @@ class TableAppender:
             self._table = DeltaTable(self.uri, version=version)
             return version
         assert self._table is not None
-        write_deltalake(self._table, table, mode="append", commit_properties=CommitProperties(custom_metadata=metadata))
+        write_deltalake(
+            self._table,
+            table,
+            mode="append",
+            commit_properties=CommitProperties(custom_metadata=metadata),
+            post_commithook_properties=keep_logs(),
+        )
         return self._table.version()
 
 

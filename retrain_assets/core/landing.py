@@ -31,6 +31,7 @@ from retrain_assets.core.delta import (
     SOURCE_KEY,
     _is_batch,
     history,
+    keep_logs,
     landed_at,
     to_table_schema,
 )
@@ -453,7 +454,13 @@ def _land(
         metadata = {**extra, SOURCE_KEY: path.name, SHA_KEY: sha}
         if landed_at is not None:
             metadata[LANDED_KEY] = landed_at.astimezone(dt.timezone.utc).isoformat()
-        write_deltalake(uri, table, mode="append", commit_properties=CommitProperties(custom_metadata=metadata))
+        write_deltalake(
+            uri,
+            table,
+            mode="append",
+            commit_properties=CommitProperties(custom_metadata=metadata),
+            post_commithook_properties=keep_logs(),
+        )
     except Exception as exc:
         reason = str(exc) if isinstance(exc, ValueError) else f"{path.name}: write to {uri} failed: {exc}"
         raise refuse(config, path, reason, keep=True, source=handle) from exc

@@ -1,35 +1,48 @@
 """Self-contained HTML pages a person reads: the evaluation of a candidate and a backtest over partitions.
 
-A page is one file: a small inline stylesheet, tables for the numbers and figures inlined as base64 PNG. Figures
-are drawn with ``matplotlib.figure.Figure`` directly (no pyplot, no backend switching). matplotlib, numpy and
-scikit-learn are imported inside the functions that draw, so importing this module stays cheap.
+A page is one file: a small inline stylesheet, tables for the numbers and figures as inline SVG (confusion matrices as
+shaded tables), written here from numpy arrays. That costs milliseconds per page, where rendering PNGs with a plotting
+library cost most of a second per retrain. numpy is imported inside the functions that draw, so importing this module
+stays cheap.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import html
-import io
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Iterator, Optional, SupportsFloat
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Sequence, SupportsFloat, Union
 
 from retrain_assets.core.config import METRICS
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    import numpy as np
+    import pandas as pd
+
+    Values = Union[Sequence[Any], np.ndarray, pd.Series]
 
 MINIMUM_GATE = "candidate_meets_minimum"  # checks.MINIMUM_CHECK; not imported from there, checks imports dagster
 MISSING = "–"
 HISTORY_ROWS = 10  # rows of the metric history table; the plot shows every entry
+SCATTER_POINTS = 2_000  # most rows in a predicted-vs-actual plot: enough to see the errors, small enough for a page
+HISTOGRAM_BINS = 30
 CANDIDATE_COLOR = "#2563eb"
 CHAMPION_COLOR = "#ea580c"
 PROMOTED_COLOR = "#16a34a"
 DRIFTED_COLOR = "#dc2626"
 QUIET_COLOR = "#94a3b8"
+HOLLOW_COLOR = "#64748b"
+INK_COLOR = "#374151"
+GRID_COLOR = "#e5e7eb"
+AXIS_COLOR = "#9ca3af"
+CHAR_WIDTH = 6.5  # pixels per character of 11px figure text, to leave room for labels
+# confusion-matrix shading from no rows to the most rows in any cell of the page (classes .cm0 to .cm8)
+CONFUSION_SHADES = ("#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b")
+LIGHT_TEXT_FROM = 5  # shades from this one on are dark enough to need white counts
 
-STYLE = """
+STYLE = (
+    """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1f2937;
 background:#f1f5f9;margin:0;line-height:1.5}
 main{max-width:1100px;margin:0 auto;padding:24px 36px 48px;background:#fff;min-height:100vh}
@@ -57,16 +70,26 @@ tr.drifted td{background:#fef2f2}
 .better{color:#15803d}.worse{color:#b91c1c}
 .tag{font-size:.75rem;color:#64748b;font-weight:400;margin-left:.4rem}
 .note{color:#64748b;font-size:.9rem}
-img{max-width:100%;height:auto;display:block;margin:.5rem 0 1rem}
+figure{margin:.5rem 0 1rem}
+figure svg{display:block;max-width:100%;height:auto}
+svg text{font-size:11px}
+.matrices{display:flex;flex-wrap:wrap;gap:1rem 2.5rem;overflow-x:auto}
+table.cm caption{text-align:left;font-weight:600;padding-bottom:.25rem}
+table.cm td{text-align:center;font-variant-numeric:tabular-nums;min-width:3rem;border:1px solid #fff}
+.swatch{display:inline-block;width:1rem;height:.8rem;vertical-align:middle;border:1px solid #e5e7eb}
 """
+    + "".join(f".cm{level}{{background:{color}}}" for level, color in enumerate(CONFUSION_SHADES))
+    + ",".join(f".cm{level}" for level in range(LIGHT_TEXT_FROM, len(CONFUSION_SHADES)))
+    + "{color:#fff}\n"
+)
 
 
 def evaluation_html(
     report: dict,
     task: str,
-    y_true: list,
-    candidate_pred: list,
-    champion_pred: Optional[list],
+    y_true: Values,
+    candidate_pred: Values,
+    champion_pred: Optional[Values],
     drift_scores: Optional[dict[str, dict]],
     history: list[dict],
 ) -> str:
@@ -76,8 +99,8 @@ def evaluation_html(
         report: The ``evaluation_report`` dict, optionally with ``decision`` ``{"promoted", "reason"}`` and
             ``trigger_reason``.
         task: ``"classification"`` or ``"regression"``.
-        y_true: The holdout targets.
-        candidate_pred: The candidate's predictions on the holdout.
+        y_true: The holdout targets: a list, numpy array or pandas Series.
+        candidate_pred: The candidate's predictions on the holdout, in the same forms.
         champion_pred: The champion's predictions on the same rows, or ``None`` without a champion.
         drift_scores: ``drift.score_drift`` output (a feature may add ``psi_threshold`` / ``ks_threshold`` to draw
             them), or ``None`` when drift was not measured.
@@ -97,17 +120,16 @@ def evaluation_html(
     if champion_pred is not None:
         models.append((f"champion v{report['champion_version']}", champion_pred, CHAMPION_COLOR))
     label, tone, reason = _verdict(report)
-    with _literal_text():
-        body = [
-            _wrap("h1", _e(f"Evaluation of candidate v{report['candidate_version']}")),
-            _wrap("p", f"<strong>{_e(label)}</strong> — {_e(reason)}", f"verdict {tone}"),
-            _facts(report),
-            _decision_section(report),
-            _comparison_section(report, task),
-            _errors_section(task, y_true, models),
-            _drift_section(drift_scores),
-            _history_section(report, history),
-        ]
+    body = [
+        _wrap("h1", _e(f"Evaluation of candidate v{report['candidate_version']}")),
+        _wrap("p", f"<strong>{_e(label)}</strong> — {_e(reason)}", f"verdict {tone}"),
+        _facts(report),
+        _decision_section(report),
+        _comparison_section(report, task),
+        _errors_section(task, y_true, models),
+        _drift_section(drift_scores),
+        _history_section(report, history),
+    ]
     return _page(f"Candidate v{report['candidate_version']}: {label}", body)
 
 
@@ -138,34 +160,17 @@ def backtest_html(rows: list[dict], metric: str, title: str = "Backtest") -> str
             "note",
         )
     )
-    with _literal_text():
-        figure = _img(
-            _backtest_figure(rows, metric),
+    body.append(
+        _backtest_figure(
+            rows,
+            metric,
             f"Line chart of holdout and out-of-time {metric} per partition, above a bar chart of max PSI per partition",
         )
-    body.append(figure)
+    )
     body.append(_wrap("h2", "Partitions"))
     body.append(_wrap("p", "OOT: out of time, on the window after the partition; a dash where there is none.", "note"))
     body.append(_backtest_table(rows, metric))
     return _page(title, body)
-
-
-def figure_data_uri(fig: "Figure") -> str:
-    """``data:image/png;base64,...`` of a matplotlib Figure at 100 dpi, cropped to its content."""
-    buffer = io.BytesIO()
-    with _literal_text():
-        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-@contextlib.contextmanager
-def _literal_text() -> Iterator[None]:
-    """Figures built and saved inside draw every string as written. Feature names, class labels and partitions
-    are data: matplotlib would read a ``$…$`` pair in one as math text, and fail on most (``revenue_$_per_$``)."""
-    import matplotlib
-
-    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
-        yield
 
 
 def _verdict(report: dict) -> tuple[str, str, str]:
@@ -251,7 +256,7 @@ def _comparison_section(report: dict, task: str) -> str:
         models = " and ".join(
             f"{role} v{report[f'{role}_version']}" for role in ("candidate", "champion") if report[role] is not None
         )
-        parts.append(_img(_metric_figure(report, names), f"Bar charts of each metric for {models}"))
+        parts.append(_metric_figure(report, names, f"Bar charts of each metric for {models}"))
     return "".join(parts)
 
 
@@ -265,17 +270,19 @@ def _difference(task: str, name: str, candidate: Optional[float], champion: Opti
     return _cell(f"{gain:+.4f}", f"num {tone}".strip())
 
 
-def _errors_section(task: str, y_true: list, models: list[tuple[str, list, str]]) -> str:
+def _errors_section(task: str, y_true: Values, models: list[tuple[str, Values, str]]) -> str:
     """Confusion matrices (classification) or predicted-vs-actual and residual plots (regression) per model."""
     names = " and ".join(name for name, _, _ in models)
     if task == "classification":
-        note = "Rows are the actual class, columns the predicted one; both matrices share one colour scale."
-        figure = _img(_confusion_figure(y_true, models), f"Confusion matrices of {names} on the holdout rows")
+        note = "Rows are the actual class, columns the predicted one"
+        note += "; both matrices share one colour scale." if len(models) > 1 else "."
+        figure = _confusion_figure(y_true, models, f"Confusion matrices of {names} on the holdout rows")
     else:
-        note = "Left: predicted against actual (dashed: perfect prediction). Right: residuals, actual − predicted."
-        figure = _img(
-            _residual_figure(y_true, models), f"Predicted against actual values and residual histograms of {names}"
+        note = (
+            "Left: predicted against actual (dashed: perfect prediction). "
+            "Right: residuals, actual − predicted, of every row on bins shared by the models."
         )
+        figure = _residual_figure(y_true, models, f"Predicted against actual values and residual histograms of {names}")
     return _wrap("h2", "Errors on the holdout") + _wrap("p", _e(note), "note") + figure
 
 
@@ -307,7 +314,7 @@ def _drift_section(scores: Optional[dict[str, dict]]) -> str:
     return (
         heading
         + _wrap("p", _e(summary + ". Drifted features in red."), "note")
-        + _img(_drift_figure(scores), "Horizontal bar charts of PSI and KS per feature, drifted features in red")
+        + _drift_figure(scores, "Horizontal bar charts of PSI and KS per feature, drifted features in red")
         + _table([head], rows)
     )
 
@@ -319,16 +326,16 @@ def _history_section(report: dict, history: list[dict]) -> str:
     if not history:
         return heading + _wrap("p", "no earlier versions to compare with", "note")
     shown = history[-HISTORY_ROWS:]
+    title = f"Line chart of {metric} per model version, promoted versions as filled green dots"
+    if report["minimum"] is not None:
+        title += f", the minimum {report['minimum']:g} as a dotted red line"
     rows = [
         _wrap("tr", _cell(entry["label"]) + _cell(_fmt(entry["value"]), "num") + _cell(_fmt(bool(entry["promoted"]))))
         for entry in reversed(shown)
     ]
     parts = [
         heading,
-        _img(
-            _history_figure(history, metric, report["minimum"]),
-            f"Line chart of {metric} per model version, promoted versions as filled green dots",
-        ),
+        _history_figure(history, metric, report["minimum"], title),
         _table([_head(["Version", metric, "Promoted"], ["", "num"])], rows),
     ]
     if len(history) > len(shown):
@@ -359,208 +366,395 @@ def _backtest_table(rows: list[dict], metric: str) -> str:
     return _wrap("div", _table([_wrap("tr", top), _wrap("tr", sub)], body), "scroll")
 
 
-def _metric_figure(report: dict, names: list[str]) -> "Figure":
+def _metric_figure(report: dict, names: list[str], title: str) -> str:
     """One small bar chart per metric with a bar per model, since the metrics have different scales."""
-    from matplotlib.figure import Figure
-
-    models = [(f"candidate\nv{report['candidate_version']}", report["candidate"], CANDIDATE_COLOR)]
+    models = [("candidate", report["candidate_version"], report["candidate"], CANDIDATE_COLOR)]
     if report["champion"] is not None:
-        models.append((f"champion\nv{report['champion_version']}", report["champion"], CHAMPION_COLOR))
+        models.append(("champion", report["champion_version"], report["champion"], CHAMPION_COLOR))
     columns = min(len(names), 4)
-    lines = math.ceil(len(names) / columns)
-    fig = Figure(figsize=(2.6 * columns, 2.6 * lines), layout="constrained")
-    axes = fig.subplots(lines, columns, squeeze=False).ravel()
-    for ax, name in zip(axes, names, strict=False):  # the grid's spare axes are hidden below
-        values = [_number(scores.get(name)) for _, scores, _ in models]
-        bars = ax.bar(
-            range(len(models)), [0 if math.isnan(v) else v for v in values], color=[c for _, _, c in models], width=0.6
+    panel_width, panel_height = 210.0, 200.0
+    parts = []
+    for index, name in enumerate(names):
+        left, top = panel_width * (index % columns), panel_height * (index // columns)
+        values = [_number(scores.get(name)) for _, _, scores, _ in models]
+        known = [value for value in values if math.isfinite(value)]
+        ticks = _ticks(min([0.0, *known]), max([0.0, *known]), 4)
+        room = _tick_room(ticks)
+        plot = _Plot(
+            left + room, top + 40, panel_width - room - 12, panel_height - 90, (-0.5, len(models) - 0.5), ticks
         )
-        ax.bar_label(bars, labels=[_fmt(v, 3) for v in values], padding=2, fontsize=9)
-        ax.set_xticks(range(len(models)), [label for label, _, _ in models], fontsize=9)
-        ax.set_title(name, fontsize=11, fontweight="bold" if name == report["metric"] else "normal")
-        ax.margins(x=0.25, y=0.18)
-        ax.axhline(0, color="#9ca3af", linewidth=0.8)
-        ax.spines[["top", "right"]].set_visible(False)
-        ax.tick_params(axis="y", labelsize=8)
-    for ax in axes[len(names) :]:
-        ax.set_visible(False)
-    return fig
+        parts.append(_text(left + panel_width / 2, top + 16, name, bold=name == report["metric"]))
+        parts += _y_grid(plot, ticks)
+        zero, bar_width = plot.y(0.0), 0.6 * plot.width / len(models)
+        for position, ((role, version, _, color), value) in enumerate(zip(models, values, strict=True)):
+            center, end = plot.x(position), plot.y(value) if math.isfinite(value) else zero
+            if math.isfinite(value):
+                tooltip = f"{role} v{version} {name}: {_fmt(value)}"
+                parts.append(_rect(center - bar_width / 2, min(zero, end), bar_width, abs(end - zero), color, tooltip))
+            parts.append(_text(center, end + 14 if end > zero else end - 5, _fmt(value, 3)))
+            parts.append(_text(center, plot.bottom + 16, role))
+            parts.append(_text(center, plot.bottom + 30, f"v{version}"))
+        parts.append(_line(plot.left, zero, plot.right, zero, AXIS_COLOR))
+    return _svg_figure(panel_width * columns, panel_height * math.ceil(len(names) / columns), title, parts)
 
 
-def _confusion_figure(y_true: list, models: list[tuple[str, list, str]]) -> "Figure":
-    """Confusion matrices side by side over the labels of ``y_true`` and every prediction, counts in the cells."""
+def _confusion_figure(y_true: Values, models: list[tuple[str, Values, str]], title: str) -> str:
+    """Confusion matrices side by side as tables of counts, shaded on one scale shared by every matrix."""
     import numpy as np
-    from matplotlib.figure import Figure
-    from sklearn.metrics import confusion_matrix
 
-    labels = _labels([y_true, *(predicted for _, predicted, _ in models)])
-    matrices = [confusion_matrix(y_true, predicted, labels=labels) for _, predicted, _ in models]
+    labels, (actual, *predictions) = _label_codes([y_true, *(predicted for _, predicted, _ in models)])
+    classes, levels = len(labels), len(CONFUSION_SHADES) - 1
+    matrices = [
+        np.bincount(actual * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+        for predicted in predictions
+    ]
     peak = max(int(matrix.max()) for matrix in matrices) or 1
-    size = min(max(3.6, 0.45 * len(labels) + 2.2), 9.0)
-    fontsize = max(6, 13 - len(labels) // 2)
-    ticks = [str(label) for label in labels]
-    rotation = 45 if len(labels) > 4 or max(len(tick) for tick in ticks) > 10 else 0
-    fig = Figure(figsize=(size * len(models) + 0.8, size), layout="constrained")
-    axes = fig.subplots(1, len(models), squeeze=False)[0]
-    for ax, (name, _, _), matrix in zip(axes, models, matrices, strict=True):
-        image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=peak)
-        for (row, column), count in np.ndenumerate(matrix):
-            color = "white" if count > peak / 2 else "#1f2937"
-            ax.text(column, row, f"{count:,}", ha="center", va="center", color=color, fontsize=fontsize)
-        ax.set_xticks(range(len(labels)), ticks, rotation=rotation, ha="right" if rotation else "center")
-        ax.set_yticks(range(len(labels)), ticks)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("actual")
-        correct = np.trace(matrix) / matrix.sum()
-        ax.set_title(f"{name}: {correct:.1%} correct", fontsize=11)
-    fig.colorbar(image, ax=list(axes), shrink=0.8, label="rows")
-    return fig
+    head = _wrap("tr", _cell("actual ↓ predicted →", "", "th") + "".join(_cell(label, "", "th") for label in labels))
+    tables = []
+    for (name, _, _), matrix in zip(models, matrices, strict=True):
+        shades = -(-matrix * levels // peak)  # the ceiling: one row is the lightest shade but never white
+        rows = []
+        for label, counts, row_shades in zip(labels, matrix.tolist(), shades.tolist(), strict=True):
+            cells = zip(counts, row_shades, strict=True)
+            rows.append(
+                _wrap("tr", _cell(label, "", "th") + "".join(f'<td class="cm{s}">{n:,}</td>' for n, s in cells))
+            )
+        caption = _wrap("caption", _e(f"{name}: {np.trace(matrix) / matrix.sum():.1%} correct"))
+        tables.append(f'<table class="cm">{caption}<thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
+    scale = "".join(f'<span class="swatch cm{level}"></span>' for level in range(levels + 1))
+    shared = ", shared by the matrices" if len(models) > 1 else ""
+    caption = f"{_e(title)}. Shading {scale} from 0 to {peak:,} rows{shared}."
+    return _wrap("figure", _wrap("div", "".join(tables), "matrices") + _wrap("figcaption", caption, "note"))
 
 
-def _residual_figure(y_true: list, models: list[tuple[str, list, str]]) -> "Figure":
-    """Per model a row: predicted against actual with the diagonal, and a histogram of residuals on shared bins."""
+def _residual_figure(y_true: Values, models: list[tuple[str, Values, str]], title: str) -> str:
+    """Per model a row: predicted against actual on a sample of rows with the diagonal, and a histogram of every
+    residual on bins shared by the models."""
     import numpy as np
-    from matplotlib.figure import Figure
 
     actual = np.asarray(y_true, dtype=float)
     predictions = [np.asarray(predicted, dtype=float) for _, predicted, _ in models]
     residuals = [actual - predicted for predicted in predictions]
-    values = np.concatenate([actual, *predictions])
-    low, high = np.nanmin(values), np.nanmax(values)
-    spread = np.concatenate(residuals)
-    bins = np.histogram_bin_edges(spread[np.isfinite(spread)], bins=30)
-    fig = Figure(figsize=(10.5, 3.8 * len(models)), layout="constrained")
-    axes = fig.subplots(len(models), 2, squeeze=False)
-    rows = zip(axes, models, predictions, residuals, strict=True)
-    for (scatter, histogram), (name, _, color), predicted, residual in rows:
-        scatter.scatter(actual, predicted, s=10, alpha=0.45, color=color, linewidths=0)
-        scatter.plot([low, high], [low, high], color="#374151", linestyle="--", linewidth=1)
-        scatter.set_xlabel("actual")
-        scatter.set_ylabel("predicted")
-        scatter.set_title(f"{name}: predicted vs actual", fontsize=11)
-        histogram.hist(residual[np.isfinite(residual)], bins=bins, color=color, alpha=0.85)
-        histogram.axvline(0, color="#374151", linestyle="--", linewidth=1)
-        histogram.set_xlabel("residual (actual − predicted)")
-        histogram.set_ylabel("rows")
-        histogram.set_title(f"{name}: residuals", fontsize=11)
-        for ax in (scatter, histogram):
-            ax.spines[["top", "right"]].set_visible(False)
-    return fig
+    shown = np.flatnonzero(np.isfinite(actual) & np.logical_and.reduce([np.isfinite(p) for p in predictions]))
+    if len(shown) > SCATTER_POINTS:  # the same rows for every model, the same rows on every render
+        shown = np.sort(np.random.default_rng(0).choice(shown, SCATTER_POINTS, replace=False))
+    sample = f"{len(shown):,} of {len(actual):,} rows shown" if len(shown) < len(actual) else "every row shown"
+    points = np.concatenate([actual[shown], *(predicted[shown] for predicted in predictions)])
+    ticks = _ticks(float(points.min()), float(points.max())) if points.size else _ticks(0.0, 1.0)
+    finite = [residual[np.isfinite(residual)] for residual in residuals]
+    edges = np.histogram_bin_edges(np.concatenate(finite), bins=HISTOGRAM_BINS)
+    counts = [np.histogram(residual, bins=HISTOGRAM_BINS, range=(edges[0], edges[-1]))[0] for residual in finite]
+    count_ticks = _ticks(0.0, float(max(int(count.max()) for count in counts)), 4)
+    residual_ticks = _ticks(float(edges[0]), float(edges[-1]))
+    scatter_left = _tick_room(ticks) + 16
+    histogram_left = scatter_left + 420 + _tick_room(count_ticks) + 16
+    row_height, parts = 300.0, []
+    for row, ((name, _, color), predicted, count) in enumerate(zip(models, predictions, counts, strict=True)):
+        top = row * row_height + 34
+        scatter = _Plot(scatter_left, top, 360, 214, ticks, ticks)
+        histogram = _Plot(histogram_left, top, 340, 214, residual_ticks, count_ticks)
+        parts += [
+            _text(scatter.left + scatter.width / 2, top - 14, f"{name}: predicted vs actual", bold=True),
+            _text(histogram.left + histogram.width / 2, top - 14, f"{name}: residuals", bold=True),
+            *_y_grid(scatter, ticks, "predicted"),
+            *_x_grid(scatter, ticks, "actual"),
+            _dots(scatter.x(actual[shown]), scatter.y(predicted[shown]), color),
+            _line(scatter.left, scatter.bottom, scatter.right, scatter.top, INK_COLOR, dash="5 4"),
+            *_y_grid(histogram, count_ticks, "rows"),
+            *_x_grid(histogram, residual_ticks, "residual (actual − predicted)"),
+        ]
+        for low, high, rows in zip(edges[:-1].tolist(), edges[1:].tolist(), count.tolist(), strict=True):
+            if rows:
+                left, bar_top = histogram.x(low), histogram.y(rows)
+                bar = (left, bar_top, max(histogram.x(high) - left - 1, 0.5), histogram.bottom - bar_top)
+                parts.append(_rect(*bar, color, f"{name}: {rows:,} rows with residual {low:.4g} to {high:.4g}"))
+        if residual_ticks[0] < 0 < residual_ticks[-1]:
+            zero = histogram.x(0.0)
+            parts.append(_line(zero, histogram.top, zero, histogram.bottom, INK_COLOR, dash="5 4"))
+    width, height = histogram_left + 356, row_height * len(models)
+    return _svg_figure(width, height, f"{title}; {sample}", parts, f"Scatter plots: {sample}.")
 
 
-def _drift_figure(scores: dict[str, dict]) -> "Figure":
+def _drift_figure(scores: dict[str, dict], title: str) -> str:
     """Horizontal bars of PSI (and KS where measured) per feature, largest PSI on top, thresholds as dashed lines."""
-    from matplotlib.figure import Figure
-
-    names = sorted(scores, key=lambda name: _number(scores[name].get("psi")))
+    names = sorted(scores, key=lambda name: -_number(scores[name].get("psi")))
     panels = [("psi", "PSI", "psi_threshold")]
     if any(scores[name].get("ks") is not None for name in names):
         panels.append(("ks", "KS statistic", "ks_threshold"))
-    fig = Figure(figsize=(5.2 * len(panels) + 1.5, 0.32 * len(names) + 1.3), layout="constrained")
-    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    colors = [DRIFTED_COLOR if scores[name]["drifted"] else QUIET_COLOR for name in names]
-    for ax, (key, title, threshold_key) in zip(axes, panels, strict=True):
+    labels = [name if len(name) <= 40 else name[:39] + "…" for name in names]
+    label_room, row_height, panel_width = 16 + CHAR_WIDTH * max(map(len, labels)), 22.0, 330.0
+    parts = []
+    for row, (name, label) in enumerate(zip(names, labels, strict=True)):
+        drifted = scores[name]["drifted"]
+        y = 40 + row_height * (row + 0.5) + 4
+        parts.append(_text(label_room - 8, y, label, "end", DRIFTED_COLOR if drifted else INK_COLOR, bold=drifted))
+    for index, (key, heading, threshold_key) in enumerate(panels):
         values = [_number(scores[name].get(key)) for name in names]
-        bars = ax.barh(range(len(names)), [0 if math.isnan(v) else v for v in values], color=colors, height=0.65)
-        ax.bar_label(bars, labels=[_fmt(v, 3) for v in values], padding=3, fontsize=8)
         thresholds = sorted({value for name in names if (value := scores[name].get(threshold_key)) is not None})
+        ticks = _ticks(0.0, max([0.0, *(v for v in [*values, *thresholds] if math.isfinite(v))]), 4)
+        left = label_room + index * panel_width
+        plot = _Plot(left, 40, panel_width - 70, row_height * len(names), ticks, (len(names), 0))
+        dashed = f" (dashed: threshold {', '.join(f'{value:g}' for value in thresholds)})" if thresholds else ""
+        parts.append(_text(plot.left + plot.width / 2, 18, heading + dashed, bold=True))
+        parts += _x_grid(plot, ticks)
+        for row, (name, value) in enumerate(zip(names, values, strict=True)):
+            middle, end = plot.y(row + 0.5), plot.x(value if math.isfinite(value) else 0.0)
+            color = DRIFTED_COLOR if scores[name]["drifted"] else QUIET_COLOR
+            parts.append(
+                _rect(plot.left, middle - 7, end - plot.left, 14, color, f"{name} {heading}: {_fmt(value, 3)}")
+            )
+            parts.append(_text(end + 4, middle + 4, _fmt(value, 3), "start"))
         for threshold in thresholds:
-            ax.axvline(threshold, color="#111827", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-        if thresholds:
-            ax.legend(loc="lower right", fontsize=8)
-        ax.set_title(title, fontsize=11)
-        ax.margins(x=0.18)
-        ax.spines[["top", "right"]].set_visible(False)
-    axes[0].set_yticks(range(len(names)), names)
-    for tick, name in zip(axes[0].get_yticklabels(), names, strict=True):
-        if scores[name]["drifted"]:
-            tick.set_color(DRIFTED_COLOR)
-            tick.set_fontweight("bold")
-    return fig
+            parts.append(_line(plot.x(threshold), plot.top - 4, plot.x(threshold), plot.bottom, INK_COLOR, dash="5 3"))
+    return _svg_figure(label_room + panel_width * len(panels), 40 + row_height * len(names) + 34, title, parts)
 
 
-def _history_figure(history: list[dict], metric: str, minimum: Optional[float]) -> "Figure":
+def _history_figure(history: list[dict], metric: str, minimum: Optional[float], title: str) -> str:
     """The metric per version as a line; promoted versions filled green, the others hollow; the minimum dotted."""
-    from matplotlib.figure import Figure
-
     values = [_number(entry["value"]) for entry in history]
-    positions = range(len(history))
-    fig = Figure(figsize=(min(12.0, max(6.5, 0.45 * len(history) + 3)), 3.4), layout="constrained")
-    ax = fig.subplots()
-    ax.plot(positions, values, color=QUIET_COLOR, linewidth=1.5, zorder=1)
-    styles: tuple[tuple[bool, dict[str, Any]], ...] = (
-        (True, {"color": PROMOTED_COLOR, "s": 60}),
-        (False, {"facecolors": "white", "edgecolors": "#64748b", "s": 45}),
-    )
-    for promoted, style in styles:
-        chosen = [i for i, entry in enumerate(history) if bool(entry["promoted"]) == promoted]
-        if chosen:
-            label = "promoted" if promoted else "not promoted"
-            ax.scatter(chosen, [values[i] for i in chosen], zorder=2, label=label, linewidths=1.5, **style)
+    labels = [str(entry["label"]) for entry in history]
+    known = [value for value in [*values, _number(minimum)] if math.isfinite(value)]
+    ticks = _ticks(min(known, default=math.nan), max(known, default=math.nan))
+    rotate = len(history) > 16
+    room = _tick_room(ticks) + 16
+    width = min(1000.0, max(560.0, 44.0 * len(history) + 120))
+    plot = _Plot(room, 40, width - room - 20, 200, (-0.5, len(history) - 0.5), ticks)
+    parts = _y_grid(plot, ticks, metric)
+    legend = [(_circle(0, 0, PROMOTED_COLOR), "promoted"), (_circle(0, 0, HOLLOW_COLOR, hollow=True), "not promoted")]
     if minimum is not None:
-        ax.axhline(minimum, color=DRIFTED_COLOR, linestyle=":", linewidth=1.2, label=f"minimum {minimum:g}")
-    step = math.ceil(len(history) / 30)
-    crowded = len(history) > 16
-    ax.set_xticks(
-        list(positions)[::step],
-        [str(entry["label"]) for entry in history][::step],
-        rotation=45 if crowded else 0,
-        ha="right" if crowded else "center",
-    )
-    ax.set_ylabel(metric)
-    ax.margins(x=0.05, y=0.2)
-    ax.grid(axis="y", alpha=0.3)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0, 1), ncols=3, frameon=False)
-    return fig
+        y = plot.y(minimum)
+        parts.append(_line(plot.left, y, plot.right, y, DRIFTED_COLOR, dash="2 3"))
+        legend.append((_line(-8, 0, 8, 0, DRIFTED_COLOR, dash="2 3"), f"minimum {minimum:g}"))
+    parts.append(_polyline(plot, values, QUIET_COLOR))
+    for position, (entry, value) in enumerate(zip(history, values, strict=True)):
+        if math.isfinite(value):
+            promoted = bool(entry["promoted"])
+            tooltip = f"{entry['label']}: {_fmt(value)}, {'promoted' if promoted else 'not promoted'}"
+            color = PROMOTED_COLOR if promoted else HOLLOW_COLOR
+            parts.append(_circle(plot.x(position), plot.y(value), color, tooltip, hollow=not promoted))
+    parts += _x_categories(plot, labels, rotate)
+    parts += _legend(plot.left, 16, legend)
+    return _svg_figure(width, plot.bottom + (_rotated_room(labels) if rotate else 30), title, parts)
 
 
-def _backtest_figure(rows: list[dict], metric: str) -> "Figure":
+def _backtest_figure(rows: list[dict], metric: str, title: str) -> str:
     """In-time and out-of-time ``metric`` per partition above a smaller bar chart of max PSI on the same x axis."""
-    from matplotlib.figure import Figure
-
-    positions = range(len(rows))
-    fig = Figure(figsize=(min(14.0, max(7.5, 0.55 * len(rows) + 3)), 5.6), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
-    top.plot(
-        positions,
-        [_number(row["metrics"].get(metric)) for row in rows],
-        marker="o",
-        color=CANDIDATE_COLOR,
-        label="holdout (in time)",
-    )
-    top.plot(
-        positions,
-        [_number(row["oot_metrics"].get(metric)) for row in rows],
-        marker="s",
-        color=CHAMPION_COLOR,
-        label="next window (out of time)",
-    )
-    top.set_ylabel(metric)
-    top.legend(fontsize=9, loc="lower left", bbox_to_anchor=(0, 1), ncols=2, frameon=False)
-    top.grid(axis="y", alpha=0.3)
+    holdout = [_number(row["metrics"].get(metric)) for row in rows]
+    later = [_number(row["oot_metrics"].get(metric)) for row in rows]
     psi = [_number(row["max_psi"]) for row in rows]
-    bottom.bar(
-        positions,
-        [0 if math.isnan(v) else v for v in psi],
-        color=[DRIFTED_COLOR if row["drifted"] else QUIET_COLOR for row in rows],
-        width=0.6,
+    labels = [str(row["partition"]) for row in rows]
+    known = [value for value in [*holdout, *later] if math.isfinite(value)]
+    metric_ticks = _ticks(min(known, default=math.nan), max(known, default=math.nan))
+    psi_ticks = _ticks(0.0, max([0.0, *(value for value in psi if math.isfinite(value))]), 3)
+    room = max(_tick_room(metric_ticks), _tick_room(psi_ticks)) + 16
+    width = min(1100.0, max(640.0, 52.0 * len(rows) + 140))
+    positions = (-0.5, len(rows) - 0.5)
+    top = _Plot(room, 40, width - room - 20, 210, positions, metric_ticks)
+    bottom = _Plot(room, top.bottom + 36, top.width, 90, positions, psi_ticks)
+    parts = [*_y_grid(top, metric_ticks, metric), *_y_grid(bottom, psi_ticks, "max PSI")]
+    bar_width = 0.6 * bottom.width / len(rows)
+    for position, (row, value) in enumerate(zip(rows, psi, strict=True)):
+        if math.isfinite(value):
+            color = DRIFTED_COLOR if row["drifted"] else QUIET_COLOR
+            drifted = f", drifted: {', '.join(row['drifted'])}" if row["drifted"] else ""
+            tooltip = f"{row['partition']}: max PSI {_fmt(value, 3)}{drifted}"
+            y = bottom.y(value)
+            parts.append(_rect(bottom.x(position) - bar_width / 2, y, bar_width, bottom.y(0.0) - y, color, tooltip))
+    series = [
+        (holdout, CANDIDATE_COLOR, "holdout (in time)", _circle),
+        (later, CHAMPION_COLOR, "next window (out of time)", _square),
+    ]
+    for values, color, name, marker in series:
+        parts.append(_polyline(top, values, color))
+        parts += [
+            marker(top.x(position), top.y(value), color, f"{labels[position]}: {name} {metric} {_fmt(value)}")
+            for position, value in enumerate(values)
+            if math.isfinite(value)
+        ]
+    parts += _x_categories(bottom, labels, rotate=True)
+    parts += _legend(top.left, 16, [(marker(0, 0, color), name) for _, color, name, marker in series])
+    return _svg_figure(width, bottom.bottom + _rotated_room(labels), title, parts)
+
+
+def _label_codes(series: list[Values]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The sorted distinct values of all ``series``, and each series as indices into them.
+
+    The distinct values come from a sample of rows; a full pass then finds any the sample missed. Sorting every row
+    of text labels would cost ten times as much. Labels of mixed types (``None`` among strings) compare as text.
+    """
+    import numpy as np
+
+    values = np.concatenate([np.asarray(values) for values in series])
+    if values.dtype.kind == "O":
+        values = np.asarray(values.tolist())  # numbers stay numbers, text becomes a string array
+        if values.dtype.kind == "O":
+            values = values.astype(str)
+    labels = np.unique(values[:: max(1, len(values) // 4096)])
+    codes = np.minimum(np.searchsorted(labels, values), len(labels) - 1)
+    missed = labels[codes] != values
+    if missed.any():
+        labels = np.union1d(labels, values[missed])
+        codes = np.searchsorted(labels, values)
+    return labels, np.split(codes, len(series))
+
+
+@dataclass(frozen=True)
+class _Plot:
+    """The data area of a chart: where it sits in the figure, in pixels, and the data ranges its sides stand for."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    x_range: Sequence[float]  # the first and last value are the left and right edges
+    y_range: Sequence[float]  # the first and last value are the bottom and top edges
+
+    @property
+    def right(self) -> float:
+        return self.left + self.width
+
+    @property
+    def bottom(self) -> float:
+        return self.top + self.height
+
+    def x(self, value: Any) -> Any:
+        """The horizontal pixel of ``value``, a number or a numpy array."""
+        low, high = self.x_range[0], self.x_range[-1]
+        return self.left + (value - low) * (self.width / (high - low))
+
+    def y(self, value: Any) -> Any:
+        """The vertical pixel of ``value``, a number or a numpy array; larger values sit higher."""
+        low, high = self.y_range[0], self.y_range[-1]
+        return self.bottom - (value - low) * (self.height / (high - low))
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About ``count`` steps of 1, 2, 2.5 or 5 times a power of ten, from at or below ``low`` to at or above ``high``,
+    so that an axis starts and ends on a round, labelled value."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        low, high = 0.0, 1.0
+    if high <= low:
+        low, high = (low - abs(low) / 10, high + abs(high) / 10) if low else (0.0, 1.0)
+    rough = (high - low) / count
+    power = 10.0 ** math.floor(math.log10(rough))
+    step = next(factor * power for factor in (1, 2, 2.5, 5, 10) if factor * power >= rough * (1 - 1e-9))
+    first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+    return [index * step for index in range(first, last + 1)]
+
+
+def _tick_labels(ticks: list[float]) -> list[str]:
+    """``ticks`` as text, thousands separated, with as many decimals as their step needs."""
+    step = ticks[1] - ticks[0]
+    decimals = 0
+    while decimals < 12 and abs(round(step, decimals) - step) > step * 1e-6:
+        decimals += 1
+    return [f"{0.0 if abs(tick) < step / 1e6 else tick:,.{decimals}f}" for tick in ticks]
+
+
+def _tick_room(ticks: list[float]) -> float:
+    """The pixels left of a plot that its tick labels take."""
+    return 12 + CHAR_WIDTH * max(map(len, _tick_labels(ticks)))
+
+
+def _rotated_room(labels: list[str]) -> float:
+    """The pixels below a plot that ``labels`` turned by 45° take."""
+    return 20 + min(0.71 * CHAR_WIDTH * max(map(len, labels), default=0), 140)
+
+
+def _y_grid(plot: _Plot, ticks: list[float], label: str = "") -> list[str]:
+    """Horizontal grid lines at ``ticks``, their values on the left, and ``label`` up the left side."""
+    parts = []
+    for tick, text in zip(ticks, _tick_labels(ticks), strict=True):
+        y = plot.y(tick)
+        parts += [_line(plot.left, y, plot.right, y, GRID_COLOR), _text(plot.left - 6, y + 4, text, "end")]
+    if label:
+        parts.append(_text(plot.left - _tick_room(ticks) - 6, plot.top + plot.height / 2, label, angle=-90))
+    return parts
+
+
+def _x_grid(plot: _Plot, ticks: list[float], label: str = "") -> list[str]:
+    """Vertical grid lines at ``ticks``, their values below, and ``label`` under them."""
+    parts = []
+    for tick, text in zip(ticks, _tick_labels(ticks), strict=True):
+        x = plot.x(tick)
+        parts += [_line(x, plot.top, x, plot.bottom, GRID_COLOR), _text(x, plot.bottom + 15, text)]
+    if label:
+        parts.append(_text(plot.left + plot.width / 2, plot.bottom + 32, label))
+    return parts
+
+
+def _x_categories(plot: _Plot, labels: list[str], rotate: bool) -> list[str]:
+    """``labels`` under positions 0, 1, …; at most about 30 of them, turned by 45° when ``rotate``."""
+    step, y = math.ceil(len(labels) / 30), plot.bottom + 14
+    return [
+        _text(plot.x(position), y, labels[position], "end" if rotate else "middle", angle=-45 if rotate else 0)
+        for position in range(0, len(labels), step)
+    ]
+
+
+def _legend(x: float, y: float, entries: list[tuple[str, str]]) -> list[str]:
+    """A row of ``(symbol, text)`` keys from ``(x, y)``; each symbol is drawn around the origin."""
+    parts = []
+    for symbol, text in entries:
+        parts += [f'<g transform="translate({x + 8:.1f} {y:.1f})">{symbol}</g>', _text(x + 20, y + 4, text, "start")]
+        x += 36 + CHAR_WIDTH * len(text)
+    return parts
+
+
+def _polyline(plot: _Plot, values: list[float], color: str) -> str:
+    """A line through ``values`` at positions 0, 1, …, broken where a value is missing."""
+    commands, drawing = [], False
+    for position, value in enumerate(values):
+        if math.isfinite(value):
+            commands.append(f"{'L' if drawing else 'M'}{plot.x(position):.1f} {plot.y(value):.1f}")
+        drawing = math.isfinite(value)
+    return f'<path d="{"".join(commands)}" fill="none" stroke="{color}" stroke-width="1.5"/>'
+
+
+def _dots(xs: np.ndarray, ys: np.ndarray, color: str) -> str:
+    """One path of round dots, a zero-length stroke each: a fraction of the bytes of a ``<circle>`` per point."""
+    moves = "".join(f"M{x:.1f} {y:.1f}h0" for x, y in zip(xs.tolist(), ys.tolist(), strict=True))
+    style = 'fill="none" stroke-opacity="0.45" stroke-width="4" stroke-linecap="round"'
+    return f'<path d="{moves}" stroke="{color}" {style}/>'
+
+
+def _svg_figure(width: float, height: float, title: str, parts: list[str], caption: str = "") -> str:
+    """A chart as inline SVG; its ``<title>`` says what it shows, to screen readers and as a tooltip."""
+    svg = (
+        f'<svg role="img" viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" height="{height:.0f}">'
+        f"<title>{_e(title)}</title>{''.join(parts)}</svg>"
     )
-    bottom.set_ylabel("max PSI")
-    bottom.grid(axis="y", alpha=0.3)
-    bottom.set_xticks(list(positions), [str(row["partition"]) for row in rows], rotation=45, ha="right")
-    for ax in (top, bottom):
-        ax.spines[["top", "right"]].set_visible(False)
-    return fig
+    return _wrap("figure", svg + (_wrap("figcaption", _e(caption), "note") if caption else ""))
 
 
-def _labels(series: list[list]) -> list:
-    """The distinct values of all ``series``, sorted (by their text when they do not compare)."""
-    distinct = {value for values in series for value in values}
-    try:
-        return sorted(distinct)
-    except TypeError:
-        return sorted(distinct, key=str)
+def _text(
+    x: float, y: float, text: str, anchor: str = "middle", color: str = INK_COLOR, bold: bool = False, angle: int = 0
+) -> str:
+    """``text``, escaped, at ``(x, y)``, turned ``angle`` degrees about that point (negative: anticlockwise)."""
+    weight = ' font-weight="600"' if bold else ""
+    turn = f' transform="rotate({angle} {x:.1f} {y:.1f})"' if angle else ""
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{color}"{weight}{turn}>{_e(text)}</text>'
+
+
+def _line(x1: float, y1: float, x2: float, y2: float, color: str, dash: str = "") -> str:
+    dashes = f' stroke-dasharray="{dash}"' if dash else ""
+    return f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}"{dashes}/>'
+
+
+def _rect(x: float, y: float, width: float, height: float, color: str, tooltip: str = "") -> str:
+    title = f"<title>{_e(tooltip)}</title>" if tooltip else ""
+    return f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height:.1f}" fill="{color}">{title}</rect>'
+
+
+def _circle(x: float, y: float, color: str, tooltip: str = "", hollow: bool = False) -> str:
+    """A marker dot filled with ``color``, or white inside a ``color`` ring when ``hollow``."""
+    paint = f'fill="#fff" stroke="{color}" stroke-width="1.5"' if hollow else f'fill="{color}"'
+    title = f"<title>{_e(tooltip)}</title>" if tooltip else ""
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" {paint}>{title}</circle>'
+
+
+def _square(x: float, y: float, color: str, tooltip: str = "") -> str:
+    return _rect(x - 4, y - 4, 8, 8, color, tooltip)
 
 
 def _page(title: str, body: list[str]) -> str:
@@ -571,10 +765,6 @@ def _page(title: str, body: list[str]) -> str:
         + "\n".join(body)
         + "\n</main>\n</body>\n</html>\n"
     )
-
-
-def _img(fig: "Figure", alt: str) -> str:
-    return f'<img src="{_e(figure_data_uri(fig))}" alt="{_e(alt)}">'
 
 
 def _table(head: list[str], body: list[str]) -> str:

@@ -536,7 +536,7 @@ def fit_and_record(
     scores = score_reference(output, config)
     if scores is not None:  # what served scores are compared to (prediction drift)
         profile[SCORES_KEY] = scores
-    inputs = model_inputs(train_rows.head(_SIGNATURE_ROWS), config).head(0)  # the signature's columns and types; no rows
+    inputs = model_inputs(train_rows.head(_SIGNATURE_ROWS), config).head(0)  # the signature's columns, types; no rows
     manifest = {**code.manifest(), "model": config.model.model_dump(mode="json")}  # what reproduce retrains with
     logged = LoggedModel(pipeline, inputs, params, metrics, tags, profile, manifest)
     return FittedModel(logged, train_rows, holdout)

@@ -133,9 +133,9 @@ def _write_report(
     page = evaluation_html(
         report.as_dict(),
         config.data.task,
-        target.tolist(),
-        candidate_predictions.tolist(),
-        champion.predictions.tolist() if champion.predictions is not None else None,
+        target.to_numpy(),
+        candidate_predictions,
+        champion.predictions,
         drift_scores,
         registry.metric_history(config.promotion.metric),
     )
