@@ -146,8 +146,8 @@ def backtest(
     experiment = registry.experiment_id(config.mlflow.experiment + HISTORY_SUFFIX)
     source = cached_run(registry, experiment, key) if run_cache else None
     if source is None:
-        fitted = training.fit_and_record(inputs.frame, config, version, code)
-        logged, train_rows = fitted.logged, len(fitted.train_rows)
+        fitted = training.fit_and_record(lambda: inputs.frame, config, version, code)
+        logged, train_rows = fitted.logged, fitted.train_count
         logged.tags[RUN_CACHE_TAG] = key
     else:
         logged, train_rows = _reused(registry, source), int(source.data.tags["train_rows"])

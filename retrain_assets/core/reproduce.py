@@ -165,7 +165,7 @@ def _retrain_and_compare(
     except Exception as exc:  # a vacuumed or deleted version: Delta says which
         where = f"{uri} version {result.features_version}"
         raise CannotReproduce(f"v{result.version}: {where} cannot be read: {exc}") from exc
-    fitted = training.fit_and_record(frame, config, int(tags["delta_version"]), code)
+    fitted = training.fit_and_record(lambda: frame, config, int(tags["delta_version"]), code)
     registered = registry.load(result.version) if "predictions_hash" not in tags or result.differences else None
     result.retrained = True
     result.holdout_rows = len(fitted.holdout)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
     import numpy as np
@@ -316,7 +316,11 @@ def features_and_target(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple
 
 def train(frame: "pd.DataFrame", config: "RetrainConfig") -> Any:
     """Fit a fresh model on ``frame`` (the train split); a user pipeline that fails to fit says so."""
-    features, target = features_and_target(frame, config)
+    return fit_inputs(*features_and_target(frame, config), config)
+
+
+def fit_inputs(features: "pd.DataFrame", target: "pd.Series", config: "RetrainConfig") -> Any:
+    """:func:`train` on inputs already made (:func:`features_and_target`), so the caller may let go of the rows."""
     pipeline = build_pipeline(config, features)
     try:
         pipeline.fit(features, target)
@@ -395,10 +399,16 @@ def _roc_auc(target: "np.ndarray", proba: "np.ndarray", classes: list) -> float:
 
 def data_range(frame: "pd.DataFrame", config: "RetrainConfig") -> Optional[dict[str, str]]:
     """ISO ``{"min", "max"}`` of the timestamp column, or ``None`` without one."""
+    return data_range_of([frame], config)
+
+
+def data_range_of(frames: list["pd.DataFrame"], config: "RetrainConfig") -> Optional[dict[str, str]]:
+    """:func:`data_range` of the rows of ``frames`` together (the two sides of a split)."""
     column = config.data.timestamp
-    if not column or frame.empty:
+    stamps = [frame[column] for frame in frames if column and not frame.empty]
+    if not stamps:
         return None
-    return {"min": frame[column].min().isoformat(), "max": frame[column].max().isoformat()}
+    return {"min": min(s.min() for s in stamps).isoformat(), "max": max(s.max() for s in stamps).isoformat()}
 
 
 @dataclass(frozen=True)
@@ -485,31 +495,45 @@ def output_metrics(
 @dataclass(frozen=True)
 class FittedModel:
     """A pipeline trained on the stable train split of a frame, with the MLflow record every model of the
-    project carries (:func:`fit_and_record`); ``train_rows`` and ``holdout`` are the two sides of the split."""
+    project carries (:func:`fit_and_record`): the split's train row count, a sample of its train rows
+    (:func:`sample`, for the train metrics), its holdout, and the frame's data range."""
 
     logged: "LoggedModel"
-    train_rows: "pd.DataFrame"
+    train_count: int
+    train_sample: "pd.DataFrame"
     holdout: "pd.DataFrame"
+    span: Optional[dict[str, str]]
 
 
 def fit_and_record(
-    frame: "pd.DataFrame", config: "RetrainConfig", delta_version: int, code: Optional[ModelCode] = None
+    read: Callable[[], "pd.DataFrame"], config: "RetrainConfig", delta_version: int, code: Optional[ModelCode] = None
 ) -> FittedModel:
-    """Split, train with the fixed seed, score on the holdout and describe: params (with the holdout
-    fraction), the provenance tags (Delta version, code version, params hash, rows, data range) and the
-    drift reference profile, and the hash and files of the project's code (``code``, or :func:`model_code`) with
-    the git commit when the project is a git checkout, and the hash of its holdout predictions
-    (:func:`prediction_hash`, what ``retrain reproduce`` compares). The one routine behind ``candidate_model`` and the
-    history backtest; callers add their own metrics and tags before logging ``logged``."""
+    """Split the frame ``read`` returns, train with the fixed seed, score on the holdout and describe: params
+    (with the holdout fraction), the provenance tags (Delta version, code version, params hash, rows, data
+    range) and the drift reference profile, and the hash and files of the project's code (``code``, or
+    :func:`model_code`) with the git commit when the project is a git checkout, and the hash of its holdout
+    predictions (:func:`prediction_hash`, what ``retrain reproduce`` compares). The one routine behind
+    ``candidate_model``, the history backtest and reproduce; callers add their own metrics and tags before
+    logging ``logged``.
+
+    It takes a reader, not the frame, and keeps only the model's inputs while the model fits: the whole frame
+    goes once split, the train rows once their inputs, sample and profile are made (peak memory is the fit's)."""
     from retrain_assets.core.drift import reference_profile
     from retrain_assets.core.registry import LoggedModel, code_version
     from retrain_assets.core.served_drift import SCORES_KEY, score_reference
 
-    train_rows, holdout = split(frame, config)
-    pipeline = train(train_rows, config)
+    train_rows, holdout = split(read(), config)
+    model = config.model
+    span = data_range_of([train_rows, holdout], config)
+    profile = reference_profile(train_rows, config.data.features, bins=config.triggers.drift.bins, seed=model.seed)
+    train_count, train_sample = len(train_rows), sample(train_rows, config)
+    signature = model_inputs(train_rows.head(_SIGNATURE_ROWS), config).head(0)  # the columns and types; no rows
+    inputs, target = features_and_target(train_rows, config)
+    del train_rows
+    pipeline = fit_inputs(inputs, target, config)
+    del inputs, target
     output = raw_output(pipeline, holdout, config)
     metrics = output_metrics(output, holdout[config.data.target], pipeline, config)
-    span = data_range(frame, config)
     code = code or model_code(config)
     tags = {
         "delta_version": str(delta_version),
@@ -519,24 +543,20 @@ def fit_and_record(
         "code_files": ",".join(code.files)[:_MAX_TAG_CHARS],
         "params_hash": code.params_hash,
         "predictions_hash": output_hash(output),
-        "rows": str(len(frame)),
+        "rows": str(train_count + len(holdout)),
         **({"data_min": span["min"], "data_max": span["max"]} if span else {}),
         **({"git_commit": code.git_commit} if code.git_commit else {}),
         **({"git_dirty": str(code.git_dirty).lower()} if code.git_dirty is not None else {}),
     }
-    model = config.model
     params = {
         "estimator": model.estimator,
         "seed": model.seed,
         "holdout_fraction": model.holdout_fraction,
         **model.params,
     }
-    features = config.data.features
-    profile = reference_profile(train_rows, features, bins=config.triggers.drift.bins, seed=model.seed)
     scores = score_reference(output, config)
     if scores is not None:  # what served scores are compared to (prediction drift)
         profile[SCORES_KEY] = scores
-    inputs = model_inputs(train_rows.head(_SIGNATURE_ROWS), config).head(0)  # the signature's columns, types; no rows
     manifest = {**code.manifest(), "model": config.model.model_dump(mode="json")}  # what reproduce retrains with
-    logged = LoggedModel(pipeline, inputs, params, metrics, tags, profile, manifest)
-    return FittedModel(logged, train_rows, holdout)
+    logged = LoggedModel(pipeline, signature, params, metrics, tags, profile, manifest)
+    return FittedModel(logged, train_count, train_sample, holdout, span)

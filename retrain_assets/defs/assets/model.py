@@ -97,16 +97,15 @@ def candidate_model(
         f"retraining on raw_data v{features.raw_version}: {decision.summary}",
         {"trigger": trigger, "delta_version": features.raw_version},
     )
-    frame = training.read_window(features, config)
-    fitted = training.fit_and_record(frame, config, features.raw_version, code)
+    fitted = training.fit_and_record(lambda: training.read_window(features, config), config, features.raw_version, code)
     logged = fitted.logged
-    fit = training.evaluate(logged.pipeline, training.sample(fitted.train_rows, config), config)  # overfitting
+    fit = training.evaluate(logged.pipeline, fitted.train_sample, config)  # overfitting
     logged.metrics.update({f"train_{k}": v for k, v in fit.items()})
     logged.tags.update(
         {
             "features_version": str(features.version),
             "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "rows_train": str(len(fitted.train_rows)),
+            "rows_train": str(fitted.train_count),
             "rows_holdout": str(len(fitted.holdout)),
             "trigger": trigger,
             "trigger_reason": decision.summary[:4000],
@@ -116,9 +115,9 @@ def candidate_model(
     ref = registry.log_candidate(logged)
     trained = {
         "code_version": logged.tags["code_version"],
-        "rows_train": len(fitted.train_rows),
+        "rows_train": fitted.train_count,
         "rows_holdout": len(fitted.holdout),
-        "data_range": JsonMetadataValue(training.data_range(frame, config)),  # .json takes no None
+        "data_range": JsonMetadataValue(fitted.span),  # .json takes no None
     }
     yield _model_output(ref, logged.metrics, logged.tags, config, reused=False, **trained)
 
