@@ -62,6 +62,38 @@ def test_stored_buckets_and_rows_without_them_split_as_hashing_does():
     assert (training.holdout_mask(stored, other) == training.holdout_mask(frame, other)).all()
 
 
+def test_a_table_with_stored_buckets_is_read_without_the_id_and_splits_the_same(tmp_path):
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from retrain_assets.core import delta
+
+    config = churn_config()
+    frame = pd.concat(frames(2), ignore_index=True)
+    column = training.bucket_column(config)
+    uri = str(tmp_path / "features")
+    buckets = training.holdout_buckets(frame, config)
+    delta.append(uri, pa.Table.from_pandas(frame.assign(**{column: buckets}), preserve_index=False))
+    ref = delta.TableRef(uri, 0, 0)
+    expected_train, expected_holdout = training.split(frame, config)
+
+    read = training.read_window(ref, config)
+
+    assert config.data.id not in read.columns, "the id is hashed once, at validation, and not read again"
+    train, holdout = training.split(read, config)
+    columns = list(train.columns)
+    pd.testing.assert_frame_equal(train.reset_index(drop=True), expected_train[columns].reset_index(drop=True))
+    pd.testing.assert_frame_equal(holdout.reset_index(drop=True), expected_holdout[columns].reset_index(drop=True))
+
+    older = frame.assign(**{column: np.where(np.arange(len(frame)) % 2, buckets, np.nan)})  # rows from before
+    delta.append(uri, pa.Table.from_pandas(older.astype({column: "Int16"}), preserve_index=False), merge_schema=True)
+    mixed = training.read_window(delta.TableRef(uri, 1, 1), config)
+    assert config.data.id in mixed.columns, "rows without a stored bucket are hashed: the id is read"
+    doubled = pd.concat([frame, frame], ignore_index=True)
+    assert (training.holdout_mask(mixed, config) == training.holdout_mask(doubled, config)).all()
+
+
 def test_split_refuses_too_little_data():
     with pytest.raises(ValueError, match="cannot split 1 rows"):
         training.split(frames(1)[0].head(1), churn_config())

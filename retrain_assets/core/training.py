@@ -122,19 +122,38 @@ def read_window(features: "TableRef", config: "RetrainConfig", holdout_only: boo
 
     bucket = bucket_column(config)
     stored = bucket in delta.column_names(features.uri, features.version)
-    columns = [*config.data.columns, *([bucket] if stored else [])]
     where = None
     if holdout_only and stored:
         where = (ds.field(bucket) < holdout_cut(config)) | ds.field(bucket).is_null()
     days, stamp = config.model.window_days, config.data.timestamp
     newest = delta.newest_value(features.uri, features.version, stamp) if days is not None and stamp else None
-    if days is None or stamp is None or newest is None:  # no window, or no timestamp to cut by
-        return window(delta.read_table(features.uri, features.version, columns=columns, where=where), config)
-    cutoff = pc.subtract(newest, pa.scalar(dt.timedelta(days=days), pa.duration("us")))
-    recent = ds.field(stamp) > cutoff
-    return delta.read_table(
-        features.uri, features.version, columns=columns, where=recent if where is None else recent & where
-    )
+    cut_in_scan = days is not None and stamp is not None and newest is not None
+    if days is not None and cut_in_scan:
+        cutoff = pc.subtract(newest, pa.scalar(dt.timedelta(days=days), pa.duration("us")))
+        recent = ds.field(stamp) > cutoff
+        where = recent if where is None else recent & where
+
+    def read(columns: list[str]) -> "pd.DataFrame":
+        frame = delta.read_table(features.uri, features.version, columns=columns, where=where)
+        return frame if cut_in_scan else window(frame, config)
+
+    if not stored:
+        return read(list(config.data.columns))
+    needed = _read_columns(config)
+    frame = read([*needed, bucket])
+    if len(needed) < len(config.data.columns) and frame[bucket].isna().any():
+        return read([*config.data.columns, bucket])  # rows from before the buckets are hashed: every key column
+    return frame
+
+
+def _read_columns(config: "RetrainConfig") -> list[str]:
+    """The columns a model needs read when the rows carry their buckets: all of them for ``model.features``
+    (the team's function may use any), else the features, the target and the timestamp (the window, the data
+    range); the id column, often the widest (one string per row), and ``data.ignore`` stay in the table."""
+    data = config.data
+    if config.model.features is not None:
+        return list(data.columns)
+    return [name for name in data.columns if name in data.features or name in (data.target, data.timestamp)]
 
 
 def split(frame: "pd.DataFrame", config: "RetrainConfig") -> tuple["pd.DataFrame", "pd.DataFrame"]:
