@@ -121,3 +121,13 @@ def cycle(accepted: list[Path], batch: Path, champion: Optional[Path], store: Pa
     if promoted:
         joblib.dump(candidate, store / "champion.joblib")
     return {"promoted": promoted, "candidate": scores, "champion": previous}
+
+
+if __name__ == "__main__":  # the bare script as a process (bench.cycle.measure_process): DIR ACCEPTED NEW
+    import sys
+
+    from retrain_assets.core.config import load_config
+
+    directory, accepted, new = (Path(arg) for arg in sys.argv[1:4])
+    decision = cycle([accepted], new, directory / "previous.joblib", directory, load_config(directory / "retrain.yaml"))
+    print(decision)

@@ -28,6 +28,7 @@ from bench import baseline
 from bench.workload import Measurement, memory_status, scratch, timed, write_batch, write_project
 
 CYCLE_GOAL = 1.25
+PROCESS_GOALS = {100_000: 3.0, 1_000_000: 2.0}  # whole processes: imports count (at other sizes, 1M's)
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # as `retrain` runs its jobs
 
 
@@ -110,6 +111,36 @@ def measure(data: Path, rows: int, repetitions: int, warmup: int = 1) -> tuple[M
             if index >= warmup:
                 bare.samples.append(seconds)
     return platform, bare, landing
+
+
+def measure_process(data: Path, rows: int, repetitions: int, warmup: int = 1) -> tuple[Measurement, Measurement]:
+    """The cycle as a cron job runs it: a whole ``retrain tick`` process (imports, config, instance, run)
+    against the bare script as a whole process (``python bench/baseline.py``: its own imports included),
+    alternating, each over a project set up here (untimed) as :func:`measure`'s are."""
+    import subprocess
+
+    accepted, new = batches(data, rows)
+    retrain = Path(sys.executable).with_name("retrain")
+    script = Path(__file__).with_name("baseline.py")
+    platform, bare = Measurement(), Measurement()
+    for index in range(warmup + repetitions):
+        with scratch(f"process-{rows}") as directory:
+            PlatformCycle(directory / "platform", accepted, new).close()
+            BaselineCycle(directory / "baseline", accepted, new)
+            commands = {
+                "platform": [str(retrain), "--config", str(directory / "platform" / "retrain.yaml"), "tick"],
+                "baseline": [sys.executable, str(script), str(directory / "baseline"), str(accepted), str(new)],
+            }
+            for side, samples in (("platform", platform), ("baseline", bare)):
+                seconds, done = timed(
+                    lambda command=commands[side]: subprocess.run(command, capture_output=True, text=True, check=False)
+                )
+                if done.returncode != 0 or "promoted" not in done.stdout:
+                    said = f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+                    raise RuntimeError(f"{side} process reached no decision:\n{said}")
+                if index >= warmup:
+                    samples.samples.append(seconds)
+    return platform, bare
 
 
 def orchestration_floor(repetitions: int, warmup: int = 1) -> Measurement:
