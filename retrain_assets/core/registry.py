@@ -354,9 +354,11 @@ class Registry:
         verdict = "promoted" if promote else "rejected"
         tags = {DECISION_TAG: verdict, DECISION_REASON_TAG: reason, "decided_at": _now(), **extra}
         run_id = _run_id(self.client.get_model_version(self.name, version))
+        from mlflow.entities import RunTag
+
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, str(value))
-            self.client.set_tag(run_id, key, str(value))
+        self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])  # one write
 
     def promote(self, version: str) -> Optional[str]:
         """Point ``champion`` at ``version``; the replaced champion keeps ``previous_champion``."""
