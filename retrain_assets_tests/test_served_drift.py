@@ -31,7 +31,7 @@ def trained() -> tuple[RetrainConfig, object, dict, pd.DataFrame]:
 
     frame = load_breast_cancer(as_frame=True).frame.sample(frac=1.0, random_state=5).reset_index(drop=True)
     config = infer_config(frame.iloc[:300], "target", project="cancer")
-    fitted = fit_and_record(frame.iloc[:300], config, 0, model_code(config))
+    fitted = fit_and_record(lambda: frame.iloc[:300], config, 0, model_code(config))
     return config, fitted.logged.pipeline, fitted.logged.profile, frame.iloc[300:].reset_index(drop=True)
 
 

@@ -17,6 +17,8 @@ from retrain_assets.core.names import BACKFILL_TAG, LAUNCHER_TAG, RETRY_TAG, TRI
 if TYPE_CHECKING:
     from dagster import DagsterInstance, Definitions
 
+    from retrain_assets.core.locking import Deadline
+
 # The CLI prints its own summary of a run; Dagster's full event log stays in the instance (and the UI).
 _QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -97,7 +99,7 @@ def materialize(
     job = _retrain_job(project.defs) if job_name in (None, RETRAIN_JOB) else project.defs.resolve_job_def(job_name)
     tags = {**(tags or {}), LAUNCHER_TAG: "retrain"}
     selection = [AssetKey(name) for name in assets] if assets is not None else None
-    with _deadline(project.config, f"the {job.name} run"):
+    with _deadline(project.config, f"the {job.name} run") as deadline:
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
@@ -106,7 +108,7 @@ def materialize(
             asset_selection=selection,
             partition_key=partition_key,
         )
-    return _outcome(result, instance, result.output_for_node)
+    return _outcome(result, instance, result.output_for_node, deadline)
 
 
 DATA_STAGE = ("raw_data", "validated_features")
@@ -161,7 +163,7 @@ def plan_materialize(project: LoadedProject, instance: "DagsterInstance") -> Mat
     return MaterializePlan({}, {**skipped, **dict.fromkeys(model, done)})
 
 
-def _deadline(config: RetrainConfig, what: str) -> contextlib.AbstractContextManager[None]:
+def _deadline(config: RetrainConfig, what: str) -> contextlib.AbstractContextManager["Deadline"]:
     """``runs.max_runtime_minutes`` for an in-process run (see :func:`locking.run_deadline`)."""
     from retrain_assets.core.locking import run_deadline
 
@@ -202,16 +204,17 @@ def resume(project: LoadedProject, instance: "DagsterInstance", run_id: str) -> 
         "retrain_assets.app.execution", "retrain_job_for", reconstructable_args=(str(project.path),)
     )
     options = ReexecutionOptions.from_failure(run_id, instance)
-    with _deadline(project.config, f"the retry of run {run_id}"):
+    with _deadline(project.config, f"the retry of run {run_id}") as deadline:
         result = execute_job(
             job, instance, run_config=_QUIET_LOGGERS, tags={**tags, RETRY_TAG: run_id}, reexecution_options=options
         )
     # asset values are read by asset key, as the IO manager stored them
-    return _outcome(result, instance, lambda node: project.defs.load_asset_value(node, instance=instance))
+    return _outcome(result, instance, lambda node: project.defs.load_asset_value(node, instance=instance), deadline)
 
 
-def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcome:
-    """What the CLI reports of a finished in-process run; ``output(node)`` reads an asset's value."""
+def _outcome(result: Any, instance: "DagsterInstance", output: Any, deadline: "Deadline") -> RunOutcome:
+    """What the CLI reports of a finished in-process run; ``output(node)`` reads an asset's value. A run the
+    deadline stopped outside a step has no step error: the deadline's message is its error."""
     from retrain_assets.core.names import DELTA_VERSION_TAG, DRIFT_CHECK
     from retrain_assets.defs.assets.live import LIVE_PERFORMANCE
     from retrain_assets.defs.assets.model import retrain_decision
@@ -241,7 +244,7 @@ def _outcome(result: Any, instance: "DagsterInstance", output: Any) -> RunOutcom
         outcome.raw_version = report.delta_version
     outcome.decision = outputs.get("prod_model")
     outcome.retrain = retrain_decision(instance, run)
-    outcome.error = _first_error(result)
+    outcome.error = _first_error(result) or (deadline.stopped if not result.success else None)
     return outcome
 
 

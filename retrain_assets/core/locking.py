@@ -145,13 +145,22 @@ def _in_bookkeeping(frame: Any) -> bool:
     return module.startswith(_BOOKKEEPING)
 
 
+@dataclass
+class Deadline:
+    """What :func:`run_deadline` did: ``stopped`` holds its message once it stopped the run, so a run stopped
+    outside any step (in the orchestrator's machinery, which records no step error) still says why it failed."""
+
+    stopped: Optional[str] = None
+
+
 @contextlib.contextmanager
-def run_deadline(seconds: float, what: str) -> Iterator[None]:
+def run_deadline(seconds: float, what: str) -> Iterator[Deadline]:
     """Raise :class:`RunTimedOut` in the step that is running when ``seconds`` have passed, so an in-process
     run that hangs fails (and releases the lock) instead of blocking every later retrain. Needs the main
     thread (a signal timer); elsewhere it bounds nothing, and says so in the docstring of its caller."""
+    deadline = Deadline()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield deadline
         return
 
     held_back = [0.0]
@@ -161,12 +170,13 @@ def run_deadline(seconds: float, what: str) -> Iterator[None]:
             held_back[0] += _RETRY_SECONDS
             signal.setitimer(signal.ITIMER_REAL, _RETRY_SECONDS)
             return
-        raise RunTimedOut(f"{what} ran longer than runs.max_runtime_minutes ({seconds / 60:g} min) and was stopped")
+        deadline.stopped = f"{what} ran longer than runs.max_runtime_minutes ({seconds / 60:g} min) and was stopped"
+        raise RunTimedOut(deadline.stopped)
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        yield
+        yield deadline
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
