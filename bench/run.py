@@ -5,6 +5,8 @@
     .venv/bin/python bench/run.py --only daemon   # only the daemon path (`bench/daemon.py`)
     .venv/bin/python bench/run.py --only serving  # only `retrain serve` vs `mlflow models serve` under wrk
                                                   # (`bench/serving.py`; `make bench` installs wrk)
+    .venv/bin/python bench/run.py --only versions # tick, validation, status at 10,000 versions (`bench/versions.py`;
+                                                  # --quick: 2,000)
 
 Prints the machine, one table (benchmark, platform, baseline, ratio, goal, met?, notes) and the import and
 load details the table refers to. See ``bench/RESULTS.md`` for the numbers of a full run and their reading.
@@ -31,7 +33,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 warnings.filterwarnings("ignore")
 
-from bench import batch_cost, cycle, daemon, gitops, noop_tick, serving  # noqa: E402
+from bench import batch_cost, cycle, daemon, gitops, noop_tick, serving, versions  # noqa: E402
 from bench.workload import Row, machine  # noqa: E402
 
 MB = 2**20
@@ -43,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, default=None, help="timed repetitions after the warm-up (default 3)")
     parser.add_argument(
         "--only",
-        choices=["cycle", "tick", "batch", "rss", "gitops", "daemon", "serving"],
+        choices=["cycle", "tick", "batch", "rss", "gitops", "daemon", "serving", "versions"],
         action="append",
         help="run only these (default: all)",
     )
@@ -349,6 +351,69 @@ def run_serving(data: Path, quick: bool) -> list[Row]:
     return rows
 
 
+def run_versions(count: int, repetitions: int) -> list[Row]:
+    result = versions.measure(count, repetitions)
+    small = result["small"]
+    rows = []
+    for key, when in (("large", "before"), ("maintained", "after")):
+        large = result[key]
+        at = f"{large.versions:,} versions {when} `retrain maintain`"
+        tick, full = large.tick, large.full_tick
+        rows += [
+            Row(
+                f"no-op `retrain tick` process, {at} vs {small.versions}",
+                f"{tick.median:.2f} s",
+                f"{small.tick.median:.2f} s",
+                tick.median / small.tick.median,
+                f"< {noop_tick.TICK_GOAL:g} s",
+                tick.median < noop_tick.TICK_GOAL,
+                f"full path (config touched: instance, sensors) {full.median:.2f} / {small.full_tick.median:.2f} s; "
+                f"spread {tick.spread()} / {small.tick.spread()} s; 0 runs launched",
+            ),
+            ratio_row(
+                f"validate one new batch (`validate_new_batches`), {at} vs {small.versions}",
+                large.validate,
+                small.validate,
+                versions.VALIDATE_GOAL,
+                f"in process; the ingest before it (not timed in) {large.ingest.median:.2f} / "
+                f"{small.ingest.median:.2f} s; spread {large.validate.spread()} / {small.validate.spread()} s",
+            ),
+            Row(
+                f"`retrain status` process, {at} vs {small.versions}",
+                f"{large.status.median:.2f} s",
+                f"{small.status.median:.2f} s",
+                large.status.median / small.status.median,
+                f"< {versions.STATUS_GOAL:g} s",
+                large.status.median < versions.STATUS_GOAL,
+                f"spread {large.status.spread()} / {small.status.spread()} s",
+            ),
+        ]
+    build = result["build"]
+    rows.append(
+        Row(
+            f"{result['large'].versions:,}-version project: build, `delta.history`, `retrain maintain`",
+            f"{result['maintain']:.2f} s",
+            "-",
+            None,
+            "(reference)",
+            None,
+            f"`retrain maintain` process {result['maintain']:.2f} s; one `delta.history` of raw_data (every commit) "
+            f"{result['history']:.2f} s; built in {build['large']:.0f} s ({small.versions} versions: "
+            f"{build['small']:.0f} s)" + ("; --quick: fewer versions" if count != versions.VERSIONS else ""),
+        )
+    )
+    log(
+        f"versions: {count:,}; "
+        + "; ".join(
+            f"{key} tick {stage.tick.samples} full {stage.full_tick.samples} validate {stage.validate.samples} "
+            f"ingest {stage.ingest.samples} status {stage.status.samples}"
+            for key, stage in (("small", small), ("large", result["large"]), ("maintained", result["maintained"]))
+        )
+        + f"; maintain: {result['maintain_output']}"
+    )
+    return rows
+
+
 def format_table(rows: list[Row]) -> str:
     header = ["benchmark", "platform", "baseline", "ratio", "goal", "met?", "notes"]
     body = [
@@ -392,7 +457,7 @@ def main(argv: list[str]) -> int:
     sizes = [20_000, 100_000] if args.quick else [100_000, 1_000_000]
     tables = [200_000, 500_000] if args.quick else [1_000_000, 5_000_000]
     repetitions = args.repetitions or (1 if args.quick else 3)
-    selected = set(args.only or ["cycle", "tick", "batch", "rss", "gitops", "daemon", "serving"])
+    selected = set(args.only or ["cycle", "tick", "batch", "rss", "gitops", "daemon", "serving", "versions"])
     info = machine()
     print(f"machine: {info['cores']} cores, {info['ram']} RAM, {info['cpu']}; Python {info['python']}")
     print(f"packages: {info['packages']}")
@@ -424,6 +489,8 @@ def main(argv: list[str]) -> int:
                 rows += run_daemon(data, repetitions, args.repetitions or 1)
             if "serving" in selected:
                 rows += run_serving(data, args.quick)
+            if "versions" in selected:
+                rows += run_versions(versions.QUICK_VERSIONS if args.quick else versions.VERSIONS, repetitions)
         finally:
             os.chdir(home)
     print()

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from retrain_assets.core import delta, landing
 from retrain_assets.core.faults import crash_point
@@ -115,17 +115,23 @@ class ValidatedBatches:
 
 
 def last_processed_version(config: "RetrainConfig") -> Optional[int]:
-    """Newest ``raw_data`` version already validated (accepted or rejected), from the validation log."""
-    log = _read_log(config, ["raw_version"])
-    return int(log["raw_version"].max()) if log is not None and len(log) else None
+    """Newest ``raw_data`` version already validated (accepted or rejected), from the validation log (its file
+    statistics, and the newest files only)."""
+    uri = config.table_uri(delta.VALIDATION_LOG_TABLE)
+    if not delta.exists(uri):
+        return None
+    newest = delta.newest_value(uri, None, "raw_version")
+    return None if newest is None else int(newest.as_py())
 
 
 def accepted_rows_after(config: "RetrainConfig", raw_version: Optional[int]) -> int:
-    """Validated rows from ``raw_data`` versions after ``raw_version`` (all of them when ``None``)."""
-    log = _read_log(config, ["raw_version", "rows", "accepted"])
+    """Validated rows from ``raw_data`` versions after ``raw_version`` (all of them when ``None``), read from the
+    validation log's files that hold such versions."""
+    after = -1 if raw_version is None else raw_version
+    log = _read_log(config, ["raw_version", "rows", "accepted"], lambda file: file.may_hold("raw_version", after + 1))
     if log is None:
         return 0
-    newer = log[log["accepted"] & (log["raw_version"] > (-1 if raw_version is None else raw_version))]
+    newer = log[log["accepted"] & (log["raw_version"] > after)]
     return int(newer["rows"].sum())
 
 
@@ -148,7 +154,7 @@ def recent_accepted_rows(config: "RetrainConfig", before: int) -> list[int]:
     from retrain_assets.core.validation import RECENT_BATCHES
 
     uri = config.table_uri(delta.VALIDATION_LOG_TABLE)
-    if delta.latest_version(uri) is None:
+    if not delta.exists(uri):
         return []
     log = delta.read_newest_files(
         uri, "raw_version", before, files=4 * RECENT_BATCHES, columns=["raw_version", "rows", "accepted"]
@@ -259,10 +265,15 @@ def verdicts(config: "RetrainConfig") -> dict[int, bool]:
 
 def rejected_batches(config: "RetrainConfig", limit: int = 10) -> list[dict]:
     """The newest ``limit`` batches whose standing verdict is a rejection: version, rows, failed checks, when
-    and the first message (what `retrain status` lists, and what `retrain revalidate` takes)."""
-    log = _read_log(config, ["raw_version", "rows", "accepted", "failed_checks", "messages", "validated_at"])
-    if log is None:
+    and the first message (what `retrain status` lists, and what `retrain revalidate` takes). Only the log's
+    files that may hold a rejection are read, then those that may hold another verdict on a rejected version."""
+    rejections = _read_log(config, ["raw_version", "accepted"], lambda file: file.may_hold("accepted", False, False))
+    if rejections is None or rejections["accepted"].all():
         return []
+    judged = sorted(int(version) for version in rejections.loc[~rejections["accepted"], "raw_version"].unique())
+    columns = ["raw_version", "rows", "accepted", "failed_checks", "messages", "validated_at"]
+    log = _read_log(config, columns, lambda file: file.may_hold_any("raw_version", judged))
+    assert log is not None
     newest = log.sort_values("validated_at").groupby("raw_version").tail(1)
     rejected = newest[~newest["raw_version"].map(_accepted_ever(log))]
     rows = []
@@ -281,10 +292,15 @@ def rejected_batches(config: "RetrainConfig", limit: int = 10) -> list[dict]:
     return rows
 
 
-def _read_log(config: "RetrainConfig", columns: list[str]) -> Optional["pd.DataFrame"]:
-    """The whole ``validation_log`` (those columns), or ``None`` before the first verdict."""
+def _read_log(
+    config: "RetrainConfig", columns: list[str], may_hold: Optional[Callable[["delta.DataFile"], bool]] = None
+) -> Optional["pd.DataFrame"]:
+    """The ``validation_log`` (those columns; with ``may_hold``, only the files it keeps, see
+    :func:`delta.read_files`), or ``None`` before the first verdict."""
     uri = config.table_uri(delta.VALIDATION_LOG_TABLE)
-    return delta.read_table(uri, columns=columns) if delta.latest_version(uri) is not None else None
+    if not delta.exists(uri):
+        return None
+    return delta.read_table(uri, columns=columns) if may_hold is None else delta.read_files(uri, columns, may_hold)
 
 
 def _accepted_ever(log: "pd.DataFrame") -> "pd.Series":
@@ -308,7 +324,8 @@ def revalidate(config: "RetrainConfig", versions: list[int]) -> list[BatchOutcom
     """
     raw_uri = config.table_uri(delta.RAW_TABLE)
     latest = delta.latest_version(raw_uri)
-    commits = {c["version"]: c for c in delta.batch_commits(raw_uri, None, latest)} if latest is not None else {}
+    first = min(versions, default=0) - 1  # the commits from the oldest version asked for on
+    commits = {c["version"]: c for c in delta.batch_commits(raw_uri, first, latest)} if latest is not None else {}
     standing = verdicts(config)
     for version in versions:
         if version not in commits:
@@ -330,24 +347,24 @@ def revalidate(config: "RetrainConfig", versions: list[int]) -> list[BatchOutcom
 
 def current_features(config: "RetrainConfig") -> Optional[delta.TableRef]:
     """The features table at its latest version, with the newest raw version it contains (a revalidated
-    batch is appended after newer ones)."""
+    batch is appended after newer ones): the largest ``_raw_version``, found from the file statistics."""
     uri = config.table_uri(delta.FEATURES_TABLE)
-    raw_versions = [int(e[RAW_VERSION_KEY]) for e in delta.history(uri) if RAW_VERSION_KEY in e]
-    if not raw_versions:
+    if not delta.exists(uri):
         return None
-    version = delta.latest_version(uri)
-    if version is None:
-        raise RuntimeError(f"{uri}: a commit history but no table version")
-    return delta.TableRef(uri, version, max(raw_versions))
+    version, newest = delta.newest_in_latest(uri, delta.RAW_VERSION_COLUMN)
+    return None if newest is None else delta.TableRef(uri, version, int(newest.as_py()))
 
 
 def _append_features(config: "RetrainConfig", batch, version: int) -> None:
-    """Append an accepted batch, unless a previous, interrupted run already did."""
+    """Append an accepted batch, unless a previous, interrupted run already did (its rows are there)."""
     import pyarrow as pa
 
     uri = config.table_uri(delta.FEATURES_TABLE)
-    if any(e.get(RAW_VERSION_KEY) == str(version) for e in delta.history(uri)):
-        return
+    if delta.exists(uri):
+        column = delta.RAW_VERSION_COLUMN
+        there = delta.read_files(uri, [column], lambda file: file.may_hold(column, version, version))
+        if (there[column] == version).any():
+            return
     from retrain_assets.core import training
 
     rows = batch.append_column(delta.RAW_VERSION_COLUMN, pa.array([version] * batch.num_rows, pa.int64()))

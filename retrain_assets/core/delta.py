@@ -3,6 +3,7 @@ version back (the commit log, time travel, the newest files)."""
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.dataset as ds
     from deltalake import DeltaTable, PostCommitHookProperties
 
     from retrain_assets.core.config import ColumnType
@@ -97,8 +99,41 @@ def latest_version(uri: str) -> Optional[int]:
     return DeltaTable(uri).version()
 
 
-def history(uri: str) -> list[dict]:
-    """Commit log entries (oldest first), each with its ``version`` and custom metadata; empty if no table.
+def exists(uri: str) -> bool:
+    """Whether there is a table at ``uri``, without opening it (which lists its whole log)."""
+    from deltalake import DeltaTable
+
+    return DeltaTable.is_deltatable(uri)
+
+
+def is_latest(uri: str, version: Optional[int]) -> bool:
+    """Whether ``version`` is the newest version of the table at ``uri`` (``None``: whether there is no table),
+    without opening the table where that is costly (see :func:`_is_newest_commit`)."""
+    if not exists(uri):
+        return version is None
+    return version is not None and _is_newest_commit(uri, version)
+
+
+def _is_newest_commit(uri: str, version: int) -> bool:
+    """Whether commit ``version`` is the newest in the table's log. In a local lake, from two commit files (the
+    Delta protocol names commit N ``_delta_log/<N, 20 digits>.json``; the newest is never cleaned up): opening
+    the table lists the whole folder, about 0.1 s at 10,000 versions, checkpoints or not. Elsewhere the table
+    is opened: an object store lists from the newest checkpoint on."""
+    from urllib.parse import urlparse
+
+    where = urlparse(uri)
+    if where.scheme not in ("", "file"):
+        from deltalake import DeltaTable
+
+        return DeltaTable(uri).version() == version
+    log = Path(where.path if where.scheme else uri) / "_delta_log"
+    return (log / f"{version:020d}.json").is_file() and not (log / f"{version + 1:020d}.json").exists()
+
+
+def history(uri: str, after: Optional[int] = None) -> list[dict]:
+    """Commit log entries (oldest first), each with its ``version`` and custom metadata, of the versions after
+    ``after`` (all of them when ``None``); empty if no table. Only those commits are read: a checkpoint does not
+    spare ``DeltaTable.history()`` a single commit file, so the whole log costs a read per version.
 
     delta-rs numbers history entries down from the version it loaded, yet also reads commits that land
     while it reads, which shifts every number. So the log is read again until no commit landed meanwhile.
@@ -109,8 +144,11 @@ def history(uri: str) -> list[dict]:
         return []
     while True:
         table = DeltaTable(uri)
-        entries = table.history()
-        if DeltaTable(uri).version() == table.version():
+        newer = None if after is None else table.version() - after
+        if newer is not None and newer <= 0:
+            return []
+        entries = table.history(newer)
+        if _is_newest_commit(uri, table.version()):
             return sorted(entries, key=lambda entry: entry["version"])
 
 
@@ -133,9 +171,8 @@ def batch_versions(uri: str, after: Optional[int], upto: int) -> list[int]:
 
 
 def batch_commits(uri: str, after: Optional[int], upto: int) -> list[dict]:
-    """The commit log entries of :func:`batch_versions`, oldest first (one read of the log)."""
-    start = -1 if after is None else after
-    return [entry for entry in history(uri) if start < entry["version"] <= upto and _is_batch(entry)]
+    """The commit log entries of :func:`batch_versions`, oldest first (only the commits after ``after`` read)."""
+    return [entry for entry in history(uri, after) if entry["version"] <= upto and _is_batch(entry)]
 
 
 def _is_batch(entry: dict) -> bool:
@@ -172,59 +209,134 @@ def column_names(uri: str, version: Optional[int] = None) -> list[str]:
 
 def newest_value(uri: str, version: Optional[int], column: str) -> "Optional[pa.Scalar]":
     """The largest value of ``column`` as of ``version`` (``None``: no value). The Delta log's file statistics
-    narrow the scan to the rows at or above the newest file maximum (less a millisecond: timestamps are kept
-    there to the millisecond), so only ``column`` of the newest rows is read; without statistics, the column."""
-    import pyarrow as pa
+    narrow the read to the files holding values at or above the newest file maximum (less a millisecond:
+    timestamps are kept there to the millisecond), so only ``column`` of the newest files is read; unless a file
+    has no statistics for it (or only nulls): then the column of every file."""
+    from deltalake import DeltaTable
+
+    return _newest_value(DeltaTable(uri, version=version), column)
+
+
+def newest_in_latest(uri: str, column: str) -> "tuple[int, Optional[pa.Scalar]]":
+    """The table's latest version and :func:`newest_value` of ``column`` in it (the table opened once)."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri)
+    return table.version(), _newest_value(table, column)
+
+
+def _newest_value(table: "DeltaTable", column: str) -> "Optional[pa.Scalar]":
     import pyarrow.compute as pc
+
+    files = _file_ranges(table, [column])
+    highs = [bounds[1] for bounds in (file.ranges[column] for file in files) if bounds is not None]
+    chosen = files
+    if highs and len(highs) == len(files):
+        floor = max(highs)
+        if isinstance(floor, dt.datetime):
+            floor -= dt.timedelta(milliseconds=1)
+        chosen = [file for file in files if file.may_hold(column, low=floor)]
+    values = _files_dataset(table, chosen).to_table(columns=[column])[column]
+    newest = pc.max(values) if len(values) else None
+    return newest if newest is not None and newest.is_valid else None
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One data file of a table version as its log names it: relative path, size, and per column asked for its
+    ``(min, max)`` from the file statistics (``None``: no statistics, or only nulls)."""
+
+    path: str
+    size: int
+    ranges: dict[str, Optional[tuple]]
+
+    def may_hold(self, column: str, low=None, high=None) -> bool:
+        """Whether the file may hold a ``column`` value in ``[low, high]`` (``None``: unbounded); without
+        statistics, it may."""
+        bounds = self.ranges[column]
+        if bounds is None:
+            return True
+        return (low is None or bounds[1] >= low) and (high is None or bounds[0] <= high)
+
+    def may_hold_any(self, column: str, values: list) -> bool:
+        """Whether the file may hold any of ``values`` (sorted) in ``column``; without statistics, it may."""
+        bounds = self.ranges[column]
+        if bounds is None:
+            return True
+        first = bisect.bisect_left(values, bounds[0])
+        return first < len(values) and values[first] <= bounds[1]
+
+
+def _file_ranges(table: "DeltaTable", columns: list[str]) -> list[DataFile]:
+    """Every data file of ``table`` with the statistics of ``columns`` (from the log: no data file is read)."""
+    import pyarrow as pa
+
+    actions = pa.table(table.get_add_actions(flatten=True))
+
+    def stat(name: str) -> list:
+        return actions.column(name).to_pylist() if name in actions.column_names else [None] * actions.num_rows
+
+    lows, highs = {c: stat(f"min.{c}") for c in columns}, {c: stat(f"max.{c}") for c in columns}
+    files = []
+    for row, (path, size) in enumerate(zip(stat("path"), stat("size_bytes"), strict=True)):
+        ranges = {c: (lows[c][row], highs[c][row]) for c in columns}
+        files.append(DataFile(path, size, {c: None if None in bounds else bounds for c, bounds in ranges.items()}))
+    return files
+
+
+_UNREAD_FEATURES = {"columnMapping", "deletionVectors"}  # what reading the Parquet files alone would get wrong
+
+
+def _files_dataset(table: "DeltaTable", files: list[DataFile]) -> "ds.FileSystemDataset":
+    """A dataset of only ``files`` of ``table``. ``to_pyarrow_dataset`` first sets up every file of the table with
+    its statistics: about a second per 1,000 files, for reading one of them."""
+    import pyarrow as pa
     import pyarrow.dataset as ds
+    import pyarrow.fs as pa_fs
+    from deltalake.exceptions import DeltaProtocolError
+    from deltalake.fs import DeltaStorageHandler
+
+    unread = _UNREAD_FEATURES & set(table.protocol().reader_features or [])
+    if unread:
+        raise DeltaProtocolError(f"{table.table_uri}: the table uses {sorted(unread)}, which this reader does not")
+    sizes = {file.path: file.size for file in files}
+    filesystem = pa_fs.PyFileSystem(DeltaStorageHandler(table.table_uri, known_sizes=sizes))
+    parquet = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=True))
+    fragments = [parquet.make_fragment(file.path, filesystem=filesystem) for file in files]
+    return ds.FileSystemDataset(fragments, pa.schema(table.schema().to_arrow()), parquet, filesystem)
+
+
+def read_files(
+    uri: str, columns: list[str], may_hold: Callable[[DataFile], bool], version: Optional[int] = None
+) -> "pd.DataFrame":
+    """``columns`` of the data files (as of ``version``, latest when ``None``) for which ``may_hold`` is true,
+    given each file with the statistics of ``columns``: the files the statistics rule out are not read."""
     from deltalake import DeltaTable
 
     table = DeltaTable(uri, version=version)
-    actions = pa.table(table.get_add_actions(flatten=True))
-    where = None
-    high, nulls = f"max.{column}", f"null_count.{column}"
-    if {high, nulls} <= set(actions.column_names):
-        stats = actions.select(["num_records", nulls, high]).to_pylist()
-        if all(row[high] is not None or row[nulls] == row["num_records"] for row in stats):  # every file has stats
-            known = [row[high] for row in stats if row[high] is not None]
-            if not known:
-                return None  # every value null, or no rows
-            floor = max(known)
-            if isinstance(floor, dt.datetime):
-                floor -= dt.timedelta(milliseconds=1)
-            where = ds.field(column) >= floor
-    newest = pc.max(table.to_pyarrow_dataset().to_table(columns=[column], filter=where)[column])
-    return newest if newest.is_valid else None
+    chosen = [file for file in _file_ranges(table, columns) if may_hold(file)]
+    return _files_dataset(table, chosen).to_table(columns=columns).to_pandas()
 
 
 def read_batch(uri: str, version: int) -> "pa.Table":
     """Only the rows that ``version`` appended (the data files it added), so cost follows the batch size."""
-    import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
     current = DeltaTable(uri, version=version)
-    before = {Path(path).name for path in DeltaTable(uri, version=version - 1).file_uris()} if version > 0 else set()
-    added = {Path(path).name for path in current.file_uris()} - before
-    dataset = current.to_pyarrow_dataset()
-    fragments = [fragment for fragment in dataset.get_fragments() if Path(fragment.path).name in added]
-    return ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem).to_table()
+    before = {file.path for file in _file_ranges(DeltaTable(uri, version=version - 1), [])} if version > 0 else set()
+    return _files_dataset(current, [file for file in _file_ranges(current, []) if file.path not in before]).to_table()
 
 
 def read_newest_files(uri: str, key: str, below: int, files: int, columns: list[str]) -> "pd.DataFrame":
     """Rows of the ``files`` data files with the highest ``max(key)`` among those holding a ``key`` below
     ``below``: chosen from the file statistics in the Delta log, so only those files are read."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
     table = DeltaTable(uri)
-    stats = pa.table(table.get_add_actions(flatten=True)).select(["path", f"min.{key}", f"max.{key}"]).to_pandas()
-    newest = stats[stats[f"min.{key}"] < below].nlargest(files, f"max.{key}")
-    chosen = {Path(path).name for path in newest["path"]}
-    dataset = table.to_pyarrow_dataset()
-    fragments = [fragment for fragment in dataset.get_fragments() if Path(fragment.path).name in chosen]
-    chosen_files = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
-    return chosen_files.to_table(columns=columns).to_pandas()
+    known = [file for file in _file_ranges(table, [key]) if file.ranges[key] is not None]
+    holding = [file for file in known if file.ranges[key][0] < below]  # type: ignore[index]
+    newest = sorted(holding, key=lambda file: file.ranges[key][1], reverse=True)[:files]  # type: ignore[index]
+    return _files_dataset(table, newest).to_table(columns=columns).to_pandas()
 
 
 def table_summary(uri: str, version: Optional[int] = None) -> Optional[dict]:
@@ -260,17 +372,18 @@ def keep_logs() -> "PostCommitHookProperties":
 def append(uri: str, table: "pa.Table", metadata: Optional[dict[str, str]] = None, merge_schema: bool = False) -> int:
     """Append an Arrow table as one new version (``metadata`` goes into the commit) and return the version.
     ``merge_schema`` adds columns the table does not have yet (tables written by an older release)."""
-    from deltalake import CommitProperties, write_deltalake
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
 
+    target = DeltaTable(uri) if DeltaTable.is_deltatable(uri) else None  # written through, it knows its version
     write_deltalake(
-        uri,
+        uri if target is None else target,
         table,
         mode="append",
         commit_properties=CommitProperties(custom_metadata=metadata or {}),
         schema_mode="merge" if merge_schema else None,
         post_commithook_properties=keep_logs(),
     )
-    version = latest_version(uri)
+    version = latest_version(uri) if target is None else target.version()
     if version is None:
         raise RuntimeError(f"{uri}: no Delta table after appending to it")
     return version

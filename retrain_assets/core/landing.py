@@ -15,11 +15,12 @@ import csv
 import datetime as dt
 import errno
 import hashlib
+import json
 import logging
 import os
 import shutil
 import stat
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Optional
 
@@ -442,15 +443,16 @@ def _land(
     except BeyondLimit as exc:  # not hashed, nor copied into quarantine: left where it is
         raise refuse(config, path, str(exc), keep=False) from None
     sha = file_sha256(handle)
-    entries = history(uri)
-    landed = next((entry["version"] for entry in entries if entry.get(SHA_KEY) == sha), None)
+    known = LandedFiles.read(config)
+    known.refresh(config)
+    landed = known.sha256.get(sha)
     if landed is not None:
         reason = f"{path.name}: identical content already landed as raw_data version {landed}"
         raise refuse(config, path, reason + _revalidate_hint(config, landed), keep=False)
     try:
         table = cast_batch(config, path.name, handle)
         if landed_at is not None:
-            _check_landing_time(config, path.name, table, landed_at.astimezone(dt.timezone.utc), entries)
+            _check_landing_time(config, path.name, table, landed_at.astimezone(dt.timezone.utc), known.latest)
         metadata = {**extra, SOURCE_KEY: path.name, SHA_KEY: sha}
         if landed_at is not None:
             metadata[LANDED_KEY] = landed_at.astimezone(dt.timezone.utc).isoformat()
@@ -465,8 +467,63 @@ def _land(
         reason = str(exc) if isinstance(exc, ValueError) else f"{path.name}: write to {uri} failed: {exc}"
         raise refuse(config, path, reason, keep=True, source=handle) from exc
     # not latest_version(): another writer may have committed since ours
-    version = next(entry["version"] for entry in reversed(history(uri)) if entry.get(SHA_KEY) == sha)
+    version = next(entry["version"] for entry in reversed(known.refresh(config)) if entry.get(SHA_KEY) == sha)
     return IngestResult(source=path.name, version=version, rows=table.num_rows)
+
+
+INDEX_FILE = "landed_files.json"
+
+
+@dataclass
+class LandedFiles:
+    """What the ``raw_data`` commits up to ``version`` say about the files landed: the version each sha256
+    first landed as (a file landed again is refused), and the batch that landed latest (an ``--as-of`` must not
+    go back before it). Kept in ``<home>/landed_files.json`` so that a landing reads only the commits from
+    ``version`` on, not the whole log (every commit is a file read, and a checkpoint spares none of them). The
+    Delta log stays the record: the index is rebuilt from the whole log when it is missing or unreadable, or
+    when commit ``version`` is not the one it took in (``committed_at``: a lake made anew)."""
+
+    version: int = -1
+    committed_at: Optional[int] = None  # commit ``version``'s timestamp (ms)
+    sha256: dict[str, int] = field(default_factory=dict)
+    latest: Optional[dict] = None  # {"version", "landed_at" (ISO), "source"}
+
+    @classmethod
+    def read(cls, config: "RetrainConfig") -> "LandedFiles":
+        """The kept index, or an empty one when there is none or it cannot be read."""
+        state, _ = statefiles.read_json(config.home / INDEX_FILE)
+        try:
+            index = cls(**state) if state is not None else cls()
+        except TypeError:  # not an index this release wrote
+            return cls()
+        return index if isinstance(index.version, int) and isinstance(index.sha256, dict) else cls()
+
+    def refresh(self, config: "RetrainConfig") -> list[dict]:
+        """Take in the commits after ``version`` (all of them when commit ``version`` is not the one taken in)
+        and keep the index; returns those commits, oldest first."""
+        uri = config.table_uri(RAW_TABLE)
+        entries = history(uri, after=self.version - 1)  # from commit ``version`` itself, to tell it is the same
+        if self.version >= 0:
+            if entries[:1] and (entries[0]["version"], entries[0]["timestamp"]) == (self.version, self.committed_at):
+                entries = entries[1:]
+            else:  # another table at that place, or none
+                self.version, self.committed_at, self.sha256, self.latest = -1, None, {}, None
+                entries = history(uri)
+        for entry in entries:
+            if SHA_KEY in entry:
+                self.sha256.setdefault(entry[SHA_KEY], entry["version"])
+            if _is_batch(entry) and (self.latest is None or landed_at(entry) > _landed(self.latest)):
+                source = entry.get(SOURCE_KEY, "not written by retrain ingest")
+                self.latest = {"version": entry["version"], "landed_at": landed_at(entry).isoformat(), "source": source}
+            self.version, self.committed_at = entry["version"], entry["timestamp"]
+        if entries:
+            ensure_home(config)
+            statefiles.write_atomic(config.home / INDEX_FILE, json.dumps(asdict(self)))
+        return entries
+
+
+def _landed(batch: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(batch["landed_at"])
 
 
 def ensure_home(config: "RetrainConfig") -> Path:
@@ -487,12 +544,13 @@ def ensure_home(config: "RetrainConfig") -> Path:
 
 
 def _check_landing_time(
-    config: "RetrainConfig", source: str, table: "pa.Table", as_of: dt.datetime, entries: list[dict]
+    config: "RetrainConfig", source: str, table: "pa.Table", as_of: dt.datetime, latest: Optional[dict]
 ) -> None:
     """Raise ``ValueError`` for an ``--as-of`` the batch or the table contradicts: in the future (beyond the
     clock-skew tolerance), which would make every later landing go backwards; before the batch's own newest
     event (beyond validation's clock-skew tolerance), which validation would reject for good at the next run;
-    or before the newest batch in ``raw_data`` landed, which would make "the table as of a time" go back."""
+    or before the batch in ``raw_data`` that landed latest (``latest``, see :class:`LandedFiles`), which would
+    make "the table as of a time" go back."""
     import pyarrow.compute as pc
 
     from retrain_assets.core.validation import FUTURE_TOLERANCE
@@ -511,12 +569,10 @@ def _check_landing_time(
             f"value {_utc(newest)}, more than the {_hours(FUTURE_TOLERANCE)} of clock skew allowed: a batch cannot "
             "land before its events; give the time it really landed"
         )
-    batches = [entry for entry in entries if _is_batch(entry)]
-    latest = max(batches, key=landed_at, default=None)
-    if latest is not None and as_of < landed_at(latest):
+    if latest is not None and as_of < _landed(latest):
         raise ValueError(
             f"{source}: --as-of {_utc(as_of)} is before raw_data version {latest['version']} "
-            f"({latest.get(SOURCE_KEY, 'not written by retrain ingest')}) landed, at {_utc(landed_at(latest))}: "
+            f"({latest['source']}) landed, at {_utc(_landed(latest))}: "
             "landing times must not go backwards, or the table as of a time would change after the fact"
         )
 
