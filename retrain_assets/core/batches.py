@@ -169,16 +169,17 @@ def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
     raw_uri = config.table_uri(delta.RAW_TABLE)
     after = last_processed_version(config)
     run = ValidationRun(upto=upto, after=after)
+    appended = None
     for commit in delta.batch_commits(raw_uri, after, upto):
         version = commit["version"]
         outcome, batch, frame = judge(config, raw_uri, commit)
         if outcome.accepted and batch is not None and frame is not None:
-            _append_features(config, batch, version)
+            appended = _append_features(config, batch, version)
             crash_point("features_appended")
             run.accepted_rows.append(frame)
         _log(config, outcome)
         run.batches.append(outcome)
-    run.features = current_features(config)
+    run.features = appended or current_features(config)
     return run
 
 
@@ -355,22 +356,22 @@ def current_features(config: "RetrainConfig") -> Optional[delta.TableRef]:
     return None if newest is None else delta.TableRef(uri, version, int(newest.as_py()))
 
 
-def _append_features(config: "RetrainConfig", batch, version: int) -> None:
-    """Append an accepted batch, unless a previous, interrupted run already did (its rows are there)."""
+def _append_features(config: "RetrainConfig", batch, version: int) -> delta.TableRef:
+    """Append an accepted batch, unless a previous, interrupted run already did (its rows are there); returns
+    the features table after it, as :func:`current_features` would."""
     import pyarrow as pa
 
-    uri = config.table_uri(delta.FEATURES_TABLE)
-    if delta.exists(uri):
-        column = delta.RAW_VERSION_COLUMN
-        there = delta.read_files(uri, [column], lambda file: file.may_hold(column, version, version))
-        if (there[column] == version).any():
-            return
     from retrain_assets.core import training
 
+    uri = config.table_uri(delta.FEATURES_TABLE)
     rows = batch.append_column(delta.RAW_VERSION_COLUMN, pa.array([version] * batch.num_rows, pa.int64()))
     buckets = training.holdout_buckets(batch.select(training.holdout_key_columns(config)).to_pandas(), config)
     rows = rows.append_column(training.bucket_column(config), pa.array(buckets, pa.int16()))
-    delta.append(uri, rows, {RAW_VERSION_KEY: str(version)}, merge_schema=True)  # tables from before the buckets
+    # merge: tables from before the buckets
+    latest, newest = delta.append_unless_held(
+        uri, rows, delta.RAW_VERSION_COLUMN, version, {RAW_VERSION_KEY: str(version)}
+    )
+    return delta.TableRef(uri, latest, newest)
 
 
 def _log(config: "RetrainConfig", outcome: BatchOutcome, revalidated: bool = False) -> None:

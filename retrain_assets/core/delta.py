@@ -226,19 +226,24 @@ def newest_in_latest(uri: str, column: str) -> "tuple[int, Optional[pa.Scalar]]"
 
 
 def _newest_value(table: "DeltaTable", column: str) -> "Optional[pa.Scalar]":
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    files = _file_ranges(table, [column])
-    highs = [bounds[1] for bounds in (file.ranges[column] for file in files) if bounds is not None]
-    chosen = files
-    if highs and len(highs) == len(files):
-        floor = max(highs)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    high = f"max.{column}"
+    if high in actions.column_names and actions.num_rows and actions.column(high).null_count == 0:
+        floor = pc.max(actions.column(high)).as_py()
         if isinstance(floor, dt.datetime):
             floor -= dt.timedelta(milliseconds=1)
-        chosen = [file for file in files if file.may_hold(column, low=floor)]
-    values = _files_dataset(table, chosen).to_table(columns=[column])[column]
+        actions = actions.filter(pc.greater_equal(actions.column(high), pa.scalar(floor, actions.column(high).type)))
+    files = [DataFile(path, size, {}) for path, size in zip(*_paths_and_sizes(actions), strict=True)]
+    values = _files_dataset(table, files).to_table(columns=[column])[column]
     newest = pc.max(values) if len(values) else None
     return newest if newest is not None and newest.is_valid else None
+
+
+def _paths_and_sizes(actions: "pa.Table") -> tuple[list[str], list[int]]:
+    return actions.column("path").to_pylist(), actions.column("size_bytes").to_pylist()
 
 
 @dataclass(frozen=True)
@@ -278,7 +283,7 @@ def _file_ranges(table: "DeltaTable", columns: list[str]) -> list[DataFile]:
 
     lows, highs = {c: stat(f"min.{c}") for c in columns}, {c: stat(f"max.{c}") for c in columns}
     files = []
-    for row, (path, size) in enumerate(zip(stat("path"), stat("size_bytes"), strict=True)):
+    for row, (path, size) in enumerate(zip(*_paths_and_sizes(actions), strict=True)):
         ranges = {c: (lows[c][row], highs[c][row]) for c in columns}
         files.append(DataFile(path, size, {c: None if None in bounds else bounds for c, bounds in ranges.items()}))
     return files
@@ -318,13 +323,59 @@ def read_files(
     return _files_dataset(table, chosen).to_table(columns=columns).to_pandas()
 
 
+def append_unless_held(
+    uri: str, rows: "pa.Table", column: str, value: int, metadata: dict[str, str]
+) -> tuple[int, int]:
+    """Append ``rows``, each holding ``value`` in ``column``, unless the table holds that value already (an
+    interrupted run appended them), adding columns the table lacks; returns the table's version after it and the
+    largest ``column`` value in it. The table is opened once: the largest value comes from the file statistics,
+    and only a ``value`` at or below it (a batch revalidated after newer ones, a run re-executed) has the files
+    that may hold it read."""
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri) if DeltaTable.is_deltatable(uri) else None
+    largest = None if table is None else _newest_value(table, column)
+    newest = None if largest is None else int(largest.as_py())
+    if table is not None and newest is not None and value <= newest:
+        chosen = [file for file in _file_ranges(table, [column]) if file.may_hold(column, value, value)]
+        if pc.any(pc.equal(_files_dataset(table, chosen).to_table(columns=[column])[column], value)).as_py():
+            return table.version(), newest
+    version = append(uri, rows, metadata, merge_schema=True, opened=table)
+    return version, value if newest is None else max(newest, value)
+
+
 def read_batch(uri: str, version: int) -> "pa.Table":
-    """Only the rows that ``version`` appended (the data files it added), so cost follows the batch size."""
+    """Only the rows that ``version`` appended: the data files its commit adds, so cost follows the batch size
+    and not the table's (one snapshot opened). Should the commit file be gone (logs cleaned up by a release
+    before :func:`keep_logs`), the files of that version that the one before lacks."""
     from deltalake import DeltaTable
 
     current = DeltaTable(uri, version=version)
-    before = {file.path for file in _file_ranges(DeltaTable(uri, version=version - 1), [])} if version > 0 else set()
-    return _files_dataset(current, [file for file in _file_ranges(current, []) if file.path not in before]).to_table()
+    added = _added_files(current, version)
+    if added is None:
+        before = {file.path for file in _file_ranges(DeltaTable(uri, version=version - 1), [])} if version else set()
+        added = [file for file in _file_ranges(current, []) if file.path not in before]
+    return _files_dataset(current, added).to_table()
+
+
+def _added_files(table: "DeltaTable", version: int) -> Optional[list[DataFile]]:
+    """The data files commit ``version`` of ``table`` adds, from its commit file (``None`` if it is gone): the
+    Delta protocol names it ``_delta_log/<version, 20 digits>.json``, one action per line."""
+    import json
+    from urllib.parse import unquote
+
+    import pyarrow.fs as pa_fs
+    from deltalake.fs import DeltaStorageHandler
+
+    filesystem = pa_fs.PyFileSystem(DeltaStorageHandler(table.table_uri))
+    try:
+        with filesystem.open_input_stream(f"_delta_log/{version:020d}.json") as commit:
+            lines = commit.read().decode().splitlines()
+    except FileNotFoundError:
+        return None
+    actions = [json.loads(line) for line in lines if line.strip()]
+    return [DataFile(unquote(a["add"]["path"]), a["add"]["size"], {}) for a in actions if "add" in a]
 
 
 def read_newest_files(uri: str, key: str, below: int, files: int, columns: list[str]) -> "pd.DataFrame":
@@ -369,12 +420,21 @@ def keep_logs() -> "PostCommitHookProperties":
     return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 
-def append(uri: str, table: "pa.Table", metadata: Optional[dict[str, str]] = None, merge_schema: bool = False) -> int:
+def append(
+    uri: str,
+    table: "pa.Table",
+    metadata: Optional[dict[str, str]] = None,
+    merge_schema: bool = False,
+    opened: "Optional[DeltaTable]" = None,
+) -> int:
     """Append an Arrow table as one new version (``metadata`` goes into the commit) and return the version.
-    ``merge_schema`` adds columns the table does not have yet (tables written by an older release)."""
+    ``merge_schema`` adds columns the table does not have yet (tables written by an older release). ``opened``:
+    the table at ``uri`` as the caller already opened it (opening one of 10,000 versions costs about 50 ms)."""
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-    target = DeltaTable(uri) if DeltaTable.is_deltatable(uri) else None  # written through, it knows its version
+    target = opened or (
+        DeltaTable(uri) if DeltaTable.is_deltatable(uri) else None
+    )  # written through, it knows its version
     write_deltalake(
         uri if target is None else target,
         table,
