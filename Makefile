@@ -59,6 +59,7 @@ ui: install
 
 bench: install
 	bash scripts/ensure-wrk
+	bash scripts/ensure-dvc
 	$(BIN)/python bench/run.py
 
 validate: install

@@ -189,7 +189,6 @@ PLATFORM_IMPORTS = (
     "sklearn.linear_model",
     "sklearn.compose",
     "scipy.stats",
-    "matplotlib.pyplot",
     "retrain_assets.definitions",
     "retrain_assets.app.cli",
 )

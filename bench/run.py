@@ -7,6 +7,9 @@
                                                   # (`bench/serving.py`; `make bench` installs wrk)
     .venv/bin/python bench/run.py --only versions # tick, validation, status at 10,000 versions (`bench/versions.py`;
                                                   # --quick: 2,000)
+    .venv/bin/python bench/run.py --only dvc      # `retrain tick` vs a DVC 3 pipeline doing the same work, time and
+                                                  # peak RSS (`bench/peer_dvc.py`; `make bench` installs DVC)
+    --only process: the cycle as whole processes (imports included); --only large: one 5M-row cycle and its RSS
 
 Prints the machine, one table (benchmark, platform, baseline, ratio, goal, met?, notes) and the import and
 load details the table refers to. See ``bench/RESULTS.md`` for the numbers of a full run and their reading.
@@ -33,10 +36,13 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 warnings.filterwarnings("ignore")
 
-from bench import batch_cost, cycle, daemon, gitops, noop_tick, serving, versions  # noqa: E402
+from bench import batch_cost, cycle, daemon, gitops, noop_tick, peer_dvc, serving, versions  # noqa: E402
 from bench.workload import Row, machine  # noqa: E402
 
 MB = 2**20
+
+
+EVERY = ["cycle", "process", "large", "dvc", "tick", "batch", "rss", "gitops", "daemon", "serving", "versions"]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -45,7 +51,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, default=None, help="timed repetitions after the warm-up (default 3)")
     parser.add_argument(
         "--only",
-        choices=["cycle", "tick", "batch", "rss", "gitops", "daemon", "serving", "versions"],
+        choices=EVERY,
         action="append",
         help="run only these (default: all)",
     )
@@ -93,6 +99,69 @@ def run_cycle(data: Path, sizes: list[int], repetitions: int) -> list[Row]:
         )
     )
     log(f"orchestration floor: {floor.samples}")
+    return rows
+
+
+def run_process(data: Path, sizes: list[int], repetitions: int) -> list[Row]:
+    rows = []
+    for size in sizes:
+        platform, bare = cycle.measure_process(data, size, repetitions)
+        goal = cycle.PROCESS_GOALS.get(size, cycle.PROCESS_GOALS[1_000_000])
+        rows.append(
+            ratio_row(
+                f"retrain cycle, {size:,} rows, whole processes (`retrain tick` vs `python bench/baseline.py`)",
+                platform,
+                bare,
+                goal,
+                f"imports included (cold start); spread {platform.spread()} / {bare.spread()} s",
+            )
+        )
+        log(f"process cycle {size:,}: platform {platform.samples}, baseline {bare.samples}")
+    return rows
+
+
+def run_large_cycle(data: Path, size: int) -> list[Row]:
+    """One run of the largest cycle each side (no warm-up: minutes per run), then its peak RSS."""
+    platform, bare, landing = cycle.measure(data, size, repetitions=1, warmup=0)
+    rows = [
+        ratio_row(
+            f"retrain cycle, {size:,} rows (tick vs bare script)",
+            platform,
+            bare,
+            cycle.CYCLE_GOAL,
+            f"one run each, no warm-up; not in the cycle: ingest of the batch {landing.median:.2f} s",
+        )
+    ]
+    log(f"large cycle {size:,}: platform {platform.samples}, baseline {bare.samples}")
+    return rows + run_rss(data, size)
+
+
+def run_dvc(data: Path, sizes: list[int], repetitions: int) -> list[Row]:
+    rows = []
+    for size in sizes:
+        result = peer_dvc.measure(data, size, repetitions)
+        ours, theirs = result["retrain"], result["dvc"]
+        peak, peer_peak = result["retrain_rss"], result["dvc_rss"]
+        rows += [
+            ratio_row(
+                f"retrain cycle, {size:,} rows, whole processes: `retrain tick` vs `dvc repro` (DVC 3 pipeline)",
+                ours,
+                theirs,
+                1.0,
+                f"prepare, validate (GE), train, evaluate + MLflow as four DVC stages; spread {ours.spread()} / "
+                f"{theirs.spread()} s",
+            ),
+            Row(
+                f"peak RSS of that cycle, {size:,} rows: `retrain tick` vs `dvc repro`",
+                f"{peak.median / MB:,.0f} MB",
+                f"{peer_peak.median / MB:,.0f} MB",
+                peak.median / peer_peak.median,
+                "<= 1x",
+                peak.median <= peer_peak.median,
+                "largest single process of each command's tree (DVC's stages run one after another)",
+            ),
+        ]
+        log(f"dvc {size:,}: {ours.samples} / {theirs.samples} s, {peak.samples} / {peer_peak.samples} bytes")
     return rows
 
 
@@ -433,6 +502,18 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join([render(header), render(["-" * w for w in widths]), *map(render, body)])
 
 
+def git_revision() -> str:
+    """The checkout's commit, marked ``+changes`` when the work tree differs from it (``-`` outside git)."""
+    import subprocess
+
+    def git(*arguments: str) -> str:
+        done = subprocess.run(["git", *arguments], capture_output=True, text=True, cwd=Path(__file__).parent)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    return (commit + (" +changes" if git("status", "--porcelain") else "")) if commit else "-"
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -457,11 +538,12 @@ def main(argv: list[str]) -> int:
     sizes = [20_000, 100_000] if args.quick else [100_000, 1_000_000]
     tables = [200_000, 500_000] if args.quick else [1_000_000, 5_000_000]
     repetitions = args.repetitions or (1 if args.quick else 3)
-    selected = set(args.only or ["cycle", "tick", "batch", "rss", "gitops", "daemon", "serving", "versions"])
+    large = 1_000_000 if args.quick else 5_000_000
+    selected = set(args.only or EVERY)
     info = machine()
     print(f"machine: {info['cores']} cores, {info['ram']} RAM, {info['cpu']}; Python {info['python']}")
     print(f"packages: {info['packages']}")
-    print(f"measured: {info['package']}")
+    print(f"measured: {info['package']}, git {git_revision()}; {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(
         f"mode: {'quick' if args.quick else 'full'}; median of {repetitions} after 1 warm-up; "
         f"load average at start {os.getloadavg()[0]:.2f}",
@@ -476,6 +558,12 @@ def main(argv: list[str]) -> int:
         try:
             if "cycle" in selected:
                 rows += run_cycle(data, sizes, repetitions)
+            if "process" in selected:
+                rows += run_process(data, sizes, repetitions)
+            if "large" in selected:
+                rows += run_large_cycle(data, large)
+            if "dvc" in selected:
+                rows += run_dvc(data, sizes, repetitions)
             if "tick" in selected:
                 tick_rows, imports = run_tick(data, repetitions)
                 rows += tick_rows

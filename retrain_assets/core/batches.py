@@ -174,7 +174,7 @@ def validate_new_batches(config: "RetrainConfig", upto: int) -> ValidationRun:
         version = commit["version"]
         outcome, batch, frame = judge(config, raw_uri, commit)
         if outcome.accepted and batch is not None and frame is not None:
-            appended = _append_features(config, batch, version)
+            appended = _append_features(config, batch, frame, version)
             crash_point("features_appended")
             run.accepted_rows.append(frame)
         _log(config, outcome)
@@ -338,9 +338,9 @@ def revalidate(config: "RetrainConfig", versions: list[int]) -> list[BatchOutcom
             raise RevalidationRefused(f"raw_data v{version}: accepted already; it is in validated_features")
     outcomes = []
     for version in versions:
-        outcome, batch, _ = judge(config, raw_uri, commits[version])
-        if outcome.accepted and batch is not None:
-            _append_features(config, batch, version)
+        outcome, batch, frame = judge(config, raw_uri, commits[version])
+        if outcome.accepted and batch is not None and frame is not None:
+            _append_features(config, batch, frame, version)
         _log(config, outcome, revalidated=True)
         outcomes.append(outcome)
     return outcomes
@@ -356,8 +356,9 @@ def current_features(config: "RetrainConfig") -> Optional[delta.TableRef]:
     return None if newest is None else delta.TableRef(uri, version, int(newest.as_py()))
 
 
-def _append_features(config: "RetrainConfig", batch, version: int) -> delta.TableRef:
-    """Append an accepted batch, unless a previous, interrupted run already did (its rows are there); returns
+def _append_features(config: "RetrainConfig", batch: "pa.Table", frame: "pd.DataFrame", version: int) -> delta.TableRef:
+    """Append an accepted batch (``frame``: its rows as validated, whose key columns give the holdout buckets
+    without converting them again), unless a previous, interrupted run already did (its rows are there); returns
     the features table after it, as :func:`current_features` would."""
     import pyarrow as pa
 
@@ -365,7 +366,7 @@ def _append_features(config: "RetrainConfig", batch, version: int) -> delta.Tabl
 
     uri = config.table_uri(delta.FEATURES_TABLE)
     rows = batch.append_column(delta.RAW_VERSION_COLUMN, pa.array([version] * batch.num_rows, pa.int64()))
-    buckets = training.holdout_buckets(batch.select(training.holdout_key_columns(config)).to_pandas(), config)
+    buckets = training.holdout_buckets(frame, config)
     rows = rows.append_column(training.bucket_column(config), pa.array(buckets, pa.int16()))
     # merge: tables from before the buckets
     latest, newest = delta.append_unless_held(
