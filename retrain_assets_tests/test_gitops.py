@@ -200,3 +200,44 @@ def test_status_check_says_when_a_tick_would_retrain_without_loading_dagster_or_
     (repo.folder / "churn_model.py").rename(repo.folder / "renamed.py")
     code, output = check(project)
     assert code == 2 and "model.pipeline: file 'churn_model.py'" in output, output
+
+
+STATUS_IMPORTS = """
+import sys
+from retrain_assets.app.cli import main
+try:
+    main(["--config", sys.argv[1], "status", "--json"])
+except SystemExit as done:
+    print("mlflow imported:", "mlflow" in sys.modules)
+    sys.exit(done.code)
+"""
+
+
+def status_process(project) -> tuple[dict, bool]:
+    """`retrain status --json` as its own process: the report, and whether it imported MLflow."""
+    command = [sys.executable, "-c", STATUS_IMPORTS, str(project.path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report, _, imported = done.stdout.rpartition("mlflow imported:")
+    return json.loads(report), imported.strip() == "True"
+
+
+def test_status_reads_mlflow_only_after_a_registry_write(project, repo):
+    first, _ = status_process(project)
+    again, imported = status_process(project)
+    assert first["champion"]["version"] == "1" and first["current_code"]["state"] == "champion"
+    assert not imported, "the registry has not changed: the champion and decision come from the snapshot"
+    assert (again["champion"], again["last_decision"], again["current_code"]) == (
+        first["champion"],
+        first["last_decision"],
+        first["current_code"],
+    )
+
+    repo.raw["model"]["params"] = {"max_iter": 80}
+    repo.commit("more boosting rounds", **{"retrain.yaml": yaml.safe_dump(repo.raw, sort_keys=False)})
+    before_tick, imported = status_process(project)
+    assert not imported and before_tick["current_code"]["state"] == "untried", "the code moved, not the registry"
+    [run] = launched(project)  # v2 registered and decided: the store changed
+    after, imported = status_process(project)
+    assert imported and after["last_decision"]["candidate_version"] == "2", after["last_decision"]
+    assert after["current_code"]["version"] == "2" and after["current_code"]["state"] in ("champion", "lost")

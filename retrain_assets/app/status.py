@@ -180,9 +180,9 @@ def last_run(instance: "DagsterInstance") -> Optional[dict[str, Any]]:
 
 
 def model_code_state(config: RetrainConfig, registry: Optional["Registry"] = None) -> "CodeState":
-    """Where the model's current code and params stand (:func:`modelstate.code_state`). Without ``registry``
-    the registry's side comes from the snapshot when it can be trusted, so `retrain status --check` imports
-    neither Dagster nor MLflow; otherwise it is read from MLflow and the snapshot rewritten.
+    """Where the model's current code and params stand (:func:`modelstate.code_state`), against the registry
+    as :func:`registry_snapshot` has it, so `retrain status --check` imports neither Dagster nor MLflow while
+    the snapshot can be trusted.
 
     Raises:
         UserCodeError: the model's code named in retrain.yaml cannot be located.
@@ -191,26 +191,37 @@ def model_code_state(config: RetrainConfig, registry: Optional["Registry"] = Non
     from retrain_assets.core.training import model_code
 
     code = model_code(config)
-    features = delta.latest_version(config.table_uri(delta.FEATURES_TABLE))
+    snap = registry_snapshot(config, registry) or {"champion": None}  # no store yet: nothing trained
+    return modelstate.code_state(snap, code, delta.latest_version(config.table_uri(delta.FEATURES_TABLE)))
+
+
+def registry_snapshot(config: RetrainConfig, registry: Optional["Registry"] = None) -> Optional[dict[str, Any]]:
+    """The registry's side of status (:func:`modelstate.snapshot`): without ``registry``, the kept snapshot
+    when it can be trusted; otherwise read from MLflow and kept. ``None`` while there is no local store and no
+    tracking server (nothing trained yet)."""
+    from retrain_assets.core import modelstate
+
     snap = modelstate.remembered(config) if registry is None else None
-    if snap is None:
-        if registry is None and config.mlflow.tracking_uri is None and not (config.mlflow_dir / "mlflow.db").exists():
-            return modelstate.code_state({"champion": None}, code, features)  # no store yet: nothing trained
-        if registry is None:
-            from retrain_assets.core.registry import Registry
+    if snap is not None:
+        return snap
+    if registry is None and config.mlflow.tracking_uri is None and not (config.mlflow_dir / "mlflow.db").exists():
+        return None
+    if registry is None:
+        from retrain_assets.core.registry import Registry
 
-            registry = Registry(config)
-        snap = modelstate.snapshot(registry, features)
-        modelstate.remember(config, snap)
-    return modelstate.code_state(snap, code, features)
+        registry = Registry(config)
+    stamp = modelstate.store_stamp(config)  # before reading: a write meanwhile leaves the snapshot untrusted
+    snap = modelstate.snapshot(registry, delta.latest_version(config.table_uri(delta.FEATURES_TABLE)))
+    modelstate.remember(config, snap, stamp)
+    return snap
 
 
-def current_code(config: RetrainConfig, registry: "Registry") -> Optional[dict[str, Any]]:
+def current_code(config: RetrainConfig) -> Optional[dict[str, Any]]:
     """The ``current_code`` block of status (see :func:`model_code_state`); ``None`` before the first champion."""
     from retrain_assets.core.usercode import UserCodeError
 
     try:
-        state = model_code_state(config, registry)
+        state = model_code_state(config)
     except UserCodeError as exc:
         return {"code_hash": None, "state": "unreadable", "version": None, "reason": str(exc), "changes": []}
     return None if state.state == "no_champion" else state.as_dict()
@@ -226,17 +237,9 @@ def project_status(config: RetrainConfig, project: ProjectSource, instance: "Dag
 
     raw = delta.table_summary(config.table_uri(delta.RAW_TABLE))
     registry_status: dict[str, Any] = {"champion": None, "last_decision": None}
-    if config.mlflow.tracking_uri is not None or (config.mlflow_dir / "mlflow.db").exists():
-        from retrain_assets.core.names import CHAMPION
-        from retrain_assets.core.registry import Registry
-
-        registry = Registry(config)
-        champion = registry.by_alias(CHAMPION)
-        registry_status = {
-            "champion": registry.describe(champion) if champion is not None else None,
-            "last_decision": registry.last_decision(),
-            "current_code": current_code(config, registry),
-        }
+    snap = registry_snapshot(config)  # MLflow is read (and its import paid) only after a registry write
+    if snap is not None:
+        registry_status = {**snap["status"], "current_code": current_code(config)}
     from retrain_assets.core.locking import current_holder
 
     refusals, events = landing.read_refusals(config), read_alerts(config, limit=10)  # torn lines skipped, counted

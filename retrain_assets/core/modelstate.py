@@ -6,12 +6,14 @@ the champion (a tick will not try it again on that data), ``untried`` when a tic
 changes that make it do so (``params_changed``, ``code_changed``), or ``no_champion``.
 
 `retrain status --check` is meant for a pre-commit hook or a CI step, so it must answer in well under a
-second without importing Dagster or MLflow. The registry's side of the answer is therefore kept in
-``model_state.json`` under the Dagster home: the champion's hashes and every version trained on the newest
-features version. It is only a shortcut, trusted while the local MLflow store (``mlflow.db``) has not changed
-since it was written; any write to the registry (a new candidate, a promotion, a rollback) makes the next
-check read MLflow and write it again. With an MLflow tracking server there is no file whose age says so, and
-the check always reads MLflow.
+second without importing Dagster or MLflow, and `retrain status` in under two (importing MLflow alone takes
+about one). The registry's side of both answers is therefore kept in ``model_state.json`` under the Dagster
+home: the champion's hashes and every version trained on the newest features version, and the champion and
+last-decision blocks of status. It is only a shortcut, trusted while the local MLflow store (``mlflow.db``) is
+the file it was read from: its modification time (in nanoseconds) and size, taken before MLflow was read, are
+kept with it, so any write to the registry (a new candidate, a promotion, a rollback), even one made while it
+was read, makes the next reader read MLflow and write it again. With an MLflow tracking server there is no
+file to date it by, and MLflow is always read.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class CodeState:
 
 def snapshot(registry: "Registry", features_version: Optional[int]) -> dict[str, Any]:
     """The registry's side of :func:`code_state`: the champion's tags and those of every version trained on
-    ``features_version`` (the current one), read from MLflow."""
+    ``features_version`` (the current one), and the ``status`` blocks (``champion``, ``last_decision``), read
+    from MLflow."""
     from retrain_assets.core.names import CHAMPION
 
     champion = registry.by_alias(CHAMPION)
@@ -77,6 +80,10 @@ def snapshot(registry: "Registry", features_version: Optional[int]) -> dict[str,
         "champion": record(champion) if champion is not None else None,
         "features_version": features_version,
         "versions": sorted((record(v) for v in versions), key=lambda r: int(r["version"])),
+        "status": {
+            "champion": registry.describe(champion) if champion is not None else None,
+            "last_decision": registry.last_decision(),
+        },
     }
 
 
@@ -99,20 +106,32 @@ def code_state(snap: dict[str, Any], code: "ModelCode", features_version: Option
     return CodeState("untried", code.code_hash, champion["version"], changes=changes)
 
 
-def remember(config: "RetrainConfig", snap: dict[str, Any]) -> None:
-    """Write ``snap`` as the shortcut (local MLflow store only: see the module docstring)."""
-    if config.mlflow.tracking_uri is None:
-        statefiles.write_atomic(config.dagster_home / STATE_FILE, json.dumps(snap))
+def store_stamp(config: "RetrainConfig") -> Optional[list[int]]:
+    """The local MLflow store's modification time (ns) and size, what a snapshot is trusted by; ``None`` with a
+    tracking server, or before the store exists."""
+    store = config.mlflow_dir / "mlflow.db"
+    if config.mlflow.tracking_uri is not None or not store.is_file():
+        return None
+    stat = store.stat()
+    return [stat.st_mtime_ns, stat.st_size]
+
+
+def remember(config: "RetrainConfig", snap: dict[str, Any], stamp: Optional[list[int]]) -> None:
+    """Keep ``snap``, read from a store whose :func:`store_stamp` was ``stamp`` before it was read (local MLflow
+    store only: see the module docstring)."""
+    if stamp is not None:
+        statefiles.write_atomic(config.dagster_home / STATE_FILE, json.dumps({**snap, "store": stamp}))
 
 
 def remembered(config: "RetrainConfig") -> Optional[dict[str, Any]]:
-    """The shortcut, when it can be trusted: the local MLflow store exists and has not changed since it was
-    written. ``None`` otherwise (or when it is unreadable), and the caller reads MLflow."""
+    """The shortcut, when it can be trusted: the local MLflow store is as it was when the shortcut was read from
+    it. ``None`` otherwise (or when it is unreadable, or from a release without the status blocks), and the
+    caller reads MLflow."""
     path: Path = config.dagster_home / STATE_FILE
-    store = config.mlflow_dir / "mlflow.db"
-    if config.mlflow.tracking_uri is not None or not path.is_file() or not store.is_file():
-        return None
-    if path.stat().st_mtime < store.stat().st_mtime:
+    stamp = store_stamp(config)
+    if stamp is None or not path.is_file():
         return None
     state, problem = statefiles.read_json(path)
-    return state if problem is None else None
+    if problem is not None or not isinstance(state, dict) or state.get("store") != stamp or "status" not in state:
+        return None
+    return state
