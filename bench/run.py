@@ -83,7 +83,9 @@ def run_cycle(data: Path, sizes: list[int], repetitions: int) -> list[Row]:
             f"not in the cycle: ingest of the batch {landing.median:.2f} s"
         )
         rows.append(
-            ratio_row(f"retrain cycle, {size:,} rows (tick vs bare script)", platform, bare, cycle.CYCLE_GOAL, notes)
+            ratio_row(
+                f"retrain cycle, {size:,} rows (tick vs bare script)", platform, bare, cycle.cycle_goal(size), notes
+            )
         )
         log(f"cycle {size:,}: platform {platform.samples}, baseline {bare.samples}, ingest {landing.samples}")
     floor = cycle.orchestration_floor(repetitions)
@@ -106,7 +108,7 @@ def run_process(data: Path, sizes: list[int], repetitions: int) -> list[Row]:
     rows = []
     for size in sizes:
         platform, bare = cycle.measure_process(data, size, repetitions)
-        goal = cycle.PROCESS_GOALS.get(size, cycle.PROCESS_GOALS[1_000_000])
+        goal = cycle.cycle_goal(size, process=True)
         rows.append(
             ratio_row(
                 f"retrain cycle, {size:,} rows, whole processes (`retrain tick` vs `python bench/baseline.py`)",
@@ -128,7 +130,7 @@ def run_large_cycle(data: Path, size: int) -> list[Row]:
             f"retrain cycle, {size:,} rows (tick vs bare script)",
             platform,
             bare,
-            cycle.CYCLE_GOAL,
+            cycle.cycle_goal(size),
             f"one run each, no warm-up; not in the cycle: ingest of the batch {landing.median:.2f} s",
         )
     ]
