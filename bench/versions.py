@@ -234,8 +234,9 @@ def write_commits(uri: str, commits: list[tuple[int, "pa.Table", dict[str, str],
     import pyarrow.parquet as pq
     from deltalake import DeltaTable
 
-    log = Path(uri) / "_delta_log"
-    first = json.loads((log / f"{0:020d}.json").read_text().splitlines()[0])["commitInfo"]
+    from retrain_assets.core.delta import commit_file
+
+    first = json.loads((Path(uri) / commit_file(0)).read_text().splitlines()[0])["commitInfo"]
     for version, rows, metadata, committed_at in commits:
         name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
         pq.write_table(rows, Path(uri) / name, compression="snappy")
@@ -268,7 +269,7 @@ def write_commits(uri: str, commits: list[tuple[int, "pa.Table", dict[str, str],
             "defaultRowCommitVersion": None,
             "clusteringProvider": None,
         }
-        with open(log / f"{version:020d}.json", "x") as commit:
+        with open(Path(uri) / commit_file(version), "x") as commit:
             commit.write(json.dumps({"commitInfo": info}) + "\n" + json.dumps({"add": add}) + "\n")
         if (version + 1) % CHECKPOINT_EVERY == 0:
             DeltaTable(uri, version=version).create_checkpoint()

@@ -187,12 +187,18 @@ def model_code_state(config: RetrainConfig, registry: Optional["Registry"] = Non
     Raises:
         UserCodeError: the model's code named in retrain.yaml cannot be located.
     """
+    return _code_state(config, registry_snapshot(config, registry))
+
+
+def _code_state(config: RetrainConfig, snap: Optional[dict[str, Any]]) -> "CodeState":
+    """:func:`modelstate.code_state` of the current code against ``snap`` (``None``: no store yet, nothing
+    trained)."""
     from retrain_assets.core import modelstate
     from retrain_assets.core.training import model_code
 
     code = model_code(config)
-    snap = registry_snapshot(config, registry) or {"champion": None}  # no store yet: nothing trained
-    return modelstate.code_state(snap, code, delta.latest_version(config.table_uri(delta.FEATURES_TABLE)))
+    features = delta.latest_version(config.table_uri(delta.FEATURES_TABLE))
+    return modelstate.code_state(snap or {"champion": None}, code, features)
 
 
 def registry_snapshot(config: RetrainConfig, registry: Optional["Registry"] = None) -> Optional[dict[str, Any]]:
@@ -216,12 +222,13 @@ def registry_snapshot(config: RetrainConfig, registry: Optional["Registry"] = No
     return snap
 
 
-def current_code(config: RetrainConfig) -> Optional[dict[str, Any]]:
-    """The ``current_code`` block of status (see :func:`model_code_state`); ``None`` before the first champion."""
+def current_code(config: RetrainConfig, snap: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The ``current_code`` block of status, against the registry snapshot status read (see
+    :func:`model_code_state`); ``None`` before the first champion."""
     from retrain_assets.core.usercode import UserCodeError
 
     try:
-        state = model_code_state(config)
+        state = _code_state(config, snap)
     except UserCodeError as exc:
         return {"code_hash": None, "state": "unreadable", "version": None, "reason": str(exc), "changes": []}
     return None if state.state == "no_champion" else state.as_dict()
@@ -239,7 +246,7 @@ def project_status(config: RetrainConfig, project: ProjectSource, instance: "Dag
     registry_status: dict[str, Any] = {"champion": None, "last_decision": None}
     snap = registry_snapshot(config)  # MLflow is read (and its import paid) only after a registry write
     if snap is not None:
-        registry_status = {**snap["status"], "current_code": current_code(config)}
+        registry_status = {**snap["status"], "current_code": current_code(config, snap)}
     from retrain_assets.core.locking import current_holder
 
     refusals, events = landing.read_refusals(config), read_alerts(config, limit=10)  # torn lines skipped, counted

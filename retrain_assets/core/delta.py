@@ -115,8 +115,8 @@ def is_latest(uri: str, version: Optional[int]) -> bool:
 
 
 def _is_newest_commit(uri: str, version: int) -> bool:
-    """Whether commit ``version`` is the newest in the table's log. In a local lake, from two commit files (the
-    Delta protocol names commit N ``_delta_log/<N, 20 digits>.json``; the newest is never cleaned up): opening
+    """Whether commit ``version`` is the newest in the table's log. In a local lake, from two commit files
+    (:func:`commit_file`; the newest is never cleaned up): opening
     the table lists the whole folder, about 0.1 s at 10,000 versions, checkpoints or not. Elsewhere the table
     is opened: an object store lists from the newest checkpoint on."""
     from urllib.parse import urlparse
@@ -126,8 +126,13 @@ def _is_newest_commit(uri: str, version: int) -> bool:
         from deltalake import DeltaTable
 
         return DeltaTable(uri).version() == version
-    log = Path(where.path if where.scheme else uri) / "_delta_log"
-    return (log / f"{version:020d}.json").is_file() and not (log / f"{version + 1:020d}.json").exists()
+    folder = Path(where.path if where.scheme else uri)
+    return (folder / commit_file(version)).is_file() and not (folder / commit_file(version + 1)).exists()
+
+
+def commit_file(version: int) -> str:
+    """Where the Delta protocol keeps commit ``version``, relative to the table's folder."""
+    return f"_delta_log/{version:020d}.json"
 
 
 def history(uri: str, after: Optional[int] = None) -> list[dict]:
@@ -360,8 +365,8 @@ def read_batch(uri: str, version: int) -> "pa.Table":
 
 
 def _added_files(table: "DeltaTable", version: int) -> Optional[list[DataFile]]:
-    """The data files commit ``version`` of ``table`` adds, from its commit file (``None`` if it is gone): the
-    Delta protocol names it ``_delta_log/<version, 20 digits>.json``, one action per line."""
+    """The data files commit ``version`` of ``table`` adds, from its commit file (:func:`commit_file`, one
+    action per line; ``None`` if it is gone)."""
     import json
     from urllib.parse import unquote
 
@@ -370,7 +375,7 @@ def _added_files(table: "DeltaTable", version: int) -> Optional[list[DataFile]]:
 
     filesystem = pa_fs.PyFileSystem(DeltaStorageHandler(table.table_uri))
     try:
-        with filesystem.open_input_stream(f"_delta_log/{version:020d}.json") as commit:
+        with filesystem.open_input_stream(commit_file(version)) as commit:
             lines = commit.read().decode().splitlines()
     except FileNotFoundError:
         return None
@@ -432,18 +437,17 @@ def append(
     the table at ``uri`` as the caller already opened it (opening one of 10,000 versions costs about 50 ms)."""
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-    target = opened or (
-        DeltaTable(uri) if DeltaTable.is_deltatable(uri) else None
-    )  # written through, it knows its version
+    if opened is None and DeltaTable.is_deltatable(uri):
+        opened = DeltaTable(uri)  # written through, the table object knows the version it wrote
     write_deltalake(
-        uri if target is None else target,
+        uri if opened is None else opened,
         table,
         mode="append",
         commit_properties=CommitProperties(custom_metadata=metadata or {}),
         schema_mode="merge" if merge_schema else None,
         post_commithook_properties=keep_logs(),
     )
-    version = latest_version(uri) if target is None else target.version()
+    version = latest_version(uri) if opened is None else opened.version()
     if version is None:
         raise RuntimeError(f"{uri}: no Delta table after appending to it")
     return version
